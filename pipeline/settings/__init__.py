@@ -1,0 +1,1 @@
+"""Typed, validated settings: one section model per stage, composed in `pipeline.config`."""

@@ -1,0 +1,1 @@
+"""Stage entry points: orchestration and file I/O around the pure transforms."""

@@ -1,0 +1,33 @@
+import pandas as pd
+import pytest
+
+from etl.split import assign_patient_split
+
+
+def test_split_has_no_subject_in_two_parts():
+    ids = pd.Series([1, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9, 10, 10])
+    split = assign_patient_split(ids, seed=7)
+    parts_per_subject = pd.DataFrame({"id": ids, "split": split}).groupby("id")["split"].nunique()
+    assert (parts_per_subject == 1).all()
+
+
+def test_split_fractions_are_seven_one_two_by_patient():
+    ids = pd.Series(range(100)).repeat(3)
+    split = assign_patient_split(ids, seed=1)
+    per_patient = pd.DataFrame({"id": ids.values, "split": split.values}).drop_duplicates("id")
+    assert per_patient["split"].value_counts().to_dict() == {"train": 70, "test": 20, "val": 10}
+
+
+def test_split_is_deterministic_and_independent_of_row_order():
+    ids = pd.Series([5, 3, 9, 1, 7, 2, 8, 4, 6, 10])
+    a = dict(zip(ids, assign_patient_split(ids, seed=3), strict=True))
+    shuffled = ids.sample(frac=1, random_state=0).reset_index(drop=True)
+    b = dict(zip(shuffled, assign_patient_split(shuffled, seed=3), strict=True))
+    assert a == b
+    c = dict(zip(ids, assign_patient_split(ids, seed=4), strict=True))
+    assert a != c
+
+
+def test_split_rejects_fractions_not_summing_to_one():
+    with pytest.raises(ValueError, match="sum"):
+        assign_patient_split([1, 2, 3], fractions=(0.5, 0.1, 0.1))
