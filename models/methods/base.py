@@ -1,0 +1,140 @@
+"""Pieces every method shares: losses, gradient vector algebra, RNG and BatchNorm guards.
+
+A method owns one optimisation step: `step(batch) -> dict[str, Tensor]` (0-d
+tensors, detached, on the device: no host sync). Batches follow the contract
+`{"inputs": {m: x}, "present": {m: [B] bool}, "y": y}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..fusion import FusionModel, FusionOutput
+from ..losses import task_loss
+
+Tensors = list[torch.Tensor]
+
+
+# --- gradient-vector algebra over lists of tensors (no host syncs) ----------------------
+
+
+def dot(a: Tensors, b: Tensors) -> torch.Tensor:
+    """<a, b> over all tensors, as a 0-d tensor."""
+    return torch.stack([t.sum() for t in torch._foreach_mul(a, b)]).sum()
+
+
+def norm(a: Tensors) -> torch.Tensor:
+    """||a||_2 over all tensors (flattened and concatenated), as a 0-d tensor."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(a)))
+
+
+def cosine(a: Tensors, b: Tensors, eps: float = 1e-12) -> torch.Tensor:
+    """cos(a, b) over the flattened concatenation of the tensors."""
+    return dot(a, b) / (norm(a) * norm(b)).clamp(min=eps)
+
+
+def grads_or_zeros(grads, params: Tensors) -> Tensors:
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+
+
+# --- determinism guards for a second forward pass ---------------------------------------
+
+
+def rng_state(device: torch.device):
+    """CPU (and, on CUDA, device) RNG state, for replaying dropout masks."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def set_rng_state(state, device: torch.device) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """Run a pass without changing BatchNorm running statistics (saved and restored)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [[b.clone() for b in m.buffers()] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, bufs in zip(norms, saved, strict=True):
+                for b, s in zip(m.buffers(), bufs, strict=True):
+                    b.copy_(s)
+
+
+# --- the method interface ------------------------------------------------------------
+
+
+class Method:
+    """Base class. Subclasses implement `step`.
+
+    Args:
+        model: the FusionModel being trained.
+        optimizer: the base optimizer (AdamW, SGD, ...) over all model parameters.
+        task_type: "multilabel", "binary" or "multiclass".
+        lambda_m: weight of each unimodal loss in L_total = L_fuse + sum_m lambda_m L_m
+            (a number for all modalities or a {modality: weight} mapping).
+    """
+
+    name = "base"
+
+    def __init__(self, model: FusionModel, optimizer: torch.optim.Optimizer, task_type: str, lambda_m=1.0):
+        self.model = model
+        self.optimizer = optimizer
+        self.task_type = task_type
+        if isinstance(lambda_m, dict):
+            unknown = set(lambda_m) - set(model.modalities)
+            if unknown:
+                raise ValueError(f"lambda_m names unknown modalities {sorted(unknown)}")
+            self.lambdas = {m: float(lambda_m.get(m, 1.0)) for m in model.modalities}
+        else:
+            self.lambdas = {m: float(lambda_m) for m in model.modalities}
+
+    # losses
+    def fusion_loss(self, out: FusionOutput, batch) -> torch.Tensor:
+        return task_loss(out.fused, batch["y"], self.task_type)
+
+    def unimodal_losses(self, out: FusionOutput, batch) -> dict[str, torch.Tensor]:
+        """L_m, averaged over the samples where modality m is present."""
+        return {
+            m: task_loss(out.unimodal[m], batch["y"], self.task_type, batch["present"][m])
+            for m in self.model.modalities
+        }
+
+    def total_loss(self, l_fuse, l_uni) -> torch.Tensor:
+        return l_fuse + sum(self.lambdas[m] * l_uni[m] for m in self.model.modalities)
+
+    def loss_metrics(self, l_total, l_fuse, l_uni) -> dict[str, torch.Tensor]:
+        metrics = {"loss_total": l_total.detach(), "loss_fuse": l_fuse.detach()}
+        metrics.update({f"loss_{m}": loss.detach() for m, loss in l_uni.items()})
+        return metrics
+
+    def logits(self, out: FusionOutput) -> torch.Tensor:
+        """The prediction a method's model makes (the fused logits unless overridden)."""
+        return out.fused
+
+    def encoder_params(self, modality: str) -> Tensors:
+        return [p for p in self.model.encoders[modality].parameters() if p.requires_grad]
+
+    def head_params(self) -> Tensors:
+        enc = {id(p) for m in self.model.modalities for p in self.model.encoders[m].parameters()}
+        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc]
+
+    def step(self, batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # resumable state (methods with moving averages override)
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None

@@ -1,0 +1,263 @@
+"""MASAM: Multimodal Adaptive Sharpness-Aware Minimization, one training step.
+
+Follows the paper's Eqs. 8-13 (DESIGN section 5, steps 1-6). Notation:
+theta_m are encoder m's parameters, z_m its features, L_fuse the fusion loss,
+L_m the unimodal loss of head f_m, L_total = L_fuse + sum_m lambda_m L_m.
+
+  1. One forward; L_fuse and every L_m.
+  2. g_f,m = dL_fuse/dtheta_m and g_u,m = dL_m/dtheta_m, separately: backprop
+     L_fuse and L_m to z_m through the (cheap) heads, then each through
+     encoder m as a vector-Jacobian product; gamma_m = cos(g_f,m, g_u,m) over
+     the whole flattened encoder (MDPS).
+  3. MA_m = beta MA_m + (1 - beta) L_m; Decay_m = max(0, L_m(t-1) - MA_m)
+     (first step: MA_m = L_m, Decay_m = 0); APS_m = alpha Decay_m +
+     (1 - alpha) gamma_m; the dominant modality is d = argmax_m APS_m.
+  4. eps = rho gamma_d g_f,d / ||g_f,d||, on theta_d only. Taken literally, a
+     negative gamma_d reverses the ascent direction; `negative_gamma` in the
+     returned metrics counts it.
+  5. g' = dL_fuse/dtheta_d at theta_d + eps: only encoder d runs again (same
+     dropout masks, BatchNorm statistics untouched); the other encoders'
+     features are reused. theta_d is restored.
+  6. theta_d <- g' + lambda_d g_u,d; theta_m (m != d) <- g_f,m + lambda_m g_u,m;
+     heads <- their unperturbed gradient of L_total; one base-optimizer step.
+
+Cost: one forward, two encoder backwards per modality, one forward/backward of
+encoder d, plus head-only backwards. The single host sync per step is reading
+d (to know which encoder to run again); norms, dots, perturb and restore are
+`torch._foreach_*` ops on the device.
+
+Ablations (paper Table 2): `aps=False` perturbs every modality m with its own
+eps_m (each recomputed with the others' features fixed); `mdps=False` replaces
+gamma by 1 in the perturbation; `rho=0` is late fusion.
+
+`variant="reference"` reproduces the released code (github
+Orange2107/MASAM-Multimodal-Adaptive-SAM @713f931) where it departs from the
+paper:
+  a. gamma_m is the MEAN over encoder tensors of per-tensor cosines, not the
+     cosine of the flattened gradients;
+  b. the perturbation is built per tensor: u = projection of g_u onto g_f
+     when <g_u, g_f> >= 0, else g_f, normalised per tensor, and scaled by the
+     cosine of the LAST tensor of the encoder (a cosine <= 0 becomes 1), so
+     it never reverses;
+  c. the second backward is of L_total (not L_fuse) at the perturbed point,
+     and its gradient replaces the gradient of EVERY encoder (not only d);
+     heads keep their unperturbed gradients.
+Both variants replay dropout masks and freeze BatchNorm statistics in the
+second pass (the released code intends to but never calls its fix).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import (
+    Method,
+    cosine,
+    frozen_batchnorm_stats,
+    grads_or_zeros,
+    norm,
+    rng_state,
+    set_rng_state,
+)
+
+VARIANTS = ("paper", "reference")
+
+
+class MASAM(Method):
+    """MASAM step. See the module docstring for the equations and the reference variant.
+
+    Args:
+        rho: SAM radius.
+        alpha: weight of the loss-decay term in APS (1 - alpha weighs gamma).
+        beta: moving-average factor of the unimodal losses.
+        variant: "paper" (default) or "reference".
+        aps: pick one dominant modality by APS (False: perturb every modality).
+        mdps: scale the perturbation by gamma (False: by 1).
+        dominant: force the dominant modality (benchmarks, tests); None lets APS decide.
+    """
+
+    name = "masam"
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        task_type,
+        rho: float = 0.05,
+        alpha: float = 0.5,
+        beta: float = 0.9,
+        lambda_m=1.0,
+        variant: str = "paper",
+        aps: bool = True,
+        mdps: bool = True,
+        dominant: str | None = None,
+    ):
+        super().__init__(model, optimizer, task_type, lambda_m)
+        if variant not in VARIANTS:
+            raise ValueError(f"masam: variant must be one of {VARIANTS}, got {variant!r}")
+        if dominant is not None and dominant not in model.modalities:
+            raise ValueError(f"masam: dominant {dominant!r} is not one of {model.modalities}")
+        self.rho, self.alpha, self.beta = float(rho), float(alpha), float(beta)
+        self.variant, self.aps, self.mdps, self.dominant = variant, bool(aps), bool(mdps), dominant
+        self.moving_average: torch.Tensor | None = None  # MA_m, [M]
+        self.previous_loss: torch.Tensor | None = None  # L_m(t-1), [M]
+
+    # ----------------------------------------------------------------------------------
+    def step(self, batch):
+        model, mods = self.model, self.model.modalities
+        inputs, present = batch["inputs"], batch["present"]
+        model.train()
+        device = model.fusion_head.weight.device
+        params = {m: self.encoder_params(m) for m in mods}
+
+        # 1. One forward. The RNG state before each encoder lets step 5 replay its dropout.
+        rng_before, features = {}, {}
+        for m in mods:
+            rng_before[m] = rng_state(device)
+            features[m] = model.encode(m, inputs[m])
+        out = model.heads(features, present)
+        rng_after = rng_state(device)
+        l_fuse, l_uni = self.fusion_loss(out, batch), self.unimodal_losses(out, batch)
+        l_total = self.total_loss(l_fuse, l_uni)
+
+        # 2. dL/dz through the heads only (cheap), head gradients of L_total, then
+        #    g_f,m and g_u,m as two vector-Jacobian products through encoder m.
+        fusion_params = list(model.fusion_head.parameters())
+        g_fusion_head = torch.autograd.grad(
+            l_fuse, [features[m] for m in mods] + fusion_params, retain_graph=True
+        )
+        dz_fuse = dict(zip(mods, g_fusion_head[: len(mods)], strict=True))
+        head_grads = dict(zip(fusion_params, g_fusion_head[len(mods) :], strict=True))
+        dz_uni = {}
+        for m in mods:
+            uni_params = list(model.unimodal_heads[m].parameters())
+            g = torch.autograd.grad(l_uni[m], [features[m]] + uni_params, retain_graph=True)
+            dz_uni[m] = g[0]
+            head_grads.update({p: self.lambdas[m] * gp for p, gp in zip(uni_params, g[1:], strict=True)})
+        g_f, g_u = {}, {}
+        for m in mods:
+            g_f[m] = grads_or_zeros(
+                torch.autograd.grad(features[m], params[m], dz_fuse[m], retain_graph=True, allow_unused=True),
+                params[m],
+            )
+            g_u[m] = grads_or_zeros(
+                torch.autograd.grad(features[m], params[m], dz_uni[m], retain_graph=True, allow_unused=True),
+                params[m],
+            )
+        gamma = torch.stack([self._gamma(g_f[m], g_u[m]) for m in mods])  # [M]
+
+        # 3. Adaptive Perturbation Score.
+        losses = torch.stack([l_uni[m].detach() for m in mods])  # [M]
+        if self.moving_average is None:
+            self.moving_average = losses.clone()
+            decay = torch.zeros_like(losses)
+        else:
+            self.moving_average = self.beta * self.moving_average + (1 - self.beta) * losses
+            decay = (self.previous_loss - self.moving_average).clamp(min=0)
+        self.previous_loss = losses
+        aps = self.alpha * decay + (1 - self.alpha) * gamma
+        if self.dominant is not None:
+            d_index = torch.tensor(mods.index(self.dominant), device=device)
+        else:
+            d_index = torch.argmax(aps)
+        perturbed = [mods[int(d_index)]] if self.aps else list(mods)  # the one host sync
+
+        # 4-5. Perturb, recompute, restore.
+        scale = gamma if self.mdps else torch.ones_like(gamma)
+        saved = {m: [p.detach().clone() for p in params[m]] for m in perturbed}
+        eps = {m: self._perturbation(g_f[m], g_u[m], scale[mods.index(m)]) for m in perturbed}
+        if self.variant == "paper":
+            g_sharp = {}
+            for m in perturbed:
+                with torch.no_grad():
+                    torch._foreach_add_(params[m], eps[m])
+                set_rng_state(rng_before[m], device)
+                with frozen_batchnorm_stats(model.encoders[m]):  # restored after the backward
+                    z_m = model.encode(m, inputs[m])
+                    feats = {k: (z_m if k == m else features[k].detach()) for k in mods}
+                    l_fuse_perturbed = self.fusion_loss(model.heads(feats, present), batch)
+                    g_sharp[m] = grads_or_zeros(
+                        torch.autograd.grad(l_fuse_perturbed, params[m], allow_unused=True), params[m]
+                    )
+                with torch.no_grad():
+                    torch._foreach_copy_(params[m], saved[m])
+        else:  # reference: L_total at the perturbed point, gradient to every encoder
+            with torch.no_grad():
+                for m in perturbed:
+                    torch._foreach_add_(params[m], eps[m])
+            set_rng_state(rng_before[mods[0]], device)
+            all_params = [p for m in mods for p in params[m]]
+            with frozen_batchnorm_stats(model):
+                out_p = model(inputs, present)
+                l_total_p = self.total_loss(self.fusion_loss(out_p, batch), self.unimodal_losses(out_p, batch))
+                flat = grads_or_zeros(torch.autograd.grad(l_total_p, all_params, allow_unused=True), all_params)
+            g_sharp, i = {}, 0
+            for m in mods:
+                g_sharp[m], i = flat[i : i + len(params[m])], i + len(params[m])
+            with torch.no_grad():
+                for m in perturbed:
+                    torch._foreach_copy_(params[m], saved[m])
+        set_rng_state(rng_after, device)
+
+        # 6. Assemble gradients and take one base-optimizer step.
+        for m in mods:
+            if self.variant == "reference":
+                grads = g_sharp[m]
+            else:
+                base = g_sharp[m] if m in g_sharp else g_f[m]
+                grads = torch._foreach_add(base, g_u[m], alpha=self.lambdas[m])
+            for p, g in zip(params[m], grads, strict=True):
+                p.grad = g
+        for p, g in head_grads.items():
+            p.grad = g
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        metrics = self.loss_metrics(l_total, l_fuse, l_uni)
+        for i, m in enumerate(mods):
+            metrics[f"gamma_{m}"] = gamma[i].detach()
+            metrics[f"aps_{m}"] = aps[i].detach()
+            metrics[f"decay_{m}"] = decay[i].detach()
+        metrics["dominant"] = d_index.detach()
+        metrics["negative_gamma"] = torch.stack([(gamma[mods.index(m)] < 0) for m in perturbed]).float().mean()
+        metrics["perturbation_norm"] = norm([t for m in perturbed for t in eps[m]]).detach()
+        return metrics
+
+    # ----------------------------------------------------------------------------------
+    def _gamma(self, g_f, g_u) -> torch.Tensor:
+        """gamma_m: cosine over the flattened encoder (paper) or mean per-tensor cosine (reference)."""
+        if self.variant == "paper":
+            return cosine(g_f, g_u)
+        return self._per_tensor_cosines(g_f, g_u).mean()
+
+    @staticmethod
+    def _per_tensor_cosines(a, b) -> torch.Tensor:
+        dots = torch.stack([t.sum() for t in torch._foreach_mul(a, b)])
+        norms = torch.stack(torch._foreach_norm(a)) * torch.stack(torch._foreach_norm(b))
+        return dots / norms.clamp(min=1e-12)
+
+    def _perturbation(self, g_f, g_u, gamma_m) -> list[torch.Tensor]:
+        """eps_m for one encoder (a list of tensors shaped like its parameters)."""
+        if self.variant == "paper":
+            return torch._foreach_mul(g_f, self.rho * gamma_m / norm(g_f).clamp(min=1e-12))
+        # reference: per-tensor projection of g_u onto g_f (g_f itself when they disagree),
+        # per-tensor normalised, scaled by the last tensor's cosine (<= 0 -> 1).
+        dots = torch.stack([t.sum() for t in torch._foreach_mul(g_u, g_f)])
+        f_sq = torch.stack(torch._foreach_norm(g_f)) ** 2
+        coeff = torch.where(dots >= 0, dots / f_sq.clamp(min=1e-24), torch.ones_like(dots))
+        u = torch._foreach_mul(g_f, list(coeff.unbind()))
+        u_norm = torch.stack(torch._foreach_norm(u)).clamp(min=1e-12)
+        if self.mdps:
+            c_last = self._per_tensor_cosines(g_f[-1:], g_u[-1:])[0]
+            c = torch.where(c_last > 0, c_last, torch.ones_like(c_last))
+        else:
+            c = torch.ones((), device=u_norm.device, dtype=u_norm.dtype)
+        return torch._foreach_mul(u, list((self.rho * c / u_norm).unbind()))
+
+    # resumable state ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"moving_average": self.moving_average, "previous_loss": self.previous_loss}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.moving_average = state.get("moving_average")
+        self.previous_loss = state.get("previous_loss")
