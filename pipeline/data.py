@@ -1,0 +1,153 @@
+"""Read a processed cohort folder (DESIGN section 4) into tensors for training.
+
+Images stay uint8 in memory (on the device when training on GPU) and are
+scaled to [0, 1] per batch, so a whole 224 px paired cohort fits in device
+memory and nothing is decoded during training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from etl.errors import InputError
+
+IMAGE_MODALITIES = {"cxr", "mri"}  # uint8 arrays, one channel
+REQUIRED_MANIFEST_KEYS = ("task_type", "label_columns", "modalities")
+
+
+@dataclass
+class Cohort:
+    """A processed cohort: manifest, samples table and memory-mapped arrays."""
+
+    path: Path
+    manifest: dict[str, Any]
+    samples: pd.DataFrame
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def task_type(self) -> str:
+        return self.manifest["task_type"]
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.manifest["modalities"])
+
+    @property
+    def label_names(self) -> list[str]:
+        """Output names: the label columns, or the class names for a multi-class task."""
+        if self.task_type == "multiclass":
+            return list(self.manifest["class_names"])
+        return list(self.manifest["label_columns"])
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def input_shape(self, modality: str) -> tuple[int, ...]:
+        """Per-sample input shape as the model sees it (images get a channel axis)."""
+        shape = tuple(self.arrays[modality].shape[1:])
+        return (1, *shape) if modality in IMAGE_MODALITIES else shape
+
+    def labels(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """`[N, K]` float32 (multilabel/binary) or `[N]` int64 (multiclass)."""
+        frame = self.samples if rows is None else self.samples.iloc[rows]
+        if self.task_type == "multiclass":
+            return frame[self.manifest["label_columns"][0]].to_numpy(np.int64)
+        return frame[self.manifest["label_columns"]].to_numpy(np.float32)
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.samples["split"].to_numpy() == split)
+
+
+def load_cohort(path: str | Path) -> Cohort:
+    """Open a processed cohort folder; errors name the missing file or key."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not path.is_dir():
+        raise InputError(f"{path}: cohort folder not found (run `clinfuse etl ...` first)")
+    if not manifest_path.is_file():
+        raise InputError(f"{manifest_path}: missing; expected a processed cohort folder with manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    for key in REQUIRED_MANIFEST_KEYS:
+        if key not in manifest:
+            raise InputError(f"{manifest_path}: missing key '{key}'")
+    samples_path = path / "samples.parquet"
+    if not samples_path.is_file():
+        raise InputError(f"{samples_path}: missing; expected one row per sample")
+    samples = pd.read_parquet(samples_path)
+    arrays = {}
+    for m in manifest["modalities"]:
+        array_path = path / f"{m}.npy"
+        if not array_path.is_file():
+            raise InputError(f"{array_path}: missing array for modality '{m}'")
+        arrays[m] = np.load(array_path, mmap_mode="r")
+        if arrays[m].shape[0] != len(samples):
+            raise InputError(
+                f"{array_path}: has {arrays[m].shape[0]} rows but samples.parquet has {len(samples)}; "
+                "row i of every array must be row i of samples.parquet"
+            )
+        if f"has_{m}" not in samples.columns:
+            raise InputError(f"{samples_path}: missing column 'has_{m}'")
+    for column in list(manifest["label_columns"]) + ["split"]:
+        if column not in samples.columns:
+            raise InputError(f"{samples_path}: missing column '{column}'")
+    return Cohort(path, manifest, samples, arrays)
+
+
+@dataclass
+class SplitTensors:
+    """One split held in memory: inputs `{m: [N, ...]}` (images uint8), present `{m: [N]}`, y."""
+
+    rows: np.ndarray
+    inputs: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, index: torch.Tensor) -> dict[str, Any]:
+        """The batch contract: images as float `[B, 1, ...]` in [0, 1]."""
+        inputs = {}
+        for m, x in self.inputs.items():
+            xb = x[index]
+            if m in IMAGE_MODALITIES:
+                xb = (xb.float() / 255.0).unsqueeze(1)
+            inputs[m] = xb
+        return {
+            "inputs": inputs,
+            "present": {m: p[index] for m, p in self.present.items()},
+            "y": self.y[index],
+        }
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[dict]:
+        """Shuffled batches when a generator is given, in order otherwise."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        order = order.to(self.y.device)
+        for start in range(0, n, batch_size):
+            yield self.batch(order[start : start + batch_size])
+
+
+def split_tensors(cohort: Cohort, split: str, device: torch.device | str = "cpu") -> SplitTensors:
+    """Copy one split of the cohort into (device) memory."""
+    rows = cohort.rows(split)
+    inputs, present = {}, {}
+    for m in cohort.modalities:
+        arr = np.ascontiguousarray(cohort.arrays[m][rows])
+        inputs[m] = torch.from_numpy(arr).to(device)
+        present[m] = torch.from_numpy(cohort.samples[f"has_{m}"].to_numpy(bool)[rows]).to(device)
+    y = torch.from_numpy(np.array(cohort.labels(rows))).to(device)
+    return SplitTensors(rows, inputs, present, y)

@@ -1,0 +1,52 @@
+"""Model presets (configs/models/*.yaml) and method configs (configs/methods/*.yaml)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from etl.errors import ConfigError
+
+from .base import StrictModel
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class ModelPreset(StrictModel):
+    """One encoder spec per modality: {"name": <models.encoders.ENCODERS key>, **options}."""
+
+    encoders: dict[str, dict[str, Any]]
+
+
+class MethodConfig(StrictModel):
+    """A training method and its options (constructor keywords of the method class)."""
+
+    method: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def check(self, source: str) -> MethodConfig:
+        """Fail with the file and key when the method or an option is unknown."""
+        from models.methods import METHODS
+
+        if self.method not in METHODS:
+            raise ConfigError(f"{source}: method: unknown method {self.method!r}; known: {sorted(METHODS)}")
+        accepted = set(inspect.signature(METHODS[self.method].__init__).parameters) - {
+            "self", "model", "optimizer", "task_type"
+        }
+        for key in self.options:
+            if key not in accepted:
+                raise ConfigError(
+                    f"{source}: options.{key}: unknown option for method {self.method!r}; accepted: {sorted(accepted)}"
+                )
+        return self
+
+
+def preset_path(preset: str) -> Path:
+    return CONFIG_DIR / "models" / f"{preset}.yaml"
+
+
+def method_path(method: str) -> Path:
+    return CONFIG_DIR / "methods" / f"{method}.yaml"

@@ -1,0 +1,34 @@
+"""Training settings (params.yaml `train:`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import StrictModel
+
+
+class TrainSettings(StrictModel):
+    """Defaults are the small CPU preset that `make demo` runs in minutes.
+
+    `methods` x `seeds` x cohorts is the DVC training matrix; the paper protocol
+    uses seeds [42, 123, 1234, 2024].
+    """
+
+    methods: list[str] = Field(default_factory=lambda: ["late_fusion", "sam", "masam"])
+    seeds: list[int] = Field(default_factory=lambda: [42])
+    preset: str = "small"  # configs/models/<preset>.yaml
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    schedule: Literal["none", "cosine"] = "cosine"
+    patience: int = Field(4, ge=1)  # early stopping, in epochs without validation improvement
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True  # autocast on CUDA only
+    num_threads: int = Field(2, ge=1)  # torch CPU threads
+    log_every: int = Field(5, ge=1)  # MLflow step-metric interval, in optimizer steps

@@ -1,0 +1,375 @@
+"""Fit one (cohort, method, seed) run: epochs, early stopping, checkpoints, resume, MLflow.
+
+A run folder `runs/<cohort>/<method>-s<seed>/` holds:
+  config.yaml          the resolved config (enough to rebuild the model)
+  checkpoint_last.pt   everything needed to resume: model, optimizer, scheduler,
+                       method state (MASAM's moving averages), RNG states, history
+  checkpoint_best.pt   model weights of the best validation epoch
+  history.json         per-epoch metrics
+  train_summary.json   best epoch and metric, MLflow run id, timing
+
+A killed run continued with `resume=True` ends with the same parameters and
+metrics as an uninterrupted one: shuffling is seeded per epoch, and the RNG
+states that dropout uses are saved with every checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from etl.atomic import atomic_path, write_json, write_text
+from evaluation.metrics import task_metrics
+from models.build import build_model
+from models.fusion import FusionModel
+from models.methods import METHODS
+
+from .data import Cohort, SplitTensors, load_cohort, split_tensors
+from .settings.methods import MethodConfig
+from .settings.train import TrainSettings
+
+CHECKPOINT_LAST = "checkpoint_last.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a training run."""
+
+    cohort_dir: Path
+    method_name: str  # the config name, e.g. "masam" or "masam_reference"
+    method: MethodConfig
+    preset: str
+    encoders: dict[str, dict[str, Any]]
+    settings: TrainSettings
+    seed: int
+    out_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StopTraining(Exception):
+    """Raised by a test hook to simulate a killed run."""
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prediction_head(method: MethodConfig) -> str:
+    """Which logits a run predicts with: "fused", or "unimodal:<m>" for the unimodal method."""
+    if method.method == "unimodal":
+        return f"unimodal:{method.options.get('modality')}"
+    return "fused"
+
+
+def select_logits(out, head: str) -> torch.Tensor:
+    if head == "fused":
+        return out.fused
+    return out.unimodal[head.split(":", 1)[1]]
+
+
+def probabilities(logits: torch.Tensor, task_type: str) -> torch.Tensor:
+    logits = logits.float()
+    return torch.softmax(logits, -1) if task_type == "multiclass" else torch.sigmoid(logits)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_tensors(
+    model: FusionModel, tensors: SplitTensors, task_type: str, head: str = "fused", batch_size: int = 256,
+    bf16: bool = False,
+) -> np.ndarray:
+    """Probabilities `[N, K]` for a split held in memory (in row order)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for batch in tensors.batches(batch_size):
+        with _autocast(device, bf16):
+            logits = select_logits(model(batch["inputs"], batch["present"]), head)
+        out.append(probabilities(logits, task_type).cpu())
+    if not out:
+        return np.zeros((0, model.num_outputs), dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def evaluate_split(model, tensors: SplitTensors, cohort: Cohort, head: str, settings: TrainSettings) -> dict:
+    device = next(model.parameters()).device
+    probs = predict_tensors(model, tensors, cohort.task_type, head, settings.eval_batch_size, settings.bf16 and device.type == "cuda")
+    return task_metrics(cohort.task_type, tensors.y.cpu().numpy(), probs, cohort.label_names)
+
+
+def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
+    """Model, optimizer, scheduler and method for a run (deterministic given the seed)."""
+    seed_everything(spec.seed)
+    shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
+    model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs).to(device)
+    s = spec.settings
+    if s.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    method = METHODS[spec.method.method](model, optimizer, cohort.task_type, **spec.method.options)
+    return model, optimizer, scheduler, method
+
+
+def resolved_config(spec: RunSpec, cohort: Cohort) -> dict[str, Any]:
+    return {
+        "cohort": str(spec.cohort_dir),
+        "cohort_name": cohort.name,
+        "dataset": cohort.manifest.get("dataset"),
+        "task": cohort.manifest.get("task"),
+        "task_type": cohort.task_type,
+        "modalities": cohort.modalities,
+        "label_names": cohort.label_names,
+        "input_shapes": {m: list(cohort.input_shape(m)) for m in cohort.modalities},
+        "method_name": spec.method_name,
+        "method": spec.method.model_dump(),
+        "prediction_head": prediction_head(spec.method),
+        "preset": spec.preset,
+        "encoders": {m: spec.encoders[m] for m in cohort.modalities},
+        "train": spec.settings.model_dump(),
+        "seed": spec.seed,
+    }
+
+
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+class _Tracker:
+    """MLflow logging for one run (a no-op when tracking is off)."""
+
+    def __init__(self, enabled: bool, experiment: str, run_name: str, run_id: str | None, params: dict):
+        self.enabled = enabled
+        self.run_id = run_id
+        if not enabled:
+            return
+        import mlflow
+
+        from .tracking import flatten, setup_mlflow
+
+        self.mlflow = mlflow
+        experiment_id = setup_mlflow(experiment)
+        if run_id:
+            self.run = mlflow.start_run(run_id=run_id)
+        else:
+            self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+            mlflow.log_params(flatten(params))
+        self.run_id = self.run.info.run_id
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        if self.enabled:
+            self.mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None}, step=step)
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        if self.enabled:
+            self.mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            self.mlflow.set_tags(tags)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.enabled:
+            self.mlflow.end_run(status=status)
+
+
+def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoch: int | None = None) -> dict:
+    """Train one run and write its folder; returns the train summary.
+
+    Args:
+        spec: the run.
+        resume: continue from `checkpoint_last.pt` if present.
+        track: log to MLflow.
+        stop_after_epoch: raise StopTraining after this epoch's checkpoint (tests simulate a kill).
+    """
+    started = time.perf_counter()
+    s = spec.settings
+    torch.set_num_threads(s.num_threads)
+    device = resolve_device(s.device)
+    cohort = load_cohort(spec.cohort_dir)
+    train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
+    if len(train) == 0:
+        from etl.errors import InputError
+
+        raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")
+    model, optimizer, scheduler, method = build_for_cohort(spec, cohort, device)
+    config = resolved_config(spec, cohort)
+    head = config["prediction_head"]
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    state = {"epoch": 0, "global_step": 0, "best_metric": -np.inf, "best_epoch": None, "bad_epochs": 0,
+             "history": [], "mlflow_run_id": None}
+    last = out / CHECKPOINT_LAST
+    if resume and last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        method.load_state_dict(ckpt["method"])
+        state = ckpt["state"]
+        _set_rng_states(ckpt["rng"])
+    else:
+        for stale in (last, out / CHECKPOINT_BEST):
+            stale.unlink(missing_ok=True)
+    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    tracker = _Tracker(track, f"clinfuse/{cohort.name}", f"{spec.method_name}-s{spec.seed}", state["mlflow_run_id"], config)
+    state["mlflow_run_id"] = tracker.run_id
+    tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed)})
+    headline = "macro_map" if cohort.task_type == "multiclass" else "macro_auprc"
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"), transient=True,
+    )
+    try:
+        with progress:
+            steps_per_epoch = (len(train) + s.batch_size - 1) // s.batch_size
+            for epoch in range(state["epoch"], s.epochs):
+                task = progress.add_task(f"{spec.method_name} s{spec.seed} epoch {epoch + 1}/{s.epochs}",
+                                         total=steps_per_epoch, info="")
+                generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)
+                sums: dict[str, torch.Tensor] = {}
+                n_steps = 0
+                for batch in train.batches(s.batch_size, generator):
+                    with _autocast(device, s.bf16):
+                        metrics = method.step(batch)
+                    n_steps += 1
+                    state["global_step"] += 1
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0) + v.float()
+                    if state["global_step"] % s.log_every == 0:
+                        names = list(metrics)
+                        values = torch.stack([metrics[k].float() for k in names]).tolist()  # one sync
+                        tracker.metrics({f"step/{k}": v for k, v in zip(names, values, strict=True)}, state["global_step"])
+                        progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
+                    progress.advance(task)
+                scheduler.step()
+                names = list(sums)
+                means = torch.stack([sums[k] / max(n_steps, 1) for k in names]).tolist() if names else []
+                train_means = dict(zip(names, means, strict=True))
+                val_metrics = evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None}
+                score = val_metrics.get(headline)
+                record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
+                          f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"]}
+                if "val_macro_auroc" not in record and val_metrics.get("macro_auroc") is not None:
+                    record["val_macro_auroc"] = val_metrics["macro_auroc"]
+                state["history"].append(record)
+                tracker.metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
+                improved = score is not None and score > state["best_metric"]
+                if improved or state["best_epoch"] is None:
+                    state["best_metric"] = score if score is not None else state["best_metric"]
+                    state["best_epoch"] = epoch + 1
+                    state["bad_epochs"] = 0
+                    _save({"model": model.state_dict(), "epoch": epoch + 1, "val_metric": score}, out / CHECKPOINT_BEST)
+                else:
+                    state["bad_epochs"] += 1
+                state["epoch"] = epoch + 1
+                stop_early = state["bad_epochs"] >= s.patience
+                _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "method": method.state_dict(),
+                       "state": state, "rng": _rng_states(device)}, last)
+                progress.remove_task(task)
+                if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                    raise StopTraining(f"stopped after epoch {epoch + 1}")
+                if stop_early:
+                    break
+    except StopTraining:
+        tracker.end("KILLED")
+        raise
+
+    best = torch.load(out / CHECKPOINT_BEST, map_location=device, weights_only=False)
+    model.load_state_dict(best["model"])
+    write_json(out / "history.json", state["history"])
+    summary = {
+        "cohort": cohort.name, "method": spec.method_name, "seed": spec.seed,
+        "metric": f"val_{headline}", "best_val_metric": None if state["best_metric"] == -np.inf else state["best_metric"],
+        "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "steps": state["global_step"],
+        "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
+    }
+    write_json(out / "train_summary.json", summary)
+    tracker.metrics({f"best_val_{headline}": summary["best_val_metric"]}, state["epoch"])
+    tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
+    tracker.artifact(out / "config.yaml")
+    tracker.artifact(out / "history.json")
+    tracker.end()
+    best_txt = "n/a" if summary["best_val_metric"] is None else f"{summary['best_val_metric']:.3f}"
+    print(f"trained {spec.method_name} on {cohort.name} (seed {spec.seed}): best val {headline} {best_txt} "
+          f"at epoch {summary['best_epoch']}/{state['epoch']} in {summary['seconds']:.1f} s -> {out}")
+    return summary
+
+
+def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FusionModel, dict]:
+    """Rebuild a run's model from config.yaml and load its best weights."""
+    from etl.errors import InputError
+
+    run_dir = Path(run_dir)
+    config_path, best = run_dir / "config.yaml", run_dir / CHECKPOINT_BEST
+    for p in (config_path, best):
+        if not p.is_file():
+            raise InputError(f"{p}: missing; expected a finished training run folder")
+    config = yaml.safe_load(config_path.read_text())
+    shapes = {m: tuple(s) for m, s in config["input_shapes"].items()}
+    model = build_model(config["encoders"], config["modalities"], shapes, len(config["label_names"]))
+    model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model"])
+    return model.to(device).eval(), config
+
+
+def predict_split(run_dir: str | Path, cohort: Cohort, split: str, device: str = "cpu", batch_size: int = 256):
+    """(rows, probabilities `[n, K]`) of a finished run on one split of a cohort."""
+    model, config = load_trained_model(run_dir, device)
+    tensors = split_tensors(cohort, split, device)
+    probs = predict_tensors(model, tensors, cohort.task_type, config["prediction_head"], batch_size)
+    return tensors.rows, probs
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())

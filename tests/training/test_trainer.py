@@ -1,0 +1,110 @@
+"""Training runs end to end on tiny cohorts: methods, resume, determinism, MLflow, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.config import load_section
+from pipeline.data import load_cohort
+from pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
+from pipeline.settings.train import TrainSettings
+from pipeline.trainer import RunSpec, StopTraining, fit, load_trained_model, predict_split
+
+TINY = {
+    "ehr": {"name": "ehr_transformer", "d_model": 8, "nhead": 2, "num_layers": 1, "dropout": 0.1},
+    "cxr": {"name": "small_cnn", "channels": [4], "out_dim": 8},
+    "tabular": {"name": "tabular_mlp", "hidden": 8, "out_dim": 8},
+    "mri": {"name": "small_cnn_3d", "channels": [2], "out_dim": 8},
+}
+
+
+def spec(cohort, method, out, epochs=2, seed=3):
+    cfg = load_section(MethodConfig, method_path(method)).check(method)
+    settings = TrainSettings(epochs=epochs, batch_size=8, num_threads=1, patience=10, device="cpu")
+    return RunSpec(cohort, method, cfg, "tiny", TINY, settings, seed, out)
+
+
+@pytest.mark.parametrize("method", ["late_fusion", "sam", "masam"])
+def test_each_method_trains_and_writes_a_run_folder(mimic_cohort, tmp_path, method):
+    summary = fit(spec(mimic_cohort, method, tmp_path / method), track=False)
+    files = {p.name for p in (tmp_path / method).iterdir()}
+    assert {"config.yaml", "checkpoint_last.pt", "checkpoint_best.pt", "history.json", "train_summary.json"} <= files
+    assert summary["epochs_run"] == 2 and summary["best_val_metric"] is not None
+
+
+def test_multiclass_cohort_trains_with_tabular_and_mri(adni_cohort, tmp_path):
+    summary = fit(spec(adni_cohort, "masam", tmp_path / "adni"), track=False)
+    assert summary["metric"] == "val_macro_map"
+    rows, probs = predict_split(tmp_path / "adni", load_cohort(adni_cohort), "test")
+    assert probs.shape == (len(rows), 3)
+    assert torch.allclose(torch.from_numpy(probs.sum(1)), torch.ones(len(rows)), atol=1e-5)
+
+
+def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(mimic_cohort, tmp_path):
+    full = fit(spec(mimic_cohort, "masam", tmp_path / "full", epochs=3), track=False)
+    with pytest.raises(StopTraining):
+        fit(spec(mimic_cohort, "masam", tmp_path / "killed", epochs=3), track=False, stop_after_epoch=1)
+    resumed = fit(spec(mimic_cohort, "masam", tmp_path / "killed", epochs=3), resume=True, track=False)
+    assert resumed["best_val_metric"] == full["best_val_metric"]
+    assert json.loads((tmp_path / "killed" / "history.json").read_text()) == json.loads(
+        (tmp_path / "full" / "history.json").read_text()
+    )
+    a, _ = load_trained_model(tmp_path / "full")
+    b, _ = load_trained_model(tmp_path / "killed")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_same_seed_gives_identical_metrics_on_cpu(mimic_cohort, tmp_path):
+    a = fit(spec(mimic_cohort, "sam", tmp_path / "a"), track=False)
+    b = fit(spec(mimic_cohort, "sam", tmp_path / "b"), track=False)
+    assert (tmp_path / "a" / "history.json").read_text() == (tmp_path / "b" / "history.json").read_text()
+    assert a["best_val_metric"] == b["best_val_metric"]
+
+
+def test_mlflow_run_has_params_epoch_and_step_metrics(mimic_cohort, tmp_path, tracking_uri, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    s = spec(mimic_cohort, "masam", tmp_path / "tracked")
+    s.settings.log_every = 1
+    summary = fit(s, track=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    run = mlflow.MlflowClient().get_run(summary["mlflow_run_id"])
+    assert run.data.params["method.method"] == "masam"
+    assert run.data.params["method.options.rho"] == "0.05"
+    assert "val_macro_auprc" in run.data.metrics
+    assert "step/gamma_cxr" in run.data.metrics and "step/aps_ehr" in run.data.metrics
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_macro_auprc")
+    assert [m.step for m in history] == [1, 2]
+
+
+def test_every_method_config_and_preset_is_valid():
+    from pathlib import Path
+
+    for path in sorted(Path(method_path("masam")).parent.glob("*.yaml")):
+        load_section(MethodConfig, path).check(str(path))
+    for preset in ("small", "paper"):
+        assert {"ehr", "cxr", "tabular", "mri"} <= set(load_section(ModelPreset, preset_path(preset)).encoders)
+
+
+def test_unknown_method_is_a_one_line_error(mimic_cohort, tmp_path, capsys):
+    code = main(["train", "--cohort", str(mimic_cohort), "--method", "magic", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no such method config" in err and "masam" in err
+
+
+def test_missing_cohort_is_a_one_line_error(tmp_path, capsys):
+    code = main(["train", "--cohort", str(tmp_path / "nope"), "--method", "late_fusion", "--no-tracking"])
+    assert code == 2 and "cohort folder not found" in capsys.readouterr().err
+
+
+def test_unknown_method_option_names_the_key(tmp_path, mimic_cohort, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: masam\noptions:\n  rhoo: 0.1\n")
+    code = main(["train", "--cohort", str(mimic_cohort), "--method", "masam", "--config", str(bad), "--no-tracking"])
+    assert code == 2 and "options.rhoo: unknown option" in capsys.readouterr().err
