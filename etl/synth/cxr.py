@@ -108,7 +108,7 @@ def write_cxr_export(jpg_dir: Path, dicom_dir: Path | None, stays: pd.DataFrame,
     rng = np.random.default_rng([seed, 11])
     meta, split, chex = [], [], {}
     n_dicom_written = 0
-    for i, row in enumerate(plan.itertuples(index=False)):
+    for row in plan.itertuples(index=False):
         date, time = _study_datetime(row.taken)
         desc, view_meaning, orient = VIEW[row.view]
         h = np.array([row.h0, row.h1, row.h2, row.h3])
