@@ -1,0 +1,196 @@
+"""The synthetic exports have the real layout, columns and quirks, and are deterministic."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from tests.fixtures.real_schema import ADNIMERGE, MIMIC_CXR, MIMIC_IV
+
+
+def read(raw, name, **kw):
+    return pd.read_csv(raw / "mimic-iv" / name, dtype={"icd_code": str, "value": str}, **kw)
+
+
+@pytest.fixture(scope="module")
+def tables(raw):
+    return {name.split("/")[1].split(".")[0]: read(raw, name) for name in MIMIC_IV}
+
+
+@pytest.mark.parametrize("name", sorted(MIMIC_IV))
+def test_mimic_iv_file_has_exactly_the_real_columns(raw, name):
+    assert list(pd.read_csv(raw / "mimic-iv" / name, nrows=0).columns) == MIMIC_IV[name]
+
+
+@pytest.mark.parametrize("name", sorted(MIMIC_CXR))
+def test_mimic_cxr_file_has_exactly_the_real_columns(raw, name):
+    assert list(pd.read_csv(raw / "mimic-cxr-jpg" / name, nrows=0).columns) == MIMIC_CXR[name]
+
+
+def test_adnimerge_has_the_real_columns(raw):
+    assert list(pd.read_csv(raw / "adni" / "ADNIMERGE.csv", nrows=0).columns) == ADNIMERGE
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(raw, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("synth:\n  adni_subjects: 30\n  mri_size: 12\n")
+    for out, seed in ((tmp_path / "a", 5), (tmp_path / "b", 6)):
+        assert main(["--params", str(params), "synth", "--out", str(out), "--subjects", "60", "--seed", str(seed)]) == 0
+
+    def digests(root):
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file() and p.name != "params.yaml"}
+
+    same, other = digests(tmp_path / "a"), digests(raw)
+    assert same == other
+    assert digests(tmp_path / "b")["mimic-iv/icu/chartevents.csv.gz"] != same["mimic-iv/icu/chartevents.csv.gz"]
+
+
+def test_text_values_have_empty_valuenum(tables):
+    ce = tables["chartevents"]
+    text = ce[pd.to_numeric(ce["value"], errors="coerce").isna()]
+    assert len(text) > 0 and text["valuenum"].isna().all()
+
+
+def test_gcs_components_are_text(tables):
+    ce = tables["chartevents"]
+    gcs = ce[ce["itemid"].isin([220739, 223900, 223901])]
+    assert {"Spontaneously", "Oriented", "Obeys Commands", "No Response-ETT"} <= set(gcs["value"])
+    assert gcs["valuenum"].isna().all()
+
+
+def test_temperature_is_charted_in_fahrenheit_and_celsius(tables):
+    ce = tables["chartevents"]
+    f, c = ce[ce["itemid"] == 223761]["valuenum"], ce[ce["itemid"] == 223762]["valuenum"]
+    assert len(f) and len(c)
+    assert f[f < 1000].median() > 90 and c[c < 1000].median() < 40
+
+
+def test_spo2_sometimes_recorded_as_fraction(tables):
+    spo2 = tables["chartevents"].query("itemid == 220277")["valuenum"]
+    assert ((spo2 > 0) & (spo2 <= 1)).any() and (spo2 > 50).any()
+
+
+def test_placeholders_and_out_of_range_values_present(tables):
+    v = tables["chartevents"]["valuenum"]
+    assert (v == 999999).any()
+    assert (v < 0).any()
+
+
+def test_events_before_intime_and_after_48_hours(tables):
+    ce = tables["chartevents"].merge(tables["icustays"][["stay_id", "intime"]], on="stay_id")
+    hours = (pd.to_datetime(ce["charttime"]) - pd.to_datetime(ce["intime"])).dt.total_seconds() / 3600
+    assert (hours < 0).any() and (hours >= 48).any()
+
+
+def test_stays_shorter_than_48_hours_exist(tables):
+    assert (tables["icustays"]["los"] < 2).any() and (tables["icustays"]["los"] >= 2).any()
+
+
+def test_admissions_with_two_icu_stays_exist(tables):
+    assert (tables["icustays"].groupby("hadm_id").size() > 1).any()
+
+
+def test_careunit_transfers_exist(tables):
+    s = tables["icustays"]
+    assert (s["first_careunit"] != s["last_careunit"]).any()
+
+
+def test_patients_under_18_exist(tables):
+    assert (tables["patients"]["anchor_age"] < 18).any()
+
+
+def test_deaths_recorded_by_deathtime_and_by_dod_only(tables):
+    adm = tables["admissions"].merge(tables["patients"][["subject_id", "dod"]], on="subject_id")
+    by_deathtime = adm["deathtime"].notna()
+    dod = pd.to_datetime(adm["dod"])
+    in_hospital_dod = (dod >= pd.to_datetime(adm["admittime"]).dt.normalize()) & (
+        dod <= pd.to_datetime(adm["dischtime"]).dt.normalize())
+    assert by_deathtime.any()
+    assert (in_hospital_dod & ~by_deathtime).any()
+    assert pd.to_datetime(tables["patients"]["dod"].dropna(), format="%Y-%m-%d").notna().all()
+
+
+def test_icd9_and_icd10_codes_keep_leading_zeros(raw):
+    dx = pd.read_csv(raw / "mimic-iv/hosp/diagnoses_icd.csv.gz", dtype={"icd_code": str})
+    assert set(dx["icd_version"]) == {9, 10}
+    assert dx["icd_code"].str.startswith("0").any()
+    assert not dx["icd_code"].str.contains(".", regex=False).any()
+
+
+def test_many_irrelevant_itemids(tables):
+    vital_items = {220045, 220050, 220051, 220052, 220179, 220180, 220181, 225309, 225310, 225312, 220210,
+                   224690, 223761, 223762, 220277, 220621, 225664, 226537, 220739, 223900, 223901}
+    other = set(tables["chartevents"]["itemid"]) - vital_items
+    assert len(other) >= 10
+    assert set(tables["chartevents"]["itemid"]) <= set(tables["d_items"]["itemid"])
+
+
+def test_cxr_images_exist_at_the_mimic_cxr_paths(raw):
+    meta = pd.read_csv(raw / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz")
+    assert {"AP", "PA", "LATERAL"} <= set(meta["ViewPosition"])
+    for row in meta.head(20).itertuples():
+        s = str(row.subject_id)
+        assert (raw / "mimic-cxr-jpg" / "files" / f"p{s[:2]}" / f"p{s}" / f"s{row.study_id}" / f"{row.dicom_id}.jpg").is_file()
+    assert len(row.dicom_id.split("-")) == 5
+
+
+def test_some_stays_have_no_film_in_the_pairing_window(raw, tables):
+    meta = pd.read_csv(raw / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz")
+    when = pd.to_datetime(meta["StudyDate"].astype(str)) + pd.to_timedelta(
+        meta["StudyTime"].map(lambda t: f"{int(t) // 10000:02d}:{int(t) // 100 % 100:02d}:{int(t) % 100:02d}"))
+    films = meta.assign(when=when).query("ViewPosition == 'AP'").merge(tables["icustays"], on="subject_id")
+    hours = (films["when"] - pd.to_datetime(films["intime"])).dt.total_seconds() / 3600
+    inside = set(films.loc[(hours >= 0) & (hours <= 48), "stay_id"])
+    assert (hours < 0).any() and (hours > 48).any()
+    assert 0 < len(inside) < len(tables["icustays"])
+
+
+def test_dicom_copies_include_monochrome1(raw):
+    import pydicom
+
+    kinds = {pydicom.dcmread(p).PhotometricInterpretation for p in (raw / "mimic-cxr-dicom").rglob("*.dcm")}
+    assert kinds == {"MONOCHROME1", "MONOCHROME2"}
+
+
+def test_adni_has_several_visits_censored_values_and_scans_linked_by_imageuid(raw):
+    adni = pd.read_csv(raw / "adni/ADNIMERGE.csv", dtype=str)
+    assert (adni.groupby("RID").size() > 1).all()
+    censored = pd.concat([adni[c] for c in ("ABETA", "TAU", "PTAU")]).dropna()
+    assert censored.str.match(r"^[<>]").any()
+    with_scan = adni.dropna(subset=["IMAGEUID"])
+    for row in with_scan.head(10).itertuples():
+        assert (raw / "adni/MRI" / row.PTID / f"{row.IMAGEUID}.nii.gz").is_file()
+    baseline_scan = set(adni.query("VISCODE == 'bl'").dropna(subset=["IMAGEUID"])["RID"])
+    m06_only = set(adni.query("VISCODE == 'm06'").dropna(subset=["IMAGEUID"])["RID"]) - baseline_scan
+    no_scan = set(adni["RID"]) - set(with_scan["RID"])
+    assert baseline_scan and m06_only and (no_scan or len(baseline_scan | m06_only) < adni["RID"].nunique())
+
+
+def test_labels_follow_latent_factors_in_both_modalities(raw, tables):
+    # mortality is more frequent among stays with high heart rate: the EHR carries signal
+    ce = tables["chartevents"].query("itemid == 220045 and valuenum > 0 and valuenum < 300")
+    hr = ce.groupby("hadm_id")["valuenum"].mean()
+    adm = tables["admissions"].set_index("hadm_id")
+    died = adm["deathtime"].notna() | (adm["hospital_expire_flag"] == 1)
+    joined = pd.concat([hr, died.rename("died")], axis=1, join="inner")
+    assert joined.loc[joined["died"], "valuenum"].mean() > joined.loc[~joined["died"], "valuenum"].mean()
+
+
+@pytest.mark.parametrize("bad", ["0", "-3"])
+def test_non_positive_subjects_is_a_one_line_error(tmp_path, capsys, bad):
+    code = main(["synth", "--out", str(tmp_path / "x"), "--subjects", bad])
+    err = capsys.readouterr().err
+    assert code == 2 and "--subjects must be a positive number" in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_scale_multiplies_patients_and_chartevents(tmp_path):
+    assert main(["synth", "--out", str(tmp_path), "--subjects", "10", "--scale", "3", "--only", "mimic"]) == 0
+    pats = pd.read_csv(tmp_path / "mimic-iv/hosp/patients.csv.gz")
+    assert len(pats) == 30 and pats["subject_id"].is_unique
+    assert np.unique(pd.read_csv(tmp_path / "mimic-iv/icu/chartevents.csv.gz", usecols=["subject_id"])).size > 20
