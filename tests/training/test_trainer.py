@@ -76,7 +76,7 @@ def test_mlflow_run_has_params_epoch_and_step_metrics(mimic_cohort, tmp_path, tr
     mlflow.set_tracking_uri(tracking_uri)
     run = mlflow.MlflowClient().get_run(summary["mlflow_run_id"])
     assert run.data.params["method.method"] == "masam"
-    assert run.data.params["method.options.rho"] == "0.05"
+    assert run.data.params["method.options.rho"] == "0.3"
     assert "val_macro_auprc" in run.data.metrics
     assert "step/gamma_cxr" in run.data.metrics and "step/aps_ehr" in run.data.metrics
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_macro_auprc")

@@ -1,0 +1,55 @@
+"""The 25 CCS benchmark phenotypes from an admission's diagnoses_icd rows.
+
+ICD-9 codes match the CCS lists directly; ICD-10 codes match through the CMS
+GEMs in both directions (see resources/build_phenotype_resource.py). A code is
+matched together with its `icd_version`, never as a bare string across versions.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RESOURCE = Path(__file__).resolve().parents[1] / "resources" / "phenotypes_icd.csv.gz"
+
+
+@dataclass(frozen=True)
+class PhenotypeDefinitions:
+    names: list[str]  # 25, resource order (CCS file order)
+    codes: pd.DataFrame  # phenotype, icd_version, icd_code
+
+
+def load_phenotype_definitions(path: Path = RESOURCE) -> PhenotypeDefinitions:
+    with gzip.open(path, "rt") as fh:
+        codes = pd.read_csv(fh, comment="#", dtype={"icd_code": str, "icd_version": int})
+    names = list(dict.fromkeys(codes["phenotype"]))
+    return PhenotypeDefinitions(names, codes)
+
+
+def normalise_codes(codes: pd.Series) -> pd.Series:
+    """Text codes without dots or spaces, upper case; leading zeros kept."""
+    return codes.astype(str).str.strip().str.replace(".", "", regex=False).str.upper()
+
+
+def assign_phenotypes(diagnoses: pd.DataFrame, definitions: PhenotypeDefinitions) -> pd.DataFrame:
+    """One row per hadm_id in `diagnoses`: hadm_id + 25 int8 phenotype columns.
+
+    Admissions with no diagnosis rows are absent: the caller decides (and counts) what to do.
+    """
+    dx = diagnoses[["hadm_id", "icd_code", "icd_version"]].copy()
+    dx["icd_code"] = normalise_codes(dx["icd_code"])
+    dx["icd_version"] = pd.to_numeric(dx["icd_version"], errors="coerce")
+    hits = dx.merge(definitions.codes, on=["icd_version", "icd_code"], how="inner")
+    table = pd.crosstab(hits["hadm_id"], hits["phenotype"]).clip(upper=1)
+    out = pd.DataFrame({"hadm_id": np.sort(dx["hadm_id"].unique())})
+    table = table.reindex(index=out["hadm_id"], columns=definitions.names, fill_value=0).fillna(0)
+    for name in definitions.names:
+        out[name] = table[name].to_numpy().astype(np.int8)
+    return out
+
+
+PHENOTYPE_NAMES = load_phenotype_definitions().names

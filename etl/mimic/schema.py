@@ -1,0 +1,60 @@
+"""Where the MIMIC-IV tables are and which columns the ETL needs from each.
+
+MIMIC-IV v2.2 and later keep `hosp/` and `icu/`; v1.0 had `core/` and an
+`ethnicity` column instead of `race`, and is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from etl.errors import InputError
+
+REQUIRED_COLUMNS = {
+    "hosp/patients": ["subject_id", "gender", "anchor_age", "anchor_year", "dod"],
+    "hosp/admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "race"],
+    "hosp/diagnoses_icd": ["subject_id", "hadm_id", "icd_code", "icd_version"],
+    "icu/icustays": ["subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime", "outtime"],
+    "icu/chartevents": ["stay_id", "charttime", "itemid", "value", "valuenum"],
+}
+V1_MESSAGE = "this looks like a MIMIC-IV v1.0 export ({why}); clinfuse supports v2.2 and later (hosp/ and icu/ with `race`)"
+
+
+def read_header(path: Path) -> list[str]:
+    """Column names from the first line of a .csv or .csv.gz file."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as fh:
+            line = fh.readline()
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read as {'gzip ' if path.suffix == '.gz' else ''}CSV ({exc})") from None
+    if not line.strip():
+        raise InputError(f"{path}: empty file; expected a CSV header")
+    return [c.strip().strip('"') for c in line.rstrip("\r\n").split(",")]
+
+
+def locate_tables(root: Path) -> dict[str, Path]:
+    """Validate a MIMIC-IV folder; return table name -> file path.
+
+    Raises InputError naming the file and the expected columns on any problem.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: MIMIC-IV folder not found (expected hosp/ and icu/ with *.csv.gz)")
+    if (root / "core").is_dir():
+        raise InputError(f"{root}: " + V1_MESSAGE.format(why="it has a core/ folder"))
+    found = {}
+    for name, required in REQUIRED_COLUMNS.items():
+        candidates = [root / f"{name}.csv.gz", root / f"{name}.csv"]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise InputError(f"{candidates[0]}: missing; expected the MIMIC-IV table {name} (.csv.gz or .csv)")
+        header = read_header(path)
+        if name == "hosp/admissions" and "ethnicity" in header and "race" not in header:
+            raise InputError(f"{path}: " + V1_MESSAGE.format(why="admissions has `ethnicity`, not `race`"))
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {missing}; expected at least {required}")
+        found[name] = path
+    return found

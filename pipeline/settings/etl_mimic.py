@@ -1,0 +1,33 @@
+"""MIMIC ETL settings (params.yaml `etl_mimic:`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .base import StrictModel
+
+
+class MimicEtlSettings(StrictModel):
+    """Cohort, EHR window, chest X-ray pairing, split and DuckDB resources."""
+
+    window_hours: int = Field(48, ge=1)
+    min_age: int = 18
+    min_stay_hours: float = 48.0  # mortality cohort only
+    cxr_window_hours: int = Field(48, ge=1)
+    cxr_size: int = Field(64, ge=8)  # 224 for the paper preset
+    cxr_format: Literal["jpg", "dicom"] = "jpg"
+    require_cxr: bool = True  # the paper's paired cohort
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: int = 42
+    memory_limit: str = "2GB"  # DuckDB; spills to disk beyond it
+    threads: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1)  # image decoding processes
+
+    @field_validator("split")
+    @classmethod
+    def _sums_to_one(cls, v):
+        if abs(sum(v) - 1) > 1e-6 or min(v) < 0:
+            raise ValueError("train/val/test fractions must be non-negative and sum to 1")
+        return v
