@@ -1,0 +1,112 @@
+"""Chest film pairing and decoding (JPEG and DICOM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from etl.errors import InputError
+from etl.mimic.cxr import decode_cxr_images, pair_latest_ap, read_cxr_metadata, study_datetime
+
+
+def meta(rows):
+    m = pd.DataFrame(rows, columns=["subject_id", "dicom_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"])
+    m["study_datetime"] = study_datetime(m["StudyDate"], m["StudyTime"])
+    return m
+
+
+def test_study_time_without_leading_zeros_is_parsed():
+    t = study_datetime(pd.Series([21500101, 21500101]), pd.Series([93012.5, 5.0]))
+    assert t.tolist() == [pd.Timestamp("2150-01-01 09:30:12.5"), pd.Timestamp("2150-01-01 00:00:05")]
+
+
+def test_pairing_takes_latest_ap_inside_window_only():
+    stays = pd.DataFrame({"stay_id": [1], "subject_id": [7], "intime": [pd.Timestamp("2150-01-01 10:00")]})
+    m = meta([
+        (7, "before", 1, "AP", 21500101, 90000.0),
+        (7, "early", 2, "AP", 21500101, 120000.0),
+        (7, "late", 3, "AP", 21500103, 100000.0),  # exactly intime + 48 h: inside (inclusive)
+        (7, "pa", 4, "PA", 21500103, 95000.0),
+        (7, "lat", 4, "LATERAL", 21500103, 95000.0),
+        (7, "after", 5, "AP", 21500103, 100001.0),
+    ])
+    assert pair_latest_ap(stays, m)["dicom_id"].tolist() == ["late"]
+
+
+def test_stay_without_film_is_absent_from_pairs():
+    stays = pd.DataFrame({"stay_id": [1, 2], "subject_id": [7, 8], "intime": [pd.Timestamp("2150-01-01")] * 2})
+    m = meta([(7, "a", 1, "AP", 21500101, 120000.0), (8, "b", 2, "PA", 21500101, 120000.0)])
+    assert pair_latest_ap(stays, m)["stay_id"].tolist() == [1]
+
+
+def test_metadata_missing_column_names_file_and_column(tmp_path):
+    pd.DataFrame({"dicom_id": ["a"], "subject_id": [1], "study_id": [2], "StudyDate": [21500101],
+                  "StudyTime": [1.0]}).to_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+    with pytest.raises(InputError, match=r"metadata\.csv\.gz: missing column\(s\) \['ViewPosition'\]"):
+        read_cxr_metadata(tmp_path)
+
+
+def test_jpeg_is_resized_on_the_shorter_side_and_center_cropped(tmp_path):
+    img = np.zeros((40, 20), np.uint8)
+    img[10:30, :] = 200  # a band in the middle rows
+    Image.fromarray(img).save(tmp_path / "a.png")
+    out, failures = decode_cxr_images([tmp_path / "a.png"], 10, 1)
+    assert failures == [] and out.shape == (1, 10, 10)
+    # 20x40 -> 10x20, crop rows 5..15: all inside the band
+    assert out[0].min() > 150
+
+
+def write_dicom(path, stored, photometric):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -10
+    ds.WindowCenter, ds.WindowWidth = 100.5, 200
+    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_applies_rescale_window_and_monochrome1_inversion(tmp_path):
+    stored = np.array([[5, 30, 55, 80], [105, 5, 55, 105]] * 2)  # modality values 0, 50, 100, 150, 200
+    write_dicom(tmp_path / "m2.dcm", stored, "MONOCHROME2")
+    write_dicom(tmp_path / "m1.dcm", stored, "MONOCHROME1")
+    out, failures = decode_cxr_images([tmp_path / "m2.dcm", tmp_path / "m1.dcm"], 4, 1)
+    assert failures == []
+    modality = stored * 2 - 10
+    # linear window [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2] = [0.5, 199.5] -> 0..255
+    scaled = np.clip((modality - 0.5) / 199.0, 0, 1) * 255
+    np.testing.assert_array_equal(out[0], np.round(scaled).astype(np.uint8))
+    np.testing.assert_array_equal(out[1], np.round(255 - scaled).astype(np.uint8))  # inverted before rounding
+
+
+def test_bad_files_give_zeros_and_failure_records(tmp_path):
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.full((16, 16), 100, np.uint8)).save(good)
+    truncated = tmp_path / "trunc.jpg"
+    truncated.write_bytes(good.read_bytes()[:40])
+    out, failures = decode_cxr_images([good, truncated, tmp_path / "absent.jpg"], 8, 1)
+    assert out[0].mean() > 90 and out[1].max() == 0 and out[2].max() == 0
+    assert [f["path"] for f in failures] == [str(truncated), str(tmp_path / "absent.jpg")]
+
+
+def test_parallel_decoding_gives_the_same_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(70):
+        p = tmp_path / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(p)
+        paths.append(p)
+    a, _ = decode_cxr_images(paths, 12, 1)
+    b, _ = decode_cxr_images(paths, 12, 2)
+    assert np.array_equal(a, b)

@@ -1,0 +1,72 @@
+"""CCS phenotypes from hand-written diagnosis rows, in both ICD versions."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from etl.mimic.phenotypes import PHENOTYPE_NAMES, RESOURCE, assign_phenotypes, load_phenotype_definitions
+
+SEPSIS = "Septicemia (except in labor)"
+CHF = "Congestive heart failure; nonhypertensive"
+ARF = "Acute and unspecified renal failure"
+RESP = "Respiratory failure; insufficiency; arrest (adult)"
+DM = "Diabetes mellitus without complication"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+
+
+def positives(rows):
+    dx = pd.DataFrame(rows, columns=["hadm_id", "icd_code", "icd_version"])
+    dx.insert(0, "subject_id", 1)
+    out = assign_phenotypes(dx, load_phenotype_definitions()).set_index("hadm_id")
+    return {h: sorted(c for c in PHENOTYPE_NAMES if out.loc[h, c] == 1) for h in out.index}
+
+
+def test_there_are_25_benchmark_phenotypes():
+    assert len(PHENOTYPE_NAMES) == 25 and SEPSIS in PHENOTYPE_NAMES and "Shock" in PHENOTYPE_NAMES
+
+
+@pytest.mark.parametrize("group,icd9,icd10", [
+    (SEPSIS, "0389", "A419"), (CHF, "4280", "I509"), (ARF, "5849", "N179"), (RESP, "51881", "J9600"),
+    (DM, "25000", "E119"),
+])
+def test_known_codes_map_in_both_versions(group, icd9, icd10):
+    got = positives([(1, icd9, 9), (2, icd10, 10)])
+    assert group in got[1] and group in got[2]
+
+
+def test_leading_zero_is_kept():
+    assert positives([(1, "0389", 9)])[1] == [SEPSIS]
+    assert positives([(1, "389", 9)])[1] == []  # "389" is another code (ear), not septicemia
+
+
+def test_codes_never_match_across_versions():
+    # "4280" is ICD-9 CHF; given as an ICD-10 code it is not a code at all and must not match
+    assert positives([(1, "4280", 10), (2, "A419", 9)]) == {1: [], 2: []}
+
+
+def test_dotted_and_lowercase_codes_are_normalised():
+    assert positives([(1, "428.0", 9), (2, "n17.9", 10)]) == {1: [CHF], 2: [ARF]}
+
+
+def test_several_groups_per_admission_and_unrelated_codes_give_zeros():
+    got = positives([(1, "0389", 9), (1, "4280", 9), (1, "V1582", 9), (2, "Z87891", 10)])
+    assert got[1] == sorted([SEPSIS, CHF]) and got[2] == []
+
+
+def test_icd10_found_through_the_forward_gem_only():
+    # I5020 (systolic heart failure) is reached from ICD-9 4282x through the forward GEM
+    assert CHF in positives([(1, "I5020", 10)])[1]
+
+
+def test_resource_equals_what_the_build_script_makes(tmp_path):
+    if not (REFERENCE / "hcup_ccs_2015_definitions.yaml").is_file():
+        pytest.skip("shared/reference is not beside this checkout (it is not part of a user's clone)")
+    from etl.resources.build_phenotype_resource import build_rows, write_resource
+
+    out = tmp_path / "rebuilt.csv.gz"
+    write_resource(build_rows(REFERENCE), out)
+    assert gzip.decompress(out.read_bytes()) == gzip.decompress(RESOURCE.read_bytes())
