@@ -7,13 +7,14 @@ touches JPEG or DICOM. JPEG via Pillow; DICOM via pydicom with the modality LUT
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from etl.errors import InputError
+from etl.parallel import map_in_chunks
 
 METADATA_NAMES = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv")
 REQUIRED = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]
@@ -119,11 +120,6 @@ def decode_one(path: str, size: int) -> tuple[np.ndarray, str | None]:
         return np.zeros((size, size), dtype=np.uint8), f"{type(exc).__name__}: {exc}"
 
 
-def _decode_chunk(args):
-    paths, size = args
-    return [decode_one(p, size) for p in paths]
-
-
 def decode_cxr_images(paths: list[Path], size: int, workers: int = 1, on_done=None
                       ) -> tuple[np.ndarray, list[dict]]:
     """Decode films once into `[N, size, size]` uint8, in input order.
@@ -131,26 +127,11 @@ def decode_cxr_images(paths: list[Path], size: int, workers: int = 1, on_done=No
     A missing, unreadable or truncated file gives a zero image and a failure
     record {path, reason}; the caller warns and counts.
     """
+    decoded = map_in_chunks(partial(decode_one, size=size), [str(p) for p in paths], workers, 32, on_done)
     out = np.zeros((len(paths), size, size), dtype=np.uint8)
-    failures: list[dict] = []
-    chunk = 32
-    jobs = [([str(p) for p in paths[i : i + chunk]], size) for i in range(0, len(paths), chunk)]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(_decode_chunk, jobs)
-            _collect(results, jobs, out, failures, on_done)
-    else:
-        _collect(map(_decode_chunk, jobs), jobs, out, failures, on_done)
+    failures = []
+    for i, (img, reason) in enumerate(decoded):
+        out[i] = img
+        if reason:
+            failures.append({"path": str(paths[i]), "reason": reason})
     return out, failures
-
-
-def _collect(results, jobs, out, failures, on_done):
-    i = 0
-    for (paths, _), decoded in zip(jobs, results, strict=True):
-        for path, (img, reason) in zip(paths, decoded, strict=True):
-            out[i] = img
-            if reason:
-                failures.append({"path": path, "reason": reason})
-            i += 1
-        if on_done:
-            on_done(len(paths))

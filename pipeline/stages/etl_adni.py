@@ -1,0 +1,138 @@
+"""ADNIMERGE + T1 MRI -> a processed 3-class (CN / MCI / AD) cohort.
+
+Steps: validate ADNIMERGE; baseline visit and label per subject; choose each
+subject's scan (baseline, else nearest within 6 months); preprocess volumes once
+with MONAI; subject-level 7:1:2 split; tabular features with training-only
+statistics. Exclusions are counted in manifest.json; the output folder is
+replaced only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from etl.adni.labels import CLASS_NAMES, REQUIRED, baseline_labels, check_codes
+from etl.adni.mri import choose_scans, preprocess_volume, scan_path
+from etl.adni.tabular import fit_transform_tabular
+from etl.atomic import atomic_dir, write_json, write_npy, write_parquet
+from etl.errors import InputError
+from etl.parallel import map_in_chunks
+from etl.split import assign_patient_split
+from pipeline.config import load_params
+from pipeline.manifest import now, source_entry
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--adni", default=None, help="ADNI folder with ADNIMERGE.csv and MRI/ (default: params)")
+    parser.add_argument("--out", default=None, help="output cohort folder (default: data/processed/adni)")
+
+
+def run(args) -> int:
+    params = load_params(args.params)
+    adni = Path(args.adni or params.paths.adni)
+    out = Path(args.out or Path(params.paths.processed) / "adni")
+    print(build_adni_cohort(adni, out, params.etl_adni))
+    return 0
+
+
+def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path]:
+    path = adni / "ADNIMERGE.csv"
+    if not path.is_file():
+        raise InputError(f"{path}: missing; expected the ADNIMERGE export (one row per visit)")
+    table = pd.read_csv(path, dtype=str, keep_default_na=True)
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; expected at least {REQUIRED}")
+    rid = pd.to_numeric(table["RID"], errors="coerce")
+    if rid.isna().any():
+        raise InputError(f"{path}: row {int(np.flatnonzero(rid.isna())[0]) + 2}, column RID: expected an integer")
+    table["RID"] = rid.astype(int)
+    check_codes(table, str(path))
+    return table, path
+
+
+def build_adni_cohort(adni: Path, out: Path, s) -> str:
+    started = time.perf_counter()
+    table, source = read_adnimerge(adni)
+    base, steps = baseline_labels(table, s.smc)
+    scans = choose_scans(table, base, s.mri_window_days)
+    base = base.drop(columns=["IMAGEUID"]).merge(scans, on="RID", how="left")
+    has_scan = base["IMAGEUID"].notna().to_numpy()
+    if s.require_mri:
+        n = len(base)
+        base = base[has_scan].reset_index(drop=True)
+        steps.append({"step": "T1 MRI", "reason": f"no baseline scan and none within {s.mri_window_days} days",
+                      "excluded": n - len(base), "remaining": len(base)})
+        has_scan = np.ones(len(base), dtype=bool)
+    paths = [str(scan_path(adni, r.PTID, r.IMAGEUID)) for r in base[has_scan].itertuples()]
+    print(f"  etl adni: preprocessing {len(paths)} T1 volumes once into a {s.mri_size}^3 uint8 cache", flush=True)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("T1 volumes", total=len(paths))
+        results = map_in_chunks(partial(preprocess_volume, size=s.mri_size, spacing_mm=s.mri_spacing_mm), paths,
+                                s.workers, 8, lambda k: progress.advance(task, k))
+    mri = np.zeros((len(base), *(s.mri_size,) * 3), dtype=np.uint8)
+    ok = has_scan.copy()
+    failures = []
+    for i, ((vol, reason), path) in enumerate(zip(results, paths, strict=True)):
+        row = np.flatnonzero(has_scan)[i]
+        mri[row] = vol
+        if reason:
+            ok[row] = False
+            failures.append({"path": path, "reason": reason})
+            warnings.warn(f"unreadable T1 volume {path}: {reason}", stacklevel=1)
+    if failures and s.require_mri:
+        n = len(base)
+        base, mri, ok = base[ok].reset_index(drop=True), mri[ok], ok[ok]
+        steps.append({"step": "readable T1 MRI", "reason": "scan file missing, corrupt or not 3D",
+                      "excluded": n - len(base), "remaining": len(base)})
+    if len(base) == 0:
+        raise InputError(f"{source}: the cohort is empty after exclusions "
+                         f"({'; '.join(e['reason'] + ' -' + str(e['excluded']) for e in steps[1:])})")
+
+    base["split"] = assign_patient_split(base["RID"], tuple(s.split), s.split_seed).to_numpy()
+    train = base["split"].to_numpy() == "train"
+    tabular, names, tab_stats = fit_transform_tabular(base, train, s.exclude_features, s.max_missing)
+    samples = pd.DataFrame({
+        "RID": base["RID"].astype(np.int64), "PTID": base["PTID"].astype(str),
+        "IMAGEUID": pd.to_numeric(base["IMAGEUID"], errors="coerce").astype("Int64").where(ok),
+        "split": base["split"], "label": base["label"].astype(np.int64), "label_name": base["label_name"],
+        "has_tabular": True, "has_mri": ok.astype(bool),
+        "sex": base["PTGENDER"].map({"Male": "M", "Female": "F"}).fillna("UNKNOWN"),
+        "age": pd.to_numeric(base["AGE"], errors="coerce"), "smc": base["smc"].astype(bool),
+        "scan_viscode": base["scan_viscode"].where(ok), "scan_days_from_bl": base["scan_days_from_bl"].where(ok),
+    })
+    counts = samples["split"].value_counts().reindex(["train", "val", "test"], fill_value=0).astype(int).to_dict()
+    manifest = {
+        "schema_version": 1, "dataset": "adni", "task": "diagnosis", "task_type": "multiclass",
+        "label_columns": ["label"], "class_names": CLASS_NAMES, "modalities": ["tabular", "mri"],
+        "patient_column": "RID", "tabular_features": names, "n_samples": len(samples), "counts": counts,
+        "exclusions": steps, "smc_labelled_cn": int(samples["smc"].sum()) if s.smc == "cn" else 0,
+        "label_prevalence": {sp: samples.loc[samples["split"] == sp, "label_name"].value_counts(normalize=True)
+                             .reindex(CLASS_NAMES, fill_value=0).round(4).to_dict() for sp in ("train", "val", "test")},
+        "tabular": tab_stats,
+        "mri": {"size": s.mri_size, "spacing_mm": s.mri_spacing_mm, "scans": int(has_scan.sum()),
+                "from_baseline": int((samples["scan_viscode"] == "bl").sum()),
+                "within_window": int(((samples["scan_viscode"] != "bl") & samples["has_mri"]).sum()),
+                "unreadable": len(failures), "failures": failures[:100]},
+        "sources": {"ADNIMERGE": source_entry(source), "MRI": {"path": str((adni / "MRI").resolve())}},
+        "config": s.model_dump(mode="json"), "created": now(),
+    }
+    with atomic_dir(out) as tmp:
+        write_npy(tmp / "tabular.npy", tabular)
+        write_npy(tmp / "mri.npy", mri)
+        write_parquet(tmp / "samples.parquet", samples)
+        write_json(tmp / "tabular_features.json", names)
+        write_json(tmp / "manifest.json", manifest)
+    by_class = samples["label_name"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict()
+    excluded = "; ".join(f"{e['reason']} -{e['excluded']}" for e in steps[1:] if e["excluded"])
+    return (f"etl adni: {len(samples)} subjects ({counts['train']}/{counts['val']}/{counts['test']} train/val/test; "
+            f"CN {by_class['CN']}, MCI {by_class['MCI']}, AD {by_class['AD']}), {len(names)} tabular features"
+            f"{' [' + excluded + ']' if excluded else ''} -> {out} in {time.perf_counter() - started:.1f} s")
