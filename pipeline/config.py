@@ -46,6 +46,7 @@ def _build_params_model() -> type[StrictModel]:
         ("synth", "synth", "SynthSettings"),
         ("etl_mimic", "etl_mimic", "MimicEtlSettings"),
         ("etl_adni", "etl_adni", "AdniEtlSettings"),
+        ("sweep", "sweep", "SweepSettings"),
         ("train", "train", "TrainSettings"),
         ("evaluate", "evaluate", "EvaluateSettings"),
         ("report", "report", "ReportSettings"),

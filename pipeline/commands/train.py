@@ -24,7 +24,7 @@ HELP = "train a fusion model with a method on a processed cohort (tracked in MLf
 def add_arguments(parser) -> None:
     parser.add_argument("--cohort", required=True, help="processed cohort folder (data/processed/<cohort>)")
     parser.add_argument("--method", required=True, help="method config name in configs/methods/ (e.g. masam)")
-    parser.add_argument("--seed", type=int, default=None, help="seed (default: first of params train.seeds)")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: first of params sweep.seeds)")
     parser.add_argument("--config", default=None, help="method YAML (default: configs/methods/<method>.yaml)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<cohort>/<method>-s<seed>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
@@ -50,7 +50,7 @@ def run(args) -> int:
         )
     method = load_section(MethodConfig, method_file).check(str(method_file))
     preset = load_section(ModelPreset, preset_path(settings.preset))
-    seed = args.seed if args.seed is not None else params.train.seeds[0]
+    seed = args.seed if args.seed is not None else params.sweep.seeds[0]
     cohort = Path(args.cohort)
     out = Path(args.out) if args.out else Path(params.paths.runs) / cohort.name / f"{args.method}-s{seed}"
     spec = RunSpec(cohort, args.method, method, settings.preset, preset.encoders, settings, seed, out)

@@ -10,14 +10,10 @@ from .base import StrictModel
 
 
 class TrainSettings(StrictModel):
-    """Defaults are the small CPU preset that `make demo` runs in minutes.
-
-    `methods` x `seeds` x cohorts is the DVC training matrix; the paper protocol
-    uses seeds [42, 123, 1234, 2024].
+    """Hyperparameters of every run. Defaults are the small CPU preset that `make demo`
+    runs in minutes; which cohorts, methods and seeds run is `sweep:`.
     """
 
-    methods: list[str] = Field(default_factory=lambda: ["late_fusion", "sam", "masam"])
-    seeds: list[int] = Field(default_factory=lambda: [42])
     preset: str = "small"  # configs/models/<preset>.yaml
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)

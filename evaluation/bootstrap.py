@@ -1,0 +1,123 @@
+"""Patient-level bootstrap confidence intervals, vectorised over resamples.
+
+A resample draws patients with replacement and keeps all their rows; it is
+expressed as integer weights per row (the multiplicity of the row's patient),
+so AUROC and AUPRC of R resamples are computed at once from one sort of the
+scores: `[R, N]` weights, no Python loop over resamples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def patient_weights(patients: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """`[R, N]` row weights: how often each row's patient was drawn in each resample."""
+    _, inverse = np.unique(np.asarray(patients), return_inverse=True)
+    n_patients = inverse.max() + 1 if len(inverse) else 0
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_patients, size=(n_resamples, n_patients))
+    counts = np.zeros((n_resamples, n_patients), dtype=np.float64)
+    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1.0)
+    return counts[:, inverse]
+
+
+def weighted_auroc_auprc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and average precision for each row of `weights` `[R, N]` (NaN where degenerate).
+
+    Equal to sklearn's roc_auc_score / average_precision_score with sample_weight:
+    ties are grouped (scores sorted descending, thresholds at distinct values).
+    """
+    y = np.asarray(y).astype(bool)
+    order = np.argsort(-np.asarray(score, dtype=float), kind="mergesort")
+    s, yy, w = np.asarray(score, dtype=float)[order], y[order], weights[:, order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each tie group
+    tp = np.cumsum(w * yy, axis=1)[:, distinct]
+    fp = np.cumsum(w * ~yy, axis=1)[:, distinct]
+    pos, neg = tp[:, -1], fp[:, -1]
+    valid = (pos > 0) & (neg > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = tp / pos[:, None]
+        fpr = fp / neg[:, None]
+        tpr0 = np.concatenate([np.zeros((len(w), 1)), tpr], axis=1)
+        fpr0 = np.concatenate([np.zeros((len(w), 1)), fpr], axis=1)
+        auroc = np.sum(np.diff(fpr0, axis=1) * (tpr0[:, 1:] + tpr0[:, :-1]) / 2, axis=1)
+        precision = tp / np.maximum(tp + fp, 1e-300)
+        recall0 = np.concatenate([np.zeros((len(w), 1)), tpr], axis=1)
+        auprc = np.sum(np.diff(recall0, axis=1) * precision, axis=1)
+    return np.where(valid, auroc, np.nan), np.where(valid, auprc, np.nan)
+
+
+def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None, int]:
+    """(low, high, n_valid) of the finite values."""
+    v = values[np.isfinite(values)]
+    if len(v) == 0:
+        return None, None, 0
+    alpha = (1 - level) / 2
+    return float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha)), int(len(v))
+
+
+def bootstrap_label_cis(y_true: np.ndarray, y_score: np.ndarray, patients: np.ndarray, labels: list[str],
+                        n_resamples: int = 1000, seed: int = 42, level: float = 0.95,
+                        min_valid: int = 100) -> dict[str, Any]:
+    """95 % CIs of per-label AUROC/AUPRC and of the macro averages, resampling patients.
+
+    `y_true`, `y_score` `[N, K]`. A resample where a label has no positives or no
+    negatives is skipped for that label (`n_valid` reports how many remained);
+    the macro average of a resample averages its non-degenerate labels. A label
+    with fewer than `min_valid` valid resamples gets no CI (None).
+    """
+    y_true = np.asarray(y_true).reshape(len(y_true), -1)
+    y_score = np.asarray(y_score, dtype=float).reshape(len(y_score), -1)
+    weights = patient_weights(patients, n_resamples, seed)
+    per_label, aurocs, auprcs = {}, [], []
+    for k, name in enumerate(labels):
+        auroc, auprc = weighted_auroc_auprc(y_true[:, k], y_score[:, k], weights)
+        aurocs.append(auroc)
+        auprcs.append(auprc)
+        lo_r, hi_r, n_r = percentile_ci(auroc, level)
+        lo_p, hi_p, n_p = percentile_ci(auprc, level)
+        ok = n_r >= min_valid
+        per_label[name] = {"auroc_ci": [lo_r, hi_r] if ok else None, "auprc_ci": [lo_p, hi_p] if ok else None,
+                           "n_valid_resamples": n_r}
+    with np.errstate(invalid="ignore"):
+        macro_r = np.nanmean(np.stack(aurocs), axis=0) if aurocs else np.array([])
+        macro_p = np.nanmean(np.stack(auprcs), axis=0) if auprcs else np.array([])
+    lo_r, hi_r, _ = percentile_ci(macro_r, level)
+    lo_p, hi_p, _ = percentile_ci(macro_p, level)
+    return {"per_label": per_label, "macro_auroc_ci": [lo_r, hi_r], "macro_auprc_ci": [lo_p, hi_p],
+            "n_resamples": n_resamples, "seed": seed, "level": level}
+
+
+def paired_bootstrap_difference(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray,
+                                patients: np.ndarray, n_resamples: int = 1000, seed: int = 42,
+                                level: float = 0.95) -> dict[str, Any]:
+    """Difference (a - b) of macro AUPRC and AUROC with CIs: both methods on the SAME resampled patients.
+
+    `p_le_zero`: share of valid resamples where the difference is <= 0 (a one-sided
+    bootstrap p-value for "a beats b").
+    """
+    y_true = np.asarray(y_true).reshape(len(y_true), -1)
+    a = np.asarray(score_a, dtype=float).reshape(len(score_a), -1)
+    b = np.asarray(score_b, dtype=float).reshape(len(score_b), -1)
+    weights = patient_weights(patients, n_resamples, seed)
+    full = np.ones((1, len(y_true)))
+    out = {}
+    for metric, idx in (("auroc", 0), ("auprc", 1)):
+        diffs, point = [], []
+        for k in range(y_true.shape[1]):
+            ra = weighted_auroc_auprc(y_true[:, k], a[:, k], weights)[idx]
+            rb = weighted_auroc_auprc(y_true[:, k], b[:, k], weights)[idx]
+            diffs.append(ra - rb)
+            point.append(weighted_auroc_auprc(y_true[:, k], a[:, k], full)[idx][0]
+                         - weighted_auroc_auprc(y_true[:, k], b[:, k], full)[idx][0])
+        with np.errstate(invalid="ignore"):
+            d = np.nanmean(np.stack(diffs), axis=0)
+            est = float(np.nanmean(point)) if np.isfinite(point).any() else None
+        lo, hi, n = percentile_ci(d, level)
+        valid = d[np.isfinite(d)]
+        out[f"macro_{metric}"] = {"difference": est, "ci": [lo, hi], "n_valid_resamples": n,
+                                  "p_le_zero": float(np.mean(valid <= 0)) if n else None}
+    return out

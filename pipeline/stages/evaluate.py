@@ -1,0 +1,143 @@
+"""Evaluate finished runs on the test split: predictions, metrics with CIs, calibration, subgroups.
+
+Per run folder it writes to its output folder:
+  predictions_val.parquet, predictions_test.parquet   one row per sample (ids, labels, probabilities)
+  metrics.json                                        test metrics with 95 % patient-bootstrap CIs,
+                                                      calibration, subgroups, validation headline
+  curves_pr.json, curves_roc.json                     per-label curve points (test)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from etl.atomic import atomic_dir, write_json, write_parquet
+from etl.errors import InputError
+from evaluation.bootstrap import bootstrap_label_cis
+from evaluation.calibration import calibration_summary
+from evaluation.curves import curve_records
+from evaluation.metrics import task_metrics
+from evaluation.subgroups import subgroup_metrics
+from pipeline.data import Cohort, load_cohort
+from pipeline.trainer import predict_split, read_json
+
+ID_COLUMNS = {"mimic": ["subject_id", "hadm_id", "stay_id", "dicom_id"], "adni": ["RID", "PTID", "IMAGEUID"]}
+
+
+def prediction_frame(cohort: Cohort, rows: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """The predictions contract: ids, patient_id, split, subgroup columns, has_*, label__/prob__ per output."""
+    s = cohort.samples.iloc[rows].reset_index(drop=True)
+    dataset = cohort.manifest.get("dataset", "")
+    keep = [c for c in ID_COLUMNS.get(dataset, []) if c in s.columns]
+    keep += [c for c in ("split", "sex", "age", "race") if c in s.columns]
+    keep += [f"has_{m}" for m in cohort.modalities]
+    frame = s[keep].copy()
+    frame.insert(0, "patient_id", s[cohort.manifest.get("patient_column", keep[0])].to_numpy())
+    names = cohort.label_names
+    if cohort.task_type == "multiclass":
+        frame["label"] = s[cohort.manifest["label_columns"][0]].to_numpy()
+    else:
+        for name in names:
+            frame[f"label__{name}"] = s[name].to_numpy().astype(int)
+    for k, name in enumerate(names):
+        frame[f"prob__{name}"] = probs[:, k]
+    return frame
+
+
+def labels_and_scores(frame: pd.DataFrame, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
+    """`[N, K]` 0/1 indicators (one-vs-rest for multi-class) and `[N, K]` probabilities."""
+    names = cohort.label_names
+    scores = frame[[f"prob__{n}" for n in names]].to_numpy(float)
+    if cohort.task_type == "multiclass":
+        return np.eye(len(names), dtype=int)[frame["label"].to_numpy()], scores
+    return frame[[f"label__{n}" for n in names]].to_numpy(int), scores
+
+
+def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
+    """Evaluate one run; returns its metrics dict (also written to out/metrics.json)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise InputError(f"{config_path}: missing; expected a finished training run (clinfuse train)")
+    config = yaml.safe_load(config_path.read_text())
+    cohort = load_cohort(config["cohort"])
+    summary = read_json(run_dir / "train_summary.json")
+    frames = {}
+    for split in ("val", "test"):
+        rows, probs = predict_split(run_dir, cohort, split)
+        frames[split] = prediction_frame(cohort, rows, probs)
+    test = frames["test"]
+    names = cohort.label_names
+    y, p = labels_and_scores(test, cohort)
+    raw_y = test["label"].to_numpy() if cohort.task_type == "multiclass" else y
+    metrics = task_metrics(cohort.task_type, raw_y, p, names)
+    cis = bootstrap_label_cis(y, p, test["patient_id"].to_numpy(), names, settings.n_resamples, settings.seed,
+                              settings.ci_level)
+    pr, roc = curve_records(y, p, names, settings.curve_points)
+    result = {
+        "run": run_dir.name, "cohort": cohort.name, "dataset": cohort.manifest.get("dataset"),
+        "task": cohort.manifest.get("task"), "task_type": cohort.task_type,
+        "method": config["method_name"], "seed": config["seed"], "labels": names,
+        "n_test": len(test), "n_test_patients": int(test["patient_id"].nunique()),
+        "validation": {"metric": summary["metric"], "value": summary["best_val_metric"],
+                       "best_epoch": summary["best_epoch"]},
+        "test": metrics, "ci": cis,
+        "calibration": calibration_summary(y, p, names, settings.calibration_bins),
+        "subgroups": subgroup_metrics(test, y, p, names, cohort.manifest.get("dataset", ""), cohort.modalities,
+                                      settings.subgroup_resamples, settings.seed, settings.min_subgroup_patients),
+        "mlflow_run_id": summary.get("mlflow_run_id"),
+    }
+    with atomic_dir(out) as tmp:
+        for split, frame in frames.items():
+            write_parquet(tmp / f"predictions_{split}.parquet", frame)
+        write_json(tmp / "metrics.json", result)
+        write_json(tmp / "curves_pr.json", pr)
+        write_json(tmp / "curves_roc.json", roc)
+    _log_to_mlflow(result, out)
+    return result
+
+
+def _log_to_mlflow(result: dict, out: Path) -> None:
+    """Attach the test metrics to the training run (when it was tracked)."""
+    if not result.get("mlflow_run_id"):
+        return
+    import mlflow
+
+    from pipeline.tracking import setup_mlflow
+
+    setup_mlflow(f"clinfuse/{result['cohort']}")
+    headline = result["test"]["headline"]
+    try:
+        mlflow.MlflowClient().get_run(result["mlflow_run_id"])
+    except mlflow.exceptions.MlflowException:
+        print(f"  note: training run {result['mlflow_run_id']} is not in the tracking store "
+              f"{mlflow.get_tracking_uri()}; test metrics not attached to it")
+        return
+    with mlflow.start_run(run_id=result["mlflow_run_id"]):
+        mlflow.log_metrics({f"test_{k}": v for k, v in result["test"].items()
+                            if isinstance(v, float) and k.startswith(("macro", "micro", "accuracy"))})
+        lo, hi = result["ci"]["macro_auprc_ci"]
+        if lo is not None:
+            mlflow.log_metrics({"test_macro_auprc_ci_low": lo, "test_macro_auprc_ci_high": hi})
+        mlflow.log_artifact(str(out / "metrics.json"), artifact_path="evaluation")
+        mlflow.set_tag("test_headline", headline)
+
+
+def evaluate_runs(run_dirs: list[Path], out: Path, settings, single: bool) -> list[dict]:
+    results = []
+    for run_dir in run_dirs:
+        started = time.perf_counter()
+        target = out if single else out / run_dir.name
+        r = evaluate_run(run_dir, target, settings)
+        h = r["test"]["headline"]
+        lo, hi = r["ci"]["macro_auprc_ci"]
+        ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and h == "macro_auprc" else ""
+        print(f"evaluated {r['cohort']}/{r['run']}: test {h} {r['test'][h]:.3f}{ci} on {r['n_test']} samples "
+              f"-> {target} in {time.perf_counter() - started:.1f} s", flush=True)
+        results.append(r)
+    return results
