@@ -31,11 +31,10 @@ def run(args) -> int:
     print(f"  training runs:     {len(runs)} under {params.paths.runs}/")
     for page in pages:
         print(f"  report:            {page.resolve()}")
-    registry_file = reports / "registry.json"
-    if registry_file.exists():
+    for registry_file in sorted(reports.glob("*/registry.json")):
         for entry in json.loads(registry_file.read_text()):
-            mark = " (champion)" if entry.get("champion") else ""
-            print(f"  registered model:  models:/{entry['name']}/{entry['version']}{mark}")
+            mark = f"   alias champion -> models:/{entry['name']}@champion" if entry.get("champion") else ""
+            print(f"  registered model:  models:/{entry['name']}/{entry['version']} ({entry['method']}){mark}")
     uri = resolve_tracking_uri()
     print(f"  MLflow tracking:   {uri}")
     if uri.startswith("sqlite:"):

@@ -82,7 +82,8 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
     result = {
         "run": run_dir.name, "cohort": cohort.name, "dataset": cohort.manifest.get("dataset"),
         "task": cohort.manifest.get("task"), "task_type": cohort.task_type,
-        "method": config["method_name"], "seed": config["seed"], "labels": names,
+        "method": config["method_name"], "method_options": config["method"].get("options", {}),
+        "seed": config["seed"], "labels": names,
         "n_test": len(test), "n_test_patients": int(test["patient_id"].nunique()),
         "validation": {"metric": summary["metric"], "value": summary["best_val_metric"],
                        "best_epoch": summary["best_epoch"]},

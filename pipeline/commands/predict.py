@@ -1,0 +1,83 @@
+"""Predict with a registered model on a processed cohort.
+
+  clinfuse predict --model models:/mimic-phenotype@champion --cohort data/processed/mimic-phenotype \
+                   --out predictions.parquet [--split test]
+
+The model card stored with the version (metadata.json) says which inputs, in which
+order and shape, the model expects; a cohort that does not match is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+NAME = "predict"
+HELP = "predict with a registered model (models:/<name>@champion) on a processed cohort"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="model URI, e.g. models:/mimic-phenotype@champion")
+    parser.add_argument("--cohort", required=True, help="processed cohort folder")
+    parser.add_argument("--out", required=True, help="output Parquet file (one row per sample)")
+    parser.add_argument("--split", choices=["all", "train", "val", "test"], default="all")
+    parser.add_argument("--batch-size", type=int, default=256)
+
+
+def run(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from etl.atomic import write_parquet
+    from etl.errors import InputError
+    from pipeline.data import load_cohort, split_tensors
+    from pipeline.registry import CARD_FILE
+    from pipeline.stages.evaluate import ID_COLUMNS
+    from pipeline.tracking import setup_mlflow
+
+    setup_mlflow("clinfuse/predict")
+    import mlflow
+    import torch
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=args.model))
+    except mlflow.exceptions.MlflowException as exc:
+        raise InputError(f"{args.model}: cannot be loaded from {mlflow.get_tracking_uri()} "
+                         f"({str(exc).splitlines()[0]})") from None
+    card = json.loads((local / "extra_files" / CARD_FILE).read_text())
+    model = mlflow.pytorch.load_model(str(local))
+    cohort = load_cohort(args.cohort)
+    fmt = card["network_data_format"]
+    order = fmt["argument_order"]
+    modalities = [n for n in order if not n.startswith("has_")]
+    if modalities != cohort.modalities:
+        raise InputError(f"{args.cohort}: cohort modalities {cohort.modalities} do not match the model's {modalities}")
+    for m in modalities:
+        want = fmt["inputs"][m]["shape"][1:]
+        got = list(cohort.input_shape(m))
+        if want != got:
+            raise InputError(f"{args.cohort}: modality '{m}' has per-sample shape {got}; the model expects {want}")
+    labels = [fmt["outputs"]["probabilities"]["channel_def"][str(k)]
+              for k in range(len(fmt["outputs"]["probabilities"]["channel_def"]))]
+    splits = ["train", "val", "test"] if args.split == "all" else [args.split]
+    frames = []
+    for split in splits:
+        t = split_tensors(cohort, split)
+        probs = []
+        with torch.no_grad():
+            for start in range(0, len(t), args.batch_size):
+                b = t.batch(torch.arange(start, min(start + args.batch_size, len(t))))
+                tensors = [b["inputs"][m] for m in modalities] + [b["present"][m].float() for m in modalities]
+                probs.append(model(*tensors).numpy())
+        p = np.concatenate(probs) if probs else np.zeros((0, len(labels)), np.float32)
+        s = cohort.samples.iloc[t.rows].reset_index(drop=True)
+        ids = [c for c in ID_COLUMNS.get(cohort.manifest.get("dataset"), []) if c in s.columns] + ["split"]
+        frame = s[ids].copy()
+        for k, name in enumerate(labels):
+            frame[f"prob__{name}"] = p[:, k]
+        frames.append(frame)
+    out = pd.concat(frames, ignore_index=True)
+    write_parquet(Path(args.out), out)
+    print(f"predict: {len(out)} samples of {cohort.name} with {args.model} ({card.get('training', {}).get('method')}) "
+          f"-> {args.out}")
+    return 0

@@ -1,0 +1,33 @@
+"""Register a cohort's best run (validation metric) in the MLflow model registry as
+`<dataset>-<task>` with a model card, moving the alias `champion` when it beats the
+current champion on validation.
+
+  clinfuse register --cohort data/processed/mimic-phenotype --runs runs/mimic-phenotype \
+                    --evaluations reports/mimic-phenotype/runs --out reports/mimic-phenotype/registry.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import load_params
+
+NAME = "register"
+HELP = "register the best run of a cohort in the MLflow model registry (alias champion)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--cohort", required=True, help="processed cohort folder")
+    parser.add_argument("--runs", required=True, help="the cohort's runs folder (runs/<cohort>)")
+    parser.add_argument("--evaluations", required=True, help="evaluated runs (clinfuse evaluate --out)")
+    parser.add_argument("--out", required=True, help="JSON record of what was registered")
+    parser.add_argument("--name", default=None, help="registered model name (default: <dataset>-<task>)")
+
+
+def run(args) -> int:
+    from pipeline.stages.register import register_champion
+
+    params = load_params(args.params)
+    print(register_champion(Path(args.cohort), Path(args.runs), Path(args.evaluations), Path(args.out),
+                            params.registry, args.name))
+    return 0

@@ -1,0 +1,11 @@
+"""Model registry settings (params.yaml `registry:`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import StrictModel
+
+
+class RegistrySettings(StrictModel):
+    example_rows: int = Field(4, ge=2)  # input example rows (>= 2 keeps the exported batch axis dynamic)

@@ -1,0 +1,121 @@
+"""Every metric against scikit-learn on fixed data; the degenerate-label rule; bootstrap and calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, roc_auc_score
+
+from evaluation.bootstrap import (
+    bootstrap_label_cis,
+    paired_bootstrap_difference,
+    patient_weights,
+    weighted_auroc_auprc,
+)
+from evaluation.calibration import brier, calibration_slope_intercept, reliability_curve
+from evaluation.comparison import average_rank, mean_std_over_seeds
+from evaluation.metrics import multiclass_metrics, multilabel_metrics
+
+RNG = np.random.default_rng(7)
+Y = (RNG.random((60, 3)) < [0.3, 0.5, 0.2]).astype(int)
+S = np.round(RNG.random((60, 3)) * 0.7 + 0.3 * Y, 3)
+
+
+def test_per_label_macro_and_micro_match_sklearn():
+    m = multilabel_metrics(Y, S, ["a", "b", "c"])
+    for k, name in enumerate("abc"):
+        assert m["per_label"][name]["auprc"] == pytest.approx(average_precision_score(Y[:, k], S[:, k]))
+        assert m["per_label"][name]["auroc"] == pytest.approx(roc_auc_score(Y[:, k], S[:, k]))
+    assert m["macro_auprc"] == pytest.approx(average_precision_score(Y, S, average="macro"))
+    assert m["macro_auroc"] == pytest.approx(roc_auc_score(Y, S, average="macro"))
+    assert m["micro_auprc"] == pytest.approx(average_precision_score(Y, S, average="micro"))
+    assert m["micro_auroc"] == pytest.approx(roc_auc_score(Y, S, average="micro"))
+
+
+def test_degenerate_label_is_excluded_from_macro_and_named():
+    y = Y.copy()
+    y[:, 2] = 0  # no positives
+    m = multilabel_metrics(y, S, ["a", "b", "c"])
+    assert m["excluded_labels"] == ["c"]
+    assert m["per_label"]["c"]["auprc"] is None
+    assert m["macro_auprc"] == pytest.approx(np.mean([average_precision_score(y[:, k], S[:, k]) for k in (0, 1)]))
+
+
+def test_multiclass_accuracy_and_macro_map_match_sklearn():
+    y = RNG.integers(0, 3, 50)
+    p = RNG.dirichlet([1, 1, 1], 50)
+    p[np.arange(50), y] += 0.3
+    p /= p.sum(1, keepdims=True)
+    m = multiclass_metrics(y, p, ["CN", "MCI", "AD"])
+    onehot = np.eye(3)[y]
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, p.argmax(1)))
+    assert m["macro_map"] == pytest.approx(average_precision_score(onehot, p, average="macro"))
+    assert m["macro_auroc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+
+
+def test_brier_matches_sklearn():
+    assert brier(Y[:, 0], S[:, 0]) == pytest.approx(brier_score_loss(Y[:, 0], S[:, 0]))
+
+
+def test_vectorised_bootstrap_equals_sklearn_with_weights():
+    w = patient_weights(np.arange(60) // 3, 20, seed=1)
+    auroc, auprc = weighted_auroc_auprc(Y[:, 1], S[:, 1], w)
+    for r in range(20):
+        assert auroc[r] == pytest.approx(roc_auc_score(Y[:, 1], S[:, 1], sample_weight=w[r]))
+        assert auprc[r] == pytest.approx(average_precision_score(Y[:, 1], S[:, 1], sample_weight=w[r]))
+
+
+def test_patients_are_the_resampling_unit():
+    patients = np.repeat(np.arange(20), 3)
+    w = patient_weights(patients, 50, seed=0)
+    # rows of one patient always carry the same weight, and each resample draws 20 patients
+    assert (w.reshape(50, 20, 3).std(axis=2) == 0).all()
+    assert (w.reshape(50, 20, 3)[:, :, 0].sum(1) == 20).all()
+
+
+def test_bootstrap_ci_contains_estimate_and_is_seeded():
+    a = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3)
+    b = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3)
+    assert a == b
+    lo, hi = a["per_label"]["b"]["auroc_ci"]
+    assert lo <= roc_auc_score(Y[:, 1], S[:, 1]) <= hi
+
+
+def test_paired_difference_of_identical_predictions_is_zero():
+    d = paired_bootstrap_difference(Y, S, S, np.arange(60), 100, seed=1)
+    assert d["macro_auprc"]["difference"] == 0 and d["macro_auprc"]["ci"] == [0.0, 0.0]
+
+
+def test_calibration_slope_one_when_calibrated_and_below_one_when_overconfident():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.02, 0.98, 20000)
+    y = (rng.random(20000) < p).astype(int)
+    slope, intercept = calibration_slope_intercept(y, p)
+    assert slope == pytest.approx(1.0, abs=0.06) and intercept == pytest.approx(0.0, abs=0.06)
+    logit = np.log(p / (1 - p))
+    overconfident = 1 / (1 + np.exp(-3 * logit))
+    assert calibration_slope_intercept(y, overconfident)[0] < 0.5
+    bins = reliability_curve(y, p)
+    assert sum(b["count"] for b in bins) == 20000 and all(abs(b["observed"] - b["mean_predicted"]) < 0.05 for b in bins)
+
+
+def test_average_rank_on_a_hand_made_table():
+    import pandas as pd
+
+    rows = [("A", "l1", 0.9), ("B", "l1", 0.8), ("C", "l1", 0.7),
+            ("A", "l2", 0.5), ("B", "l2", 0.6), ("C", "l2", 0.6),
+            ("A", "l3", 0.1), ("B", "l3", 0.3), ("C", "l3", 0.2)]
+    t = pd.DataFrame(rows, columns=["method", "label", "auprc"])
+    r = average_rank(t, "auprc")
+    assert r["A"] == pytest.approx((1 + 3 + 3) / 3)
+    assert r["B"] == pytest.approx((2 + 1.5 + 1) / 3)
+    assert r["C"] == pytest.approx((3 + 1.5 + 2) / 3)
+
+
+def test_mean_std_over_seeds():
+    import pandas as pd
+
+    t = pd.DataFrame({"method": ["a", "a", "b"], "seed": [1, 2, 1], "x": [0.5, 0.7, 0.4]})
+    s = mean_std_over_seeds(t, ["x"]).set_index("method")
+    assert s.loc["a", "x_mean"] == pytest.approx(0.6) and s.loc["a", "x_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert s.loc["b", "n_seeds"] == 1

@@ -1,0 +1,147 @@
+"""Evaluate -> report -> register -> predict on a tiny cohort with a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from tests.fixtures.cohorts import write_cohort
+
+
+class Tables(HTMLParser):
+    """Collects every <table id=...>: its header cells and row count; and <img> data URIs."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self._current, self._in_th, self.external = {}, 0, None, False, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self._current = a.get("id")
+            self.tables[self._current] = {"headers": [], "rows": 0}
+        elif tag == "th" and self._current:
+            self._in_th = True
+            self.tables[self._current]["headers"].append("")
+        elif tag == "tr" and self._current:
+            self.tables[self._current]["rows"] += 1
+        elif tag == "img":
+            self.images += 1
+            if not a.get("src", "").startswith("data:image/png;base64,"):
+                self.external.append(a.get("src"))
+        elif tag in ("link", "script") and (a.get("href") or a.get("src")):
+            self.external.append(a.get("href") or a.get("src"))
+
+    def handle_endtag(self, tag):
+        if tag == "th":
+            self._in_th = False
+        elif tag == "table":
+            self._current = None
+
+    def handle_data(self, data):
+        if self._in_th and self._current:
+            self.tables[self._current]["headers"][-1] += data.strip()
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    params = root / "params.yaml"
+    params.write_text(
+        "sweep:\n  methods: [late_fusion, masam]\n  seeds: [1]\n"
+        "train:\n  epochs: 2\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n"
+        "evaluate:\n  n_resamples: 50\n  subgroup_resamples: 20\n  min_subgroup_patients: 3\n"
+    )
+    cohort = write_cohort(root / "data" / "mimic-phenotype", "mimic", n=48)
+    base = ["--params", str(params)]
+    for method in ("late_fusion", "masam"):
+        assert main(base + ["train", "--cohort", str(cohort), "--method", method, "--seed", "1",
+                            "--out", str(root / "runs" / f"{method}-s1")]) == 0
+    assert main(base + ["evaluate", "--runs-dir", str(root / "runs"), "--out", str(root / "eval")]) == 0
+    assert main(base + ["report", "--cohort", str(cohort), "--runs", str(root / "eval"), "--out", str(root / "report")]) == 0
+    assert main(base + ["register", "--cohort", str(cohort), "--runs", str(root / "runs"), "--evaluations",
+                        str(root / "eval"), "--out", str(root / "registry.json")]) == 0
+    yield root, base, cohort
+    mp.undo()
+
+
+def test_evaluation_writes_predictions_in_the_contract_layout(pipeline_run):
+    root, _, _ = pipeline_run
+    pred = pd.read_parquet(root / "eval" / "masam-s1" / "predictions_test.parquet")
+    assert {"patient_id", "split", "sex", "age", "race", "has_ehr", "has_cxr", "label__Sepsis", "prob__Sepsis"} <= set(pred)
+    assert set(pred["split"]) == {"test"}
+    metrics = json.loads((root / "eval" / "masam-s1" / "metrics.json").read_text())
+    assert metrics["ci"]["n_resamples"] == 50 and "calibration" in metrics and metrics["subgroups"]
+
+
+def test_report_renders_tables_and_embedded_figures(pipeline_run):
+    root, _, _ = pipeline_run
+    parser = Tables()
+    parser.feed((root / "report" / "report.html").read_text())
+    t = parser.tables
+    assert {"cohort", "per-label", "calibration", "comparison", "subgroups", "settings"} <= set(t)
+    assert t["per-label"]["headers"][:3] == ["label", "prevalence", "positives"]
+    assert "masam AUPRC" in t["per-label"]["headers"] and "late_fusion AUROC" in t["per-label"]["headers"]
+    assert t["per-label"]["rows"] == 1 + 3  # header + 3 labels
+    assert t["comparison"]["rows"] == 1 + 2
+    assert parser.images >= 2 and parser.external == []
+    metrics = json.loads((root / "report" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"late_fusion", "masam"} and "paired_difference" in metrics
+
+
+def test_registered_champion_loads_and_predicts(pipeline_run, tmp_path):
+    root, base, cohort = pipeline_run
+    record = json.loads((root / "registry.json").read_text())[0]
+    assert record["name"] == "mimic-phenotype" and record["champion"] is True
+    out = tmp_path / "pred.parquet"
+    assert main(base + ["predict", "--model", "models:/mimic-phenotype@champion", "--cohort", str(cohort),
+                        "--out", str(out), "--split", "test"]) == 0
+    pred = pd.read_parquet(out)
+    evaluated = pd.read_parquet(root / "eval" / f"{record['method']}-s1" / "predictions_test.parquet")
+    assert (pred["prob__Sepsis"] - evaluated["prob__Sepsis"]).abs().max() < 1e-5
+
+
+def test_model_card_describes_inputs_and_metrics(pipeline_run):
+    import mlflow
+
+    from pipeline.registry import load_model_card
+
+    root, _, _ = pipeline_run
+    record = json.loads((root / "registry.json").read_text())[0]
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{record['name']}/{record['version']}")
+    card = json.loads((__import__("pathlib").Path(local) / "extra_files" / "metadata.json").read_text())
+    inputs = card["network_data_format"]["inputs"]
+    assert inputs["ehr"]["shape"] == [-1, 48, 24] and inputs["cxr"]["value_range"] == [0, 1]
+    assert card["network_data_format"]["argument_order"] == ["ehr", "cxr", "has_ehr", "has_cxr"]
+    assert "macro_auprc" in card["evaluation"]["headline"] and card["intended_use"]
+    assert load_model_card  # the helper exists for users
+
+
+def test_champion_alias_moves_only_when_validation_improves(pipeline_run, tmp_path):
+    import mlflow
+
+    root, base, cohort = pipeline_run
+    record = json.loads((root / "registry.json").read_text())[0]
+    # register the same champion again: equal validation metric -> alias stays on the first version
+    assert main(base + ["register", "--cohort", str(cohort), "--runs", str(root / "runs"), "--evaluations",
+                        str(root / "eval"), "--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())[0]
+    assert again["version"] == record["version"] + 1 and again["champion"] is False
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    alias = mlflow.MlflowClient().get_model_version_by_alias("mimic-phenotype", "champion")
+    assert int(alias.version) == record["version"]
+
+
+def test_predict_refuses_a_cohort_of_other_modalities(pipeline_run, tmp_path, capsys):
+    _, base, _ = pipeline_run
+    adni = write_cohort(tmp_path / "adni", "adni", n=12)
+    code = main(base + ["predict", "--model", "models:/mimic-phenotype@champion", "--cohort", str(adni),
+                        "--out", str(tmp_path / "x.parquet")])
+    assert code == 2 and "do not match the model" in capsys.readouterr().err
