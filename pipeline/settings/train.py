@@ -15,15 +15,15 @@ class TrainSettings(StrictModel):
     """
 
     preset: str = "small"  # configs/models/<preset>.yaml
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0)
     schedule: Literal["none", "cosine"] = "cosine"
-    patience: int = Field(4, ge=1)  # early stopping, in epochs without validation improvement
+    patience: int = Field(6, ge=1)  # early stopping, in epochs without validation improvement
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # autocast on CUDA only
     num_threads: int = Field(2, ge=1)  # torch CPU threads

@@ -6,7 +6,6 @@ import json
 from html.parser import HTMLParser
 
 import pandas as pd
-import pytest
 
 from pipeline.cli import main
 from tests.fixtures.cohorts import write_cohort
@@ -45,30 +44,6 @@ class Tables(HTMLParser):
     def handle_data(self, data):
         if self._in_th and self._current:
             self.tables[self._current]["headers"][-1] += data.strip()
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    params = root / "params.yaml"
-    params.write_text(
-        "sweep:\n  methods: [late_fusion, masam]\n  seeds: [1]\n"
-        "train:\n  epochs: 2\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n"
-        "evaluate:\n  n_resamples: 50\n  subgroup_resamples: 20\n  min_subgroup_patients: 3\n"
-    )
-    cohort = write_cohort(root / "data" / "mimic-phenotype", "mimic", n=48)
-    base = ["--params", str(params)]
-    for method in ("late_fusion", "masam"):
-        assert main(base + ["train", "--cohort", str(cohort), "--method", method, "--seed", "1",
-                            "--out", str(root / "runs" / f"{method}-s1")]) == 0
-    assert main(base + ["evaluate", "--runs-dir", str(root / "runs"), "--out", str(root / "eval")]) == 0
-    assert main(base + ["report", "--cohort", str(cohort), "--runs", str(root / "eval"), "--out", str(root / "report")]) == 0
-    assert main(base + ["register", "--cohort", str(cohort), "--runs", str(root / "runs"), "--evaluations",
-                        str(root / "eval"), "--out", str(root / "registry.json")]) == 0
-    yield root, base, cohort
-    mp.undo()
 
 
 def test_evaluation_writes_predictions_in_the_contract_layout(pipeline_run):
