@@ -18,14 +18,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROWS_PER_SUBJECT = 713  # measured on the default synthetic cohort
+ROWS_PER_SUBJECT = 713  # measured on the synthetic cohort
 SUBJECTS = 400
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import pandas as pd
 from etl.mimic.cohort import join_stays, select_cohort
-from etl.mimic.ehr import connect, extract_binned_events, load_variables
+from etl.mimic.ehr import connect, extract_ehr_values, load_variables
 from etl.mimic.schema import locate_tables
 from pipeline.stages.etl_mimic import read_small_tables
 root, memory_limit = Path(sys.argv[1]), sys.argv[2]
@@ -33,10 +33,10 @@ t = time.perf_counter()
 tables = locate_tables(root)
 stays, _ = select_cohort(join_stays(*read_small_tables(tables)), "phenotype")
 con = connect(memory_limit, 2, sys.argv[3])
-binned, counts = extract_binned_events(con, tables["icu/chartevents"], stays, load_variables())
+values, counts = extract_ehr_values(con, tables["icu/chartevents"], stays, load_variables())
 seconds = time.perf_counter() - t
 rows = con.execute(f"SELECT count(*) FROM read_csv('{tables['icu/chartevents'].as_posix()}', header=true)").fetchone()[0]
-print(json.dumps({"rows": rows, "seconds": seconds, "binned": len(binned),
+print(json.dumps({"rows": rows, "seconds": seconds, "stays": len(values),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

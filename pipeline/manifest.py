@@ -16,3 +16,23 @@ def source_entry(path: Path) -> dict:
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_cohort_folder(out: Path, arrays: dict, samples, manifest: dict, extra_json: dict | None = None) -> None:
+    """Write a processed cohort (DESIGN section 4) atomically: `<name>.npy` per array,
+    samples.parquet, extra JSON files and manifest.json (last). The folder is swapped in
+    whole, so a failure leaves the previous cohort untouched."""
+    from etl.atomic import atomic_dir, write_json, write_npy, write_parquet
+
+    with atomic_dir(out) as tmp:
+        for name, array in arrays.items():
+            write_npy(tmp / f"{name}.npy", array)
+        write_parquet(tmp / "samples.parquet", samples)
+        for name, obj in (extra_json or {}).items():
+            write_json(tmp / name, obj)
+        write_json(tmp / "manifest.json", manifest)
+
+
+def exclusion_text(steps: list[dict]) -> str:
+    """'reason -n; reason -n' for the steps that excluded something (one-line summaries)."""
+    return "; ".join(f"{e['reason']} -{e['excluded']}" for e in steps[1:] if e["excluded"])

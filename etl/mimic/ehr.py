@@ -4,8 +4,8 @@ chartevents (433M rows in MIMIC-IV v3.1) is never loaded whole: DuckDB reads
 the .csv.gz, keeps only the channels' itemids and the cohort's stays inside
 [intime, intime + window), converts units, drops out-of-range values and keeps
 the last value per (stay, channel, hour) with a hash aggregate, all under a
-memory limit. Only the binned result (at most stays x 48 x 11 rows) reaches
-pandas.
+memory limit. The binned result streams into the `[N, 48, 12]` array in Arrow
+batches; nothing of chartevents' size is ever held in Python.
 """
 
 from __future__ import annotations
@@ -67,20 +67,13 @@ def connect(memory_limit: str = "2GB", threads: int = 2, temp_directory: str | N
     return con
 
 
-def extract_binned_events(con, chartevents: Path, stays: pd.DataFrame, variables: Variables,
-                          window_hours: int = 48) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Last valid value per (stay, channel, hour bin) and per-channel row counts.
-
-    Args:
-        chartevents: path to chartevents.csv(.gz).
-        stays: `stay_id`, `intime` of the cohort.
-
-    Returns:
-        binned: stay_id, channel (index into variables.names), bin (0..window-1), value.
-        counts: per channel: rows in the window, rows without a usable value
-            (unmapped text, empty), rows out of the valid range, rows kept.
-    """
-    con.register("cohort_stays", stays[["stay_id", "intime"]])
+def _create_windowed(con, chartevents: Path, stays: pd.DataFrame, variables: Variables, window_hours: int) -> None:
+    """TEMP TABLE windowed(row, channel, priority, charttime, bin, x, lo, hi): the cohort's
+    chart rows of the 12 channels inside [intime, intime + window), units converted.
+    `row` is the stay's position in `stays`."""
+    con.register("cohort_stays", pd.DataFrame({"stay_id": stays["stay_id"].to_numpy(),
+                                               "intime": stays["intime"].to_numpy(),
+                                               "row": np.arange(len(stays), dtype=np.int64)}))
     con.register("item_map", variables.itemids)
     con.register("text_map", variables.text_scores if len(variables.text_scores) else
                  pd.DataFrame({"channel": pd.Series(dtype=int), "text": pd.Series(dtype=str), "score": pd.Series(dtype=float)}))
@@ -94,7 +87,7 @@ def extract_binned_events(con, chartevents: Path, stays: pd.DataFrame, variables
                           columns = {_chartevents_columns(chartevents)}, auto_detect = false)
             WHERE itemid IN ({itemids})
         )
-        SELECT ev.stay_id, m.channel, m.priority, ev.charttime,
+        SELECT s.row, m.channel, m.priority, ev.charttime,
                CAST(floor(epoch(ev.charttime - s.intime) / 3600) AS INTEGER) AS bin,
                CASE WHEN m.is_text THEN coalesce(t.score, ev.valuenum)
                     WHEN m.fahrenheit THEN (ev.valuenum - 32) * 5.0 / 9.0
@@ -107,6 +100,9 @@ def extract_binned_events(con, chartevents: Path, stays: pd.DataFrame, variables
         LEFT JOIN text_map t ON t.channel = m.channel AND t.text = lower(trim(ev.value))
         WHERE ev.charttime >= s.intime AND ev.charttime < s.intime + to_hours({int(window_hours)})
     """)
+
+
+def _channel_counts(con, variables: Variables) -> pd.DataFrame:
     counts = con.execute("""
         SELECT channel, count(*) AS rows_in_window,
                count(*) FILTER (WHERE x IS NULL) AS no_value,
@@ -114,17 +110,38 @@ def extract_binned_events(con, chartevents: Path, stays: pd.DataFrame, variables
                count(*) FILTER (WHERE x BETWEEN lo AND hi) AS kept
         FROM windowed GROUP BY channel ORDER BY channel
     """).df()
-    # Last value per bin: the highest-priority itemid (lowest number), then the latest
-    # charttime, then the largest value: a total order, so the result is deterministic.
-    binned = con.execute("""
-        SELECT stay_id, channel, bin,
-               struct_extract(max(struct_pack(p := -priority, t := charttime, x := x)), 'x') AS value
-        FROM windowed WHERE x BETWEEN lo AND hi
-        GROUP BY stay_id, channel, bin ORDER BY stay_id, channel, bin
-    """).df()
-    con.execute("DROP TABLE windowed")
     counts["channel"] = [variables.names[int(c)] for c in counts["channel"]]
-    return binned, counts
+    return counts
+
+
+# Last value per bin: the highest-priority itemid (lowest number), then the latest charttime,
+# then the largest value: a total order, so the result is deterministic.
+_LAST_PER_BIN = """
+    SELECT row, channel, bin,
+           struct_extract(max(struct_pack(p := -priority, t := charttime, x := x)), 'x') AS value
+    FROM windowed WHERE x BETWEEN lo AND hi
+    GROUP BY row, channel, bin
+"""
+
+
+def extract_ehr_values(con, chartevents: Path, stays: pd.DataFrame, variables: Variables,
+                       window_hours: int = 48, batch_rows: int = 1 << 20) -> tuple[np.ndarray, pd.DataFrame]:
+    """Raw hourly values `[N, T, C]` float32 (NaN where unobserved), rows in `stays` order,
+    and per-channel row counts (in window, no usable value, out of range, kept).
+
+    The per-bin aggregate is streamed as Arrow batches straight into the array, so memory
+    is DuckDB's (bounded by its limit) plus the output, whatever the size of chartevents.
+    Derived channels (GCS total) are left NaN: see `derive_totals`.
+    """
+    _create_windowed(con, chartevents, stays, variables, window_hours)
+    counts = _channel_counts(con, variables)
+    values = np.full((len(stays), window_hours, len(variables.names)), np.nan, dtype=np.float32)
+    reader = con.sql(_LAST_PER_BIN).to_arrow_reader(batch_rows)
+    for batch in reader:
+        values[batch.column(0).to_numpy(), batch.column(2).to_numpy(), batch.column(1).to_numpy()] = \
+            batch.column(3).to_numpy()
+    con.execute("DROP TABLE windowed")
+    return values, counts
 
 
 def _chartevents_columns(path: Path) -> str:
@@ -135,16 +152,6 @@ def _chartevents_columns(path: Path) -> str:
               "valuenum": "DOUBLE"}
     cols = ", ".join(f"'{c}': '{wanted.get(c, 'VARCHAR')}'" for c in read_header(Path(path)))
     return "{" + cols + "}"
-
-
-def dense_tensor(binned: pd.DataFrame, stay_ids: np.ndarray, n_channels: int, window_hours: int = 48) -> np.ndarray:
-    """Long (stay_id, channel, bin, value) -> `[N, T, C]` float32, NaN where unobserved."""
-    values = np.full((len(stay_ids), window_hours, n_channels), np.nan, dtype=np.float32)
-    row = pd.Series(np.arange(len(stay_ids)), index=stay_ids)
-    keep = binned["stay_id"].isin(row.index)
-    b = binned[keep]
-    values[row[b["stay_id"]].to_numpy(), b["bin"].to_numpy(), b["channel"].to_numpy()] = b["value"].to_numpy()
-    return values
 
 
 def derive_totals(values: np.ndarray, variables: Variables) -> np.ndarray:

@@ -20,12 +20,11 @@ import pandas as pd
 from etl.adni.labels import CLASS_NAMES, REQUIRED, baseline_labels, check_codes
 from etl.adni.mri import choose_scans, preprocess_volume, scan_path
 from etl.adni.tabular import fit_transform_tabular
-from etl.atomic import atomic_dir, write_json, write_npy, write_parquet
 from etl.errors import InputError
 from etl.parallel import map_in_chunks
 from etl.split import assign_patient_split
 from pipeline.config import load_params
-from pipeline.manifest import now, source_entry
+from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
 
 
 def add_arguments(parser) -> None:
@@ -95,7 +94,7 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
                       "excluded": n - len(base), "remaining": len(base)})
     if len(base) == 0:
         raise InputError(f"{source}: the cohort is empty after exclusions "
-                         f"({'; '.join(e['reason'] + ' -' + str(e['excluded']) for e in steps[1:])})")
+                         f"({exclusion_text(steps)})")
 
     base["split"] = assign_patient_split(base["RID"], tuple(s.split), s.split_seed).to_numpy()
     train = base["split"].to_numpy() == "train"
@@ -125,14 +124,9 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
         "sources": {"ADNIMERGE": source_entry(source), "MRI": {"path": str((adni / "MRI").resolve())}},
         "config": s.model_dump(mode="json"), "created": now(),
     }
-    with atomic_dir(out) as tmp:
-        write_npy(tmp / "tabular.npy", tabular)
-        write_npy(tmp / "mri.npy", mri)
-        write_parquet(tmp / "samples.parquet", samples)
-        write_json(tmp / "tabular_features.json", names)
-        write_json(tmp / "manifest.json", manifest)
+    write_cohort_folder(out, {"tabular": tabular, "mri": mri}, samples, manifest, {"tabular_features.json": names})
     by_class = samples["label_name"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict()
-    excluded = "; ".join(f"{e['reason']} -{e['excluded']}" for e in steps[1:] if e["excluded"])
+    excluded = exclusion_text(steps)
     return (f"etl adni: {len(samples)} subjects ({counts['train']}/{counts['val']}/{counts['test']} train/val/test; "
             f"CN {by_class['CN']}, MCI {by_class['MCI']}, AD {by_class['AD']}), {len(names)} tabular features"
             f"{' [' + excluded + ']' if excluded else ''} -> {out} in {time.perf_counter() - started:.1f} s")

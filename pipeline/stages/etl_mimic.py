@@ -18,17 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.atomic import atomic_dir, write_json, write_npy, write_parquet
 from etl.errors import InputError
 from etl.mimic.cohort import exclusion, in_hospital_mortality, join_stays, select_cohort
 from etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, read_cxr_metadata
-from etl.mimic.ehr import connect, dense_tensor, derive_totals, extract_binned_events, load_variables
+from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
 from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions
 from etl.mimic.schema import locate_tables
 from etl.normalize import forward_fill, impute_and_scale, train_statistics
 from etl.split import assign_patient_split
 from pipeline.config import load_params
-from pipeline.manifest import now, source_entry
+from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
 
 TASKS = ("phenotype", "mortality")
 
@@ -95,11 +94,13 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
             label_columns = ["in_hospital_mortality"]
         _log(f"streaming chartevents ({tables['icu/chartevents'].stat().st_size / 1e6:,.0f} MB) through DuckDB "
              f"(memory limit {s.memory_limit})")
-        binned, channel_counts = extract_binned_events(con, tables["icu/chartevents"], cohort, variables, s.window_hours)
+        values, channel_counts = extract_ehr_values(con, tables["icu/chartevents"], cohort, variables, s.window_hours)
         con.close()
+    values = derive_totals(values, variables)
+    row_of_stay = pd.Series(np.arange(len(cohort)), index=cohort["stay_id"].to_numpy())
 
     n = len(cohort)
-    cohort = cohort[cohort["stay_id"].isin(binned["stay_id"])].reset_index(drop=True)
+    cohort = cohort[~np.isnan(values).all(axis=(1, 2))].reset_index(drop=True)
     exclusion(steps, "EHR observed", f"no valid chart value in the first {s.window_hours} h", n, len(cohort))
 
     pairs = pair_latest_ap(cohort, metadata, s.cxr_window_hours)
@@ -133,14 +134,14 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         cohort, cxr, ok_film = cohort[keep].reset_index(drop=True), cxr[keep], ok_film[keep]
         exclusion(steps, "readable chest X-ray", "paired film missing or unreadable", n, len(cohort))
     if len(cohort) == 0:
-        raise InputError(f"{mimic_iv}: the cohort is empty after exclusions ({_exclusion_text(steps)})")
+        raise InputError(f"{mimic_iv}: the cohort is empty after exclusions ({exclusion_text(steps)})")
 
     cohort["split"] = assign_patient_split(cohort["subject_id"], tuple(s.split), s.split_seed).to_numpy()
     cohort["has_ehr"] = True
     cohort["has_cxr"] = ok_film
     cohort.loc[~cohort["has_cxr"], "dicom_id"] = None
 
-    raw = derive_totals(dense_tensor(binned, cohort["stay_id"].to_numpy(), len(variables.names), s.window_hours), variables)
+    raw = values[row_of_stay[cohort["stay_id"]].to_numpy()]
     mask = (~np.isnan(raw)).astype(np.float32)
     train_rows = np.flatnonzero(cohort["split"].to_numpy() == "train")
     stats = train_statistics(raw, train_rows, variables.names)
@@ -171,17 +172,9 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
             "mimic-cxr images": {"path": str(images.resolve())}},
         "config": s.model_dump(mode="json"), "created": now(),
     }
-    with atomic_dir(out) as tmp:
-        write_npy(tmp / "ehr.npy", ehr)
-        write_npy(tmp / "cxr.npy", cxr)
-        write_parquet(tmp / "samples.parquet", samples)
-        write_json(tmp / "ehr_stats.json", stats)
-        write_json(tmp / "manifest.json", manifest)
-    excluded = _exclusion_text(steps)
+    write_cohort_folder(out, {"ehr": ehr, "cxr": cxr}, samples, manifest, {"ehr_stats.json": stats})
+    excluded = exclusion_text(steps)
     return (f"etl mimic {task}: {len(samples)} stays ({counts['train']}/{counts['val']}/{counts['test']} "
             f"train/val/test) from {steps[0]['remaining']} ICU stays [{excluded}] -> {out} "
             f"in {time.perf_counter() - started:.1f} s")
 
-
-def _exclusion_text(steps: list[dict]) -> str:
-    return "; ".join(f"{e['reason']} -{e['excluded']}" for e in steps[1:] if e["excluded"])

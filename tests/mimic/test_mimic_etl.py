@@ -23,7 +23,7 @@ import pytest
 
 from etl.errors import InputError
 from etl.mimic.cohort import join_stays, select_cohort
-from etl.mimic.ehr import connect, dense_tensor, derive_totals, extract_binned_events, load_variables
+from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
 from etl.mimic.schema import locate_tables
 from pipeline.cli import main
 from pipeline.settings.etl_mimic import MimicEtlSettings
@@ -49,9 +49,10 @@ def test_binned_ehr_matches_hand_computation():
     tables = locate_tables(GOLDEN / "input" / "mimic-iv")
     stays, _ = select_cohort(join_stays(*read_small_tables(tables)), "phenotype")
     variables = load_variables()
-    binned, counts = extract_binned_events(connect("256MB", 1), tables["icu/chartevents"], stays, variables)
     ids = EXPECTED["raw_ehr"]["stay_ids"]
-    raw = derive_totals(dense_tensor(binned, np.array(ids), 12), variables)
+    stays = stays.set_index("stay_id").loc[ids].reset_index()
+    values, counts = extract_ehr_values(connect("256MB", 1), tables["icu/chartevents"], stays, variables)
+    raw = derive_totals(values, variables)
     expected = np.full_like(raw, np.nan)
     for stay, hour, name, value in EXPECTED["raw_ehr"]["observed"]:
         expected[ids.index(stay), hour, variables.names.index(name)] = value
@@ -117,8 +118,10 @@ def test_split_has_no_subject_in_two_parts_and_stats_come_from_train_only(tmp_pa
     # and must differ from statistics over all rows (so test rows did not leak in)
     tables = locate_tables(raw / "mimic-iv")
     variables = load_variables()
-    binned, _ = extract_binned_events(connect("512MB", 1), tables["icu/chartevents"], samples, variables)
-    values = derive_totals(dense_tensor(binned, samples["stay_id"].to_numpy(), 12), variables)
+    intime = pd.read_csv(tables["icu/icustays"], usecols=["stay_id", "intime"], parse_dates=["intime"])
+    stays = samples[["stay_id"]].merge(intime, on="stay_id")
+    values, _ = extract_ehr_values(connect("512MB", 1), tables["icu/chartevents"], stays, variables)
+    values = derive_totals(values, variables)
     stats = json.loads((out / "ehr_stats.json").read_text())
     train = values[samples["split"].to_numpy() == "train", :, 0]
     assert stats["heart_rate"]["mean"] == pytest.approx(float(np.nanmean(train)), rel=1e-6)
