@@ -6,6 +6,7 @@ get no gradient (and so no optimizer update).
 
 from __future__ import annotations
 
+from ..losses import task_loss
 from .base import Method
 
 
@@ -24,8 +25,6 @@ class Unimodal(Method):
         self.optimizer.zero_grad(set_to_none=True)
         z = self.model.encode(m, batch["inputs"][m])
         logits = self.model.unimodal_heads[m](z)
-        from ..losses import task_loss
-
         loss = task_loss(logits, batch["y"], self.task_type, batch["present"][m])
         loss.backward()
         self.optimizer.step()
