@@ -127,7 +127,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         settings=settings | {"champion method options": json.dumps(champion.get("method_options", {}))},
         data_versions={"cohort": str(Path(cohort_dir).resolve()), "cohort created": manifest.get("created"),
                        "cohort schema version": manifest.get("schema_version"),
-                       **{f"source: {k}": f"{v.get('path')} ({v.get('bytes', '?')} bytes)"
+                       **{f"source: {k}": v.get("path") + (f" ({v['bytes']:,} bytes, modified {v.get('modified')})"
+                                                          if "bytes" in v else "")
                           for k, v in manifest.get("sources", {}).items()}},
         champion={"method": champion["method"], "seed": champion["seed"], "value": champion["test"][headline],
                   "ci": champion["ci"].get(f"{headline}_ci") or champion["ci"].get("macro_auprc_ci")},
