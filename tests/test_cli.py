@@ -33,3 +33,27 @@ def test_debug_flag_shows_traceback(tmp_path):
     )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
+
+
+def test_every_design_command_has_help(capsys):
+    import pytest
+
+    for command in ("synth", "etl", "train", "evaluate", "report", "register", "predict", "summary"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        assert f"usage: clinfuse {command}" in capsys.readouterr().out
+
+
+def test_dvc_pipeline_resolves_with_the_repository_params():
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    proc = subprocess.run([dvc, "stage", "list"], cwd=root, capture_output=True, text=True,
+                          env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("synth", "etl_mimic@phenotype", "etl_adni", "train@mimic-phenotype-masam-42",
+                  "evaluate@adni", "report@mimic-mortality", "register@mimic-phenotype"):
+        assert stage in proc.stdout
