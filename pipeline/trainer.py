@@ -325,6 +325,9 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     except StopTraining:
         tracker.end("KILLED")
         raise
+    except BaseException:
+        tracker.end("FAILED")  # never leave an active MLflow run behind
+        raise
 
     best = torch.load(out / CHECKPOINT_BEST, map_location=device, weights_only=False)
     model.load_state_dict(best["model"])

@@ -17,14 +17,14 @@ from torch import nn
 from models.fusion import FusionModel
 from models.methods import METHODS
 
-torch.set_default_dtype(torch.float64)
+F64 = torch.float64  # exact comparisons to 1e-6 need double precision (set per tensor, not globally)
 
 
 class ScalarEncoder(nn.Module):
     def __init__(self, a: float, c: float):
         super().__init__()
-        self.a = nn.Parameter(torch.tensor([a]))
-        self.c = nn.Parameter(torch.tensor([c]))
+        self.a = nn.Parameter(torch.tensor([a], dtype=F64))
+        self.c = nn.Parameter(torch.tensor([c], dtype=F64))
         self.out_dim = 1
 
     def forward(self, x):
@@ -34,22 +34,22 @@ class ScalarEncoder(nn.Module):
 def scalar_model(n_modalities: int = 2) -> FusionModel:
     init = [(0.8, -0.3), (-0.5, 0.4), (1.2, 0.1)]
     mods = ["ehr", "cxr", "mri"][:n_modalities]
-    model = FusionModel({m: ScalarEncoder(*init[i]) for i, m in enumerate(mods)}, num_outputs=1)
+    model = FusionModel({m: ScalarEncoder(*init[i]) for i, m in enumerate(mods)}, num_outputs=1).double()
     with torch.no_grad():
         for i, m in enumerate(mods):
             model.unimodal_heads[m].weight.fill_(0.7 - 0.4 * i)
             model.unimodal_heads[m].bias.fill_(0.05 * (i + 1))
-        model.fusion_head.weight.copy_(torch.tensor([[0.9, -0.6, 0.3][:n_modalities]]))
+        model.fusion_head.weight.copy_(torch.tensor([[0.9, -0.6, 0.3][:n_modalities]], dtype=F64))
         model.fusion_head.bias.fill_(-0.1)
     return model
 
 
 X = {
-    "ehr": torch.tensor([[0.5], [-1.0], [2.0], [0.3]]),
-    "cxr": torch.tensor([[1.5], [0.2], [-0.7], [1.1]]),
-    "mri": torch.tensor([[-0.4], [0.9], [0.6], [-1.3]]),
+    "ehr": torch.tensor([[0.5], [-1.0], [2.0], [0.3]], dtype=F64),
+    "cxr": torch.tensor([[1.5], [0.2], [-0.7], [1.1]], dtype=F64),
+    "mri": torch.tensor([[-0.4], [0.9], [0.6], [-1.3]], dtype=F64),
 }
-Y = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+Y = torch.tensor([[1.0], [0.0], [1.0], [0.0]], dtype=F64)
 
 
 def batch(mods):
@@ -191,8 +191,8 @@ def test_reference_gamma_is_mean_of_per_tensor_cosines():
     model = scalar_model()
     paper = METHODS["masam"](model, torch.optim.SGD(model.parameters(), lr=1), "binary")
     ref = METHODS["masam"](model, torch.optim.SGD(model.parameters(), lr=1), "binary", variant="reference")
-    g_f = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0, 0.0])]
-    g_u = [torch.tensor([1.0, 1.0]), torch.tensor([0.0, -1.0, 1.0])]
+    g_f = [torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0.0, 2.0, 0.0], dtype=F64)]
+    g_u = [torch.tensor([1.0, 1.0], dtype=F64), torch.tensor([0.0, -1.0, 1.0], dtype=F64)]
     flat = (1.0 + 0.0 - 2.0) / (np.sqrt(5.0) * 2.0)
     per_tensor_mean = (1 / np.sqrt(2) + (-2.0 / (2.0 * np.sqrt(2)))) / 2
     assert paper._gamma(g_f, g_u).item() == pytest.approx(flat, abs=1e-12)
@@ -204,18 +204,18 @@ def test_reference_perturbation_never_reverses_and_uses_last_tensor_cosine():
     rho = 0.2
     paper = METHODS["masam"](model, torch.optim.SGD(model.parameters(), lr=1), "binary", rho=rho)
     ref = METHODS["masam"](model, torch.optim.SGD(model.parameters(), lr=1), "binary", rho=rho, variant="reference")
-    g_f = [torch.tensor([3.0, 4.0]), torch.tensor([1.0, 0.0])]
-    g_u = [torch.tensor([-3.0, -4.0]), torch.tensor([1.0, 1.0])]  # tensor 0 disagrees, tensor 1 agrees
-    gamma = torch.tensor(-0.5)
+    g_f = [torch.tensor([3.0, 4.0], dtype=F64), torch.tensor([1.0, 0.0], dtype=F64)]
+    g_u = [torch.tensor([-3.0, -4.0], dtype=F64), torch.tensor([1.0, 1.0], dtype=F64)]  # tensor 0 disagrees, 1 agrees
+    gamma = torch.tensor(-0.5, dtype=F64)
     eps_paper = paper._perturbation(g_f, g_u, gamma)
     # paper: rho * gamma * g_f / ||g_f|| over the flattened encoder: reversed by gamma < 0
     scale = rho * -0.5 / np.sqrt(26.0)
-    assert torch.allclose(eps_paper[0], torch.tensor([3.0, 4.0]) * scale)
+    assert torch.allclose(eps_paper[0], torch.tensor([3.0, 4.0], dtype=F64) * scale)
     # reference: per tensor g_f / ||g_f_t|| (projection or g_f itself), times cos of the last tensor
     c_last = 1.0 / np.sqrt(2.0)
     eps_ref = ref._perturbation(g_f, g_u, gamma)
-    assert torch.allclose(eps_ref[0], torch.tensor([0.6, 0.8]) * rho * c_last)
-    assert torch.allclose(eps_ref[1], torch.tensor([1.0, 0.0]) * rho * c_last)
+    assert torch.allclose(eps_ref[0], torch.tensor([0.6, 0.8], dtype=F64) * rho * c_last)
+    assert torch.allclose(eps_ref[1], torch.tensor([1.0, 0.0], dtype=F64) * rho * c_last)
 
 
 def test_reference_second_pass_updates_every_encoder_paper_only_the_dominant():
