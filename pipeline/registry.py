@@ -152,9 +152,21 @@ def _card_summary(card: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def load_model_card(model_uri: str) -> dict[str, Any]:
-    """Download and parse the `metadata.json` stored with a registered model version."""
+def download_registered_model(model_uri: str) -> tuple[Path, dict[str, Any]]:
+    """Download a registered version (e.g. `models:/mimic-phenotype@champion`) and read its card.
+
+    Returns the local model folder (for `mlflow.pytorch.load_model`) and the parsed metadata.json.
+    """
     import mlflow
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/extra_files/{CARD_FILE}"))
-    return json.loads(local.read_text())
+    from etl.errors import InputError
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except mlflow.exceptions.MlflowException as exc:
+        raise InputError(f"{model_uri}: cannot be loaded from {mlflow.get_tracking_uri()} "
+                         f"({str(exc).splitlines()[0]})") from None
+    card = local / "extra_files" / CARD_FILE
+    if not card.is_file():
+        raise InputError(f"{model_uri}: has no {CARD_FILE} model card; register it with `clinfuse register`")
+    return local, json.loads(card.read_text())

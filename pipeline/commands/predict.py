@@ -9,7 +9,6 @@ order and shape, the model expects; a cohort that does not match is refused.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 NAME = "predict"
@@ -31,7 +30,7 @@ def run(args) -> int:
     from etl.atomic import write_parquet
     from etl.errors import InputError
     from pipeline.data import load_cohort, split_tensors
-    from pipeline.registry import CARD_FILE
+    from pipeline.registry import download_registered_model
     from pipeline.stages.evaluate import ID_COLUMNS
     from pipeline.tracking import setup_mlflow
 
@@ -39,12 +38,7 @@ def run(args) -> int:
     import mlflow
     import torch
 
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=args.model))
-    except mlflow.exceptions.MlflowException as exc:
-        raise InputError(f"{args.model}: cannot be loaded from {mlflow.get_tracking_uri()} "
-                         f"({str(exc).splitlines()[0]})") from None
-    card = json.loads((local / "extra_files" / CARD_FILE).read_text())
+    local, card = download_registered_model(args.model)
     model = mlflow.pytorch.load_model(str(local))
     cohort = load_cohort(args.cohort)
     fmt = card["network_data_format"]

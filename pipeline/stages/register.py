@@ -6,11 +6,9 @@ alias `champion` moves to it only if it beats the current champion on validation
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from etl.atomic import write_json
 from models.export import ExportableFusion
@@ -116,10 +114,3 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     return (f"registered {reg.name} version {reg.version} from {champion['run']} "
             f"(val {reg.val_metric:.3f}; {moved}) -> {out}")
 
-
-def load_card(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def dump_yaml(obj) -> str:
-    return yaml.safe_dump(obj, sort_keys=False)

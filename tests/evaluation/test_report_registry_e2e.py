@@ -85,18 +85,17 @@ def test_registered_champion_loads_and_predicts(pipeline_run, tmp_path):
 def test_model_card_describes_inputs_and_metrics(pipeline_run):
     import mlflow
 
-    from pipeline.registry import load_model_card
+    from pipeline.registry import download_registered_model
 
     root, _, _ = pipeline_run
     record = json.loads((root / "registry.json").read_text())[0]
     mlflow.set_tracking_uri(record["tracking_uri"])
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{record['name']}/{record['version']}")
-    card = json.loads((__import__("pathlib").Path(local) / "extra_files" / "metadata.json").read_text())
+    _, card = download_registered_model(f"models:/{record['name']}/{record['version']}")
     inputs = card["network_data_format"]["inputs"]
     assert inputs["ehr"]["shape"] == [-1, 48, 24] and inputs["cxr"]["value_range"] == [0, 1]
     assert card["network_data_format"]["argument_order"] == ["ehr", "cxr", "has_ehr", "has_cxr"]
     assert "macro_auprc" in card["evaluation"]["headline"] and card["intended_use"]
-    assert load_model_card  # the helper exists for users
+    assert card["training"]["method"] == record["method"]
 
 
 def test_champion_alias_moves_only_when_validation_improves(pipeline_run, tmp_path):
@@ -112,6 +111,13 @@ def test_champion_alias_moves_only_when_validation_improves(pipeline_run, tmp_pa
     mlflow.set_tracking_uri(record["tracking_uri"])
     alias = mlflow.MlflowClient().get_model_version_by_alias("mimic-phenotype", "champion")
     assert int(alias.version) == record["version"]
+
+
+def test_unknown_model_is_a_one_line_error(pipeline_run, tmp_path, capsys):
+    _, base, cohort = pipeline_run
+    code = main(base + ["predict", "--model", "models:/no-such-model@champion", "--cohort", str(cohort),
+                        "--out", str(tmp_path / "x.parquet")])
+    assert code == 2 and "cannot be loaded" in capsys.readouterr().err
 
 
 def test_predict_refuses_a_cohort_of_other_modalities(pipeline_run, tmp_path, capsys):
