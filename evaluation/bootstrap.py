@@ -50,6 +50,17 @@ def weighted_auroc_auprc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) 
     return np.where(valid, auroc, np.nan), np.where(valid, auprc, np.nan)
 
 
+def _nanmean_rows(per_label: list[np.ndarray]) -> np.ndarray:
+    """Mean over labels per resample, ignoring degenerate (NaN) labels; NaN if all are."""
+    if not per_label:
+        return np.array([])
+    stacked = np.stack(per_label)
+    valid = np.isfinite(stacked)
+    total = np.where(valid, stacked, 0.0).sum(axis=0)
+    count = valid.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None, int]:
     """(low, high, n_valid) of the finite values."""
     v = values[np.isfinite(values)]
@@ -82,9 +93,7 @@ def bootstrap_label_cis(y_true: np.ndarray, y_score: np.ndarray, patients: np.nd
         ok = n_r >= min_valid
         per_label[name] = {"auroc_ci": [lo_r, hi_r] if ok else None, "auprc_ci": [lo_p, hi_p] if ok else None,
                            "n_valid_resamples": n_r}
-    with np.errstate(invalid="ignore"):
-        macro_r = np.nanmean(np.stack(aurocs), axis=0) if aurocs else np.array([])
-        macro_p = np.nanmean(np.stack(auprcs), axis=0) if auprcs else np.array([])
+    macro_r, macro_p = _nanmean_rows(aurocs), _nanmean_rows(auprcs)
     lo_r, hi_r, _ = percentile_ci(macro_r, level)
     lo_p, hi_p, _ = percentile_ci(macro_p, level)
     return {"per_label": per_label, "macro_auroc_ci": [lo_r, hi_r], "macro_auprc_ci": [lo_p, hi_p],
@@ -113,9 +122,8 @@ def paired_bootstrap_difference(y_true: np.ndarray, score_a: np.ndarray, score_b
             diffs.append(ra - rb)
             point.append(weighted_auroc_auprc(y_true[:, k], a[:, k], full)[idx][0]
                          - weighted_auroc_auprc(y_true[:, k], b[:, k], full)[idx][0])
-        with np.errstate(invalid="ignore"):
-            d = np.nanmean(np.stack(diffs), axis=0)
-            est = float(np.nanmean(point)) if np.isfinite(point).any() else None
+        d = _nanmean_rows(diffs)
+        est = float(np.nanmean(point)) if np.isfinite(point).any() else None
         lo, hi, n = percentile_ci(d, level)
         valid = d[np.isfinite(d)]
         out[f"macro_{metric}"] = {"difference": est, "ci": [lo, hi], "n_valid_resamples": n,

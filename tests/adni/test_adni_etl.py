@@ -158,3 +158,10 @@ def test_cli_runs_on_a_synthetic_export(tmp_path, capsys):
                  "--out", str(tmp_path / "out")]) == 0
     assert "etl adni:" in capsys.readouterr().out
     assert len(pd.read_parquet(tmp_path / "out/samples.parquet")) > 15
+
+
+def test_same_inputs_give_identical_cohort_arrays_and_split(adni, tmp_path):
+    build_adni_cohort(adni, tmp_path / "a", ALL_TRAIN)
+    build_adni_cohort(adni, tmp_path / "b", ALL_TRAIN)
+    for name in ("tabular.npy", "mri.npy", "samples.parquet", "tabular_features.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

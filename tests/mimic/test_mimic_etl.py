@@ -188,3 +188,10 @@ def test_cli_reports_bad_input_in_one_line(raw, tmp_path, capsys):
                  "--mimic-cxr", str(raw / "mimic-cxr-jpg"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("clinfuse etl: error:") and err.count("\n") == 1
+
+
+def test_same_inputs_give_identical_cohort_arrays_and_split(raw, tmp_path):
+    build(raw, "phenotype", tmp_path / "a")
+    build(raw, "phenotype", tmp_path / "b")
+    for name in ("ehr.npy", "cxr.npy", "samples.parquet", "ehr_stats.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
