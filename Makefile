@@ -27,10 +27,10 @@ demo: $(STAMP)  ## run the whole pipeline on the synthetic default, then say whe
 	$(BIN)/dvc repro && \
 	$(BIN)/python -m pipeline summary --elapsed $$(( $$(date +%s) - start ))
 
-test: $(STAMP)  ## fast test suite (what CI runs)
-	$(BIN)/python -m pytest -q
+test: $(STAMP)  ## the test suite CI runs: unit tests + the dvc repro end-to-end test (~4 min)
+	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: $(STAMP)  ## fast + slow tests
+test-all: $(STAMP)  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)

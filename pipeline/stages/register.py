@@ -103,7 +103,9 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     except Exception:  # the training run was tracked elsewhere: attach the model to a new run
         run_id = None
     name = name or card["name"]
-    reg = register_model(exportable, example, names, card, name, float(champion["validation"]["value"]), run_id)
+    val = champion["validation"]["value"]  # None when no validation label had both classes
+    reg = register_model(exportable, example, names, card, name, float(val) if val is not None else float("-inf"),
+                         run_id)
     record = {"name": reg.name, "version": reg.version, "champion": reg.champion_moved,
               "val_metric": reg.val_metric, "previous_champion_val_metric": reg.previous_champion_metric,
               "model_uri": reg.model_uri, "run": str(run_dir), "method": champion["method"], "seed": champion["seed"],
