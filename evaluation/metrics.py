@@ -79,12 +79,16 @@ def multiclass_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: list[str
     }
 
 
+def headline_metric(task_type: str) -> str:
+    """The model-selection metric: macro AUPRC (mAP over classes for multi-class tasks)."""
+    return "macro_map" if task_type == "multiclass" else "macro_auprc"
+
+
 def task_metrics(task_type: str, y_true: np.ndarray, y_score: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Metrics for a task; `headline` names the model-selection metric's key."""
     if task_type == "multiclass":
         out = multiclass_metrics(y_true, y_score, labels)
-        out["headline"] = "macro_map"
     else:
         out = multilabel_metrics(np.asarray(y_true).reshape(len(y_true), -1), np.asarray(y_score).reshape(len(y_score), -1), labels)
-        out["headline"] = "macro_auprc"
+    out["headline"] = headline_metric(task_type)
     return out

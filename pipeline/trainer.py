@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from etl.atomic import atomic_path, write_json, write_text
-from evaluation.metrics import task_metrics
+from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
 from models.fusion import FusionModel
 from models.methods import METHODS
@@ -262,7 +262,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     tracker = _Tracker(track, f"clinfuse/{cohort.name}", f"{spec.method_name}-s{spec.seed}", state["mlflow_run_id"], config)
     state["mlflow_run_id"] = tracker.run_id
     tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed)})
-    headline = "macro_map" if cohort.task_type == "multiclass" else "macro_auprc"
+    headline = headline_metric(cohort.task_type)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -300,7 +300,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
                           f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"]}
-                if "val_macro_auroc" not in record and val_metrics.get("macro_auroc") is not None:
+                if val_metrics.get("macro_auroc") is not None:
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]
                 state["history"].append(record)
                 tracker.metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)

@@ -130,7 +130,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         _log(f"WARNING: {len(failures)} chest film(s) could not be read (listed in manifest.json)")
     if s.require_cxr and failures:
         n = len(cohort)
-        keep = ok_film | ~has_film
+        keep = ok_film  # every remaining stay has a paired film here; drop the unreadable ones
         cohort, cxr, ok_film = cohort[keep].reset_index(drop=True), cxr[keep], ok_film[keep]
         exclusion(steps, "readable chest X-ray", "paired film missing or unreadable", n, len(cohort))
     if len(cohort) == 0:

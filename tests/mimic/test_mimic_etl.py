@@ -160,7 +160,7 @@ def test_absent_and_truncated_films_are_counted_and_dropped(raw, tmp_path):
     by_name["bbbb0002"].unlink()  # referenced in metadata, absent
     data = by_name["ffff0006"].read_bytes()
     by_name["ffff0006"].write_bytes(data[: len(data) // 3])  # truncated
-    with pytest.raises(InputError, match="cohort is empty"):
+    with pytest.raises(InputError, match="cohort is empty"), pytest.warns(UserWarning, match="unreadable chest film"):
         build(raw, "phenotype", tmp_path / "o")
     out = tmp_path / "kept"
     with pytest.warns(UserWarning, match="unreadable chest film"):
