@@ -194,3 +194,15 @@ def test_scale_multiplies_patients_and_chartevents(tmp_path):
     pats = pd.read_csv(tmp_path / "mimic-iv/hosp/patients.csv.gz")
     assert len(pats) == 30 and pats["subject_id"].is_unique
     assert np.unique(pd.read_csv(tmp_path / "mimic-iv/icu/chartevents.csv.gz", usecols=["subject_id"])).size > 20
+
+
+def test_dicom_copies_decode_to_their_jpeg_films(raw):
+    from etl.mimic.cxr import decode_cxr_images
+
+    dicoms = sorted((raw / "mimic-cxr-dicom").rglob("*.dcm"))
+    jpgs = [raw / "mimic-cxr-jpg" / p.relative_to(raw / "mimic-cxr-dicom").with_suffix(".jpg") for p in dicoms]
+    a, fa = decode_cxr_images(dicoms, 32, 1)
+    b, fb = decode_cxr_images(jpgs, 32, 1)
+    assert fa == fb == []
+    # rescale, window and MONOCHROME1 inversion undone: only JPEG compression differs
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 3
