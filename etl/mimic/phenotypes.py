@@ -38,7 +38,8 @@ def normalise_codes(codes: pd.Series) -> pd.Series:
 def assign_phenotypes(diagnoses: pd.DataFrame, definitions: PhenotypeDefinitions) -> pd.DataFrame:
     """One row per hadm_id in `diagnoses`: hadm_id + 25 int8 phenotype columns.
 
-    Admissions with no diagnosis rows are absent: the caller decides (and counts) what to do.
+    Admissions with no diagnosis rows are absent from the result (no codes is not evidence of
+    no phenotype); the MIMIC stage excludes them and counts them in the manifest.
     """
     dx = diagnoses[["hadm_id", "icd_code", "icd_version"]].copy()
     dx["icd_code"] = normalise_codes(dx["icd_code"])

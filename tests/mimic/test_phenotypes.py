@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from etl.mimic.phenotypes import PHENOTYPE_NAMES, RESOURCE, assign_phenotypes, load_phenotype_definitions
+from etl.mimic.phenotypes import (
+    PHENOTYPE_NAMES,
+    RESOURCE,
+    PhenotypeDefinitions,
+    assign_phenotypes,
+    load_phenotype_definitions,
+)
 
 SEPSIS = "Septicemia (except in labor)"
 CHF = "Congestive heart failure; nonhypertensive"
@@ -29,6 +36,13 @@ def test_there_are_25_benchmark_phenotypes():
     assert len(PHENOTYPE_NAMES) == 25 and SEPSIS in PHENOTYPE_NAMES and "Shock" in PHENOTYPE_NAMES
 
 
+def test_phenotype_names_are_the_benchmark_groups_in_file_order():
+    if not (REFERENCE / "hcup_ccs_2015_definitions.yaml").is_file():
+        pytest.skip("shared/reference is not beside this checkout (it is not part of a user's clone)")
+    groups = yaml.safe_load((REFERENCE / "hcup_ccs_2015_definitions.yaml").read_text())
+    assert PHENOTYPE_NAMES == [name for name, g in groups.items() if g["use_in_benchmark"]]
+
+
 @pytest.mark.parametrize("group,icd9,icd10", [
     (SEPSIS, "0389", "A419"), (CHF, "4280", "I509"), (ARF, "5849", "N179"), (RESP, "51881", "J9600"),
     (DM, "25000", "E119"),
@@ -46,6 +60,15 @@ def test_leading_zero_is_kept():
 def test_codes_never_match_across_versions():
     # "4280" is ICD-9 CHF; given as an ICD-10 code it is not a code at all and must not match
     assert positives([(1, "4280", 10), (2, "A419", 9)]) == {1: [], 2: []}
+
+
+def test_a_code_string_valid_in_both_versions_matches_only_its_own_version():
+    # "E030" is ICD-9 (unarmed fight, an E-code) and ICD-10 (congenital hypothyroidism): a real collision
+    codes = pd.DataFrame({"phenotype": ["nine", "ten"], "icd_version": [9, 10], "icd_code": ["E030", "E030"]})
+    dx = pd.DataFrame({"subject_id": 1, "hadm_id": [1, 2], "seq_num": 1, "icd_code": "E030", "icd_version": [9, 10]})
+    out = assign_phenotypes(dx, PhenotypeDefinitions(["nine", "ten"], codes))
+    assert out[["hadm_id", "nine", "ten"]].values.tolist() == [[1, 1, 0], [2, 0, 1]]
+    assert (out.dtypes[["nine", "ten"]] == "int8").all()
 
 
 def test_dotted_and_lowercase_codes_are_normalised():
