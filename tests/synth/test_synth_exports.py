@@ -206,3 +206,64 @@ def test_dicom_copies_decode_to_their_jpeg_films(raw):
     assert fa == fb == []
     # rescale, window and MONOCHROME1 inversion undone: only JPEG compression differs
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 3
+
+
+def test_every_synthetic_diagnosis_code_maps_to_its_own_phenotype_only():
+    # the ETL's GEM closure must give back the phenotype the generator meant, or labels lose their signal
+    from etl.mimic.phenotypes import load_phenotype_definitions
+    from etl.synth.mimic import FILLER_CODES, load_phenotype_codes
+
+    defs = load_phenotype_definitions().codes
+    phenotypes_of = defs.groupby(["icd_version", "icd_code"])["phenotype"].agg(set).to_dict()
+    names, codes = load_phenotype_codes()
+    assert len(names) == 25
+    for version in (9, 10):
+        for name in names:
+            assert codes[version][name], (version, name)
+            for code in codes[version][name]:
+                assert phenotypes_of.get((version, code)) == {name}, (version, code, name)
+        for code in FILLER_CODES[version]:
+            assert (version, code) not in phenotypes_of
+    examples = {9: {"0389", "4280", "5849"}, 10: {"A419", "I5020", "N179", "J9601"}}
+    for version, wanted in examples.items():
+        assert wanted <= {c for cs in codes[version].values() for c in cs}
+
+
+def test_timestamps_are_formatted_like_mimic_and_dod_is_a_date(raw, tables):
+    stamp = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+    for table, cols in {"admissions": ["admittime", "dischtime", "deathtime", "edregtime", "edouttime"],
+                        "icustays": ["intime", "outtime"], "chartevents": ["charttime", "storetime"]}.items():
+        for col in cols:
+            values = tables[table][col].dropna().astype(str)
+            assert len(values) and values.str.match(stamp).all(), (table, col)
+    assert tables["patients"]["dod"].dropna().astype(str).str.match(r"^\d{4}-\d{2}-\d{2}$").all()
+    assert tables["patients"]["anchor_year"].between(2100, 2199).all()
+
+
+def test_blood_pressure_is_charted_under_invasive_and_non_invasive_itemids(tables):
+    used = set(tables["chartevents"]["itemid"])
+    assert {220050, 225309, 220179, 220051, 225310, 220180, 220052, 225312, 220181} <= used
+
+
+def test_gzip_headers_carry_no_timestamp_or_file_name(raw):
+    for path in sorted(raw.rglob("*.csv.gz")):
+        header = path.read_bytes()[:10]
+        assert header[:2] == b"\x1f\x8b" and header[4:8] == b"\0\0\0\0", path  # mtime 0
+        assert not header[3] & 0x08, path  # FNAME flag unset
+
+
+def test_cxr_tables_agree_with_the_image_files(raw):
+    root = raw / "mimic-cxr-jpg"
+    meta = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz")
+    split = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz")
+    chex = pd.read_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz")
+    on_disk = {p.relative_to(root).as_posix() for p in (root / "files").rglob("*.jpg")}
+    listed = {f"files/p{str(r.subject_id)[:2]}/p{r.subject_id}/s{r.study_id}/{r.dicom_id}.jpg"
+              for r in meta.itertuples()}
+    assert on_disk == listed and meta["dicom_id"].is_unique
+    assert meta["dicom_id"].str.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){4}").all()
+    assert set(split["dicom_id"]) == set(meta["dicom_id"]) and set(split["split"]) <= {"train", "validate", "test"}
+    assert set(chex["study_id"]) == set(meta["study_id"])
+    labels = chex.drop(columns=["subject_id", "study_id"]).to_numpy().ravel()
+    assert set(labels[~np.isnan(labels)]) == {-1.0, 0.0, 1.0} and np.isnan(labels).any()
+    assert meta["StudyDate"].between(21000101, 21991231).all()
