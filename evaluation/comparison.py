@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import pandas as pd
 
 
@@ -29,14 +26,3 @@ def average_rank(per_label: pd.DataFrame, metric: str) -> pd.Series:
         return pd.Series(dtype=float)
     ranks = wide.rank(axis=1, ascending=False, method="average")
     return ranks.mean(axis=0).sort_values()
-
-
-def best_method_per_label(per_label: pd.DataFrame, metric: str) -> dict[str, Any]:
-    wide = per_label.pivot(index="label", columns="method", values=metric)
-    return {label: (row.idxmax() if row.notna().any() else None) for label, row in wide.iterrows()}
-
-
-def ranks_table(per_label: pd.DataFrame) -> dict[str, dict[str, float]]:
-    return {m: {"auprc": float(average_rank(per_label, "auprc").get(m, np.nan)),
-                "auroc": float(average_rank(per_label, "auroc").get(m, np.nan))}
-            for m in per_label["method"].unique()}
