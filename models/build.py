@@ -1,13 +1,14 @@
-"""Build a FusionModel from a model config (one encoder spec per modality)."""
+"""Build a method's network from a model config (one encoder spec per modality)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from etl.errors import ConfigError
 
 from .encoders import ENCODERS
-from .fusion import FusionModel
 
 # Options that depend on the cohort's data, filled in from input shapes.
 _SHAPE_OPTIONS = {"tabular_mlp": lambda shape: {"in_features": int(shape[-1])}}
@@ -18,15 +19,34 @@ def build_model(
     modalities: list[str],
     input_shapes: dict[str, tuple[int, ...]],
     num_outputs: int,
-) -> FusionModel:
-    """Build encoders for `modalities` (in that order) and the fusion model.
+    method: str = "late_fusion",
+    task_type: str = "multilabel",
+    options: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Build encoders for `modalities` (in that order) and the method's network.
 
     Args:
         encoder_specs: modality -> {"name": registry name, **constructor options}.
         modalities: modalities of the cohort, in the cohort's order.
         input_shapes: modality -> per-sample input shape (e.g. ehr (48, 24)).
         num_outputs: K, the number of logits.
+        method: `models.methods.METHODS` key; its `build_model` makes the network
+            (the concat `FusionModel` unless the method defines its own).
+        task_type: "multilabel", "binary" or "multiclass".
+        options: the method config's options.
     """
+    from .methods import METHODS
+
+    encoders = build_encoders(encoder_specs, modalities, input_shapes)
+    return METHODS[method].build_model(encoders, num_outputs, task_type, dict(options or {}))
+
+
+def build_encoders(
+    encoder_specs: dict[str, dict[str, Any]],
+    modalities: list[str],
+    input_shapes: dict[str, tuple[int, ...]],
+) -> dict[str, nn.Module]:
+    """One encoder per modality (in `modalities` order) from the registry `ENCODERS`."""
     encoders = {}
     for m in modalities:
         if m not in encoder_specs:
@@ -40,4 +60,4 @@ def build_model(
             encoders[m] = ENCODERS[name](**spec)
         except TypeError as exc:
             raise ConfigError(f"model config: encoders.{m}: {exc}") from None
-    return FusionModel(encoders, num_outputs)
+    return encoders

@@ -8,7 +8,7 @@ zero-filled input; its unimodal loss is masked out by the method.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -16,11 +16,61 @@ from torch import nn
 
 @dataclass
 class FusionOutput:
-    """fused `[B, K]` logits, unimodal `{m: [B, K]}` logits, features `{m: [B, H_m]}`."""
+    """What every model of the project returns.
+
+    Attributes:
+        fused: `[B, K]` the model's PREDICTION logits: sigmoid (multilabel/binary) or
+            softmax (multiclass) of them are the predicted probabilities. For a fusion
+            head this is its output; for a method without one (IGM, MLA, AUG, DrFuse) it
+            is the method's prediction rule written as logits (see
+            `average_probabilities`). Evaluation, export, the registry and `predict`
+            read only this (or one unimodal head for the unimodal method).
+        unimodal: `{m: [B, K]}` logits of each modality's own head.
+        features: `{m: [B, H_m]}` encoder features.
+        extras: anything else a method's loss needs (e.g. DrFuse's shared features).
+    """
 
     fused: torch.Tensor
     unimodal: dict[str, torch.Tensor]
     features: dict[str, torch.Tensor]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def average_probabilities(
+    logits: dict[str, torch.Tensor],
+    present: dict[str, torch.Tensor],
+    task_type: str,
+    weights: dict[str, float] | None = None,
+) -> torch.Tensor:
+    """Late fusion of unimodal predictions, returned as logits.
+
+    p = sum_m w_m 1[m present] p_m / sum_m w_m 1[m present], with p_m = sigmoid or
+    softmax of `logits[m]`; a sample with no modality present gets the unweighted mean.
+    The result is `logit(p)` (sigmoid tasks) or `log(p)` (multiclass), so that the
+    usual activation of the returned tensor gives back p exactly.
+
+    Args:
+        logits: modality -> `[B, K]` logits.
+        present: modality -> `[B]` bool presence flags.
+        task_type: "multilabel", "binary" or "multiclass".
+        weights: modality -> non-negative weight (default: equal weights, the mean).
+    Returns:
+        `[B, K]` logits of the fused probabilities.
+    """
+    mods = list(logits)
+    first = logits[mods[0]]
+    probs = torch.stack(
+        [torch.softmax(logits[m].float(), -1) if task_type == "multiclass" else torch.sigmoid(logits[m].float())
+         for m in mods]
+    )  # [M, B, K]
+    w = torch.tensor([1.0 if weights is None else float(weights[m]) for m in mods], device=first.device)
+    mask = torch.stack([present[m].to(probs.dtype) for m in mods]) * w[:, None]  # [M, B]
+    none = mask.sum(0) == 0
+    mask = torch.where(none[None, :], w[:, None].expand_as(mask), mask)
+    p = (probs * mask[..., None]).sum(0) / mask.sum(0).clamp(min=1e-12)[:, None]
+    eps = torch.finfo(p.dtype).eps
+    p = p.clamp(eps, 1 - eps) if task_type != "multiclass" else p.clamp(min=eps)
+    return torch.log(p) if task_type == "multiclass" else torch.logit(p)
 
 
 class FusionModel(nn.Module):

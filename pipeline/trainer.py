@@ -123,8 +123,15 @@ def evaluate_split(model, tensors: SplitTensors, cohort: Cohort, head: str, sett
 def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     """Model, optimizer, scheduler and method for a run (deterministic given the seed)."""
     seed_everything(spec.seed)
+    try:
+        METHODS[spec.method.method].check_task(cohort.task_type)
+    except ValueError as exc:
+        from etl.errors import ConfigError
+
+        raise ConfigError(f"method {spec.method_name!r} on cohort {cohort.name}: {exc}") from None
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
-    model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs).to(device)
+    model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
+                        task_type=cohort.task_type, options=spec.method.options).to(device)
     s = spec.settings
     if s.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -361,7 +368,9 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu") 
             raise InputError(f"{p}: missing; expected a finished training run folder")
     config = yaml.safe_load(config_path.read_text())
     shapes = {m: tuple(s) for m, s in config["input_shapes"].items()}
-    model = build_model(config["encoders"], config["modalities"], shapes, len(config["label_names"]))
+    model = build_model(config["encoders"], config["modalities"], shapes, len(config["label_names"]),
+                        method=config["method"]["method"], task_type=config["task_type"],
+                        options=config["method"]["options"])
     model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model"])
     return model.to(device).eval(), config
 

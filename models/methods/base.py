@@ -3,6 +3,13 @@
 A method owns one optimisation step: `step(batch) -> dict[str, Tensor]` (0-d
 tensors, detached, on the device: no host sync). Batches follow the contract
 `{"inputs": {m: x}, "present": {m: [B] bool}, "y": y}`.
+
+A method also owns its network and so its prediction rule: `build_model`
+(a classmethod, called by the trainer and again when a finished run is loaded
+for evaluation, export and `predict`) returns a module whose forward gives a
+`FusionOutput`; its `fused` logits ARE the method's prediction. The default is
+the concat-fusion `FusionModel`; a method without a fusion head returns a model
+whose `fused` is its rule (e.g. `average_probabilities` of the unimodal heads).
 """
 
 from __future__ import annotations
@@ -86,6 +93,25 @@ class Method:
     """
 
     name = "base"
+
+    @classmethod
+    def build_model(
+        cls, encoders: dict[str, nn.Module], num_outputs: int, task_type: str, options: dict
+    ) -> nn.Module:
+        """The network this method trains and predicts with.
+
+        Args:
+            encoders: modality -> encoder (each has `out_dim`), in the cohort's order.
+            num_outputs: K, the number of logits.
+            task_type: "multilabel", "binary" or "multiclass".
+            options: the method config's options (the same keywords `__init__` gets).
+        """
+        return FusionModel(encoders, num_outputs)
+
+    @classmethod
+    def check_task(cls, task_type: str) -> None:
+        """Raise ValueError naming the reason when the method is undefined for a task type."""
+        return None
 
     def __init__(self, model: FusionModel, optimizer: torch.optim.Optimizer, task_type: str, lambda_m=1.0):
         self.model = model

@@ -1,0 +1,60 @@
+"""The method contract: a method owns its network, and the network's `fused` logits are its prediction."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.build import build_model
+from models.fusion import FusionModel, average_probabilities
+from models.methods import METHODS
+
+SPEC = {"ehr": {"name": "ehr_lstm", "hidden": 4}, "cxr": {"name": "small_cnn", "channels": [4], "out_dim": 4}}
+SHAPES = {"ehr": (48, 24), "cxr": (1, 16, 16)}
+
+
+def test_mean_of_two_sigmoid_probabilities_comes_back_through_sigmoid():
+    logits = {"a": torch.tensor([[0.0, 2.0]]), "b": torch.tensor([[math.log(3.0), -2.0]])}
+    present = {"a": torch.tensor([True]), "b": torch.tensor([True])}
+    fused = average_probabilities(logits, present, "multilabel")
+    # p_a = (0.5, 0.8808), p_b = (0.75, 0.1192): means 0.625 and 0.5
+    assert torch.allclose(torch.sigmoid(fused), torch.tensor([[0.625, 0.5]]), atol=1e-6)
+
+
+def test_an_absent_modality_does_not_enter_the_average():
+    logits = {"a": torch.tensor([[0.0], [0.0]]), "b": torch.tensor([[math.log(3.0)], [math.log(3.0)]])}
+    present = {"a": torch.tensor([True, True]), "b": torch.tensor([True, False])}
+    probs = torch.sigmoid(average_probabilities(logits, present, "binary"))
+    assert torch.allclose(probs, torch.tensor([[0.625], [0.5]]), atol=1e-6)
+
+
+def test_weighted_softmax_average_is_recovered_by_softmax():
+    logits = {"a": torch.tensor([[0.0, 0.0, math.log(2.0)]]), "b": torch.tensor([[0.0, 0.0, 0.0]])}
+    present = {"a": torch.tensor([True]), "b": torch.tensor([True])}
+    fused = average_probabilities(logits, present, "multiclass", weights={"a": 0.4, "b": 0.6})
+    expected = 0.4 * torch.tensor([0.25, 0.25, 0.5]) + 0.6 * torch.tensor([1 / 3, 1 / 3, 1 / 3])
+    assert torch.allclose(torch.softmax(fused, -1)[0], expected, atol=1e-6)
+
+
+def test_a_sample_with_no_modality_present_gets_the_plain_mean():
+    logits = {"a": torch.tensor([[0.0]]), "b": torch.tensor([[math.log(3.0)]])}
+    present = {"a": torch.tensor([False]), "b": torch.tensor([False])}
+    assert torch.allclose(torch.sigmoid(average_probabilities(logits, present, "binary")), torch.tensor([[0.625]]))
+
+
+def test_every_registered_method_builds_a_network_that_returns_prediction_logits():
+    torch.manual_seed(0)
+    inputs = {"ehr": torch.randn(3, 48, 24), "cxr": torch.rand(3, 1, 16, 16)}
+    present = {"ehr": torch.ones(3, dtype=torch.bool), "cxr": torch.tensor([True, False, True])}
+    for name in METHODS:
+        options = {"modality": "ehr"} if name == "unimodal" else {}
+        model = build_model(SPEC, ["ehr", "cxr"], SHAPES, 5, method=name, task_type="multilabel", options=options)
+        out = model(inputs, present)
+        assert out.fused.shape == (3, 5), name
+        assert set(out.unimodal) == {"ehr", "cxr"}, name
+
+
+def test_the_default_network_is_the_concat_fusion_model():
+    model = build_model(SPEC, ["ehr", "cxr"], SHAPES, 2)
+    assert isinstance(model, FusionModel)
