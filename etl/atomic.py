@@ -4,6 +4,16 @@ Every writer goes to a temporary name in the same folder and is renamed into
 place, so a crash (or a killed `dvc repro`) never leaves a half-written file.
 A whole output folder is built under a temporary sibling and swapped in at the
 end by `atomic_dir`.
+
+Folder outputs carry a marker file (`.clinfuse-output.json`, naming the kind of
+output) written LAST into the temporary folder, so a marked temporary folder is
+known to be complete. `atomic_dir` only ever replaces an empty folder or one
+that carries the marker of the same kind: pointing `--out` at a raw export or a
+home folder is refused, never deleted. The swap is two renames (old aside, new
+in); a process killed between them leaves a state that `recover_dir` (run at the
+start of every `atomic_dir` and by readers) completes: the marked new folder is
+moved in, or else the old one is moved back; temporary folders of dead
+processes are removed.
 """
 
 from __future__ import annotations
@@ -18,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import InputError
+
+MARKER = ".clinfuse-output.json"
 
 
 def _umask() -> int:
@@ -43,18 +57,100 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _owner_pid(name: str) -> int | None:
+    """PID embedded in `.<name>.<pid>.<random>.tmp` / `.<name>.old-<pid>`, if any."""
+    try:
+        if name.endswith(".tmp"):
+            return int(name[:-4].rsplit(".", 2)[-2])
+        if ".old-" in name:
+            return int(name.rsplit(".old-", 1)[1])
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
+def output_kind(path: str | os.PathLike) -> str | None:
+    """The kind recorded in a folder's clinfuse marker, or None when it has none."""
+    marker = Path(path) / MARKER
+    try:
+        return str(json.loads(marker.read_text()).get("kind"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_replaceable(path: str | os.PathLike, kind: str) -> None:
+    """Raise InputError unless `path` is absent, an empty folder, or a clinfuse `kind` output."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; refusing to replace it with a {kind} folder")
+    found = output_kind(path)
+    if found == kind:
+        return
+    if found is None and not any(path.iterdir()):
+        return
+    what = f"a clinfuse {found} folder" if found else "not a folder clinfuse wrote (no marker)"
+    raise InputError(f"{path}: {what}; refusing to replace it with a {kind} folder "
+                     f"(choose a new or empty output folder, or remove it yourself)")
+
+
+def recover_dir(path: str | os.PathLike) -> None:
+    """Finish or undo a swap interrupted by a kill, and remove dead processes' temporary folders."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return
+    prefix = f".{path.name}."
+    leftovers = [p for p in parent.iterdir() if p.name.startswith(prefix)]
+    dead = [p for p in leftovers if (pid := _owner_pid(p.name)) is not None and not _pid_alive(pid)]
+    if not path.exists():
+        complete = sorted((p for p in dead if p.name.endswith(".tmp") and output_kind(p)),
+                          key=lambda p: p.stat().st_mtime)
+        old = sorted((p for p in dead if ".old-" in p.name), key=lambda p: p.stat().st_mtime)
+        if complete:
+            os.replace(complete[-1], path)
+        elif old:
+            os.replace(old[-1], path)
+    for p in dead:
+        if p.exists():
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, kind: str) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces `path` whole.
 
+    Args:
+        path: the output folder.
+        kind: what the folder holds ("cohort", "evaluations", "synthetic-export", ...);
+            recorded in its marker. An existing `path` is replaced only when it is
+            empty or carries the marker of the same kind (else InputError, before any work).
     On failure the temporary folder is removed and `path` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    recover_dir(path)
+    check_replaceable(path, kind)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        # Written last: a temporary folder with a marker is complete (see recover_dir).
+        (tmp / MARKER).write_text(json.dumps({"kind": kind, "written_by": "clinfuse"}) + "\n")
+        check_replaceable(path, kind)  # it may have appeared while we worked
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

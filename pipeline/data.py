@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from etl.atomic import recover_dir
 from etl.errors import InputError
 
 IMAGE_MODALITIES = {"cxr", "mri"}  # uint8 arrays, one channel
@@ -75,6 +76,7 @@ def load_cohort(path: str | Path) -> Cohort:
     """Open a processed cohort folder; errors name the missing file or key."""
     path = Path(path)
     manifest_path = path / "manifest.json"
+    recover_dir(path)  # finish a swap a killed ETL left half-done
     if not path.is_dir():
         raise InputError(f"{path}: cohort folder not found (run `clinfuse etl ...` first)")
     if not manifest_path.is_file():

@@ -24,7 +24,7 @@ def write_cohort_folder(out: Path, arrays: dict, samples, manifest: dict, extra_
     whole, so a failure leaves the previous cohort untouched."""
     from etl.atomic import atomic_dir, write_json, write_npy, write_parquet
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "cohort") as tmp:
         for name, array in arrays.items():
             write_npy(tmp / f"{name}.npy", array)
         write_parquet(tmp / "samples.parquet", samples)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from etl.atomic import atomic_dir
+from etl.atomic import atomic_dir, check_replaceable
 from etl.errors import ConfigError
 from pipeline.config import load_params
 
@@ -45,6 +45,9 @@ def run(args) -> int:
     if scale < 1:
         raise ConfigError(f"--scale must be >= 1, got {scale}")
     out = Path(args.out or params.paths.raw)
+    for name in ("mimic-iv", "mimic-cxr-jpg", "mimic-cxr-dicom", "adni"):  # refuse before any work
+        if args.only is None or name.startswith(args.only):
+            check_replaceable(out / name, f"synthetic-{name}")
     started = time.perf_counter()
     summary = []
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -58,10 +61,11 @@ def run(args) -> int:
                 rows["chartevents"] += n_events
                 progress.update(task, advance=n, info=f"{rows['chartevents']:,} chartevents rows")
 
-            with atomic_dir(out / "mimic-iv") as tmp:
+            with atomic_dir(out / "mimic-iv", "synthetic-mimic-iv") as tmp:
                 counts, stays = write_mimic_export(tmp, subjects, seed, scale, on_chunk=on_chunk)
             img_task = progress.add_task("MIMIC-CXR films", total=None, info="")
-            with atomic_dir(out / "mimic-cxr-jpg") as jpg, atomic_dir(out / "mimic-cxr-dicom") as dcm:
+            with atomic_dir(out / "mimic-cxr-jpg", "synthetic-mimic-cxr-jpg") as jpg, \
+                    atomic_dir(out / "mimic-cxr-dicom", "synthetic-mimic-cxr-dicom") as dcm:
                 cxr = write_cxr_export(jpg, dcm, stays, seed, s.cxr_height, s.cxr_width, s.dicom_copies,
                                        on_image=lambda: progress.advance(img_task))
             summary.append(
@@ -71,7 +75,7 @@ def run(args) -> int:
             )
         if args.only in (None, "adni"):
             progress.add_task("ADNI subjects", total=None, info="")
-            with atomic_dir(out / "adni") as tmp:
+            with atomic_dir(out / "adni", "synthetic-adni") as tmp:
                 adni = write_adni_export(tmp, s.adni_subjects, seed, s.mri_size)
             summary.append(f"ADNI {adni['subjects']} subjects, {adni['visits']} visits, {adni['volumes']} T1 volumes")
     print(f"synth: {'; '.join(summary)} -> {out}/ in {time.perf_counter() - started:.1f} s")

@@ -20,6 +20,7 @@ import pandas as pd
 from etl.adni.labels import CLASS_NAMES, REQUIRED, baseline_labels, check_codes
 from etl.adni.mri import choose_scans, preprocess_volume, scan_path
 from etl.adni.tabular import fit_transform_tabular
+from etl.atomic import check_replaceable
 from etl.errors import InputError
 from etl.parallel import map_in_chunks
 from etl.split import assign_patient_split
@@ -36,6 +37,7 @@ def run(args) -> int:
     params = load_params(args.params)
     adni = Path(args.adni or params.paths.adni)
     out = Path(args.out or Path(params.paths.processed) / "adni")
+    check_replaceable(out, "cohort")  # refuse a wrong --out before any work
     print(build_adni_cohort(adni, out, params.etl_adni))
     return 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from etl.atomic import check_replaceable
 from etl.errors import InputError
 from etl.mimic.cohort import exclusion, in_hospital_mortality, join_stays, select_cohort
 from etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, read_cxr_metadata
@@ -47,6 +48,7 @@ def run(args) -> int:
     mimic_cxr = Path(args.mimic_cxr or params.paths.mimic_cxr)
     images = Path(args.cxr_images) if args.cxr_images else mimic_cxr
     out = Path(args.out or Path(params.paths.processed) / f"mimic-{args.task}")
+    check_replaceable(out, "cohort")  # refuse a wrong --out before any work
     summary = build_mimic_cohort(mimic_iv, mimic_cxr, images, args.task, out, params.etl_mimic)
     print(summary)
     return 0

@@ -93,7 +93,7 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
                                       settings.subgroup_resamples, settings.seed, settings.min_subgroup_patients),
         "mlflow_run_id": summary.get("mlflow_run_id"),
     }
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "evaluations") as tmp:
         for split, frame in frames.items():
             write_parquet(tmp / f"predictions_{split}.parquet", frame)
         write_json(tmp / "metrics.json", result)
@@ -130,10 +130,14 @@ def _log_to_mlflow(result: dict, out: Path) -> None:
 
 
 def evaluate_runs(run_dirs: list[Path], out: Path, settings, single: bool) -> list[dict]:
+    from etl.atomic import check_replaceable
+
+    targets = [out if single else out / run_dir.name for run_dir in run_dirs]
+    for target in targets:  # refuse a wrong --out before any work
+        check_replaceable(target, "evaluations")
     results = []
-    for run_dir in run_dirs:
+    for run_dir, target in zip(run_dirs, targets, strict=True):
         started = time.perf_counter()
-        target = out if single else out / run_dir.name
         r = evaluate_run(run_dir, target, settings)
         h = r["test"]["headline"]
         lo, hi = r["ci"]["macro_auprc_ci"]
