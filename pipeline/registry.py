@@ -161,11 +161,17 @@ def download_registered_model(model_uri: str) -> tuple[Path, dict[str, Any]]:
 
     from etl.errors import InputError
 
+    # Only registered versions, only the pt2 (torch.export) format: a local path or a pickled
+    # model could run arbitrary code when loaded.
+    if not model_uri.startswith("models:/"):
+        raise InputError(f"{model_uri}: not a registry URI; expected models:/<name>@<alias> or models:/<name>/<version>")
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     except mlflow.exceptions.MlflowException as exc:
         raise InputError(f"{model_uri}: cannot be loaded from {mlflow.get_tracking_uri()} "
                          f"({str(exc).splitlines()[0]})") from None
+    if (local / "data" / "model.pth").exists() or not (local / "data" / "model.pt2").is_file():
+        raise InputError(f"{model_uri}: not a clinfuse pt2 model (data/model.pt2); pickled models are never loaded")
     card = local / "extra_files" / CARD_FILE
     if not card.is_file():
         raise InputError(f"{model_uri}: has no {CARD_FILE} model card; register it with `clinfuse register`")

@@ -166,9 +166,12 @@ def resolved_config(spec: RunSpec, cohort: Cohort) -> dict[str, Any]:
 
 
 def _rng_states(device: torch.device) -> dict[str, Any]:
+    # Only tensors and plain Python values: checkpoints are read back with weights_only=True.
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                  float(cached)],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
     }
@@ -176,7 +179,8 @@ def _rng_states(device: torch.device) -> dict[str, Any]:
 
 def _set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -185,6 +189,21 @@ def _set_rng_states(states: dict[str, Any]) -> None:
 def _save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint without running code from it.
+
+    `weights_only=True` unpickles only tensors and plain Python containers/numbers/strings,
+    so a crafted file cannot execute anything; a file that needs more is refused in one line.
+    """
+    from etl.errors import InputError
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we trust"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a clinfuse checkpoint that loads safely (weights only): {first[:200]}") from None
 
 
 class _Tracker:
@@ -254,7 +273,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
              "history": [], "mlflow_run_id": None}
     last = out / CHECKPOINT_LAST
     if resume and last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(last, device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -336,7 +355,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
         tracker.end("FAILED")  # never leave an active MLflow run behind
         raise
 
-    best = torch.load(out / CHECKPOINT_BEST, map_location=device, weights_only=False)
+    best = load_checkpoint(out / CHECKPOINT_BEST, device)
     model.load_state_dict(best["model"])
     write_json(out / "history.json", state["history"])
     summary = {
@@ -371,7 +390,7 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu") 
     model = build_model(config["encoders"], config["modalities"], shapes, len(config["label_names"]),
                         method=config["method"]["method"], task_type=config["task_type"],
                         options=config["method"]["options"])
-    model.load_state_dict(torch.load(best, map_location=device, weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(best, device)["model"])
     return model.to(device).eval(), config
 
 
