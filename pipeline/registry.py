@@ -105,8 +105,6 @@ def register_model(
     with torch.no_grad():
         out = exportable(*[torch.from_numpy(a) for a in example])
     signature = model_signature(input_names, example, int(out.shape[-1]))
-    previous = champion_metric(client, name)
-
     with tempfile.TemporaryDirectory() as tmp:
         card_path = Path(tmp) / CARD_FILE
         card_path.write_text(json.dumps(card, indent=2, default=str))
@@ -121,16 +119,39 @@ def register_model(
                 metadata={"model_card": CARD_FILE, "input_names": input_names},
             )
             mlflow.log_artifact(str(card_path), artifact_path="model_card")
-    _ensure_registered_model(client, name)
+    from .tracking import store_lock
+
+    with store_lock():  # two first registrations of a name would both try to create it
+        _ensure_registered_model(client, name)
     mv = client.create_model_version(name=name, source=info.model_uri, run_id=info.run_id)
     version = int(mv.version)
     client.set_model_version_tag(name, str(version), "val_metric", f"{val_metric:.6f}")
     client.set_model_version_tag(name, str(version), "method", str(card.get("training", {}).get("method", "")))
     client.update_model_version(name, str(version), description=_card_summary(card))
-    moved = previous is None or val_metric > previous
-    if moved:
-        client.set_registered_model_alias(name, CHAMPION, str(version))
+    moved, previous = move_champion_if_better(client, name, version, val_metric)
     return Registration(name, version, moved, val_metric, previous, f"models:/{name}/{version}")
+
+
+def move_champion_if_better(client, name: str, version: int, val_metric: float) -> tuple[bool, float | None]:
+    """Point `champion` at `version` when it beats the current champion (compare-and-set).
+
+    The read of the current champion and the alias move happen under the store's
+    inter-process lock, so two concurrent registrations cannot leave the worse
+    version as champion; the alias is read back after writing.
+
+    Returns (moved, previous champion's validation metric or None).
+    """
+    from .tracking import store_lock
+
+    with store_lock():
+        previous = champion_metric(client, name)
+        moved = previous is None or val_metric > previous
+        if moved:
+            client.set_registered_model_alias(name, CHAMPION, str(version))
+            now = client.get_model_version_by_alias(name, CHAMPION)
+            if int(now.version) != int(version):
+                raise RuntimeError(f"registry {name}: champion alias points at v{now.version}, expected v{version}")
+    return moved, previous
 
 
 def _ensure_registered_model(client, name: str) -> None:

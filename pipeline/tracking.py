@@ -10,10 +10,15 @@ wherever a stage happened to run).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def disable_telemetry() -> None:
@@ -44,20 +49,59 @@ def resolve_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
+def lock_path(uri: str | None = None) -> Path:
+    """The lock file that serialises schema set-up and registry alias moves for a store."""
+    uri = uri or resolve_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):] + ".lock")
+    return repo_root() / ".mlflow-store.lock"
+
+
+@contextlib.contextmanager
+def store_lock(uri: str | None = None) -> Iterator[None]:
+    """Exclusive inter-process lock on the tracking store (fcntl; released if the process dies)."""
+    path = lock_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def with_retries(fn: Callable[[], T], attempts: int = 8, first_wait: float = 0.1) -> T:
+    """Call `fn`, retrying with backoff while SQLite answers "database is locked"."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - MLflow wraps the sqlite error in several types
+            if "database is locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(first_wait * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def setup_mlflow(experiment: str) -> str:
-    """Point MLflow at the store and return the experiment id (created if missing)."""
+    """Point MLflow at the store and return the experiment id (created if missing).
+
+    The first use of a SQLite store runs MLflow's schema migrations; two processes
+    doing that at once corrupt it. Opening the store and creating the experiment
+    happen under `store_lock`, so concurrent runs (a DVC queue, two shells) are safe.
+    """
     disable_telemetry()
     import mlflow
 
     uri = resolve_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = mlflow.MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    artifacts = (repo_root() / "mlartifacts" / experiment).resolve()
-    return client.create_experiment(experiment, artifact_location=artifacts.as_uri())
+    with store_lock(uri):
+        client = mlflow.MlflowClient()
+        found = with_retries(lambda: client.get_experiment_by_name(experiment))
+        if found is not None:
+            return found.experiment_id
+        artifacts = (repo_root() / "mlartifacts" / experiment).resolve()
+        return with_retries(lambda: client.create_experiment(experiment, artifact_location=artifacts.as_uri()))
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
