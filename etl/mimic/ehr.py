@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..sql import MEMORY_SIZE, sql_literal
+
 RESOURCE = Path(__file__).resolve().parents[1] / "resources" / "variables.yaml"
 
 
@@ -58,12 +60,16 @@ def load_variables(path: Path = RESOURCE) -> Variables:
 
 def connect(memory_limit: str = "2GB", threads: int = 2, temp_directory: str | None = None):
     """A DuckDB connection bounded in memory (spills to temp_directory beyond it)."""
+    if not MEMORY_SIZE.match(str(memory_limit)):
+        raise ValueError(f"memory_limit must be a size such as '2GB' or '512MB', got {memory_limit!r}")
     con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
     con.execute(f"SET threads = {int(threads)}")
     con.execute("SET preserve_insertion_order = false")
+    # The stage shows its own progress; DuckDB's bar would share stdout with it.
+    con.execute("SET enable_progress_bar = false")
     if temp_directory:
-        con.execute(f"SET temp_directory = '{temp_directory}'")
+        con.execute(f"SET temp_directory = {sql_literal(temp_directory)}")
     return con
 
 
@@ -83,7 +89,7 @@ def _create_windowed(con, chartevents: Path, stays: pd.DataFrame, variables: Var
         CREATE OR REPLACE TEMP TABLE windowed AS
         WITH ev AS (
             SELECT stay_id, charttime, itemid, value, valuenum
-            FROM read_csv('{Path(chartevents).as_posix()}', header = true,
+            FROM read_csv({sql_literal(Path(chartevents).as_posix())}, header = true,
                           columns = {_chartevents_columns(chartevents)}, auto_detect = false)
             WHERE itemid IN ({itemids})
         )
@@ -150,7 +156,7 @@ def _chartevents_columns(path: Path) -> str:
 
     wanted = {"stay_id": "BIGINT", "charttime": "TIMESTAMP", "itemid": "BIGINT", "value": "VARCHAR",
               "valuenum": "DOUBLE"}
-    cols = ", ".join(f"'{c}': '{wanted.get(c, 'VARCHAR')}'" for c in read_header(Path(path)))
+    cols = ", ".join(f"{sql_literal(c)}: '{wanted.get(c, 'VARCHAR')}'" for c in read_header(Path(path)))
     return "{" + cols + "}"
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from etl.sql import MEMORY_SIZE
+
 from .base import StrictModel
 
 
@@ -24,6 +26,14 @@ class MimicEtlSettings(StrictModel):
     memory_limit: str = "2GB"  # DuckDB; spills to disk beyond it
     threads: int = Field(2, ge=1)
     workers: int = Field(2, ge=1)  # image decoding processes
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _is_a_size(cls, v):
+        # Pasted into DuckDB's SET: only a number and a unit, never SQL.
+        if not MEMORY_SIZE.match(v):
+            raise ValueError(f"expected a size with units such as '2GB' or '512MB', got {v!r}")
+        return v
 
     @field_validator("split")
     @classmethod

@@ -27,6 +27,7 @@ from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions
 from etl.mimic.schema import locate_tables
 from etl.normalize import forward_fill, impute_and_scale, train_statistics
 from etl.split import assign_patient_split
+from etl.sql import sql_literal
 from pipeline.config import load_params
 from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
 
@@ -83,7 +84,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
             definitions = load_phenotype_definitions()
             con.register("cohort_adm", cohort[["hadm_id"]])
             diagnoses = con.execute(f"""
-                SELECT d.hadm_id, d.icd_code, d.icd_version FROM read_csv('{tables["hosp/diagnoses_icd"].as_posix()}',
+                SELECT d.hadm_id, d.icd_code, d.icd_version FROM read_csv({sql_literal(tables["hosp/diagnoses_icd"].as_posix())},
                     header = true, types = {{'icd_code': 'VARCHAR', 'icd_version': 'INTEGER', 'hadm_id': 'BIGINT'}}) d
                 JOIN cohort_adm USING (hadm_id)""").df()
             labels = assign_phenotypes(diagnoses, definitions)
