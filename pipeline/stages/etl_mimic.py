@@ -10,7 +10,6 @@ folder is replaced only when everything succeeded.
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +25,7 @@ from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_varia
 from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions
 from etl.mimic.schema import locate_tables
 from etl.normalize import forward_fill, impute_and_scale, train_statistics
+from etl.parallel import scratch_dir
 from etl.split import assign_patient_split
 from etl.sql import sql_literal
 from pipeline.config import load_params
@@ -78,8 +78,8 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     stays = join_stays(*read_small_tables(tables))
     cohort, steps = select_cohort(stays, task, s.min_age, s.min_stay_hours)
 
-    with tempfile.TemporaryDirectory(prefix="clinfuse-duckdb-") as spill:
-        con = connect(s.memory_limit, s.threads, spill)
+    with scratch_dir("clinfuse-duckdb-") as spill:  # spill folders of killed runs are removed here
+        con = connect(s.memory_limit, s.threads, str(spill))
         if task == "phenotype":
             definitions = load_phenotype_definitions()
             con.register("cohort_adm", cohort[["hadm_id"]])
