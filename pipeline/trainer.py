@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from etl.atomic import atomic_path, write_json, write_text
+from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
 from models.fusion import FusionModel
@@ -60,10 +61,43 @@ class StopTraining(Exception):
     """Raised by a test hook to simulate a killed run."""
 
 
+class TrainingDiverged(ClinfuseError):
+    """The training loss became NaN or infinite."""
+
+
+# Settings that may change when a run is resumed: they change where and how fast it runs,
+# not what it computes. Anything else differing from the checkpoint's run is refused.
+RESUMABLE_CHANGES = ("cohort", "train.device", "train.num_threads", "train.eval_batch_size", "train.log_every")
+
+
 def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda was asked for but this PyTorch build sees no CUDA device "
+                          f"(torch {torch.__version__}); use device: cpu or auto")
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(saved: dict, current: dict) -> None:
+    """Refuse to resume a run whose configuration differs in anything but RESUMABLE_CHANGES."""
+    a, b = _flat(saved), _flat(current)
+    differ = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
+    if differ:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:3])
+        more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise ConfigError(f"cannot resume: the run's configuration changed ({shown}{more}); "
+                          "resume with the original settings or train into a new --out")
 
 
 def seed_everything(seed: int) -> None:
@@ -126,8 +160,6 @@ def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     try:
         METHODS[spec.method.method].check_task(cohort.task_type)
     except ValueError as exc:
-        from etl.errors import ConfigError
-
         raise ConfigError(f"method {spec.method_name!r} on cohort {cohort.name}: {exc}") from None
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
     model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
@@ -141,7 +173,10 @@ def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs)
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    method = METHODS[spec.method.method](model, optimizer, cohort.task_type, **spec.method.options)
+    try:
+        method = METHODS[spec.method.method](model, optimizer, cohort.task_type, **spec.method.options)
+    except ValueError as exc:  # out-of-range options (rho < 0, alpha outside [0, 1], ...)
+        raise ConfigError(f"method config {spec.method_name!r}: options: {exc}") from None
     return model, optimizer, scheduler, method
 
 
@@ -212,6 +247,7 @@ class _Tracker:
     def __init__(self, enabled: bool, experiment: str, run_name: str, run_id: str | None, params: dict):
         self.enabled = enabled
         self.run_id = run_id
+        self.logged_upto: dict[str, int] = {}  # metric prefix -> last step already in the store
         if not enabled:
             return
         import mlflow
@@ -222,14 +258,25 @@ class _Tracker:
         experiment_id = setup_mlflow(experiment)
         if run_id:
             self.run = mlflow.start_run(run_id=run_id)
+            # A resumed run replays the steps after its last checkpoint: do not log them twice.
+            client = mlflow.MlflowClient()
+            for key in self.run.data.metrics:
+                history = client.get_metric_history(run_id, key)
+                prefix = "step/" if key.startswith("step/") else ""
+                if history:
+                    self.logged_upto[prefix] = max(self.logged_upto.get(prefix, 0), max(m.step for m in history))
         else:
             self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
             mlflow.log_params(flatten(params))
         self.run_id = self.run.info.run_id
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        if self.enabled:
-            self.mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None}, step=step)
+        if not self.enabled:
+            return
+        values = {k: float(v) for k, v in values.items() if v is not None
+                  and step > self.logged_upto.get("step/" if k.startswith("step/") else "", 0)}
+        if values:
+            self.mlflow.log_metrics(values, step=step)
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if self.enabled:
@@ -242,6 +289,27 @@ class _Tracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled:
             self.mlflow.end_run(status=status)
+
+
+def _check_finite(first_bad: torch.Tensor, epoch: int, steps_before_epoch: int) -> None:
+    bad = int(first_bad)
+    if bad >= 0:
+        raise TrainingDiverged(f"diverged at epoch {epoch + 1}, step {bad - steps_before_epoch} (global step {bad}): "
+                               "the training loss is NaN or infinite; lower train.lr or check the inputs")
+
+
+def _mark_interrupted(run_id: str) -> None:
+    """A run left RUNNING by a killed process is marked KILLED when its folder is trained again."""
+    import mlflow
+
+    from .tracking import resolve_tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri())
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+    except mlflow.exceptions.MlflowException:
+        pass  # the store was reset or moved: nothing to mark
 
 
 def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoch: int | None = None) -> dict:
@@ -260,8 +328,6 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     cohort = load_cohort(spec.cohort_dir)
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
     if len(train) == 0:
-        from etl.errors import InputError
-
         raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")
     model, optimizer, scheduler, method = build_for_cohort(spec, cohort, device)
     config = resolved_config(spec, cohort)
@@ -270,9 +336,11 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     out.mkdir(parents=True, exist_ok=True)
 
     state = {"epoch": 0, "global_step": 0, "best_metric": -np.inf, "best_epoch": None, "bad_epochs": 0,
-             "history": [], "mlflow_run_id": None}
+             "history": [], "mlflow_run_id": None, "finished": False}
     last = out / CHECKPOINT_LAST
     if resume and last.exists():
+        if (out / "config.yaml").is_file():
+            check_resumable(yaml.safe_load((out / "config.yaml").read_text()), config)
         ckpt = load_checkpoint(last, device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -285,8 +353,16 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
             stale.unlink(missing_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
+    run_file = out / "mlflow_run.json"  # written at once: a kill before the first checkpoint keeps the id
+    previous_run = json.loads(run_file.read_text()).get("run_id") if run_file.is_file() else None
+    if resume and state["mlflow_run_id"] is None:
+        state["mlflow_run_id"] = previous_run  # killed before its first checkpoint: continue that run
+    elif track and previous_run and previous_run != state["mlflow_run_id"]:
+        _mark_interrupted(previous_run)
     tracker = _Tracker(track, f"clinfuse/{cohort.name}", f"{spec.method_name}-s{spec.seed}", state["mlflow_run_id"], config)
     state["mlflow_run_id"] = tracker.run_id
+    if tracker.run_id:
+        write_json(run_file, {"run_id": tracker.run_id})
     tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed)})
     headline = headline_metric(cohort.task_type)
 
@@ -299,25 +375,31 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     try:
         with progress:
             steps_per_epoch = (len(train) + s.batch_size - 1) // s.batch_size
-            for epoch in range(state["epoch"], s.epochs):
+            for epoch in range(state["epoch"], s.epochs if not state.get("finished") else state["epoch"]):
                 task = progress.add_task(f"{spec.method_name} s{spec.seed} epoch {epoch + 1}/{s.epochs}",
                                          total=steps_per_epoch, info="")
                 generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)
                 sums: dict[str, torch.Tensor] = {}
                 n_steps = 0
+                # First step whose loss was not finite, kept on the device (read at the syncs we already make).
+                first_bad = torch.full((), -1, dtype=torch.long, device=device)
                 for batch in train.batches(s.batch_size, generator):
                     with _autocast(device, s.bf16):
                         metrics = method.step(batch)
                     n_steps += 1
                     state["global_step"] += 1
+                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(metrics["loss_total"].float()),
+                                            state["global_step"], first_bad)
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0) + v.float()
                     if state["global_step"] % s.log_every == 0:
+                        _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                         names = list(metrics)
                         values = torch.stack([metrics[k].float() for k in names]).tolist()  # one sync
                         tracker.metrics({f"step/{k}": v for k, v in zip(names, values, strict=True)}, state["global_step"])
                         progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
                     progress.advance(task)
+                _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / max(n_steps, 1) for k in names]).tolist() if names else []
@@ -340,6 +422,8 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                     state["bad_epochs"] += 1
                 state["epoch"] = epoch + 1
                 stop_early = state["bad_epochs"] >= s.patience
+                # A finished run (early-stopped or at its last epoch) stays finished on --resume.
+                state["finished"] = stop_early or state["epoch"] >= s.epochs
                 _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "method": method.state_dict(),
                        "state": state, "rng": _rng_states(device)}, last)

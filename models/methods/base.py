@@ -48,6 +48,22 @@ def grads_or_zeros(grads, params: Tensors) -> Tensors:
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
 
 
+# --- option checks -----------------------------------------------------------------------
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """`value` as a float, or ValueError "name must be in [low, high) (got v)" naming the option."""
+    v = float(value)
+    bad = v != v or (low is not None and (v <= low if low_open else v < low)) or (
+        high is not None and (v >= high if high_open else v > high))
+    if bad:
+        lo = "(-inf" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {lo}, {hi} (got {value!r})")
+    return v
+
+
 # --- determinism guards for a second forward pass ---------------------------------------
 
 
@@ -124,6 +140,8 @@ class Method:
             self.lambdas = {m: float(lambda_m.get(m, 1.0)) for m in model.modalities}
         else:
             self.lambdas = {m: float(lambda_m) for m in model.modalities}
+        for m, weight in self.lambdas.items():
+            check_range(f"lambda_m[{m}]", weight, 0.0)
 
     # losses
     def fusion_loss(self, out: FusionOutput, batch) -> torch.Tensor:

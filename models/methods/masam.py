@@ -52,6 +52,7 @@ import torch
 
 from .base import (
     Method,
+    check_range,
     cosine,
     frozen_batchnorm_stats,
     grads_or_zeros,
@@ -97,6 +98,9 @@ class MASAM(Method):
             raise ValueError(f"masam: variant must be one of {VARIANTS}, got {variant!r}")
         if dominant is not None and dominant not in model.modalities:
             raise ValueError(f"masam: dominant {dominant!r} is not one of {model.modalities}")
+        check_range("rho", rho, 0.0)
+        check_range("alpha", alpha, 0.0, 1.0)
+        check_range("beta", beta, 0.0, 1.0, high_open=True)  # beta = 1 would freeze the moving average
         self.rho, self.alpha, self.beta = float(rho), float(alpha), float(beta)
         self.variant, self.aps, self.mdps, self.dominant = variant, bool(aps), bool(mdps), dominant
         self.moving_average: torch.Tensor | None = None  # MA_m, [M]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method, frozen_batchnorm_stats, grads_or_zeros, norm, rng_state, set_rng_state
+from .base import Method, check_range, frozen_batchnorm_stats, grads_or_zeros, norm, rng_state, set_rng_state
 
 
 class SAM(Method):
@@ -19,7 +19,7 @@ class SAM(Method):
 
     def __init__(self, model, optimizer, task_type, rho: float = 0.05, lambda_m=1.0):
         super().__init__(model, optimizer, task_type, lambda_m)
-        self.rho = float(rho)
+        self.rho = check_range("rho", rho, 0.0)
 
     def _loss(self, batch):
         out = self.model(batch["inputs"], batch["present"])

@@ -38,10 +38,23 @@ def run(args) -> int:
     import mlflow
     import torch
 
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be a positive number of samples, got {args.batch_size}")
     local, card = download_registered_model(args.model)
-    model = mlflow.pytorch.load_model(str(local))
     cohort = load_cohort(args.cohort)
     fmt = card["network_data_format"]
+    # Shapes can agree across tasks (phenotype and mortality share the EHR/CXR inputs): check what is predicted.
+    model_labels = [fmt["outputs"]["probabilities"]["channel_def"][str(k)]
+                    for k in range(len(fmt["outputs"]["probabilities"]["channel_def"]))]
+    for what, theirs, ours in (("dataset", card.get("dataset"), cohort.manifest.get("dataset")),
+                               ("task", card.get("task"), cohort.manifest.get("task")),
+                               ("task type", card.get("task_type"), cohort.task_type)):
+        if theirs is not None and theirs != ours:
+            raise InputError(f"{args.cohort}: cohort {what} is {ours!r} but {args.model} was trained for {theirs!r}")
+    if model_labels != cohort.label_names:
+        raise InputError(f"{args.cohort}: cohort labels {cohort.label_names[:3]}... differ from the model's "
+                         f"{model_labels[:3]}... ({len(cohort.label_names)} vs {len(model_labels)} outputs)")
+    model = mlflow.pytorch.load_model(str(local))
     order = fmt["argument_order"]
     modalities = [n for n in order if not n.startswith("has_")]
     if modalities != cohort.modalities:
@@ -51,8 +64,7 @@ def run(args) -> int:
         got = list(cohort.input_shape(m))
         if want != got:
             raise InputError(f"{args.cohort}: modality '{m}' has per-sample shape {got}; the model expects {want}")
-    labels = [fmt["outputs"]["probabilities"]["channel_def"][str(k)]
-              for k in range(len(fmt["outputs"]["probabilities"]["channel_def"]))]
+    labels = model_labels
     splits = ["train", "val", "test"] if args.split == "all" else [args.split]
     frames = []
     for split in splits:

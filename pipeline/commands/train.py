@@ -49,6 +49,10 @@ def run(args) -> int:
             f"{sorted(p.stem for p in method_file.parent.glob('*.yaml'))}"
         )
     method = load_section(MethodConfig, method_file).check(str(method_file))
+    if args.config and args.method not in (method.method, method_file.stem):
+        # The run is named after --method: it must be what the file trains.
+        raise ConfigError(f"{method_file}: trains method {method.method!r}, but --method says {args.method!r}; "
+                          f"use --method {method_file.stem} (or {method.method})")
     preset = load_section(ModelPreset, preset_path(settings.preset))
     seed = args.seed if args.seed is not None else params.sweep.seeds[0]
     cohort = Path(args.cohort)

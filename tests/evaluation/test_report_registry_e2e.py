@@ -6,6 +6,7 @@ import json
 from html.parser import HTMLParser
 
 import pandas as pd
+import pytest
 
 from pipeline.cli import main
 from tests.fixtures.cohorts import write_cohort
@@ -125,4 +126,29 @@ def test_predict_refuses_a_cohort_of_other_modalities(pipeline_run, tmp_path, ca
     adni = write_cohort(tmp_path / "adni", "adni", n=12)
     code = main(base + ["predict", "--model", "models:/mimic-phenotype@champion", "--cohort", str(adni),
                         "--out", str(tmp_path / "x.parquet")])
-    assert code == 2 and "do not match the model" in capsys.readouterr().err
+    assert code == 2 and "trained for" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_cohort_of_another_task_with_the_same_inputs(pipeline_run, tmp_path, capsys):
+    """The phenotype model on a mortality cohort: shapes agree, the task does not."""
+    _, base, _ = pipeline_run
+    cohort = write_cohort(tmp_path / "mimic-mortality", "mimic", n=12)
+    samples = pd.read_parquet(cohort / "samples.parquet")
+    samples["in_hospital_mortality"] = samples["Sepsis"]
+    samples.to_parquet(cohort / "samples.parquet", index=False)
+    manifest = json.loads((cohort / "manifest.json").read_text())
+    manifest.update(task="mortality", task_type="binary", label_columns=["in_hospital_mortality"])
+    (cohort / "manifest.json").write_text(json.dumps(manifest))
+    code = main(base + ["predict", "--model", "models:/mimic-phenotype@champion", "--cohort", str(cohort),
+                        "--out", str(tmp_path / "x.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cohort task is 'mortality' but models:/mimic-phenotype@champion was trained for 'phenotype'" in err
+    assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize("size", ["0", "-4"])
+def test_predict_refuses_a_batch_size_below_one(pipeline_run, tmp_path, capsys, size):
+    _, base, cohort = pipeline_run
+    code = main(base + ["predict", "--model", "models:/mimic-phenotype@champion", "--cohort", str(cohort),
+                        "--out", str(tmp_path / "x.parquet"), "--batch-size", size])
+    assert code == 2 and "--batch-size must be a positive number" in capsys.readouterr().err
