@@ -27,11 +27,11 @@ import pandas as pd
 from etl.mimic.cohort import join_stays, select_cohort
 from etl.mimic.ehr import connect, extract_ehr_values, load_variables
 from etl.mimic.schema import locate_tables
-from pipeline.stages.etl_mimic import read_small_tables
+from etl.mimic.tables import read_small_tables
 root, memory_limit = Path(sys.argv[1]), sys.argv[2]
 t = time.perf_counter()
 tables = locate_tables(root)
-stays, _ = select_cohort(join_stays(*read_small_tables(tables)), "phenotype")
+stays, _ = select_cohort(join_stays(*read_small_tables(tables)[:3]), "phenotype")
 con = connect(memory_limit, 2, sys.argv[3])
 values, counts = extract_ehr_values(con, tables["icu/chartevents"], stays, load_variables())
 seconds = time.perf_counter() - t

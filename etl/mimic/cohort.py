@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 Exclusions = list[dict]
+MAX_PLAUSIBLE_AGE = 120  # MIMIC-IV caps anchor_age at 91; anything above 120 is an entry error
 
 
 def exclusion(steps: Exclusions, step: str, reason: str, before: int, after: int) -> None:
@@ -38,6 +39,13 @@ def select_cohort(stays: pd.DataFrame, task: str, min_age: int = 18, min_stay_ho
     admission; the EHR window is still the first 48 h, partly empty).
     """
     steps: Exclusions = [{"step": "ICU stays in icustays", "reason": "", "excluded": 0, "remaining": len(stays)}]
+    n = len(stays)
+    # Missing, negative or impossible ages are data errors, not children: their own reason.
+    stays = stays[stays["age"].between(0, MAX_PLAUSIBLE_AGE)]
+    exclusion(steps, "plausible age", f"age at admission missing or outside 0-{MAX_PLAUSIBLE_AGE}", n, len(stays))
+    n = len(stays)
+    stays = stays[stays["outtime"].isna() | (stays["outtime"] >= stays["intime"])]
+    exclusion(steps, "consistent ICU times", "ICU outtime before intime", n, len(stays))
     n = len(stays)
     stays = stays[stays["age"] >= min_age]
     exclusion(steps, "adults", f"age at admission < {min_age}", n, len(stays))

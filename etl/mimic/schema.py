@@ -27,6 +27,9 @@ def read_header(path: Path) -> list[str]:
     try:
         with opener(path, "rt", newline="") as fh:
             line = fh.readline()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start} of the decompressed file: "
+                         f"{exc.object[exc.start:exc.start + 1]!r}); MIMIC-IV exports are UTF-8") from None
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: cannot be read as {'gzip ' if path.suffix == '.gz' else ''}CSV ({exc})") from None
     if not line.strip():

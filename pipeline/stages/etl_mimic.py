@@ -14,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -24,10 +25,11 @@ from etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, rea
 from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
 from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions
 from etl.mimic.schema import locate_tables
+from etl.mimic.tables import read_small_tables
 from etl.normalize import forward_fill, impute_and_scale, train_statistics
 from etl.parallel import scratch_dir
 from etl.split import assign_patient_split
-from etl.sql import sql_literal
+from etl.sql import csv_error_message, sql_literal
 from pipeline.config import load_params
 from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
 
@@ -59,15 +61,6 @@ def _log(msg: str) -> None:
     print(f"  etl mimic: {msg}", flush=True)
 
 
-def read_small_tables(tables: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    patients = pd.read_csv(tables["hosp/patients"], usecols=["subject_id", "gender", "anchor_age", "anchor_year", "dod"])
-    admissions = pd.read_csv(tables["hosp/admissions"], usecols=[
-        "subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "race"])
-    icustays = pd.read_csv(tables["icu/icustays"], usecols=[
-        "subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime", "outtime"])
-    return patients, admissions, icustays
-
-
 def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str, out: Path, s) -> str:
     """Run the whole ETL for one task; returns the one-line summary."""
     started = time.perf_counter()
@@ -75,7 +68,11 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     metadata = read_cxr_metadata(mimic_cxr)
     variables = load_variables()
     _log(f"reading cohort tables from {mimic_iv}")
-    stays = join_stays(*read_small_tables(tables))
+    patients, admissions, icustays, duplicates = read_small_tables(tables)
+    for name, n in duplicates.items():
+        if n:
+            _log(f"{tables[name].name}: {n} exactly repeated row(s) dropped")
+    stays = join_stays(patients, admissions, icustays)
     cohort, steps = select_cohort(stays, task, s.min_age, s.min_stay_hours)
 
     with scratch_dir("clinfuse-duckdb-") as spill:  # spill folders of killed runs are removed here
@@ -83,10 +80,13 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         if task == "phenotype":
             definitions = load_phenotype_definitions()
             con.register("cohort_adm", cohort[["hadm_id"]])
-            diagnoses = con.execute(f"""
-                SELECT d.hadm_id, d.icd_code, d.icd_version FROM read_csv({sql_literal(tables["hosp/diagnoses_icd"].as_posix())},
-                    header = true, types = {{'icd_code': 'VARCHAR', 'icd_version': 'INTEGER', 'hadm_id': 'BIGINT'}}) d
-                JOIN cohort_adm USING (hadm_id)""").df()
+            try:
+                diagnoses = con.execute(f"""
+                    SELECT d.hadm_id, d.icd_code, d.icd_version FROM read_csv({sql_literal(tables["hosp/diagnoses_icd"].as_posix())},
+                        header = true, types = {{'icd_code': 'VARCHAR', 'icd_version': 'INTEGER', 'hadm_id': 'BIGINT'}}) d
+                    JOIN cohort_adm USING (hadm_id)""").df()
+            except duckdb.Error as exc:
+                raise InputError(csv_error_message(exc, tables["hosp/diagnoses_icd"])) from None
             labels = assign_phenotypes(diagnoses, definitions)
             n = len(cohort)
             cohort = cohort.merge(labels, on="hadm_id", how="inner")
@@ -97,7 +97,11 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
             label_columns = ["in_hospital_mortality"]
         _log(f"streaming chartevents ({tables['icu/chartevents'].stat().st_size / 1e6:,.0f} MB) through DuckDB "
              f"(memory limit {s.memory_limit})")
-        values, channel_counts = extract_ehr_values(con, tables["icu/chartevents"], cohort, variables, s.window_hours)
+        try:
+            values, channel_counts = extract_ehr_values(con, tables["icu/chartevents"], cohort, variables,
+                                                        s.window_hours)
+        except duckdb.Error as exc:
+            raise InputError(csv_error_message(exc, tables["icu/chartevents"])) from None
         con.close()
     values = derive_totals(values, variables)
     row_of_stay = pd.Series(np.arange(len(cohort)), index=cohort["stay_id"].to_numpy())
@@ -164,7 +168,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         "task_type": "multilabel" if task == "phenotype" else "binary",
         "label_columns": label_columns, "modalities": ["ehr", "cxr"], "patient_column": "subject_id",
         "ehr_channels": variables.names + variables.mask_names,
-        "n_samples": len(samples), "counts": counts, "exclusions": steps,
+        "n_samples": len(samples), "counts": counts, "exclusions": steps, "duplicate_rows_dropped": duplicates,
         "label_prevalence": {split: samples.loc[samples["split"] == split, label_columns].mean().round(4).to_dict()
                              for split in ("train", "val", "test")},
         "ehr_rows": channel_counts.to_dict(orient="records"),
