@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from etl.adni.labels import CLASS_NAMES, REQUIRED, baseline_labels, check_codes
+from etl.adni.merge_table import validate_adnimerge
 from etl.adni.mri import choose_scans, preprocess_volume, scan_path
 from etl.adni.tabular import fit_transform_tabular
 from etl.atomic import check_replaceable
@@ -42,11 +43,19 @@ def run(args) -> int:
     return 0
 
 
-def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path]:
+def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path, int]:
+    """(ADNIMERGE as text columns with RID as int, its path, exact duplicate rows dropped)."""
     path = adni / "ADNIMERGE.csv"
     if not path.is_file():
         raise InputError(f"{path}: missing; expected the ADNIMERGE export (one row per visit)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=True)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=True, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: empty file; expected the ADNIMERGE header and one row per visit") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(f"{path}: malformed CSV ({str(exc).splitlines()[0]})") from None
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; expected at least {REQUIRED}")
@@ -55,12 +64,15 @@ def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path]:
         raise InputError(f"{path}: row {int(np.flatnonzero(rid.isna())[0]) + 2}, column RID: expected an integer")
     table["RID"] = rid.astype(int)
     check_codes(table, str(path))
-    return table, path
+    table, duplicates = validate_adnimerge(table, str(path))
+    return table, path, duplicates
 
 
 def build_adni_cohort(adni: Path, out: Path, s) -> str:
     started = time.perf_counter()
-    table, source = read_adnimerge(adni)
+    table, source, duplicates = read_adnimerge(adni)
+    if duplicates:
+        print(f"  etl adni: {source.name}: {duplicates} exactly repeated row(s) dropped", flush=True)
     base, steps = baseline_labels(table, s.smc)
     scans = choose_scans(table, base, s.mri_window_days)
     base = base.drop(columns=["IMAGEUID"]).merge(scans, on="RID", how="left")
@@ -115,7 +127,7 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
         "schema_version": 1, "dataset": "adni", "task": "diagnosis", "task_type": "multiclass",
         "label_columns": ["label"], "class_names": CLASS_NAMES, "modalities": ["tabular", "mri"],
         "patient_column": "RID", "tabular_features": names, "n_samples": len(samples), "counts": counts,
-        "exclusions": steps, "smc_labelled_cn": int(samples["smc"].sum()) if s.smc == "cn" else 0,
+        "exclusions": steps, "duplicate_rows_dropped": duplicates, "smc_labelled_cn": int(samples["smc"].sum()) if s.smc == "cn" else 0,
         "label_prevalence": {sp: samples.loc[samples["split"] == sp, "label_name"].value_counts(normalize=True)
                              .reindex(CLASS_NAMES, fill_value=0).round(4).to_dict() for sp in ("train", "val", "test")},
         "tabular": tab_stats,
