@@ -19,6 +19,7 @@ processes are removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -40,18 +41,62 @@ def _umask() -> int:
     return mask
 
 
+def _free_mb(folder: Path) -> str:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        stat = os.statvfs(folder)
+        return f"{stat.f_bavail * stat.f_frsize / 2**20:,.1f} MB free"
+    except OSError:
+        return "free space unknown"
+
+
+@contextlib.contextmanager
+def disk_errors(folder: Path) -> Iterator[None]:
+    """Turn a full disk or an unwritable folder into a one-line InputError naming the folder."""
+    try:
+        yield
+    except OSError as exc:
+        # numpy's tofile reports a short write without an errno ("N requested and M written").
+        short_write = exc.errno is None and "requested and" in str(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) or short_write:
+            raise InputError(f"{folder}: no space left on the device ({_free_mb(folder)}); "
+                             "nothing already written was replaced") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise InputError(f"{folder}: cannot write here ({exc.strerror})") from None
+        raise
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise InputError unless a file can be created in `folder` (or its nearest existing ancestor).
+
+    Probes by creating and removing a file: permission bits alone say nothing for root or
+    read-only mounts.
+    """
+    folder = Path(folder)
+    probe_in = folder
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    with disk_errors(folder):
+        fd, name = tempfile.mkstemp(prefix=".clinfuse-write-probe.", dir=probe_in)
+        os.close(fd)
+        os.unlink(name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with disk_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        with disk_errors(path.parent):
+            yield tmp_path
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -93,6 +138,7 @@ def output_kind(path: str | os.PathLike) -> str | None:
 def check_replaceable(path: str | os.PathLike, kind: str) -> None:
     """Raise InputError unless `path` is absent, an empty folder, or a clinfuse `kind` output."""
     path = Path(path)
+    check_writable(path.parent)
     if not path.exists():
         return
     if not path.is_dir():
@@ -141,15 +187,18 @@ def atomic_dir(path: str | os.PathLike, kind: str) -> Iterator[Path]:
     On failure the temporary folder is removed and `path` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(path)
+    with disk_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recover_dir(path)
     check_replaceable(path, kind)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    with disk_errors(path.parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
-        # Written last: a temporary folder with a marker is complete (see recover_dir).
-        (tmp / MARKER).write_text(json.dumps({"kind": kind, "written_by": "clinfuse"}) + "\n")
+        with disk_errors(path.parent):
+            yield tmp
+            # Written last: a temporary folder with a marker is complete (see recover_dir).
+            (tmp / MARKER).write_text(json.dumps({"kind": kind, "written_by": "clinfuse"}) + "\n")
         check_replaceable(path, kind)  # it may have appeared while we worked
         old = None
         if path.exists():

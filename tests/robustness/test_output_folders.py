@@ -121,3 +121,46 @@ def test_temporary_folders_of_live_processes_are_not_touched(tmp_path):
     live.mkdir()
     recover_dir(out)
     assert live.exists()
+
+
+def _tiny_filesystem(tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    return mount
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_folder_and_keeps_the_previous_output(tmp_path):
+    import numpy as np
+
+    from etl.atomic import write_npy
+
+    mount = _tiny_filesystem(tmp_path)
+    try:
+        out = mount / "cohort"
+        with atomic_dir(out, "cohort") as tmp:
+            (tmp / "v").write_text("old")
+        with pytest.raises(InputError, match=r"tiny/.*cohort.*: no space left on the device \(.* MB free\)"):
+            with atomic_dir(out, "cohort") as tmp:
+                write_npy(tmp / "ehr.npy", np.zeros(1_000_000, dtype=np.float32))
+        assert (out / "v").read_text() == "old"
+        assert sorted(p.name for p in mount.iterdir()) == ["cohort"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_an_unwritable_output_location_is_refused_before_any_work(tmp_path, capsys):
+    target = Path("/sys/kernel/clinfuse-out")  # read-only even for root in containers and on hosts
+    try:
+        Path("/sys/kernel/.clinfuse-probe").touch()
+    except OSError:
+        pass
+    else:
+        Path("/sys/kernel/.clinfuse-probe").unlink()
+        pytest.skip("/sys/kernel is writable here")
+    with pytest.raises(InputError, match="/sys/kernel.*cannot write here"):
+        check_replaceable(target, "cohort")
+    code = main(["etl", "adni", "--adni", str(tmp_path / "nowhere"), "--out", str(target)])
+    assert code == 2 and "cannot write here" in capsys.readouterr().err
