@@ -22,7 +22,7 @@ from etl.errors import InputError
 from etl.mimic.cohort import exclusion, in_hospital_mortality, join_stays, select_cohort
 from etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, read_cxr_metadata
 from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
-from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions
+from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions, load_rule_counts
 from etl.mimic.schema import locate_tables
 from etl.normalize import forward_fill, impute_and_scale, train_statistics
 from etl.split import assign_patient_split
@@ -165,6 +165,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         "label_prevalence": {split: samples.loc[samples["split"] == split, label_columns].mean().round(4).to_dict()
                              for split in ("train", "val", "test")},
         "ehr_rows": channel_counts.to_dict(orient="records"),
+        **({"phenotype_icd10_rules": load_rule_counts()} if task == "phenotype" else {}),
         "cxr": {"size": s.cxr_size, "format": s.cxr_format, "paired": int(has_film.sum()),
                 "without_film": int((~has_film).sum()), "unreadable": len(failures), "failures": failures[:100]},
         "sources": {name: source_entry(p) for name, p in tables.items()} | {

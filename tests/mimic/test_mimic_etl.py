@@ -76,6 +76,7 @@ def test_phenotype_cohort_labels_pairing_and_exclusions(raw, tmp_path):
     got = {e["reason"]: e["excluded"] for e in manifest["exclusions"][1:]}
     assert got == exp["exclusions"]
     assert len(manifest["label_columns"]) == 25 and manifest["task_type"] == "multilabel"
+    assert manifest["phenotype_icd10_rules"]["backward_majority"]["with_benchmark_phenotype"] > 0
     ehr = np.load(out / "ehr.npy")
     assert ehr.shape == (2, 48, 24) and ehr.dtype == np.float32
     assert not np.isnan(ehr).any()
