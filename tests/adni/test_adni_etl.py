@@ -165,3 +165,20 @@ def test_same_inputs_give_identical_cohort_arrays_and_split(adni, tmp_path):
     build_adni_cohort(adni, tmp_path / "b", ALL_TRAIN)
     for name in ("tabular.npy", "mri.npy", "samples.parquet", "tabular_features.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("trailing", [(1,), (1, 1)])
+def test_a_volume_stored_with_trailing_singleton_axes_is_read_as_3d(tmp_path, trailing):
+    from etl.adni.mri import preprocess_volume
+
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 1000, (10, 12, 9)).astype(np.int16)
+    affine = np.diag([1.2, -1.0, 1.5, 1.0])  # not RAS: the squeezed image must keep its orientation
+    plain, padded = tmp_path / "plain.nii", tmp_path / "padded.nii"
+    nib.save(nib.Nifti1Image(volume, affine), plain)
+    nib.save(nib.Nifti1Image(volume.reshape(volume.shape + trailing), affine), padded)
+    want, reason = preprocess_volume(str(plain), 8, 1.0)
+    got, reason_padded = preprocess_volume(str(padded), 8, 1.0)
+    assert reason is None and reason_padded is None
+    np.testing.assert_array_equal(got, want)
+    assert want.max() > 0
