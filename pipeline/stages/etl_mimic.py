@@ -4,8 +4,10 @@ Steps: validate inputs; cohort (adults, one ICU stay per admission, no careunit
 transfer, >= 48 h for mortality); labels; 48 h hourly EHR tensors streamed from
 chartevents through DuckDB; latest AP chest film in [intime, intime + 48 h];
 patient-level 7:1:2 split; forward fill, training-median imputation and
-training z-scores. Every exclusion is counted in manifest.json. The output
-folder is replaced only when everything succeeded.
+training z-scores (a channel never observed in training: normal value and a
+scale from its valid range, counted and warned about). Every exclusion is
+counted in manifest.json. The output folder is replaced only when everything
+succeeded.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, rea
 from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
 from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions, load_rule_counts
 from etl.mimic.schema import locate_tables
-from etl.normalize import forward_fill, impute_and_scale, train_statistics
+from etl.normalize import forward_fill, impute_and_scale, range_scale, train_statistics
 from etl.split import assign_patient_split
 from pipeline.config import load_params
 from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
@@ -144,7 +146,13 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     raw = values[row_of_stay[cohort["stay_id"]].to_numpy()]
     mask = (~np.isnan(raw)).astype(np.float32)
     train_rows = np.flatnonzero(cohort["split"].to_numpy() == "train")
-    stats = train_statistics(raw, train_rows, variables.names)
+    fallback = {n: (variables.impute[n], range_scale(variables.ranges[n])) for n in variables.names}
+    stats = train_statistics(raw, train_rows, variables.names, fallback)
+    unobserved = [n for n in variables.names if stats[n].get("unobserved_in_training")]
+    if unobserved:
+        warnings.warn(f"{len(unobserved)} EHR channel(s) have no observation in the training split "
+                      f"({', '.join(unobserved)}): imputed with a normal value and scaled by their valid "
+                      "range (listed in manifest.json)", stacklevel=1)
     ehr = np.concatenate([impute_and_scale(forward_fill(raw), stats, variables.names), mask], axis=2).astype(np.float32)
 
     samples = pd.DataFrame({
@@ -165,6 +173,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         "label_prevalence": {split: samples.loc[samples["split"] == split, label_columns].mean().round(4).to_dict()
                              for split in ("train", "val", "test")},
         "ehr_rows": channel_counts.to_dict(orient="records"),
+        "ehr_unobserved_in_training": {"count": len(unobserved), "channels": unobserved},
         **({"phenotype_icd10_rules": load_rule_counts()} if task == "phenotype" else {}),
         "cxr": {"size": s.cxr_size, "format": s.cxr_format, "paired": int(has_film.sum()),
                 "without_film": int((~has_film).sum()), "unreadable": len(failures), "failures": failures[:100]},

@@ -196,3 +196,68 @@ def test_same_inputs_give_identical_cohort_arrays_and_split(raw, tmp_path):
     build(raw, "phenotype", tmp_path / "b")
     for name in ("ehr.npy", "cxr.npy", "samples.parquet", "ehr_stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def _append_chart_rows(raw, rows):
+    path = raw / "mimic-iv/icu/chartevents.csv"
+    with path.open("a") as fh:
+        for stay_time_item_value in rows:
+            stay, time, itemid, value, unit = stay_time_item_value
+            subject, hadm = {30000101: (10000001, 20000011), 30000201: (10000002, 20000021)}[stay]
+            fh.write(f"{subject},{hadm},{stay},1,{time},,{itemid},{value},{value},{unit},0\n")
+    return path
+
+
+@pytest.mark.parametrize("rows,expected", [
+    # Celsius first, Fahrenheit last in the hour: the later 100.4 F = 38.0 C wins (it used to lose to 37.2 C)
+    ([("2150-01-01 10:05:00", 223762, 37.2, "°C"), ("2150-01-01 10:40:00", 223761, 100.4, "°F")], 38.0),
+    # and the other way round
+    ([("2150-01-01 10:05:00", 223761, 100.4, "°F"), ("2150-01-01 10:40:00", 223762, 37.2, "°C")], 37.2),
+])
+def test_temperature_is_the_last_reading_of_the_hour_whatever_its_unit(raw, rows, expected):
+    # stay 30000201 (intime 08:00): hour 2 has no temperature in the golden export
+    chartevents = _append_chart_rows(raw, [(30000201, *r) for r in rows])
+    variables = load_variables()
+    stays = pd.DataFrame({"stay_id": [30000201], "intime": pd.to_datetime(["2150-01-01 08:00:00"])})
+    values, _ = extract_ehr_values(connect("256MB", 1), chartevents, stays, variables)
+    assert values[0, 2, variables.names.index("temperature")] == pytest.approx(expected, abs=1e-4)
+
+
+def test_intubated_verbal_response_scores_one_and_counts_in_the_total():
+    # "No Response-ETT" = 1 (CareVue's "1.0 ET/Trach" score; mimic3-benchmarks keeps it beside "1 No Response"),
+    # not mimic-code's 0-and-total-15: eye 4 + verbal 1 + motor 6 = 11 at 12:00 for stay 30000101
+    variables = load_variables()
+    scores = variables.text_scores[variables.text_scores["channel"] == variables.names.index("gcs_verbal")]
+    assert scores.set_index("text")["score"].to_dict()["no response-ett"] == 1.0
+    observed = {(s, h, n): v for s, h, n, v in EXPECTED["raw_ehr"]["observed"]}
+    assert observed[(30000101, 2, "gcs_verbal")] == 1.0 and observed[(30000101, 2, "gcs_total")] == 11.0
+
+
+def test_a_channel_never_observed_in_training_never_reaches_the_tensor_in_raw_units(raw, tmp_path):
+    # golden: no glucose anywhere ("ERROR" only); add glucose 140 mg/dL to one stay, and put every
+    # stay in training except that one, so training has no glucose at all
+    _append_chart_rows(raw, [(30000201, "2150-01-01 09:30:00", 220621, 140, "mg/dL")])
+    settings = MimicEtlSettings(workers=1, threads=1, memory_limit="256MB", cxr_size=8)
+    out = tmp_path / "pheno"
+    from unittest import mock
+
+    def split(subjects, fractions, seed):  # subject 10000002 (stay 30000201) is the only test patient
+        return pd.Series(np.where(subjects.to_numpy() == 10000002, "test", "train"), index=subjects.index)
+
+    with mock.patch("pipeline.stages.etl_mimic.assign_patient_split", split), \
+            pytest.warns(UserWarning, match=r"4 EHR channel\(s\) have no observation in the training split "
+                                            r"\(dbp, mbp, resp_rate, glucose\)"):
+        build(raw, "phenotype", out, settings)
+    manifest = json.loads((out / "manifest.json").read_text())
+    # the training stay (30000101) has no diastolic/mean pressure, respiratory rate or glucose either
+    assert manifest["ehr_unobserved_in_training"] == {"count": 4, "channels": ["dbp", "mbp", "resp_rate", "glucose"]}
+    stats = json.loads((out / "ehr_stats.json").read_text())["glucose"]
+    # mimic3-benchmarks' impute value 128 mg/dL; scale (2000 - 33) / 4 = 491.75
+    assert stats == {"median": 128.0, "mean": 128.0, "std": 491.75, "n_observed": 0, "unobserved_in_training": True}
+    samples = pd.read_parquet(out / "samples.parquet")
+    ehr = np.load(out / "ehr.npy")
+    k = manifest["ehr_channels"].index("glucose")
+    test_row = samples.index[samples["stay_id"] == 30000201][0]
+    assert ehr[test_row, 1, k] == pytest.approx((140 - 128) / 491.75, abs=1e-6)  # 09:30 is hour 1
+    assert ehr[test_row, 0, k] == 0.0  # before the first reading: the normal value, z = 0
+    assert np.abs(ehr[..., k]).max() < 1
