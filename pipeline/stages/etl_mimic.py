@@ -119,17 +119,21 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
 
     with Progress(transient=True) as progress:
         task_id = progress.add_task("decoding films", total=len(paths))
-        decoded, failures = decode_cxr_images(paths, s.cxr_size, s.workers,
-                                              on_done=lambda k: progress.advance(task_id, k))
+        decoded, failures, conversions = decode_cxr_images(paths, s.cxr_size, s.workers,
+                                                           on_done=lambda k: progress.advance(task_id, k))
     cxr = np.zeros((len(cohort), s.cxr_size, s.cxr_size), dtype=np.uint8)
     cxr[has_film] = decoded
     failed = {f["path"] for f in failures}
     ok_film = has_film.copy()
     ok_film[np.flatnonzero(has_film)] = [str(p) not in failed for p in paths]
+    by_reason = pd.Series([f["reason"] for f in failures], dtype=object).value_counts().to_dict()
     for f in failures[:5]:
-        warnings.warn(f"unreadable chest film {f['path']}: {f['reason']}", stacklevel=1)
+        warnings.warn(f"unreadable chest film {f['path']}: {f['reason']} ({f['detail']})", stacklevel=1)
     if failures:
-        _log(f"WARNING: {len(failures)} chest film(s) could not be read (listed in manifest.json)")
+        _log(f"WARNING: {len(failures)} chest film(s) could not be read (counted by reason in manifest.json): "
+             + "; ".join(f"{n} {reason}" for reason, n in by_reason.items()))
+    for note, n in conversions.items():
+        _log(f"{n} chest film(s): {note}")
     if s.require_cxr and failures:
         n = len(cohort)
         keep = ok_film  # every remaining stay has a paired film here; drop the unreadable ones
@@ -176,7 +180,9 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         "ehr_unobserved_in_training": {"count": len(unobserved), "channels": unobserved},
         **({"phenotype_icd10_rules": load_rule_counts()} if task == "phenotype" else {}),
         "cxr": {"size": s.cxr_size, "format": s.cxr_format, "paired": int(has_film.sum()),
-                "without_film": int((~has_film).sum()), "unreadable": len(failures), "failures": failures[:100]},
+                "without_film": int((~has_film).sum()), "unreadable": len(failures),
+                "unreadable_by_reason": {str(k): int(v) for k, v in by_reason.items()},
+                "converted": conversions, "failures": failures[:100]},
         "sources": {name: source_entry(p) for name, p in tables.items()} | {
             "mimic-cxr metadata": source_entry(next(mimic_cxr.glob("mimic-cxr-2.0.0-metadata.csv*"))),
             "mimic-cxr images": {"path": str(images.resolve())}},

@@ -13,8 +13,10 @@ two ICU stays. The CHF code 4280 given with icd_version 10 must not match.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +263,68 @@ def test_a_channel_never_observed_in_training_never_reaches_the_tensor_in_raw_un
     assert ehr[test_row, 1, k] == pytest.approx((140 - 128) / 491.75, abs=1e-6)  # 09:30 is hour 1
     assert ehr[test_row, 0, k] == 0.0  # before the first reading: the normal value, z = 0
     assert np.abs(ehr[..., k]).max() < 1
+
+
+def test_mimic_stage_over_mixed_real_world_dicoms_counts_every_failure_by_reason(tmp_path):
+    # every AP film of a synthetic export rewritten as one kind of DICOM found in real archives;
+    # the stage must finish, decode the readable kinds and count each unreadable film by its reason
+    from PIL import Image
+
+    from etl.mimic import cxr
+    from tests.fixtures import dicoms
+
+    raw = tmp_path / "raw"
+    assert main(["synth", "--out", str(raw), "--subjects", "80", "--only", "mimic"]) == 0
+    meta = pd.read_csv(raw / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz", dtype={"dicom_id": str})
+    ap = meta[meta["ViewPosition"] == "AP"].sort_values("dicom_id")
+    jpeg_lossless = dicoms.pydicom_test_file("SC_rgb_jpeg_gdcm.dcm")  # JPEG Lossless, process 14
+    writers = {
+        "monochrome2": lambda p, img: dicoms.dicom_file(p, img),
+        "monochrome1": lambda p, img: dicoms.dicom_file(p, 255 - img, "MONOCHROME1"),
+        "colour": lambda p, img: dicoms.dicom_file(p, np.stack([img] * 3, axis=-1), "RGB"),
+        "multi-frame": lambda p, img: dicoms.dicom_file(p, np.stack([img, 255 - img])),
+        "rle": lambda p, img: dicoms.dicom_file(p, img, compress=True),
+        "sigmoid": lambda p, img: dicoms.dicom_file(p, img, WindowCenter=128, WindowWidth=200,
+                                                    VOILUTFunction="SIGMOID"),
+        "not DICOM": lambda p, img: p.write_bytes(b"<html>proxy error</html>"),
+        "no pixels": lambda p, img: dicoms.without_pixels(p),
+        "truncated": lambda p, img: dicoms.truncated(p, img),
+        "absent": lambda p, img: None,
+    }
+    if jpeg_lossless is not None:
+        writers["jpeg lossless"] = lambda p, img: p.write_bytes(jpeg_lossless.read_bytes())
+    reason = {"not DICOM": cxr.NOT_DICOM, "no pixels": cxr.NO_PIXELS, "truncated": cxr.TRUNCATED,
+              "absent": cxr.ABSENT}
+    if jpeg_lossless is not None and importlib.util.find_spec("libjpeg") is None:
+        reason["jpeg lossless"] = cxr.UNDECODABLE
+    note = {"colour": "colour: converted to luminance", "multi-frame": "multi-frame: first frame used",
+            "jpeg lossless": "colour: converted to luminance"}
+    kinds = list(writers)
+    kind_of = {}
+    images = tmp_path / "dicom"
+    for i, row in enumerate(ap.itertuples()):
+        kind_of[row.dicom_id] = kind = kinds[i % len(kinds)]
+        jpg = cxr.cxr_image_path(raw / "mimic-cxr-jpg", row.subject_id, row.study_id, row.dicom_id)
+        path = cxr.cxr_image_path(images, row.subject_id, row.study_id, row.dicom_id, dicom=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writers[kind](path, np.asarray(Image.open(jpg).convert("L")).astype(np.int64))
+
+    out = tmp_path / "cohort"
+    settings = MimicEtlSettings(workers=1, threads=1, memory_limit="256MB", cxr_size=8, require_cxr=False,
+                                cxr_format="dicom")
+    with pytest.warns(UserWarning, match="unreadable chest film"):
+        build_mimic_cohort(raw / "mimic-iv", raw / "mimic-cxr-jpg", images, "phenotype", out, settings)
+    manifest = json.loads((out / "manifest.json").read_text())["cxr"]
+    samples = pd.read_parquet(out / "samples.parquet")
+    decoded = samples.loc[samples["has_cxr"], "dicom_id"].tolist()
+    failed = {Path(f["path"]).stem: f["reason"] for f in manifest["failures"]}
+    paired = decoded + list(failed)
+    assert len(paired) == manifest["paired"] and len(set(kind_of[d] for d in paired)) >= 8
+    # every film ends as its kind says: decoded, or a failure with the kind's reason
+    assert {d: kind_of[d] for d in decoded if kind_of[d] in reason} == {}
+    assert failed == {d: reason[kind_of[d]] for d in paired if kind_of[d] in reason}
+    assert manifest["unreadable"] == len(failed)
+    assert manifest["unreadable_by_reason"] == dict(Counter(failed.values()))
+    assert manifest["converted"] == dict(Counter(note[kind_of[d]] for d in decoded if kind_of[d] in note))
+    cache = np.load(out / "cxr.npy")
+    assert (cache[samples["has_cxr"].to_numpy()].std(axis=(1, 2)) > 0).all()  # a real image, not zeros

@@ -201,8 +201,8 @@ def test_dicom_copies_decode_to_their_jpeg_films(raw):
 
     dicoms = sorted((raw / "mimic-cxr-dicom").rglob("*.dcm"))
     jpgs = [raw / "mimic-cxr-jpg" / p.relative_to(raw / "mimic-cxr-dicom").with_suffix(".jpg") for p in dicoms]
-    a, fa = decode_cxr_images(dicoms, 32, 1)
-    b, fb = decode_cxr_images(jpgs, 32, 1)
+    a, fa, _ = decode_cxr_images(dicoms, 32, 1)
+    b, fb, _ = decode_cxr_images(jpgs, 32, 1)
     assert fa == fb == []
     # rescale, window and MONOCHROME1 inversion undone: only JPEG compression differs
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 3
