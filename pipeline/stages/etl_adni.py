@@ -22,6 +22,7 @@ from etl.adni.mri import choose_scans, preprocess_volume, scan_path
 from etl.adni.tabular import fit_transform_tabular
 from etl.errors import InputError
 from etl.parallel import map_in_chunks
+from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from pipeline.config import load_params
 from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
@@ -122,6 +123,7 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
                 "within_window": int(((samples["scan_viscode"] != "bl") & samples["has_mri"]).sum()),
                 "unreadable": len(failures), "failures": failures[:100]},
         "sources": {"ADNIMERGE": source_entry(source), "MRI": {"path": str((adni / "MRI").resolve())}},
+        **synthetic_sources({"adni": adni}),
         "config": s.model_dump(mode="json"), "created": now(),
     }
     write_cohort_folder(out, {"tabular": tabular, "mri": mri}, samples, manifest, {"tabular_features.json": names})

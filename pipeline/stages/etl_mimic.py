@@ -27,6 +27,7 @@ from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_varia
 from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions, load_rule_counts
 from etl.mimic.schema import locate_tables
 from etl.normalize import forward_fill, impute_and_scale, range_scale, train_statistics
+from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from pipeline.config import load_params
 from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
@@ -186,6 +187,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         "sources": {name: source_entry(p) for name, p in tables.items()} | {
             "mimic-cxr metadata": source_entry(next(mimic_cxr.glob("mimic-cxr-2.0.0-metadata.csv*"))),
             "mimic-cxr images": {"path": str(images.resolve())}},
+        **synthetic_sources({"mimic-iv": mimic_iv, "mimic-cxr": mimic_cxr, "mimic-cxr images": images}),
         "config": s.model_dump(mode="json"), "created": now(),
     }
     write_cohort_folder(out, {"ehr": ehr, "cxr": cxr}, samples, manifest, {"ehr_stats.json": stats})

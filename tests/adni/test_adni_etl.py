@@ -160,6 +160,16 @@ def test_cli_runs_on_a_synthetic_export(tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "out/samples.parquet")) > 15
 
 
+def test_manifest_says_synthetic_from_the_generators_marker_not_from_the_path(adni, tmp_path):
+    # the hand-written golden export carries no marker; a generated export does, wherever it lies
+    build_adni_cohort(adni, tmp_path / "golden", ALL_TRAIN)
+    assert load(tmp_path / "golden")[2]["synthetic"] is False
+    write_adni_export(tmp_path / "site-export", 12, seed=3, mri_size=12)
+    build_adni_cohort(tmp_path / "site-export", tmp_path / "generated", ALL_TRAIN)
+    manifest = load(tmp_path / "generated")[2]
+    assert manifest["synthetic"] is True and manifest["synthetic_sources"]["adni"]["seed"] == 3
+
+
 def test_same_inputs_give_identical_cohort_arrays_and_split(adni, tmp_path):
     build_adni_cohort(adni, tmp_path / "a", ALL_TRAIN)
     build_adni_cohort(adni, tmp_path / "b", ALL_TRAIN)

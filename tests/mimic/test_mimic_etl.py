@@ -79,6 +79,7 @@ def test_phenotype_cohort_labels_pairing_and_exclusions(raw, tmp_path):
     assert got == exp["exclusions"]
     assert len(manifest["label_columns"]) == 25 and manifest["task_type"] == "multilabel"
     assert manifest["phenotype_icd10_rules"]["backward_majority"]["with_benchmark_phenotype"] > 0
+    assert manifest["synthetic"] is False  # the hand-written golden export has no generator marker
     ehr = np.load(out / "ehr.npy")
     assert ehr.shape == (2, 48, 24) and ehr.dtype == np.float32
     assert not np.isnan(ehr).any()
@@ -314,7 +315,10 @@ def test_mimic_stage_over_mixed_real_world_dicoms_counts_every_failure_by_reason
                                 cxr_format="dicom")
     with pytest.warns(UserWarning, match="unreadable chest film"):
         build_mimic_cohort(raw / "mimic-iv", raw / "mimic-cxr-jpg", images, "phenotype", out, settings)
-    manifest = json.loads((out / "manifest.json").read_text())["cxr"]
+    full = json.loads((out / "manifest.json").read_text())
+    # the generated MIMIC-IV and CXR-JPG exports carry the marker; the hand-made DICOM folder does not
+    assert full["synthetic"] is True and set(full["synthetic_sources"]) == {"mimic-iv", "mimic-cxr"}
+    manifest = full["cxr"]
     samples = pd.read_parquet(out / "samples.parquet")
     decoded = samples.loc[samples["has_cxr"], "dicom_id"].tolist()
     failed = {Path(f["path"]).stem: f["reason"] for f in manifest["failures"]}

@@ -267,3 +267,12 @@ def test_cxr_tables_agree_with_the_image_files(raw):
     labels = chex.drop(columns=["subject_id", "study_id"]).to_numpy().ravel()
     assert set(labels[~np.isnan(labels)]) == {-1.0, 0.0, 1.0} and np.isnan(labels).any()
     assert meta["StudyDate"].between(21000101, 21991231).all()
+
+
+def test_every_export_carries_the_synthetic_marker_with_its_seed(raw):
+    from etl.provenance import MARKER, synthetic_marker
+
+    for folder in ("mimic-iv", "mimic-cxr-jpg", "mimic-cxr-dicom", "adni"):
+        assert (raw / folder / MARKER).is_file(), folder
+        marker = synthetic_marker(raw / folder)
+        assert marker["synthetic"] is True and marker["seed"] == 5 and marker["generator"] == "clinfuse synth"
