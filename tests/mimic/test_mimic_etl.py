@@ -230,10 +230,11 @@ def test_intubated_verbal_response_scores_one_and_counts_in_the_total():
     # "No Response-ETT" = 1 (CareVue's "1.0 ET/Trach" score; mimic3-benchmarks keeps it beside "1 No Response"),
     # not mimic-code's 0-and-total-15: eye 4 + verbal 1 + motor 6 = 11 at 12:00 for stay 30000101
     variables = load_variables()
-    scores = variables.text_scores[variables.text_scores["channel"] == variables.names.index("gcs_verbal")]
-    assert scores.set_index("text")["score"].to_dict()["no response-ett"] == 1.0
-    observed = {(s, h, n): v for s, h, n, v in EXPECTED["raw_ehr"]["observed"]}
-    assert observed[(30000101, 2, "gcs_verbal")] == 1.0 and observed[(30000101, 2, "gcs_total")] == 11.0
+    tables = locate_tables(GOLDEN / "input" / "mimic-iv")
+    stays = pd.DataFrame({"stay_id": [30000101], "intime": pd.to_datetime(["2150-01-01 10:00:00"])})
+    values, _ = extract_ehr_values(connect("256MB", 1), tables["icu/chartevents"], stays, variables)
+    hour2 = dict(zip(variables.names, derive_totals(values, variables)[0, 2], strict=True))
+    assert (hour2["gcs_eye"], hour2["gcs_verbal"], hour2["gcs_motor"], hour2["gcs_total"]) == (4, 1, 6, 11)
 
 
 def test_a_channel_never_observed_in_training_never_reaches_the_tensor_in_raw_units(raw, tmp_path):
