@@ -104,6 +104,13 @@ LAYOUT = "unsupported image layout"
 ABSENT = "file absent"
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _failure_reason(exc: Exception) -> str:
     """A short, stable reason for counting failures (the detail goes into the failure record)."""
     if isinstance(exc, UnreadableFilm):
@@ -144,7 +151,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, list[str]]:
     except (RuntimeError, NotImplementedError) as exc:  # pydicom: no plugin for the syntax, or all failed
         syntax = ds.file_meta.get("TransferSyntaxUID")
         hint = ""
-        if syntax is not None and "JPEG" in syntax.name and importlib.util.find_spec("libjpeg") is None:
+        if syntax is not None and "JPEG" in syntax.name and not _installed("libjpeg"):
             hint = " (JPEG lossless, extended and JPEG-LS need the dicom-jpeg extra: pylibjpeg-libjpeg)"
         raise UnreadableFilm(UNDECODABLE, f"{syntax.name if syntax else 'no transfer syntax'}{hint}: {exc}") from exc
     except Exception as exc:

@@ -198,13 +198,14 @@ def test_twelve_bit_extended_jpeg_decodes():
 
 
 def test_unreadable_dicoms_are_failures_with_their_reason_never_a_crash(tmp_path):
-    from etl.mimic.cxr import ABSENT, NO_PIXELS, NOT_DICOM, TRUNCATED
-    from tests.fixtures.dicoms import truncated, without_pixels
+    from etl.mimic.cxr import ABSENT, NO_PIXELS, NOT_DICOM, TRUNCATED, UNDECODABLE
+    from tests.fixtures.dicoms import truncated, without_decoder, without_pixels
 
     garbage = tmp_path / "garbage.dcm"
     garbage.write_bytes(b"this is not a DICOM file" * 10)
     paths = [garbage, without_pixels(tmp_path / "sr.dcm"), truncated(tmp_path / "t.dcm", np.ones((8, 8))),
-             tmp_path / "absent.dcm"]
+             without_decoder(tmp_path / "mpeg2.dcm"), tmp_path / "absent.dcm"]
     out, failures, converted = decode_dicoms(paths, 4)
-    assert [f["reason"] for f in failures] == [NOT_DICOM, NO_PIXELS, TRUNCATED, ABSENT]
+    assert [f["reason"] for f in failures] == [NOT_DICOM, NO_PIXELS, TRUNCATED, UNDECODABLE, ABSENT]
+    assert "MPEG2" in failures[3]["detail"]
     assert all(f["detail"] for f in failures) and out.max() == 0 and converted == {}
