@@ -209,7 +209,7 @@ def test_dicom_copies_decode_to_their_jpeg_films(raw):
 
 
 def test_every_synthetic_diagnosis_code_maps_to_its_own_phenotype_only():
-    # the ETL's GEM closure must give back the phenotype the generator meant, or labels lose their signal
+    # the ETL's ICD-10 mapping must give back the phenotype the generator meant, or labels lose their signal
     from etl.mimic.phenotypes import load_phenotype_definitions
     from etl.synth.mimic import FILLER_CODES, load_phenotype_codes
 
