@@ -20,23 +20,44 @@ def forward_fill(values: np.ndarray) -> np.ndarray:
     return np.where(seen, filled, np.nan)
 
 
-def train_statistics(values: np.ndarray, train_rows: np.ndarray, names: list[str]) -> dict[str, dict]:
+def range_scale(valid: tuple[float, float]) -> float:
+    """Scale for a channel without training statistics: (valid high - valid low) / 4.
+
+    Reading the valid range as about +-2 standard deviations around the normal value
+    over-estimates the spread of a real cohort (the ranges are plausibility bounds), which
+    is the safe side: any valid value lands within [-4, 4], never at its raw unit size.
+    """
+    lo, hi = valid
+    return (hi - lo) / 4.0
+
+
+def train_statistics(values: np.ndarray, train_rows: np.ndarray, names: list[str],
+                     fallback: dict[str, tuple[float, float]]) -> dict[str, dict]:
     """Per-channel median, mean and std of the OBSERVED values of training samples.
 
-    `values` `[N, T, C]` raw (before filling). A channel never observed in training
-    gets median 0, mean 0, std 1 (and is reported with n_observed 0).
+    Args:
+        values: `[N, T, C]` raw (before filling), NaN where unobserved.
+        train_rows: indices of the training samples in `values`.
+        names: the C channel names.
+        fallback: per channel (normal value, scale). A channel never observed in training
+            gets median = mean = its normal value and std = its scale (`n_observed` 0,
+            `unobserved_in_training` True), so a value seen later in validation or test is
+            still scaled, never left in raw units; a channel whose training values are
+            all equal keeps its mean and takes the scale as std.
     """
     stats = {}
     train = values[train_rows]
     for k, name in enumerate(names):
         x = train[..., k]
         x = x[~np.isnan(x)]
+        normal, scale = fallback[name]
         if x.size == 0:
-            stats[name] = {"median": 0.0, "mean": 0.0, "std": 1.0, "n_observed": 0}
+            stats[name] = {"median": float(normal), "mean": float(normal), "std": float(scale), "n_observed": 0,
+                           "unobserved_in_training": True}
             continue
         std = float(x.std())
         stats[name] = {"median": float(np.median(x)), "mean": float(x.mean()),
-                       "std": std if std > 1e-8 else 1.0, "n_observed": int(x.size)}
+                       "std": std if std > 1e-8 else float(scale), "n_observed": int(x.size)}
     return stats
 
 

@@ -51,6 +51,7 @@ class ReportData:
     data_versions: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
+    synthetic: bool | None = None  # cohort built from the generator's exports (True), real (False), unknown (None)
 
 
 def fmt(value, digits: int = 3) -> str:

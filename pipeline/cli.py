@@ -14,11 +14,12 @@ import os
 import pkgutil
 import sys
 
-from etl.errors import ClinfuseError
+from etl.errors import ClinfuseError, ConfigError
 
 from . import commands
 
 EXIT_USER_ERROR = 2
+DEFAULT_PARAMS = "params.yaml"
 
 
 def _quiet_third_party() -> None:
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluation and reports. Paths default to params.yaml.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default=None,
+                        help="params file (default: params.yaml, all defaults if absent; a named file must exist)")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for module in _command_modules():
         cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
@@ -60,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
+        if args.params is None:
+            args.params = DEFAULT_PARAMS
+        elif not os.path.isfile(args.params):
+            # an explicit file that is not there must not silently fall back to the defaults
+            raise ConfigError(f"--params {args.params}: params file not found")
         return int(args._run(args) or 0)
     except ClinfuseError as exc:
         if args.debug:

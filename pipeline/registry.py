@@ -3,6 +3,11 @@
 Registered names are `<dataset>-<task>` (e.g. `mimic-phenotype`). The alias
 `champion` moves to a new version only when it beats the current champion on
 the validation metric (registry stages are deprecated; aliases replace them).
+Synthetic results never pass for clinical ones: every version is tagged
+`synthetic` (true / false / unknown, from the model card), a version not known to
+be trained on real data never takes `champion` from one that is, and a real-data
+version always takes it from a synthetic or unknown one (their validation metrics
+are not comparable).
 Each version carries a model card, `metadata.json`, in the spirit of a MONAI
 bundle: inputs with shape, dtype, channel meaning and value range, intended
 use, data source, evaluation metrics with CIs and the training config.
@@ -28,6 +33,8 @@ INTENDED_USE = (
     "device; not validated for clinical decision making. Trained on synthetic data unless "
     "the data source below names a credentialed export."
 )
+SYNTHETIC_USE = ("SYNTHETIC DATA: trained and evaluated on clinfuse's generated exports, not on patients; "
+                 "its metrics say nothing about clinical performance.")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,39 @@ def champion_metric(client, name: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def provenance(synthetic: bool | None) -> str:
+    """The `synthetic` version tag: "true", "false" or "unknown" (card without the flag)."""
+    return "unknown" if synthetic is None else str(bool(synthetic)).lower()
+
+
+def champion_provenance(client, name: str) -> str | None:
+    """The current champion's `synthetic` tag ("unknown" for versions registered before the tag), or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return version.tags.get("synthetic", "unknown")
+
+
+def takes_champion(val_metric: float, synthetic: str, previous_metric: float | None,
+                   previous_synthetic: str | None) -> bool:
+    """Whether a new version (tag `synthetic`) takes `champion` from the current one.
+
+    Only real data ("false") competes with real data; a real-data version replaces a
+    synthetic or unknown champion whatever the metrics; otherwise the better validation
+    metric wins (higher is better).
+    """
+    if previous_synthetic is None:
+        return True
+    if previous_synthetic == "false" and synthetic != "false":
+        return False
+    if synthetic == "false" and previous_synthetic != "false":
+        return True
+    return previous_metric is None or val_metric > previous_metric
+
+
 def _pip_requirements() -> list[str]:
     # Explicit requirements: MLflow's inference imports the model in a subprocess
     # (slow) and would log torch with the local "+cpu" label.
@@ -105,6 +145,8 @@ def register_model(
     with torch.no_grad():
         out = exportable(*[torch.from_numpy(a) for a in example])
     signature = model_signature(input_names, example, int(out.shape[-1]))
+    synthetic = provenance(card.get("synthetic"))
+
     with tempfile.TemporaryDirectory() as tmp:
         card_path = Path(tmp) / CARD_FILE
         card_path.write_text(json.dumps(card, indent=2, default=str))
@@ -127,13 +169,18 @@ def register_model(
     version = int(mv.version)
     client.set_model_version_tag(name, str(version), "val_metric", f"{val_metric:.6f}")
     client.set_model_version_tag(name, str(version), "method", str(card.get("training", {}).get("method", "")))
+    client.set_model_version_tag(name, str(version), "synthetic", synthetic)
     client.update_model_version(name, str(version), description=_card_summary(card))
-    moved, previous = move_champion_if_better(client, name, version, val_metric)
+    moved, previous = move_champion_if_better(client, name, version, val_metric, synthetic)
     return Registration(name, version, moved, val_metric, previous, f"models:/{name}/{version}")
 
 
-def move_champion_if_better(client, name: str, version: int, val_metric: float) -> tuple[bool, float | None]:
+def move_champion_if_better(client, name: str, version: int, val_metric: float, synthetic: str = "unknown"
+                            ) -> tuple[bool, float | None]:
     """Point `champion` at `version` when it beats the current champion (compare-and-set).
+
+    "Beats" is `takes_champion`: better validation metric, and a synthetic-data version
+    never displaces a real-data champion.
 
     The read of the current champion and the alias move happen under the store's
     inter-process lock, so two concurrent registrations cannot leave the worse
@@ -145,7 +192,7 @@ def move_champion_if_better(client, name: str, version: int, val_metric: float) 
 
     with store_lock():
         previous = champion_metric(client, name)
-        moved = previous is None or val_metric > previous
+        moved = takes_champion(val_metric, synthetic, previous, champion_provenance(client, name))
         if moved:
             client.set_registered_model_alias(name, CHAMPION, str(version))
             now = client.get_model_version_by_alias(name, CHAMPION)
@@ -168,6 +215,8 @@ def _ensure_registered_model(client, name: str) -> None:
 def _card_summary(card: dict[str, Any]) -> str:
     ev = card.get("evaluation", {})
     parts = [f"{card.get('task', '')}: {card.get('training', {}).get('method', '')}"]
+    if card.get("synthetic"):
+        parts.insert(0, "SYNTHETIC DATA (not clinical)")
     for key, val in ev.get("headline", {}).items():
         parts.append(f"{key}={val}")
     return "; ".join(parts)

@@ -58,3 +58,11 @@ def test_dvc_pipeline_resolves_with_the_repository_params():
     for stage in ("synth", "etl_mimic@phenotype", "etl_adni", "train@mimic-phenotype-masam-42",
                   "evaluate@adni", "report@mimic-mortality", "register@mimic-phenotype"):
         assert stage in proc.stdout
+
+
+def test_a_named_params_file_that_does_not_exist_is_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "typo-params.yaml"
+    assert main(["--params", str(missing), "etl", "mimic", "--task", "phenotype", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and str(missing) in err and "not found" in err
+    assert not (tmp_path / "o").exists()

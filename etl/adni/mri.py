@@ -49,7 +49,11 @@ def quiet_monai() -> None:
 
 
 def preprocess_volume(path: str, size: int, spacing_mm: float) -> tuple[np.ndarray, str | None]:
-    """(`[size]*3` uint8 volume, None), or (zeros, reason) for an unreadable or non-3D file."""
+    """(`[size]*3` uint8 volume, None), or (zeros, reason) for an unreadable or non-3D file.
+
+    Trailing singleton axes (`[X, Y, Z, 1]`, as some converters write a single volume) are
+    squeezed; a real 4D series (`[X, Y, Z, T>1]`) is refused.
+    """
     quiet_monai()
     from monai.transforms import (
         Compose,
@@ -66,6 +70,8 @@ def preprocess_volume(path: str, size: int, spacing_mm: float) -> tuple[np.ndarr
         if not p.is_file():
             raise FileNotFoundError("scan referenced in ADNIMERGE (IMAGEUID) is absent")
         img = LoadImage(image_only=True, ensure_channel_first=False, reader="NibabelReader")(str(p))
+        while img.ndim > 3 and img.shape[-1] == 1:  # (X, Y, Z, 1[, 1]) is a 3D volume written with a time axis
+            img = img[..., 0]
         if img.ndim != 3:
             raise ValueError(f"expected a 3D T1 volume, got shape {tuple(img.shape)}")
         chain = Compose([

@@ -1,12 +1,16 @@
 """Chest X-ray pairing (latest AP film in the first 48 h of the stay) and one-time decoding.
 
 Decoding happens once, here, into a uint8 cache (`cxr.npy`); training never
-touches JPEG or DICOM. JPEG via Pillow; DICOM via pydicom with the modality LUT
-(rescale slope/intercept), the VOI LUT (windowing) and MONOCHROME1 inversion.
+touches JPEG or DICOM. JPEG via Pillow; DICOM via pydicom (compressed transfer
+syntaxes through the pylibjpeg plugins) with the modality LUT (rescale
+slope/intercept), the VOI LUT or window (with its VOILUTFunction) and MONOCHROME1
+inversion; colour films become luminance and multi-frame files give their first
+frame (both counted). A film that cannot be read is counted by reason, never fatal.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from functools import partial
 from pathlib import Path
 
@@ -79,59 +83,151 @@ def _resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def _read_dicom(path: Path) -> np.ndarray:
-    """Pixels -> modality LUT (rescale) -> VOI (window or LUT) -> [0, 255], MONOCHROME1 inverted."""
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+# ITU-R BT.601 luma weights: how a colour film (ultrasound, secondary capture) becomes grey
+LUMA_BT601 = np.array([0.299, 0.587, 0.114])
 
-    ds = pydicom.dcmread(path)
-    arr = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
+
+class UnreadableFilm(Exception):
+    """A film that cannot become a grey image; `reason` is the manifest's count key."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+NOT_DICOM = "not a DICOM file"
+BAD_HEADER = "DICOM header unreadable"
+NO_PIXELS = "no pixel data"
+UNDECODABLE = "compressed pixel data not decodable (no installed decoder, or corrupt)"
+TRUNCATED = "pixel data truncated or inconsistent with its header"
+LAYOUT = "unsupported image layout"
+ABSENT = "file absent"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _failure_reason(exc: Exception) -> str:
+    """A short, stable reason for counting failures (the detail goes into the failure record)."""
+    if isinstance(exc, UnreadableFilm):
+        return exc.reason
+    if isinstance(exc, FileNotFoundError):
+        return ABSENT
+    return f"unreadable image ({type(exc).__name__})"
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, list[str]]:
+    """One DICOM film -> (`[H, W]` uint8 grey image, notes on what was converted).
+
+    Monochrome: pixels -> modality LUT (rescale) -> VOI (pydicom's `apply_voi_lut`: the VOI
+    LUT sequence, or the window with its VOILUTFunction LINEAR / LINEAR_EXACT / SIGMOID)
+    -> [0, 255], MONOCHROME1 inverted. A VOI LUT sequence is min-max scaled (its output
+    range is not reliably described by real files); a window is scaled by its own output
+    range. Colour (RGB, YBR decoded to RGB, PALETTE COLOR through its LUT): ITU-R BT.601
+    luma over the stored range. Multi-frame: the first frame only.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as exc:
+        raise UnreadableFilm(NOT_DICOM, str(exc)) from exc
+    except Exception as exc:
+        raise UnreadableFilm(BAD_HEADER, f"{type(exc).__name__}: {exc}") from exc
+    if "PixelData" not in ds:
+        raise UnreadableFilm(NO_PIXELS, "the file holds no image (a report, a plan, a structure set?)")
+    notes = []
+    try:
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            ds.pixel_array_options(index=0)  # decode the first frame only
+            notes.append("multi-frame: first frame used")
+        arr = ds.pixel_array
+    except (RuntimeError, NotImplementedError) as exc:  # pydicom: no plugin for the syntax, or all failed
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        hint = ""
+        if syntax is not None and "JPEG" in syntax.name and not _installed("libjpeg"):
+            hint = " (JPEG lossless, extended and JPEG-LS need the dicom-jpeg extra: pylibjpeg-libjpeg)"
+        raise UnreadableFilm(UNDECODABLE, f"{syntax.name if syntax else 'no transfer syntax'}{hint}: {exc}") from exc
+    except Exception as exc:
+        raise UnreadableFilm(TRUNCATED, f"{type(exc).__name__}: {exc}") from exc
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        notes.append("colour: converted to luminance")
+        grey = rgb.astype(np.float64) @ LUMA_BT601 / np.iinfo(rgb.dtype).max
+        return np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8), notes
+    if arr.ndim == 3 and arr.shape[-1] == 3:  # RGB (pydicom has converted YBR to RGB)
+        notes.append("colour: converted to luminance")
+        grey = arr.astype(np.float64) @ LUMA_BT601 / (2 ** int(ds.BitsStored) - 1)
+        return np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8), notes
+    if arr.ndim != 2 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnreadableFilm(LAYOUT, f"PhotometricInterpretation {photometric or 'absent'}, pixel array {arr.shape}")
+    arr = apply_modality_lut(arr, ds).astype(np.float64)
     if "VOILUTSequence" in ds:  # a non-linear VOI LUT: pydicom applies it, then min-max
         arr = apply_voi_lut(arr, ds).astype(np.float64)
         lo, hi = float(arr.min()), float(arr.max())
-    elif "WindowCenter" in ds and "WindowWidth" in ds:  # linear window (DICOM PS3.3 C.11.2.1.2)
-        center = float(np.atleast_1d(ds.WindowCenter)[0])
-        width = float(np.atleast_1d(ds.WindowWidth)[0])
-        lo, hi = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        # pydicom's windowing (DICOM PS3.3 C.11.2.1.2, VOILUTFunction included) maps onto a fixed
+        # output range; probing it with two extreme values reads that range back
+        probe = np.array([arr.min() - 1e9, arr.max() + 1e9])
+        with np.errstate(over="ignore"):  # SIGMOID: exp overflows to inf, which gives the bound exactly
+            lo, hi = (float(v) for v in apply_voi_lut(probe, ds))
+        arr = apply_voi_lut(arr, ds).astype(np.float64)
     else:
         lo, hi = float(arr.min()), float(arr.max())
     arr = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1) * 255
-    if ds.PhotometricInterpretation == "MONOCHROME1":
+    if photometric == "MONOCHROME1":
         arr = 255 - arr
-    return np.round(arr).astype(np.uint8)
+    return np.round(arr).astype(np.uint8), notes
 
 
-def decode_one(path: str, size: int) -> tuple[np.ndarray, str | None]:
-    """(image `[size, size]` uint8, None) or (zeros, reason) for one file."""
+def decode_one(path: str, size: int) -> tuple[np.ndarray, dict | None, list[str]]:
+    """(image `[size, size]` uint8, None, notes) or (zeros, failure {reason, detail}, []) for one file."""
     p = Path(path)
     try:
         if not p.is_file():
             raise FileNotFoundError("file referenced in metadata is absent")
+        notes = []
         if p.suffix.lower() == ".dcm":
-            img = _read_dicom(p)
+            img, notes = _read_dicom(p)
         else:
             from PIL import Image
 
             with Image.open(p) as im:
                 im.load()
                 img = np.asarray(im.convert("L"))
-        return _resize_center_crop(img, size), None
+        img = _resize_center_crop(img, size)
+        if img.shape != (size, size):  # a guard: nothing of another shape may reach the cache
+            raise UnreadableFilm(LAYOUT, f"decoded to shape {img.shape}")
+        return img, None, notes
     except Exception as exc:  # one bad image must not stop the stage: it is counted and reported
-        return np.zeros((size, size), dtype=np.uint8), f"{type(exc).__name__}: {exc}"
+        detail = exc.detail if isinstance(exc, UnreadableFilm) else f"{type(exc).__name__}: {exc}"
+        detail = " ".join(detail.split())[:300]
+        return np.zeros((size, size), dtype=np.uint8), {"reason": _failure_reason(exc), "detail": detail}, []
 
 
 def decode_cxr_images(paths: list[Path], size: int, workers: int = 1, on_done=None
-                      ) -> tuple[np.ndarray, list[dict]]:
+                      ) -> tuple[np.ndarray, list[dict], dict[str, int]]:
     """Decode films once into `[N, size, size]` uint8, in input order.
 
-    A missing, unreadable or truncated file gives a zero image and a failure
-    record {path, reason}; the caller warns and counts.
+    A missing, unreadable or truncated file gives a zero image and a failure record
+    {path, reason, detail}; the caller warns and counts by reason. The third result
+    counts conversions made on readable films (colour to luminance, first frame of a
+    multi-frame file).
     """
     decoded = map_in_chunks(partial(decode_one, size=size), [str(p) for p in paths], workers, 32, on_done)
     out = np.zeros((len(paths), size, size), dtype=np.uint8)
-    failures = []
-    for i, (img, reason) in enumerate(decoded):
+    failures, notes = [], {}
+    for i, (img, failure, film_notes) in enumerate(decoded):
         out[i] = img
-        if reason:
-            failures.append({"path": str(paths[i]), "reason": reason})
-    return out, failures
+        if failure:
+            failures.append({"path": str(paths[i]), **failure})
+        for note in film_notes:
+            notes[note] = notes.get(note, 0) + 1
+    return out, failures, notes

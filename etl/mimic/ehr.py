@@ -32,6 +32,7 @@ class Variables:
     text_scores: pd.DataFrame  # channel, text, score
     derived: dict[str, list[str]]  # gcs_total -> components
     ranges: dict[str, tuple[float, float]]
+    impute: dict[str, float]  # value for a channel never observed in training (see etl/normalize.py)
 
     @property
     def mask_names(self) -> list[str]:
@@ -41,21 +42,24 @@ class Variables:
 def load_variables(path: Path = RESOURCE) -> Variables:
     spec = yaml.safe_load(Path(path).read_text())
     names = [c["name"] for c in spec["channels"]]
-    rows, text_rows, derived, ranges = [], [], {}, {}
+    rows, text_rows, derived, ranges, impute = [], [], {}, {}, {}
     for k, ch in enumerate(spec["channels"]):
         lo, hi = ch["valid"]
         ranges[ch["name"]] = (float(lo), float(hi))
+        impute[ch["name"]] = float(ch["impute"])
         if "derived_from" in ch:
             derived[ch["name"]] = ch["derived_from"]
             continue
         for priority, itemid in enumerate(ch["itemids"]):
+            # one measurement in several units: no itemid outranks another, the latest reading wins
+            priority = 0 if ch.get("same_measurement") else priority
             rows.append({"itemid": itemid, "channel": k, "priority": priority, "is_text": "text" in ch,
                          "fahrenheit": itemid in ch.get("fahrenheit_itemids", []),
                          "fraction": bool(ch.get("fraction_to_percent", False)), "lo": float(lo), "hi": float(hi)})
         if "text" in ch:
             for text, score in spec["text_scores"][ch["text"]].items():
                 text_rows.append({"channel": k, "text": text.strip().lower(), "score": float(score)})
-    return Variables(names, pd.DataFrame(rows), pd.DataFrame(text_rows), derived, ranges)
+    return Variables(names, pd.DataFrame(rows), pd.DataFrame(text_rows), derived, ranges, impute)
 
 
 def connect(memory_limit: str = "2GB", threads: int = 2, temp_directory: str | None = None):
@@ -121,7 +125,8 @@ def _channel_counts(con, variables: Variables) -> pd.DataFrame:
 
 
 # Last value per bin: the highest-priority itemid (lowest number), then the latest charttime,
-# then the largest value: a total order, so the result is deterministic.
+# then the largest value: a total order, so the result is deterministic. Itemids of one
+# measurement in several units (temperature C/F) share priority 0: the latest reading wins.
 _LAST_PER_BIN = """
     SELECT row, channel, bin,
            struct_extract(max(struct_pack(p := -priority, t := charttime, x := x)), 'x') AS value

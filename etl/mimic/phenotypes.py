@@ -1,13 +1,16 @@
 """The 25 CCS benchmark phenotypes from an admission's diagnoses_icd rows.
 
 ICD-9 codes match the CCS lists directly; ICD-10 codes match through the CMS
-GEMs in both directions (see resources/build_phenotype_resource.py). A code is
-matched together with its `icd_version`, never as a bare string across versions.
+GEMs, backward GEM first with a majority vote among alternative targets (the rule is
+in resources/build_phenotype_resource.py; `RULE_COUNTS` says how many ICD-10 codes
+fell under each of its rules). A code is matched together with its `icd_version`,
+never as a bare string across versions.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 RESOURCE = Path(__file__).resolve().parents[1] / "resources" / "phenotypes_icd.csv.gz"
+RULE_COUNTS = RESOURCE.with_name("phenotypes_icd.rules.json")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,11 @@ def load_phenotype_definitions(path: Path = RESOURCE) -> PhenotypeDefinitions:
         codes = pd.read_csv(fh, comment="#", dtype={"icd_code": str, "icd_version": int})
     names = list(dict.fromkeys(codes["phenotype"]))
     return PhenotypeDefinitions(names, codes)
+
+
+def load_rule_counts(path: Path = RULE_COUNTS) -> dict[str, dict[str, int]]:
+    """How many ICD-10 codes each mapping rule decided, as shipped beside the resource (for the manifest)."""
+    return json.loads(path.read_text())
 
 
 def normalise_codes(codes: pd.Series) -> pd.Series:

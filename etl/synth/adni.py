@@ -24,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from etl.provenance import write_synthetic_marker
+
 ADNIMERGE_COLUMNS = [
     "RID", "PTID", "VISCODE", "EXAMDATE", "DX_bl", "DX", "AGE", "PTGENDER", "PTEDUCAT", "PTETHCAT", "PTRACCAT",
     "PTMARRY", "APOE4", "ABETA", "TAU", "PTAU", "FDG", "PIB", "AV45", "FBB", "CDRSB", "ADAS11", "ADAS13",
@@ -146,4 +148,5 @@ def write_adni_export(out_dir: Path, n_subjects: int, seed: int, mri_size: int =
     frame = pd.DataFrame(rows, columns=ADNIMERGE_COLUMNS)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out_dir / "ADNIMERGE.csv", index=False, lineterminator="\n")
+    write_synthetic_marker(out_dir, "adni", seed, subjects=n_subjects)
     return {"subjects": n_subjects, "visits": len(frame), "volumes": n_volumes}

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from etl.provenance import write_synthetic_marker
+
 from .csvgz import write_csv_gz
 from .latent import sigmoid
 
@@ -140,6 +142,9 @@ def write_cxr_export(jpg_dir: Path, dicom_dir: Path | None, stays: pd.DataFrame,
     write_csv_gz(jpg_dir / "mimic-cxr-2.0.0-split.csv.gz", pd.DataFrame(split, columns=SPLIT_COLUMNS))
     write_csv_gz(jpg_dir / "mimic-cxr-2.0.0-chexpert.csv.gz",
                  pd.DataFrame(list(chex.values()), columns=["subject_id", "study_id", *CHEXPERT_LABELS]))
+    write_synthetic_marker(jpg_dir, "mimic-cxr-jpg", seed)
+    if dicom_dir is not None:
+        write_synthetic_marker(dicom_dir, "mimic-cxr-dicom", seed)
     return {"images": len(meta), "studies": len(chex), "dicom": n_dicom_written}
 
 

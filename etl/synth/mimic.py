@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from etl.provenance import write_synthetic_marker
+
 from .csvgz import GzipCsvWriter
 from .latent import N_FACTORS, mortality_logit, phenotype_weights, sigmoid
 
@@ -420,4 +422,5 @@ def write_mimic_export(out_dir: Path, n_subjects: int, seed: int, scale: int = 1
     write_csv_gz(out_dir / "icu/d_items.csv.gz", d_items_table())
     write_csv_gz(out_dir / "hosp/d_icd_diagnoses.csv.gz", d_icd_table())
     counts = {name: w.rows for name, w in writers.items()}
+    write_synthetic_marker(out_dir, "mimic-iv", seed, subjects=n_subjects, scale=scale)
     return counts, pd.concat(stays_for_cxr, ignore_index=True)

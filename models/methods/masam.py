@@ -35,10 +35,11 @@ Orange2107/MASAM-Multimodal-Adaptive-SAM @713f931) where it departs from the
 paper:
   a. gamma_m is the MEAN over encoder tensors of per-tensor cosines, not the
      cosine of the flattened gradients;
-  b. the perturbation is built per tensor: u = projection of g_u onto g_f
-     when <g_u, g_f> >= 0, else g_f, normalised per tensor, and scaled by the
-     cosine of the LAST tensor of the encoder (a cosine <= 0 becomes 1), so
-     it never reverses;
+  b. the perturbation direction is built per tensor: u = projection of g_u
+     onto g_f when <g_u, g_f> >= 0, else g_f; u is then divided by ONE norm
+     over all of encoder d's projected tensors together (not per tensor) and
+     scaled by the cosine of the LAST tensor of the encoder (a cosine <= 0
+     becomes 1), so it never reverses;
   c. the second backward is of L_total (not L_fuse) at the perturbed point,
      and its gradient replaces the gradient of EVERY encoder (not only d);
      heads keep their unperturbed gradients.
@@ -245,18 +246,19 @@ class MASAM(Method):
         if self.variant == "paper":
             return torch._foreach_mul(g_f, self.rho * gamma_m / norm(g_f).clamp(min=1e-12))
         # reference: per-tensor projection of g_u onto g_f (g_f itself when they disagree),
-        # per-tensor normalised, scaled by the last tensor's cosine (<= 0 -> 1).
+        # divided by one norm over the whole encoder's u (the released optimizer's group norm),
+        # scaled by the last tensor's cosine (<= 0 -> 1).
         dots = torch.stack([t.sum() for t in torch._foreach_mul(g_u, g_f)])
         f_sq = torch.stack(torch._foreach_norm(g_f)) ** 2
         coeff = torch.where(dots >= 0, dots / f_sq.clamp(min=1e-24), torch.ones_like(dots))
         u = torch._foreach_mul(g_f, list(coeff.unbind()))
-        u_norm = torch.stack(torch._foreach_norm(u)).clamp(min=1e-12)
+        u_norm = norm(u).clamp(min=1e-12)
         if self.mdps:
             c_last = self._per_tensor_cosines(g_f[-1:], g_u[-1:])[0]
             c = torch.where(c_last > 0, c_last, torch.ones_like(c_last))
         else:
             c = torch.ones((), device=u_norm.device, dtype=u_norm.dtype)
-        return torch._foreach_mul(u, list((self.rho * c / u_norm).unbind()))
+        return torch._foreach_mul(u, self.rho * c / u_norm)
 
     # resumable state ----------------------------------------------------------------------
     def state_dict(self) -> dict:

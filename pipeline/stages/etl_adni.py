@@ -24,6 +24,7 @@ from etl.adni.tabular import fit_transform_tabular
 from etl.atomic import check_replaceable
 from etl.errors import InputError
 from etl.parallel import map_in_chunks
+from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from pipeline.config import load_params
 from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
@@ -136,6 +137,7 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
                 "within_window": int(((samples["scan_viscode"] != "bl") & samples["has_mri"]).sum()),
                 "unreadable": len(failures), "failures": failures[:100]},
         "sources": {"ADNIMERGE": source_entry(source), "MRI": {"path": str((adni / "MRI").resolve())}},
+        **synthetic_sources({"adni": adni}),
         "config": s.model_dump(mode="json"), "created": now(),
     }
     write_cohort_folder(out, {"tabular": tabular, "mri": mri}, samples, manifest, {"tabular_features.json": names})

@@ -4,8 +4,10 @@ Steps: validate inputs; cohort (adults, one ICU stay per admission, no careunit
 transfer, >= 48 h for mortality); labels; 48 h hourly EHR tensors streamed from
 chartevents through DuckDB; latest AP chest film in [intime, intime + 48 h];
 patient-level 7:1:2 split; forward fill, training-median imputation and
-training z-scores. Every exclusion is counted in manifest.json. The output
-folder is replaced only when everything succeeded.
+training z-scores (a channel never observed in training: normal value and a
+scale from its valid range, counted and warned about). Every exclusion is
+counted in manifest.json. The output folder is replaced only when everything
+succeeded.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from etl.errors import InputError
 from etl.mimic.cohort import exclusion, in_hospital_mortality, join_stays, select_cohort
 from etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, read_cxr_metadata
 from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
-from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions
+from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions, load_rule_counts
 from etl.mimic.schema import locate_tables
 from etl.mimic.tables import read_small_tables
-from etl.normalize import forward_fill, impute_and_scale, train_statistics
+from etl.normalize import forward_fill, impute_and_scale, range_scale, train_statistics
 from etl.parallel import scratch_dir
+from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from etl.sql import csv_error_message, sql_literal
 from pipeline.config import load_params
@@ -124,17 +127,21 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
 
     with Progress(transient=True) as progress:
         task_id = progress.add_task("decoding films", total=len(paths))
-        decoded, failures = decode_cxr_images(paths, s.cxr_size, s.workers,
-                                              on_done=lambda k: progress.advance(task_id, k))
+        decoded, failures, conversions = decode_cxr_images(paths, s.cxr_size, s.workers,
+                                                           on_done=lambda k: progress.advance(task_id, k))
     cxr = np.zeros((len(cohort), s.cxr_size, s.cxr_size), dtype=np.uint8)
     cxr[has_film] = decoded
     failed = {f["path"] for f in failures}
     ok_film = has_film.copy()
     ok_film[np.flatnonzero(has_film)] = [str(p) not in failed for p in paths]
+    by_reason = pd.Series([f["reason"] for f in failures], dtype=object).value_counts().to_dict()
     for f in failures[:5]:
-        warnings.warn(f"unreadable chest film {f['path']}: {f['reason']}", stacklevel=1)
+        warnings.warn(f"unreadable chest film {f['path']}: {f['reason']} ({f['detail']})", stacklevel=1)
     if failures:
-        _log(f"WARNING: {len(failures)} chest film(s) could not be read (listed in manifest.json)")
+        _log(f"WARNING: {len(failures)} chest film(s) could not be read (counted by reason in manifest.json): "
+             + "; ".join(f"{n} {reason}" for reason, n in by_reason.items()))
+    for note, n in conversions.items():
+        _log(f"{n} chest film(s): {note}")
     if s.require_cxr and failures:
         n = len(cohort)
         keep = ok_film  # every remaining stay has a paired film here; drop the unreadable ones
@@ -151,7 +158,13 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     raw = values[row_of_stay[cohort["stay_id"]].to_numpy()]
     mask = (~np.isnan(raw)).astype(np.float32)
     train_rows = np.flatnonzero(cohort["split"].to_numpy() == "train")
-    stats = train_statistics(raw, train_rows, variables.names)
+    fallback = {n: (variables.impute[n], range_scale(variables.ranges[n])) for n in variables.names}
+    stats = train_statistics(raw, train_rows, variables.names, fallback)
+    unobserved = [n for n in variables.names if stats[n].get("unobserved_in_training")]
+    if unobserved:
+        warnings.warn(f"{len(unobserved)} EHR channel(s) have no observation in the training split "
+                      f"({', '.join(unobserved)}): imputed with a normal value and scaled by their valid "
+                      "range (listed in manifest.json)", stacklevel=1)
     ehr = np.concatenate([impute_and_scale(forward_fill(raw), stats, variables.names), mask], axis=2).astype(np.float32)
 
     samples = pd.DataFrame({
@@ -172,11 +185,16 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         "label_prevalence": {split: samples.loc[samples["split"] == split, label_columns].mean().round(4).to_dict()
                              for split in ("train", "val", "test")},
         "ehr_rows": channel_counts.to_dict(orient="records"),
+        "ehr_unobserved_in_training": {"count": len(unobserved), "channels": unobserved},
+        **({"phenotype_icd10_rules": load_rule_counts()} if task == "phenotype" else {}),
         "cxr": {"size": s.cxr_size, "format": s.cxr_format, "paired": int(has_film.sum()),
-                "without_film": int((~has_film).sum()), "unreadable": len(failures), "failures": failures[:100]},
+                "without_film": int((~has_film).sum()), "unreadable": len(failures),
+                "unreadable_by_reason": {str(k): int(v) for k, v in by_reason.items()},
+                "converted": conversions, "failures": failures[:100]},
         "sources": {name: source_entry(p) for name, p in tables.items()} | {
             "mimic-cxr metadata": source_entry(next(mimic_cxr.glob("mimic-cxr-2.0.0-metadata.csv*"))),
             "mimic-cxr images": {"path": str(images.resolve())}},
+        **synthetic_sources({"mimic-iv": mimic_iv, "mimic-cxr": mimic_cxr, "mimic-cxr images": images}),
         "config": s.model_dump(mode="json"), "created": now(),
     }
     write_cohort_folder(out, {"ehr": ehr, "cxr": cxr}, samples, manifest, {"ehr_stats.json": stats})

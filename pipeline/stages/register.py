@@ -13,7 +13,7 @@ import numpy as np
 from etl.atomic import write_json
 from models.export import ExportableFusion
 from pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
-from pipeline.registry import INTENDED_USE, register_model
+from pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
 from pipeline.stages.report import champion_of, load_evaluations
 from pipeline.trainer import load_trained_model, read_json
 
@@ -62,6 +62,8 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
         "schema": "clinfuse model card v1 (in the spirit of a MONAI bundle metadata.json)",
         "name": f"{m.get('dataset')}-{m.get('task')}", "task": m.get("task"), "dataset": m.get("dataset"),
         "task_type": cohort.task_type,
+        # from the cohort manifest: True = trained on the generator's synthetic exports, None = not recorded
+        "synthetic": m.get("synthetic"),
         "network_data_format": {
             "inputs": inputs,
             "outputs": {"probabilities": {"shape": [-1, cohort.num_outputs], "dtype": "float32",
@@ -70,8 +72,9 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
                                           "channel_def": dict(enumerate(cohort.label_names))}},
             "argument_order": names,
         },
-        "intended_use": INTENDED_USE,
-        "data_source": {"cohort": str(cohort.path.resolve()), "created": m.get("created"),
+        "intended_use": (SYNTHETIC_USE + " " if m.get("synthetic") else "") + INTENDED_USE,
+        "data_source": {"cohort": str(cohort.path.resolve()), "synthetic": m.get("synthetic"),
+                        "synthetic_sources": m.get("synthetic_sources"), "created": m.get("created"),
                         "schema_version": m.get("schema_version"), "sources": m.get("sources"),
                         "counts": m.get("counts"), "exclusions": m.get("exclusions")},
         "evaluation": {"split": "test", "n": evaluation["n_test"], "headline": {headline: evaluation["test"][headline]},

@@ -116,8 +116,10 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
                                                  for m, r in best_by_method.items()})
 
     manifest = cohort.manifest
+    title = TITLES.get((manifest.get("dataset"), manifest.get("task")), cohort.name)
     data = ReportData(
-        title=TITLES.get((manifest.get("dataset"), manifest.get("task")), cohort.name),
+        title=f"SYNTHETIC DATA: {title}" if manifest.get("synthetic") else title,
+        synthetic=manifest.get("synthetic"),
         dataset=manifest.get("dataset", ""), task=manifest.get("task", ""), task_type=cohort.task_type,
         headline_metric=headline, methods=order, cohort_counts=manifest.get("counts", {}),
         exclusions=manifest.get("exclusions", []),

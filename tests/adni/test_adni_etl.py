@@ -160,8 +160,35 @@ def test_cli_runs_on_a_synthetic_export(tmp_path, capsys):
     assert len(pd.read_parquet(tmp_path / "out/samples.parquet")) > 15
 
 
+def test_manifest_says_synthetic_from_the_generators_marker_not_from_the_path(adni, tmp_path):
+    # the hand-written golden export carries no marker; a generated export does, wherever it lies
+    build_adni_cohort(adni, tmp_path / "golden", ALL_TRAIN)
+    assert load(tmp_path / "golden")[2]["synthetic"] is False
+    write_adni_export(tmp_path / "site-export", 12, seed=3, mri_size=12)
+    build_adni_cohort(tmp_path / "site-export", tmp_path / "generated", ALL_TRAIN)
+    manifest = load(tmp_path / "generated")[2]
+    assert manifest["synthetic"] is True and manifest["synthetic_sources"]["adni"]["seed"] == 3
+
+
 def test_same_inputs_give_identical_cohort_arrays_and_split(adni, tmp_path):
     build_adni_cohort(adni, tmp_path / "a", ALL_TRAIN)
     build_adni_cohort(adni, tmp_path / "b", ALL_TRAIN)
     for name in ("tabular.npy", "mri.npy", "samples.parquet", "tabular_features.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("trailing", [(1,), (1, 1)])
+def test_a_volume_stored_with_trailing_singleton_axes_is_read_as_3d(tmp_path, trailing):
+    from etl.adni.mri import preprocess_volume
+
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 1000, (10, 12, 9)).astype(np.int16)
+    affine = np.diag([1.2, -1.0, 1.5, 1.0])  # not RAS: the squeezed image must keep its orientation
+    plain, padded = tmp_path / "plain.nii", tmp_path / "padded.nii"
+    nib.save(nib.Nifti1Image(volume, affine), plain)
+    nib.save(nib.Nifti1Image(volume.reshape(volume.shape + trailing), affine), padded)
+    want, reason = preprocess_volume(str(plain), 8, 1.0)
+    got, reason_padded = preprocess_volume(str(padded), 8, 1.0)
+    assert reason is None and reason_padded is None
+    np.testing.assert_array_equal(got, want)
+    assert want.max() > 0

@@ -52,7 +52,7 @@ def test_jpeg_is_resized_on_the_shorter_side_and_center_cropped(tmp_path):
     img = np.zeros((40, 20), np.uint8)
     img[10:30, :] = 200  # a band in the middle rows
     Image.fromarray(img).save(tmp_path / "a.png")
-    out, failures = decode_cxr_images([tmp_path / "a.png"], 10, 1)
+    out, failures, _ = decode_cxr_images([tmp_path / "a.png"], 10, 1)
     assert failures == [] and out.shape == (1, 10, 10)
     # 20x40 -> 10x20, crop rows 5..15: all inside the band
     assert out[0].min() > 150
@@ -81,7 +81,7 @@ def test_dicom_applies_rescale_window_and_monochrome1_inversion(tmp_path):
     stored = np.array([[5, 30, 55, 80], [105, 5, 55, 105]] * 2)  # modality values 0, 50, 100, 150, 200
     write_dicom(tmp_path / "m2.dcm", stored, "MONOCHROME2")
     write_dicom(tmp_path / "m1.dcm", stored, "MONOCHROME1")
-    out, failures = decode_cxr_images([tmp_path / "m2.dcm", tmp_path / "m1.dcm"], 4, 1)
+    out, failures, _ = decode_cxr_images([tmp_path / "m2.dcm", tmp_path / "m1.dcm"], 4, 1)
     assert failures == []
     modality = stored * 2 - 10
     # linear window [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2] = [0.5, 199.5] -> 0..255
@@ -95,7 +95,7 @@ def test_bad_files_give_zeros_and_failure_records(tmp_path):
     Image.fromarray(np.full((16, 16), 100, np.uint8)).save(good)
     truncated = tmp_path / "trunc.jpg"
     truncated.write_bytes(good.read_bytes()[:40])
-    out, failures = decode_cxr_images([good, truncated, tmp_path / "absent.jpg"], 8, 1)
+    out, failures, _ = decode_cxr_images([good, truncated, tmp_path / "absent.jpg"], 8, 1)
     assert out[0].mean() > 90 and out[1].max() == 0 and out[2].max() == 0
     assert [f["path"] for f in failures] == [str(truncated), str(tmp_path / "absent.jpg")]
 
@@ -107,6 +107,105 @@ def test_parallel_decoding_gives_the_same_bytes(tmp_path):
         p = tmp_path / f"{i}.jpg"
         Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(p)
         paths.append(p)
-    a, _ = decode_cxr_images(paths, 12, 1)
-    b, _ = decode_cxr_images(paths, 12, 2)
+    a, _, _ = decode_cxr_images(paths, 12, 1)
+    b, _, _ = decode_cxr_images(paths, 12, 2)
     assert np.array_equal(a, b)
+
+
+# ---- real-world DICOM kinds (films built with pydicom; pydicom's own test files where present) ----
+
+def decode_dicoms(paths, size):
+    from etl.mimic.cxr import decode_cxr_images
+
+    return decode_cxr_images(paths, size, 1)
+
+
+def test_colour_dicom_becomes_bt601_luminance_and_is_counted(tmp_path):
+    from tests.fixtures.dicoms import dicom_file
+
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 6, 3))
+    out, failures, converted = decode_dicoms([dicom_file(tmp_path / "us.dcm", rgb, "RGB")], 6)
+    assert failures == [] and converted == {"colour: converted to luminance": 1}
+    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    np.testing.assert_array_equal(out[0], np.round(luma).astype(np.uint8))
+
+
+def test_multi_frame_dicom_gives_its_first_frame_and_is_counted(tmp_path):
+    from tests.fixtures.dicoms import dicom_file
+
+    frames = np.stack([np.full((5, 5), v) for v in (10, 200, 90)])
+    frames[0, 0, 0] = 250  # min-max (no window): frame 0 spans 10..250
+    out, failures, converted = decode_dicoms([dicom_file(tmp_path / "cine.dcm", frames)], 5)
+    assert failures == [] and converted == {"multi-frame: first frame used": 1}
+    expected = np.zeros((5, 5), np.uint8)
+    expected[0, 0] = 255
+    np.testing.assert_array_equal(out[0], expected)
+
+
+def test_sigmoid_voi_lut_function_is_honoured(tmp_path):
+    from tests.fixtures.dicoms import dicom_file
+
+    stored = np.array([[0, 1500, 1900, 2048], [2200, 2600, 3000, 4095]] * 2)
+    path = dicom_file(tmp_path / "sig.dcm", stored, bits_stored=12, WindowCenter=2048, WindowWidth=1000,
+                      VOILUTFunction="SIGMOID")
+    out, failures, _ = decode_dicoms([path], 4)
+    # PS3.3 C.11.2.1.3.1: y = (y_max - y_min) / (1 + exp(-4 (x - c) / w)) + y_min over [0, 4095]
+    want = 255 / (1 + np.exp(-4 * (stored - 2048) / 1000))
+    assert failures == []
+    np.testing.assert_array_equal(out[0], np.round(want).astype(np.uint8))
+    # a LINEAR window would saturate 0 and 255 at 1548 / 2547: the sigmoid does not (e.g. 1500 -> 26, not 0)
+    assert out[0][0, 1] == 26
+
+
+def test_rle_compressed_dicom_decodes_like_the_uncompressed_one(tmp_path):
+    from tests.fixtures.dicoms import dicom_file
+
+    img = np.random.default_rng(1).integers(0, 256, (8, 8))
+    plain = dicom_file(tmp_path / "plain.dcm", img)
+    rle = dicom_file(tmp_path / "rle.dcm", img, compress=True)
+    out, failures, _ = decode_dicoms([plain, rle], 8)
+    assert failures == [] and np.array_equal(out[0], out[1]) and out[0].std() > 0
+
+
+@pytest.mark.parametrize("compressed,reference", [
+    ("MR_small_RLE.dcm", "MR_small.dcm"),
+    ("MR_small_jp2klossless.dcm", "MR_small.dcm"),  # JPEG 2000 lossless (pylibjpeg-openjpeg)
+    ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),  # JPEG-LS (pylibjpeg-libjpeg)
+    ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb_rle.dcm"),  # JPEG Lossless process 14, colour (pylibjpeg-libjpeg)
+])
+def test_pydicom_compressed_test_files_decode_like_their_uncompressed_twins(compressed, reference):
+    from tests.fixtures.dicoms import pydicom_test_file
+
+    a, b = pydicom_test_file(compressed), pydicom_test_file(reference)
+    if a is None or b is None:
+        pytest.skip("pydicom's test files are not installed")
+    if "jpeg" in compressed:
+        pytest.importorskip("libjpeg", reason="the dicom-jpeg extra (pylibjpeg-libjpeg) is not installed")
+    out, failures, _ = decode_dicoms([a, b], 32)
+    assert failures == []
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_twelve_bit_extended_jpeg_decodes():
+    from tests.fixtures.dicoms import pydicom_test_file
+
+    path = pydicom_test_file("JPGExtended.dcm")
+    if path is None:
+        pytest.skip("pydicom's test files are not installed")
+    pytest.importorskip("libjpeg", reason="the dicom-jpeg extra (pylibjpeg-libjpeg) is not installed")
+    out, failures, _ = decode_dicoms([path], 16)
+    assert failures == [] and out[0].std() > 0
+
+
+def test_unreadable_dicoms_are_failures_with_their_reason_never_a_crash(tmp_path):
+    from etl.mimic.cxr import ABSENT, NO_PIXELS, NOT_DICOM, TRUNCATED, UNDECODABLE
+    from tests.fixtures.dicoms import truncated, without_decoder, without_pixels
+
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"this is not a DICOM file" * 10)
+    paths = [garbage, without_pixels(tmp_path / "sr.dcm"), truncated(tmp_path / "t.dcm", np.ones((8, 8))),
+             without_decoder(tmp_path / "mpeg2.dcm"), tmp_path / "absent.dcm"]
+    out, failures, converted = decode_dicoms(paths, 4)
+    assert [f["reason"] for f in failures] == [NOT_DICOM, NO_PIXELS, TRUNCATED, UNDECODABLE, ABSENT]
+    assert "MPEG2" in failures[3]["detail"]
+    assert all(f["detail"] for f in failures) and out.max() == 0 and converted == {}

@@ -13,8 +13,10 @@ two ICU stays. The CHF code 4280 given with icd_version 10 must not match.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,8 @@ def test_phenotype_cohort_labels_pairing_and_exclusions(raw, tmp_path):
     got = {e["reason"]: e["excluded"] for e in manifest["exclusions"][1:]}
     assert got == exp["exclusions"]
     assert len(manifest["label_columns"]) == 25 and manifest["task_type"] == "multilabel"
+    assert manifest["phenotype_icd10_rules"]["backward_majority"]["with_benchmark_phenotype"] > 0
+    assert manifest["synthetic"] is False  # the hand-written golden export has no generator marker
     ehr = np.load(out / "ehr.npy")
     assert ehr.shape == (2, 48, 24) and ehr.dtype == np.float32
     assert not np.isnan(ehr).any()
@@ -196,3 +200,137 @@ def test_same_inputs_give_identical_cohort_arrays_and_split(raw, tmp_path):
     build(raw, "phenotype", tmp_path / "b")
     for name in ("ehr.npy", "cxr.npy", "samples.parquet", "ehr_stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def _append_chart_rows(raw, rows):
+    path = raw / "mimic-iv/icu/chartevents.csv"
+    with path.open("a") as fh:
+        for stay_time_item_value in rows:
+            stay, time, itemid, value, unit = stay_time_item_value
+            subject, hadm = {30000101: (10000001, 20000011), 30000201: (10000002, 20000021)}[stay]
+            fh.write(f"{subject},{hadm},{stay},1,{time},,{itemid},{value},{value},{unit},0\n")
+    return path
+
+
+@pytest.mark.parametrize("rows,expected", [
+    # Celsius first, Fahrenheit last in the hour: the later 100.4 F = 38.0 C wins (it used to lose to 37.2 C)
+    ([("2150-01-01 10:05:00", 223762, 37.2, "°C"), ("2150-01-01 10:40:00", 223761, 100.4, "°F")], 38.0),
+    # and the other way round
+    ([("2150-01-01 10:05:00", 223761, 100.4, "°F"), ("2150-01-01 10:40:00", 223762, 37.2, "°C")], 37.2),
+])
+def test_temperature_is_the_last_reading_of_the_hour_whatever_its_unit(raw, rows, expected):
+    # stay 30000201 (intime 08:00): hour 2 has no temperature in the golden export
+    chartevents = _append_chart_rows(raw, [(30000201, *r) for r in rows])
+    variables = load_variables()
+    stays = pd.DataFrame({"stay_id": [30000201], "intime": pd.to_datetime(["2150-01-01 08:00:00"])})
+    values, _ = extract_ehr_values(connect("256MB", 1), chartevents, stays, variables)
+    assert values[0, 2, variables.names.index("temperature")] == pytest.approx(expected, abs=1e-4)
+
+
+def test_intubated_verbal_response_scores_one_and_counts_in_the_total():
+    # "No Response-ETT" = 1 (CareVue's "1.0 ET/Trach" score; mimic3-benchmarks keeps it beside "1 No Response"),
+    # not mimic-code's 0-and-total-15: eye 4 + verbal 1 + motor 6 = 11 at 12:00 for stay 30000101
+    variables = load_variables()
+    tables = locate_tables(GOLDEN / "input" / "mimic-iv")
+    stays = pd.DataFrame({"stay_id": [30000101], "intime": pd.to_datetime(["2150-01-01 10:00:00"])})
+    values, _ = extract_ehr_values(connect("256MB", 1), tables["icu/chartevents"], stays, variables)
+    hour2 = dict(zip(variables.names, derive_totals(values, variables)[0, 2], strict=True))
+    assert (hour2["gcs_eye"], hour2["gcs_verbal"], hour2["gcs_motor"], hour2["gcs_total"]) == (4, 1, 6, 11)
+
+
+def test_a_channel_never_observed_in_training_never_reaches_the_tensor_in_raw_units(raw, tmp_path):
+    # golden: no glucose anywhere ("ERROR" only); add glucose 140 mg/dL to one stay, and put every
+    # stay in training except that one, so training has no glucose at all
+    _append_chart_rows(raw, [(30000201, "2150-01-01 09:30:00", 220621, 140, "mg/dL")])
+    settings = MimicEtlSettings(workers=1, threads=1, memory_limit="256MB", cxr_size=8)
+    out = tmp_path / "pheno"
+    from unittest import mock
+
+    def split(subjects, fractions, seed):  # subject 10000002 (stay 30000201) is the only test patient
+        return pd.Series(np.where(subjects.to_numpy() == 10000002, "test", "train"), index=subjects.index)
+
+    with mock.patch("pipeline.stages.etl_mimic.assign_patient_split", split), \
+            pytest.warns(UserWarning, match=r"4 EHR channel\(s\) have no observation in the training split "
+                                            r"\(dbp, mbp, resp_rate, glucose\)"):
+        build(raw, "phenotype", out, settings)
+    manifest = json.loads((out / "manifest.json").read_text())
+    # the training stay (30000101) has no diastolic/mean pressure, respiratory rate or glucose either
+    assert manifest["ehr_unobserved_in_training"] == {"count": 4, "channels": ["dbp", "mbp", "resp_rate", "glucose"]}
+    stats = json.loads((out / "ehr_stats.json").read_text())["glucose"]
+    # mimic3-benchmarks' impute value 128 mg/dL; scale (2000 - 33) / 4 = 491.75
+    assert stats == {"median": 128.0, "mean": 128.0, "std": 491.75, "n_observed": 0, "unobserved_in_training": True}
+    samples = pd.read_parquet(out / "samples.parquet")
+    ehr = np.load(out / "ehr.npy")
+    k = manifest["ehr_channels"].index("glucose")
+    test_row = samples.index[samples["stay_id"] == 30000201][0]
+    assert ehr[test_row, 1, k] == pytest.approx((140 - 128) / 491.75, abs=1e-6)  # 09:30 is hour 1
+    assert ehr[test_row, 0, k] == 0.0  # before the first reading: the normal value, z = 0
+    assert np.abs(ehr[..., k]).max() < 1
+
+
+def test_mimic_stage_over_mixed_real_world_dicoms_counts_every_failure_by_reason(tmp_path):
+    # every AP film of a synthetic export rewritten as one kind of DICOM found in real archives;
+    # the stage must finish, decode the readable kinds and count each unreadable film by its reason
+    from PIL import Image
+
+    from etl.mimic import cxr
+    from tests.fixtures import dicoms
+
+    raw = tmp_path / "raw"
+    assert main(["synth", "--out", str(raw), "--subjects", "80", "--only", "mimic"]) == 0
+    meta = pd.read_csv(raw / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz", dtype={"dicom_id": str})
+    ap = meta[meta["ViewPosition"] == "AP"].sort_values("dicom_id")
+    jpeg_lossless = dicoms.pydicom_test_file("SC_rgb_jpeg_gdcm.dcm")  # JPEG Lossless, process 14
+    writers = {
+        "monochrome2": lambda p, img: dicoms.dicom_file(p, img),
+        "monochrome1": lambda p, img: dicoms.dicom_file(p, 255 - img, "MONOCHROME1"),
+        "colour": lambda p, img: dicoms.dicom_file(p, np.stack([img] * 3, axis=-1), "RGB"),
+        "multi-frame": lambda p, img: dicoms.dicom_file(p, np.stack([img, 255 - img])),
+        "rle": lambda p, img: dicoms.dicom_file(p, img, compress=True),
+        "sigmoid": lambda p, img: dicoms.dicom_file(p, img, WindowCenter=128, WindowWidth=200,
+                                                    VOILUTFunction="SIGMOID"),
+        "not DICOM": lambda p, img: p.write_bytes(b"<html>proxy error</html>"),
+        "no pixels": lambda p, img: dicoms.without_pixels(p),
+        "truncated": lambda p, img: dicoms.truncated(p, img),
+        "absent": lambda p, img: None,
+    }
+    if jpeg_lossless is not None:
+        writers["jpeg lossless"] = lambda p, img: p.write_bytes(jpeg_lossless.read_bytes())
+    reason = {"not DICOM": cxr.NOT_DICOM, "no pixels": cxr.NO_PIXELS, "truncated": cxr.TRUNCATED,
+              "absent": cxr.ABSENT}
+    if jpeg_lossless is not None and importlib.util.find_spec("libjpeg") is None:
+        reason["jpeg lossless"] = cxr.UNDECODABLE
+    note = {"colour": "colour: converted to luminance", "multi-frame": "multi-frame: first frame used",
+            "jpeg lossless": "colour: converted to luminance"}
+    kinds = list(writers)
+    kind_of = {}
+    images = tmp_path / "dicom"
+    for i, row in enumerate(ap.itertuples()):
+        kind_of[row.dicom_id] = kind = kinds[i % len(kinds)]
+        jpg = cxr.cxr_image_path(raw / "mimic-cxr-jpg", row.subject_id, row.study_id, row.dicom_id)
+        path = cxr.cxr_image_path(images, row.subject_id, row.study_id, row.dicom_id, dicom=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writers[kind](path, np.asarray(Image.open(jpg).convert("L")).astype(np.int64))
+
+    out = tmp_path / "cohort"
+    settings = MimicEtlSettings(workers=1, threads=1, memory_limit="256MB", cxr_size=8, require_cxr=False,
+                                cxr_format="dicom")
+    with pytest.warns(UserWarning, match="unreadable chest film"):
+        build_mimic_cohort(raw / "mimic-iv", raw / "mimic-cxr-jpg", images, "phenotype", out, settings)
+    full = json.loads((out / "manifest.json").read_text())
+    # the generated MIMIC-IV and CXR-JPG exports carry the marker; the hand-made DICOM folder does not
+    assert full["synthetic"] is True and set(full["synthetic_sources"]) == {"mimic-iv", "mimic-cxr"}
+    manifest = full["cxr"]
+    samples = pd.read_parquet(out / "samples.parquet")
+    decoded = samples.loc[samples["has_cxr"], "dicom_id"].tolist()
+    failed = {Path(f["path"]).stem: f["reason"] for f in manifest["failures"]}
+    paired = decoded + list(failed)
+    assert len(paired) == manifest["paired"] and len(set(kind_of[d] for d in paired)) >= 8
+    # every film ends as its kind says: decoded, or a failure with the kind's reason
+    assert {d: kind_of[d] for d in decoded if kind_of[d] in reason} == {}
+    assert failed == {d: reason[kind_of[d]] for d in paired if kind_of[d] in reason}
+    assert manifest["unreadable"] == len(failed)
+    assert manifest["unreadable_by_reason"] == dict(Counter(failed.values()))
+    assert manifest["converted"] == dict(Counter(note[kind_of[d]] for d in decoded if kind_of[d] in note))
+    cache = np.load(out / "cxr.npy")
+    assert (cache[samples["has_cxr"].to_numpy()].std(axis=(1, 2)) > 0).all()  # a real image, not zeros

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ from etl.mimic.phenotypes import (
     PhenotypeDefinitions,
     assign_phenotypes,
     load_phenotype_definitions,
+    load_rule_counts,
 )
 
 SEPSIS = "Septicemia (except in labor)"
@@ -80,16 +82,65 @@ def test_several_groups_per_admission_and_unrelated_codes_give_zeros():
     assert got[1] == sorted([SEPSIS, CHF]) and got[2] == []
 
 
-def test_icd10_found_through_the_forward_gem_only():
-    # I5020 (systolic heart failure) is reached from ICD-9 4282x through the forward GEM
-    assert CHF in positives([(1, "I5020", 10)])[1]
+def test_icd10_heart_failure_code_maps_to_heart_failure():
+    # I5020 (unspecified systolic heart failure) -> ICD-9 42820 in the backward GEM
+    assert positives([(1, "I5020", 10)])[1] == [CHF]
+
+
+def test_plain_essential_hypertension_is_essential_hypertension_only():
+    # backward GEM: I10 -> 4010 (malignant, "with complications" group), 4011, 4019 (essential): 2 of 3 win
+    assert positives([(1, "I10", 10)])[1] == ["Essential hypertension"]
+
+
+def test_septic_shock_combination_labels_both_groups_of_the_combination():
+    # backward GEM: R6521 = 99592 severe sepsis AND 78552 septic shock (combination flag)
+    assert positives([(1, "R6521", 10)])[1] == sorted([SEPSIS, "Shock"])
+
+
+def test_codes_with_one_backward_target_take_its_group_only():
+    # J99 -> 5178 only (the forward GEM's 5173 -> J99 no longer adds respiratory failure);
+    # R0689 -> 78499, 78609, 7869: two of three are lower-respiratory symptoms
+    got = positives([(1, "J99", 10), (2, "R0689", 10)])
+    assert got == {1: ["Other lower respiratory disease"], 2: ["Other lower respiratory disease"]}
+
+
+def test_rule_counts_ship_beside_the_resource_and_cover_every_labelled_icd10_code():
+    counts = load_rule_counts()
+    assert set(counts) == {"backward_single", "backward_majority", "backward_tie", "backward_combination",
+                           "forward_only"}
+    labelled = load_phenotype_definitions().codes.query("icd_version == 10")["icd_code"].nunique()
+    assert sum(c["with_benchmark_phenotype"] for c in counts.values()) == labelled
+    assert all(c["with_benchmark_phenotype"] <= c["icd10_codes"] for c in counts.values())
+
+
+def test_mapping_rule_on_a_hand_written_gem():
+    from etl.resources.build_phenotype_resource import icd10_groups
+
+    group_of = {"1": "A", "2": "A", "3": "B", "4": "C", "5": "D"}
+    backward = {
+        "X1": [("1", "10000"), ("2", "10000"), ("3", "10000")],  # A wins 2:1
+        "X2": [("1", "10000"), ("3", "10000")],  # tie: both
+        "X3": [("1", "10111"), ("3", "10111"), ("2", "10111"), ("4", "10112")],  # components {1,3,2}->A and {4}->C
+        "X4": [("5", "00000")],
+    }
+    forward = {"1": [("X1", "10000"), ("Y1", "10000")], "3": [("Y1", "10000")], "4": [("Y1", "10000")],
+               "5": [("X4", "00000")]}
+    got = icd10_groups(backward, forward, group_of)
+    assert got == {
+        "X1": ("backward_majority", {"A"}), "X2": ("backward_tie", {"A", "B"}),
+        "X3": ("backward_combination", {"A", "C"}), "X4": ("backward_single", {"D"}),
+        # no backward entry: the forward GEM's sources 1 (A), 3 (B), 4 (C) tie three ways
+        "Y1": ("forward_only", {"A", "B", "C"}),
+    }
 
 
 def test_resource_equals_what_the_build_script_makes(tmp_path):
     if not (REFERENCE / "hcup_ccs_2015_definitions.yaml").is_file():
         pytest.skip("shared/reference is not beside this checkout (it is not part of a user's clone)")
-    from etl.resources.build_phenotype_resource import build_rows, write_resource
+    from etl.resources.build_phenotype_resource import build, write_resource
 
-    out = tmp_path / "rebuilt.csv.gz"
-    write_resource(build_rows(REFERENCE), out)
+    out = tmp_path / "phenotypes_icd.csv.gz"
+    rows, counts = build(REFERENCE)
+    write_resource(rows, out, counts)
     assert gzip.decompress(out.read_bytes()) == gzip.decompress(RESOURCE.read_bytes())
+    assert json.loads((tmp_path / "phenotypes_icd.rules.json").read_text()) == load_rule_counts()

@@ -211,11 +211,30 @@ def test_reference_perturbation_never_reverses_and_uses_last_tensor_cosine():
     # paper: rho * gamma * g_f / ||g_f|| over the flattened encoder: reversed by gamma < 0
     scale = rho * -0.5 / np.sqrt(26.0)
     assert torch.allclose(eps_paper[0], torch.tensor([3.0, 4.0], dtype=F64) * scale)
-    # reference: per tensor g_f / ||g_f_t|| (projection or g_f itself), times cos of the last tensor
+    # reference: u = g_f on tensor 0 (disagreement), the projection [1, 0] on tensor 1; a positive
+    # step (never reversed) of length rho * cos(last tensor)
     c_last = 1.0 / np.sqrt(2.0)
     eps_ref = ref._perturbation(g_f, g_u, gamma)
-    assert torch.allclose(eps_ref[0], torch.tensor([0.6, 0.8], dtype=F64) * rho * c_last)
-    assert torch.allclose(eps_ref[1], torch.tensor([1.0, 0.0], dtype=F64) * rho * c_last)
+    assert (eps_ref[0] > 0).all() and (eps_ref[1][0] > 0)
+    assert torch.cat(eps_ref).norm().item() == pytest.approx(rho * c_last, abs=1e-12)
+
+
+def test_reference_perturbation_divides_by_one_norm_over_the_whole_encoder():
+    # the released optimizer normalises the projected u of all the dominant encoder's tensors together;
+    # a per-tensor norm would give [0.6, 0.8] and [1, 0] (each of length rho * c) here instead
+    rho = 0.3
+    model = scalar_model()
+    ref = METHODS["masam"](model, torch.optim.SGD(model.parameters(), lr=1), "binary", rho=rho, variant="reference")
+    g_f = [np.array([3.0, 4.0]), np.array([2.0, 0.0])]
+    g_u = [np.array([-3.0, -4.0]), np.array([1.0, 3.0])]
+    # by hand: tensor 0 disagrees (<g_u, g_f> = -25) -> u0 = g_f0 = [3, 4];
+    # tensor 1: <g_u, g_f> = 2, ||g_f||^2 = 4 -> u1 = 0.5 g_f1 = [1, 0]; ||u|| = sqrt(9 + 16 + 1) = sqrt(26);
+    # c = cos(g_f1, g_u1) = 2 / (2 sqrt(10)) = 1 / sqrt(10)
+    u = [np.array([3.0, 4.0]), np.array([1.0, 0.0])]
+    scale = rho * (1 / np.sqrt(10.0)) / np.sqrt(26.0)
+    eps = ref._perturbation([torch.tensor(t) for t in g_f], [torch.tensor(t) for t in g_u], torch.tensor(0.0, dtype=F64))
+    for got, want in zip(eps, u, strict=True):
+        np.testing.assert_allclose(got.numpy(), want * scale, rtol=0, atol=1e-15)
 
 
 def test_reference_second_pass_updates_every_encoder_paper_only_the_dominant():

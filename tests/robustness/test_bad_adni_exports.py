@@ -14,8 +14,8 @@ from tests.adni.test_adni_etl import ALL_TRAIN, adni  # noqa: F401 - the golden 
 HEADER_ROW2 = "1,011_S_0001,bl,2010-01-10,CN,CN,70,Male"
 
 
-def _cli(adni: Path, out: Path, capsys) -> tuple[int, str]:
-    code = main(["etl", "adni", "--adni", str(adni), "--out", str(out)])
+def _cli(folder: Path, out: Path, capsys) -> tuple[int, str]:
+    code = main(["etl", "adni", "--adni", str(folder), "--out", str(out)])
     return code, capsys.readouterr().err.strip()
 
 

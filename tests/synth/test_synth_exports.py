@@ -201,15 +201,15 @@ def test_dicom_copies_decode_to_their_jpeg_films(raw):
 
     dicoms = sorted((raw / "mimic-cxr-dicom").rglob("*.dcm"))
     jpgs = [raw / "mimic-cxr-jpg" / p.relative_to(raw / "mimic-cxr-dicom").with_suffix(".jpg") for p in dicoms]
-    a, fa = decode_cxr_images(dicoms, 32, 1)
-    b, fb = decode_cxr_images(jpgs, 32, 1)
+    a, fa, _ = decode_cxr_images(dicoms, 32, 1)
+    b, fb, _ = decode_cxr_images(jpgs, 32, 1)
     assert fa == fb == []
     # rescale, window and MONOCHROME1 inversion undone: only JPEG compression differs
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 3
 
 
 def test_every_synthetic_diagnosis_code_maps_to_its_own_phenotype_only():
-    # the ETL's GEM closure must give back the phenotype the generator meant, or labels lose their signal
+    # the ETL's ICD-10 mapping must give back the phenotype the generator meant, or labels lose their signal
     from etl.mimic.phenotypes import load_phenotype_definitions
     from etl.synth.mimic import FILLER_CODES, load_phenotype_codes
 
@@ -267,3 +267,12 @@ def test_cxr_tables_agree_with_the_image_files(raw):
     labels = chex.drop(columns=["subject_id", "study_id"]).to_numpy().ravel()
     assert set(labels[~np.isnan(labels)]) == {-1.0, 0.0, 1.0} and np.isnan(labels).any()
     assert meta["StudyDate"].between(21000101, 21991231).all()
+
+
+def test_every_export_carries_the_synthetic_marker_with_its_seed(raw):
+    from etl.provenance import MARKER, synthetic_marker
+
+    for folder in ("mimic-iv", "mimic-cxr-jpg", "mimic-cxr-dicom", "adni"):
+        assert (raw / folder / MARKER).is_file(), folder
+        marker = synthetic_marker(raw / folder)
+        assert marker["synthetic"] is True and marker["seed"] == 5 and marker["generator"] == "clinfuse synth"
