@@ -19,7 +19,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dicom-jpeg]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## run the whole pipeline on the synthetic default, then say where the outputs are
