@@ -187,6 +187,21 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, list[str]]:
     return np.round(arr).astype(np.uint8), notes
 
 
+def _grey_8bit(im) -> tuple[np.ndarray, list[str]]:
+    """A Pillow image as `[H, W]` uint8 grey levels, with notes on what was converted.
+
+    16-bit and float images (a PNG or TIFF saved under a .jpg name) are rescaled from their
+    own min-max range: `convert("L")` would clip them and give an almost white film.
+    """
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return np.round(scaled).astype(np.uint8), [f"{im.mode} image: rescaled from its min-max range to 8 bits"]
+    notes = ["colour: converted to luminance"] if im.mode not in ("L", "1", "P", "LA") else []
+    return np.asarray(im.convert("L")), notes
+
+
 def decode_one(path: str, size: int) -> tuple[np.ndarray, dict | None, list[str]]:
     """(image `[size, size]` uint8, None, notes) or (zeros, failure {reason, detail}, []) for one file."""
     p = Path(path)
@@ -201,7 +216,7 @@ def decode_one(path: str, size: int) -> tuple[np.ndarray, dict | None, list[str]
 
             with Image.open(p) as im:
                 im.load()
-                img = np.asarray(im.convert("L"))
+                img, notes = _grey_8bit(im)
         img = _resize_center_crop(img, size)
         if img.shape != (size, size):  # a guard: nothing of another shape may reach the cache
             raise UnreadableFilm(LAYOUT, f"decoded to shape {img.shape}")

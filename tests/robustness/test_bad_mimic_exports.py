@@ -125,3 +125,18 @@ def test_text_in_a_numeric_chartevents_column_names_file_and_column(raw, tmp_pat
     code, err = _cli(raw, tmp_path / "out", capsys)
     assert code == 2 and len(err.splitlines()) == 1
     assert "chartevents.csv" in err and "valuenum" in err
+
+
+def test_a_16_bit_png_saved_as_jpg_is_rescaled_not_clipped_to_white(tmp_path):
+    from PIL import Image
+
+    from etl.mimic.cxr import decode_one
+
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7)  # 12-bit-ish values, 0..28665
+    path = tmp_path / "film.jpg"
+    Image.fromarray(ramp).save(path, format="PNG")
+    img, failure, notes = decode_one(str(path), 64)
+    assert failure is None
+    assert img.min() == 0 and img.max() == 255
+    assert abs(float(img.mean()) - 127.5) < 2  # a linear ramp stays a ramp, not ~97 % white
+    assert notes == ["I;16 image: rescaled from its min-max range to 8 bits"]
