@@ -36,3 +36,12 @@ def write_cohort_folder(out: Path, arrays: dict, samples, manifest: dict, extra_
 def exclusion_text(steps: list[dict]) -> str:
     """'reason -n; reason -n' for the steps that excluded something (one-line summaries)."""
     return "; ".join(f"{e['reason']} -{e['excluded']}" for e in steps[1:] if e["excluded"])
+
+
+def redact_path(text: str, path: str | Path) -> str:
+    """`text` with the file's path and name (which hold patient, study and image ids) replaced by <file>."""
+    path = Path(path)
+    for token in (str(path), str(path.resolve()), path.name, path.stem):
+        if token:
+            text = text.replace(token, "<file>")
+    return text

@@ -27,7 +27,7 @@ from etl.parallel import map_in_chunks
 from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from pipeline.config import load_params
-from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
+from pipeline.manifest import exclusion_text, now, redact_path, source_entry, write_cohort_folder
 
 
 def add_arguments(parser) -> None:
@@ -101,7 +101,8 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
         if reason:
             ok[row] = False
             failures.append({"path": path, "reason": reason})
-            warnings.warn(f"unreadable T1 volume {path}: {reason}", stacklevel=1)
+            warnings.warn(f"unreadable T1 volume: {redact_path(reason, path)}; its path is in manifest.json",
+                          stacklevel=1)
     if failures and s.require_mri:
         n = len(base)
         base, mri, ok = base[ok].reset_index(drop=True), mri[ok], ok[ok]

@@ -34,7 +34,7 @@ from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from etl.sql import csv_error_message, sql_literal
 from pipeline.config import load_params
-from pipeline.manifest import exclusion_text, now, source_entry, write_cohort_folder
+from pipeline.manifest import exclusion_text, now, redact_path, source_entry, write_cohort_folder
 
 TASKS = ("phenotype", "mortality")
 
@@ -135,8 +135,9 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     ok_film = has_film.copy()
     ok_film[np.flatnonzero(has_film)] = [str(p) not in failed for p in paths]
     by_reason = pd.Series([f["reason"] for f in failures], dtype=object).value_counts().to_dict()
-    for f in failures[:5]:
-        warnings.warn(f"unreadable chest film {f['path']}: {f['reason']} ({f['detail']})", stacklevel=1)
+    for f in failures[:5]:  # console logs travel: no subject/study/dicom ids in them (paths stay in the manifest)
+        warnings.warn(f"unreadable chest film: {f['reason']} ({redact_path(f['detail'], f['path'])}); "
+                      "its path is in manifest.json", stacklevel=1)
     if failures:
         _log(f"WARNING: {len(failures)} chest film(s) could not be read (counted by reason in manifest.json): "
              + "; ".join(f"{n} {reason}" for reason, n in by_reason.items()))

@@ -140,3 +140,20 @@ def test_a_16_bit_png_saved_as_jpg_is_rescaled_not_clipped_to_white(tmp_path):
     assert img.min() == 0 and img.max() == 255
     assert abs(float(img.mean()) - 127.5) < 2  # a linear ramp stays a ramp, not ~97 % white
     assert notes == ["I;16 image: rescaled from its min-max range to 8 bits"]
+
+
+def test_console_warnings_about_unreadable_films_carry_no_patient_or_image_ids(raw, tmp_path):
+    import warnings
+
+    films = sorted((raw / "mimic-cxr-jpg" / "files").rglob("*.jpg"))
+    for film in films:
+        film.write_bytes(b"not a jpeg")  # every film unreadable
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Exception):  # noqa: B017 - the paired cohort is empty; only the warnings matter here
+            _build(raw, tmp_path / "out")
+    messages = [str(w.message) for w in caught if "unreadable chest film" in str(w.message)]
+    assert messages
+    for film in films:
+        for token in (film.stem, film.parent.name, film.parent.parent.name):
+            assert all(token not in m for m in messages), token
