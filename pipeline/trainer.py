@@ -276,7 +276,9 @@ class _Tracker:
         values = {k: float(v) for k, v in values.items() if v is not None
                   and step > self.logged_upto.get("step/" if k.startswith("step/") else "", 0)}
         if values:
-            self.mlflow.log_metrics(values, step=step)
+            from .tracking import with_retries
+
+            with_retries(lambda: self.mlflow.log_metrics(values, step=step))  # other runs share the SQLite store
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if self.enabled:
