@@ -70,7 +70,11 @@ def reliability_figure(curves: dict[str, list[dict]], histograms: dict[str, dict
         if method in histograms:
             h = histograms[method]
             ax_h.stairs(h["counts"], h["edges"], lw=1.3, label=method)
-    ax.set(ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1), title=title)
+    # zoom to where the predictions are (a rare outcome's risks all sit near 0), in steps of 0.1
+    top = max([b["upper"] for bins in curves.values() for b in bins] + [b["observed"] for bins in curves.values()
+                                                                          for b in bins] + [0.1])
+    limit = min(1.0, np.ceil(top * 10 + 1e-9) / 10)
+    ax.set(ylabel="observed frequency", xlim=(0, limit), ylim=(0, limit), title=title)
     ax_h.set(xlabel="predicted probability", ylabel="predictions")
     ax.legend(loc="upper left", frameon=False)
     return _png(fig)

@@ -114,5 +114,6 @@ def subgroup_metrics(frame: pd.DataFrame, y_true: np.ndarray, y_score: np.ndarra
 
 def _events_reason(positives: np.ndarray, negatives: np.ndarray, min_events: int) -> str:
     if len(positives) == 1:
-        return f"{int(positives[0])} positives, {int(negatives[0])} negatives (< {min_events})"
+        pos, neg = int(positives[0]), int(negatives[0])
+        return f"{pos} positive{'s' if pos != 1 else ''}, {neg} negative{'s' if neg != 1 else ''} (< {min_events})"
     return f"no label with >= {min_events} positives and >= {min_events} negatives"
