@@ -10,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
 
 
 def _png(fig) -> str:
@@ -25,36 +24,6 @@ def _png(fig) -> str:
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
                      "xtick.labelsize": 9, "ytick.labelsize": 9})
 DPI = 100
-
-
-def _legend_below(ax) -> None:
-    """Legend under the axes, so it never covers a curve."""
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
-
-
-def pr_roc_figure(label: str, curves: dict[str, tuple[np.ndarray, np.ndarray]], prevalence: float) -> str:
-    """PR (step-wise, as average precision is defined) and ROC curves of one label, one line per method.
-
-    curves: method -> (y_true `[N]`, y_score `[N]`). The legends give AP and AUROC, as
-    scikit-learn's PrecisionRecallDisplay / RocCurveDisplay do.
-    """
-    fig, (ax_pr, ax_roc) = plt.subplots(1, 2, figsize=(6.6, 3.3))
-    for method, (y, s) in curves.items():
-        precision, recall, _ = precision_recall_curve(y, s)
-        ap = average_precision_score(y, s)
-        ax_pr.plot(recall, precision, drawstyle="steps-post", lw=1.5, label=f"{method} (AP {ap:.3f})")
-        fpr, tpr, _ = roc_curve(y, s)
-        ax_roc.plot(fpr, tpr, lw=1.5, label=f"{method} (AUC {roc_auc_score(y, s):.3f})")
-    ax_pr.axhline(prevalence, ls=":", c="grey", lw=1, label=f"chance (prevalence {prevalence:.3f})")
-    ax_roc.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance (AUC 0.500)")
-    ax_pr.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall", xlim=(0, 1),
-              ylim=(0, 1.02))
-    ax_roc.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1.02))
-    for ax in (ax_pr, ax_roc):
-        ax.set_aspect("equal")
-        _legend_below(ax)
-    fig.suptitle(label, fontsize=11, fontweight="bold")
-    return _png(fig)
 
 
 def reliability_figure(curves: dict[str, list[dict]], histograms: dict[str, dict] | None = None,
@@ -99,13 +68,13 @@ def decision_curve_figure(curves: dict[str, dict[str, list[float]]], label: str)
     return _png(fig)
 
 
-def forest_figure(rows: list[dict], baseline: str, method: str, metric: str = "AUPRC") -> str:
+def forest_figure(rows: list[dict], baseline: str, method: str, metric: str = "AUPRC", unit: str = "label") -> str:
     """Per-label difference (method - baseline) with its paired-bootstrap 95 % CI; a line at 0.
 
     rows: {label, difference, ci: [low, high] or None}; labels without a difference are left out.
     """
     rows = [r for r in rows if r["difference"] is not None]
-    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.3 * max(len(rows), 1)))
+    fig, ax = plt.subplots(figsize=(5.2, 1.0 + 0.26 * max(len(rows), 1)))
     y = np.arange(len(rows))[::-1]
     for yy, r in zip(y, rows, strict=True):
         ci = r.get("ci") or [None, None]
@@ -115,5 +84,5 @@ def forest_figure(rows: list[dict], baseline: str, method: str, metric: str = "A
     ax.axvline(0, c="grey", ls=":", lw=1)
     ax.set_yticks(y, [r["label"] for r in rows])
     ax.set(xlabel=f"{metric} difference: {method} - {baseline} (95% CI)", ylim=(-0.7, len(rows) - 0.3))
-    ax.set_title(f"{method} - {baseline}, per label (test)")
+    ax.set_title(f"{method} - {baseline}, per {unit} (test)")
     return _png(fig)

@@ -62,12 +62,10 @@ class ReportData:
     operating_points: dict[str, Any] | None = None  # champion's validation-chosen thresholds applied to test
     reliability_bins: list[dict[str, Any]] = field(default_factory=list)  # champion's quantile bins with counts
     forest: list[dict[str, Any]] = field(default_factory=list)  # per baseline: per-label paired differences
+    curves: list[tuple[str, str]] = field(default_factory=list)  # (label, inline SVG + legend) per evaluable label
     min_events: int = 5
     n_resamples: int = 1000
 
-    def curve_figures(self) -> list[tuple[str, str]]:
-        """(figure key "curve:<label>", PNG) in label order."""
-        return [(k, v) for k, v in self.figures.items() if k.startswith("curve:")]
 
 
 METRIC_NAMES = {"macro_auprc": "macro AUPRC", "macro_map": "macro AUPRC", "macro_auroc": "macro AUROC",

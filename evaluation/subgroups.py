@@ -97,7 +97,8 @@ def subgroup_metrics(frame: pd.DataFrame, y_true: np.ndarray, y_score: np.ndarra
                 m = multilabel_metrics(y_true[rows], y_score[rows], labels)
                 rec.update(too_small=True, macro_auprc=m["macro_auprc"], macro_auroc=m["macro_auroc"],
                            labels_averaged=len(labels) - len(m["excluded_labels"]),
-                           too_small_reason=(f"{n_patients} patients < {min_patients}" if n_patients < min_patients
+                           too_small_reason=(f"{n_patients} patient{'s' if n_patients != 1 else ''} < {min_patients}"
+                                             if n_patients < min_patients
                                              else _events_reason(positives, negatives, min_events)))
             else:
                 keep = np.flatnonzero(enough)

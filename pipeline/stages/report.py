@@ -25,8 +25,9 @@ from evaluation.comparison import average_rank, mean_std_over_seeds
 from evaluation.method_notes import method_note
 from evaluation.metrics import MIN_EVENTS, is_degenerate, row_normalised, too_few_events
 from evaluation.operating import net_benefit
-from evaluation.plots import decision_curve_figure, forest_figure, pr_roc_figure, reliability_figure
+from evaluation.plots import decision_curve_figure, forest_figure, reliability_figure
 from evaluation.report import LabelRow, ReportData, render_report
+from evaluation.svg import curve_svg
 from pipeline.data import load_cohort
 from pipeline.stages.evaluate import labels_and_scores
 
@@ -118,13 +119,12 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
     scored = {}
     for m, r in best_by_method.items():
         scored[m] = labels_and_scores(pd.read_parquet(r["_dir"] / "predictions_test.parquet"), cohort)
-    figures = {}
+    figures, curves = {}, []
     for k, row in enumerate(rows):
         y_k = scored[champion["method"]][0][:, k]
-        if is_degenerate(y_k):
-            continue
-        curves = {m: (y[:, k], p[:, k]) for m, (y, p) in scored.items()}
-        figures[f"curve:{row.label}"] = pr_roc_figure(row.label, curves, float(np.mean(y_k)))
+        if not is_degenerate(y_k):
+            curves.append((row.label, curve_svg(row.label, {m: (y[:, k], p[:, k]) for m, (y, p) in scored.items()},
+                                                float(np.mean(y_k)))))
     figures["reliability"] = reliability_figure(
         {m: r["calibration"]["pooled"]["reliability"] for m, r in best_by_method.items()},
         {m: r["calibration"]["pooled"]["histogram"] for m, r in best_by_method.items()
@@ -135,7 +135,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         figures["decision_curve"] = decision_curve_figure(
             {m: net_benefit(y[:, 0], p[:, 0], thresholds) for m, (y, p) in scored.items()}, labels[0])
     for f in forest:
-        figures[f"forest:{f['baseline']}"] = forest_figure(f["rows"], f["baseline"], f["method"])
+        figures[f"forest:{f['baseline']}"] = forest_figure(f["rows"], f["baseline"], f["method"],
+                                                         unit="class" if cohort.task_type == "multiclass" else "label")
 
     manifest = cohort.manifest
     data = ReportData(
@@ -167,7 +168,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         features=_features(manifest) if manifest.get("tabular_features") else None,
         operating_points=champion.get("operating_points"),
         reliability_bins=champion["calibration"]["pooled"]["reliability"],
-        forest=forest, min_events=int(champion["ci"].get("min_events", MIN_EVENTS)), n_resamples=n_resamples,
+        forest=forest, curves=curves, min_events=int(champion["ci"].get("min_events", MIN_EVENTS)), n_resamples=n_resamples,
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
