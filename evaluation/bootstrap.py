@@ -117,19 +117,19 @@ def paired_bootstrap_difference(y_true: np.ndarray, score_a: np.ndarray, score_b
     y_true = np.asarray(y_true).reshape(len(y_true), -1)
     a = np.asarray(score_a, dtype=float).reshape(len(score_a), -1)
     b = np.asarray(score_b, dtype=float).reshape(len(score_b), -1)
-    weights = patient_weights(patients, n_resamples, seed)
-    full = np.ones((1, len(y_true)))
+    # row 0: the data itself (the point estimate); rows 1..R: the resamples. Two sorts per label in all.
+    weights = np.vstack([np.ones((1, len(y_true))), patient_weights(patients, n_resamples, seed)])
+    per_method = [[weighted_auroc_auprc(y_true[:, k], s[:, k], weights) for k in range(y_true.shape[1])]
+                  for s in (a, b)]
     out: dict[str, Any] = {"per_label": [{} for _ in range(y_true.shape[1])]}
     for metric, idx in (("auroc", 0), ("auprc", 1)):
         diffs, point = [], []
         for k in range(y_true.shape[1]):
-            ra = weighted_auroc_auprc(y_true[:, k], a[:, k], weights)[idx]
-            rb = weighted_auroc_auprc(y_true[:, k], b[:, k], weights)[idx]
-            diffs.append(ra - rb)
-            point.append(weighted_auroc_auprc(y_true[:, k], a[:, k], full)[idx][0]
-                         - weighted_auroc_auprc(y_true[:, k], b[:, k], full)[idx][0])
-            lo_k, hi_k, _ = percentile_ci(diffs[-1], level)
-            out["per_label"][k][metric] = {"difference": float(point[-1]) if np.isfinite(point[-1]) else None,
+            diff = per_method[0][k][idx] - per_method[1][k][idx]
+            diffs.append(diff[1:])
+            point.append(diff[0])
+            lo_k, hi_k, _ = percentile_ci(diff[1:], level)
+            out["per_label"][k][metric] = {"difference": float(diff[0]) if np.isfinite(diff[0]) else None,
                                            "ci": [lo_k, hi_k]}
         d = _nanmean_rows(diffs)
         est = float(np.nanmean(point)) if np.isfinite(point).any() else None

@@ -198,7 +198,12 @@ def test_paired_difference_reports_each_label():
     b = rng.random((80, 2))
     d = paired_bootstrap_difference(y, a, b, np.arange(80), 100, seed=0)
     assert len(d["per_label"]) == 2
+    from sklearn.metrics import average_precision_score, roc_auc_score
     for k in range(2):
+        assert d["per_label"][k]["auprc"]["difference"] == pytest.approx(
+            average_precision_score(y[:, k], a[:, k]) - average_precision_score(y[:, k], b[:, k]))
+        assert d["per_label"][k]["auroc"]["difference"] == pytest.approx(
+            roc_auc_score(y[:, k], a[:, k]) - roc_auc_score(y[:, k], b[:, k]))
         lo, hi = d["per_label"][k]["auprc"]["ci"]
         assert lo <= d["per_label"][k]["auprc"]["difference"] <= hi and lo > 0  # a is clearly better
 
