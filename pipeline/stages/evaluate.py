@@ -95,6 +95,7 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
                                       settings.n_resamples, settings.seed, settings.min_subgroup_patients,
                                       settings.min_events),
         "mlflow_run_id": summary.get("mlflow_run_id"),
+        "training": config.get("train", {}),  # the run's own settings (params.yaml may have changed since)
     }
     if cohort.task_type == "multiclass":
         result["class_rates"] = bootstrap_class_rates(raw_y, p.argmax(1), patients, names, settings.n_resamples,

@@ -147,7 +147,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         prevalence=_prevalence(cohort),
         label_rows=rows, excluded_labels=champion["test"]["excluded_labels"], comparison=comparison,
         paired_difference=paired, calibration=calibration, subgroups=champion["subgroups"], figures=figures,
-        settings=settings | {"champion method options": json.dumps(champion.get("method_options", {}))},
+        settings=_run_settings(settings, champion),
         data_versions={"cohort": str(Path(cohort_dir).resolve()), "cohort created": manifest.get("created"),
                        "cohort schema version": manifest.get("schema_version"),
                        **{f"source: {k}": v.get("path") + (f" ({v['bytes']:,} bytes, modified {v.get('modified')})"
@@ -196,6 +196,20 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
     return (f"report {cohort.name}: champion {champion['method']} (seed {champion['seed']}) test {headline} "
             f"{champion['test'][headline]:.3f}; {len(results)} runs of {len(order)} methods -> {out / 'report.html'} "
             f"in {time.perf_counter() - started:.1f} s")
+
+
+# rows of the settings table that describe training: shown from the champion run's own config when it has one
+TRAINING_ROWS = ("model preset", "epochs", "batch size", "optimizer", "schedule")
+
+
+def _run_settings(settings: dict, champion: dict) -> dict:
+    """Report settings, with the champion run's training config instead of today's params.yaml."""
+    out = dict(settings)
+    if champion.get("training"):
+        out = {k: v for k, v in out.items() if k not in TRAINING_ROWS}
+        out["champion training config"] = json.dumps(champion["training"], sort_keys=True)
+    out["champion method options"] = json.dumps(champion.get("method_options", {}))
+    return out
 
 
 def _prevalence(cohort) -> dict[str, dict[str, float]]:
