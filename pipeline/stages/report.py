@@ -147,7 +147,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         prevalence=_prevalence(cohort),
         label_rows=rows, excluded_labels=champion["test"]["excluded_labels"], comparison=comparison,
         paired_difference=paired, calibration=calibration, subgroups=champion["subgroups"], figures=figures,
-        settings=_run_settings(settings, champion),
+        settings=_run_settings({k: v for k, v in settings.items()
+                                if not (cohort.task_type == "multiclass" and k == "operating-point rule")}, champion),
         data_versions={"cohort": str(Path(cohort_dir).resolve()), "cohort created": manifest.get("created"),
                        "cohort schema version": manifest.get("schema_version"),
                        **{f"source: {k}": v.get("path") + (f" ({v['bytes']:,} bytes, modified {v.get('modified')})"
