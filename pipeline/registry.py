@@ -144,7 +144,8 @@ def _ensure_registered_model(client, name: str) -> None:
         )
 
 
-METRIC_NAMES = {"macro_auprc": "macro AUPRC", "macro_map": "macro AUPRC (mAP)", "macro_auroc": "macro AUROC"}
+# the multi-class mAP (mean one-vs-rest average precision) is the macro AUPRC: one name, as in the report
+METRIC_NAMES = {"macro_auprc": "macro AUPRC", "macro_map": "macro AUPRC", "macro_auroc": "macro AUROC"}
 
 
 def _card_summary(card: dict[str, Any]) -> str:
