@@ -216,3 +216,13 @@ def test_every_method_gets_a_sentence_and_unknown_names_do_not_crash():
     assert "ablation" in method_note("masam_no_aps")["description"]
     assert "variant" in method_note("ogm_ge_alpha_high")["description"]
     assert method_note("my_new_method")["reference"] == "—"
+
+
+def test_registry_description_names_metric_and_split_to_three_decimals():
+    from pipeline.registry import _card_summary
+
+    card = {"task": "diagnosis", "training": {"method": "masam", "seed": 42},
+            "evaluation": {"split": "test", "headline": {"macro_map": 0.70512345678901234},
+                           "macro_auprc_ci": [0.6349, 0.7971], "validation": {"value": 0.74012345}}}
+    assert _card_summary(card) == ("diagnosis: masam (seed 42); test macro AUPRC 0.705 (95% CI 0.635 to 0.797); "
+                                   "validation macro AUPRC 0.740 (selects the champion)")
