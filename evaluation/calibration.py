@@ -72,8 +72,11 @@ def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10, strategy: 
 
 
 def risk_histogram(p: np.ndarray, n_bins: int = 20) -> dict[str, list]:
-    """Counts of predicted probabilities in `n_bins` equal-width bins on [0, 1]."""
-    counts, edges = np.histogram(np.asarray(p, float), bins=n_bins, range=(0.0, 1.0))
+    """Counts of predicted probabilities in `n_bins` equal-width bins on [0, top], top = max(p) rounded up to
+    a multiple of 0.1 (a rare outcome's risks all sit near 0: bins over [0, 1] would lump them together)."""
+    p = np.asarray(p, float)
+    top = min(1.0, max(0.1, float(np.ceil(p.max() * 10 - 1e-9) / 10))) if len(p) else 1.0
+    counts, edges = np.histogram(p, bins=n_bins, range=(0.0, top))
     return {"edges": edges.round(6).tolist(), "counts": counts.tolist()}
 
 

@@ -226,3 +226,11 @@ def test_registry_description_names_metric_and_split_to_three_decimals():
                            "macro_auprc_ci": [0.6349, 0.7971], "validation": {"value": 0.74012345}}}
     assert _card_summary(card) == ("diagnosis: masam (seed 42); test macro AUPRC 0.705 (95% CI 0.635 to 0.797); "
                                    "validation macro AUPRC 0.740 (selects the champion)")
+
+
+def test_risk_histogram_spans_the_predicted_range_and_counts_every_prediction():
+    from evaluation.calibration import risk_histogram
+
+    h = risk_histogram(np.array([0.01, 0.02, 0.05, 0.11, 0.29]), n_bins=6)
+    assert h["edges"][0] == 0 and h["edges"][-1] == pytest.approx(0.3) and sum(h["counts"]) == 5
+    assert h["counts"] == [2, 1, 1, 0, 0, 1]  # bins [0, 0.05), [0.05, 0.1), ... ; 0.3 in the last
