@@ -229,8 +229,12 @@ def _prevalence(cohort) -> dict[str, dict[str, float]]:
     return out
 
 
-def _multiclass(champion: dict, classes: list[str]) -> dict:
-    """Accuracy with CI, confusion matrix (counts and row-normalised), per-class sensitivity/specificity."""
+def _multiclass(champion: dict, classes: list[str]) -> dict | None:
+    """Accuracy with CI, confusion matrix (counts and row-normalised), per-class sensitivity/specificity.
+
+    None for an evaluation written before these were computed (re-run `clinfuse evaluate`)."""
+    if "confusion_matrix" not in champion["test"]:
+        return None
     matrix = np.asarray(champion["test"]["confusion_matrix"])
     rates = champion.get("class_rates", {})
     return {"classes": classes, "counts": matrix.tolist(), "row_normalised": row_normalised(matrix).tolist(),
