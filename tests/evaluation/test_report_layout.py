@@ -133,3 +133,31 @@ def test_at_1024_px_no_table_is_wider_than_the_page(tmp_path):
     # the check can fail: without the scroll containers the same page overflows
     broken = html.replace("overflow-x: auto", "overflow-x: visible")
     assert _measure(browser, broken, tmp_path, 1024)["page"] > 1024
+
+
+def test_adni_sections_show_confusion_matrix_class_rates_and_feature_provenance():
+    from pipeline.stages.report import _features, _multiclass
+
+    manifest = {"tabular_features": ["AGE", "AGE_missing", "ADAS13", "ADAS13_missing", "TAU", "TAU_missing",
+                                     "TAU_censored", "PTGENDER=Female", "PTGENDER=Male"],
+                "tabular": {"dropped_missing": {"PIB": 0.9653}},
+                "config": {"exclude_features": ["MMSE", "CDRSB"], "max_missing": 0.9, "smc": "cn"},
+                "smc_labelled_cn": 7}
+    features = _features(manifest)
+    assert [u["column"] for u in features["used"]] == ["AGE", "ADAS13", "TAU", "PTGENDER"]
+    assert features["kept_scores"] == ["ADAS13"] and features["n_encoded"] == 9
+    assert [e["column"] for e in features["excluded"]] == ["MMSE", "CDRSB"]
+    assert features["dropped"] == [{"column": "PIB", "reason": "96.5% missing in the training split (limit 90%)"}]
+    champion = {"test": {"confusion_matrix": [[6, 22, 0], [2, 26, 1], [0, 9, 16]], "accuracy": 48 / 82},
+                "class_rates": {"accuracy": {"value": 48 / 82, "ci": [0.488, 0.683]},
+                                "per_class": {c: {"sensitivity": {"value": 0.5, "ci": [0.4, 0.6]},
+                                                  "specificity": {"value": 0.9, "ci": [0.8, 0.95]}, "n_pos": 28}
+                                              for c in ("CN", "MCI", "AD")}}}
+    data = wide_report()
+    data.task_type, data.multiclass, data.features = "multiclass", _multiclass(champion, ["CN", "MCI", "AD"]), features
+    html = render_report(data)
+    for table in ("confusion-counts", "confusion-normalised", "class-rates", "features"):
+        assert f'<table id="{table}">' in html
+    assert "0.214" in html  # 6 / 28, the CN row of the row-normalised matrix
+    assert "7 subjects with baseline diagnosis SMC" in html and "Kept, judge for yourself:" in html
+    assert "0.585 (0.488 to 0.683)" in html
