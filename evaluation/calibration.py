@@ -1,4 +1,9 @@
-"""Calibration: Brier score, calibration slope and intercept, reliability curve."""
+"""Calibration: Brier score, calibration slope and intercept, reliability curve.
+
+The reliability curve uses quantile bins (equal numbers of predictions per bin) by
+default: with a rare outcome, equal-width bins leave most bins holding a handful of
+predictions whose observed rate jumps between 0 and 1. Each bin carries its count.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ def brier(y: np.ndarray, p: np.ndarray) -> float:
 def calibration_slope_intercept(y: np.ndarray, p: np.ndarray, iterations: int = 50) -> tuple[float | None, float | None]:
     """Logistic recalibration y ~ a + b * logit(p), fitted by Newton's method (no penalty).
 
-    b (slope) < 1 means over-confident predictions, a (intercept) != 0 systematic
-    over/under-prediction. None when y has a single class.
+    b (slope) < 1 means predictions too extreme (over-confident: high risks too high, low
+    risks too low); b > 1 means predictions too moderate (under-confident, squeezed
+    towards the average). a (intercept) != 0 systematic over/under-prediction. None
+    when y has a single class.
     """
     y = np.asarray(y, float)
     if y.min() == y.max():
@@ -35,21 +42,46 @@ def calibration_slope_intercept(y: np.ndarray, p: np.ndarray, iterations: int = 
     return float(beta[1]), float(beta[0])
 
 
-def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, Any]]:
-    """Equal-width bins of predicted probability: mean predicted, observed rate, count."""
+def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10, strategy: str = "quantile"
+                      ) -> list[dict[str, Any]]:
+    """Bins of predicted probability: bounds, mean predicted, observed rate, count.
+
+    `strategy="quantile"`: predictions sorted and cut into `n_bins` groups of equal size
+    (sizes differ by at most one; tied probabilities may straddle a cut so the counts
+    stay equal); `"uniform"`: equal-width bins on [0, 1] (empty bins left out).
+    """
     y, p = np.asarray(y, float), np.asarray(p, float)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    if strategy == "quantile":
+        order = np.argsort(p, kind="mergesort")
+        bins = np.empty(len(p), dtype=int)
+        bins[order] = np.arange(len(p)) * min(n_bins, max(len(p), 1)) // max(len(p), 1)
+    elif strategy == "uniform":
+        bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    else:
+        raise ValueError(f"reliability strategy {strategy!r}: expected 'quantile' or 'uniform'")
+    counts = np.bincount(bins, minlength=n_bins)
+    sum_p, sum_y = np.bincount(bins, p, n_bins), np.bincount(bins, y, n_bins)
     out = []
-    for b in range(n_bins):
+    for b in np.flatnonzero(counts):
         m = bins == b
-        if m.any():
-            out.append({"bin": b, "lower": b / n_bins, "upper": (b + 1) / n_bins, "mean_predicted": float(p[m].mean()),
-                        "observed": float(y[m].mean()), "count": int(m.sum())})
+        lower, upper = (float(p[m].min()), float(p[m].max())) if strategy == "quantile" else (b / n_bins,
+                                                                                             (b + 1) / n_bins)
+        out.append({"bin": int(b), "lower": lower, "upper": upper, "mean_predicted": float(sum_p[b] / counts[b]),
+                    "observed": float(sum_y[b] / counts[b]), "count": int(counts[b])})
     return out
 
 
+def risk_histogram(p: np.ndarray, n_bins: int = 20) -> dict[str, list]:
+    """Counts of predicted probabilities in `n_bins` equal-width bins on [0, top], top = max(p) rounded up to
+    a multiple of 0.1 (a rare outcome's risks all sit near 0: bins over [0, 1] would lump them together)."""
+    p = np.asarray(p, float)
+    top = min(1.0, max(0.1, float(np.ceil(p.max() * 10 - 1e-9) / 10))) if len(p) else 1.0
+    counts, edges = np.histogram(p, bins=n_bins, range=(0.0, top))
+    return {"edges": edges.round(6).tolist(), "counts": counts.tolist()}
+
+
 def calibration_summary(y_true: np.ndarray, y_prob: np.ndarray, labels: list[str], n_bins: int = 10) -> dict:
-    """Per-label and pooled (all labels stacked) Brier, slope, intercept and reliability."""
+    """Per-label and pooled (all labels stacked) Brier, slope, intercept, quantile reliability and risk histogram."""
     y_true = np.asarray(y_true).reshape(len(y_true), -1)
     y_prob = np.asarray(y_prob, float).reshape(len(y_prob), -1)
     per_label = {}
@@ -59,4 +91,6 @@ def calibration_summary(y_true: np.ndarray, y_prob: np.ndarray, labels: list[str
     flat_y, flat_p = y_true.ravel(), y_prob.ravel()
     slope, intercept = calibration_slope_intercept(flat_y, flat_p)
     return {"per_label": per_label, "pooled": {"brier": brier(flat_y, flat_p), "slope": slope, "intercept": intercept,
-                                               "reliability": reliability_curve(flat_y, flat_p, n_bins)}}
+                                               "reliability": reliability_curve(flat_y, flat_p, n_bins),
+                                               "reliability_strategy": "quantile",
+                                               "histogram": risk_histogram(flat_p)}}

@@ -6,12 +6,16 @@ import pandas as pd
 
 
 def mean_std_over_seeds(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """`table`: one row per (method, seed) with metric columns -> per method mean, std, n_seeds."""
+    """`table`: one row per (method, seed) with metric columns -> per method mean, std, n_seeds.
+
+    The std is the sample standard deviation (ddof=1); with a single seed it is NaN
+    (undefined), never 0: one seed says nothing about variability between seeds.
+    """
     grouped = table.groupby("method", sort=False)
     out = pd.DataFrame({"n_seeds": grouped.size()})
     for m in metrics:
         out[f"{m}_mean"] = grouped[m].mean()
-        out[f"{m}_std"] = grouped[m].std(ddof=1).fillna(0.0)
+        out[f"{m}_std"] = grouped[m].std(ddof=1)
     return out.reset_index()
 
 

@@ -12,6 +12,11 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+# A label (or subgroup) with fewer positives or fewer negatives than this has no
+# confidence interval: with one or two events a bootstrap resample either repeats
+# the same ranking (a CI of zero width around 1.000) or is degenerate.
+MIN_EVENTS = 5
+
 
 def is_degenerate(y: np.ndarray) -> bool:
     """True when a binary label vector has no positives or no negatives."""
@@ -19,10 +24,16 @@ def is_degenerate(y: np.ndarray) -> bool:
     return positives == 0 or positives == len(y)
 
 
+def too_few_events(n_pos: int, n: int, min_events: int = MIN_EVENTS) -> bool:
+    """True when positives or negatives (n - n_pos) are below `min_events`."""
+    return n_pos < min_events or n - n_pos < min_events
+
+
 def binary_metrics(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, Any]:
     """AUPRC/AUROC of one binary label (None when degenerate)."""
     y_true = np.asarray(y_true).astype(int)
-    base = {"prevalence": float(y_true.mean()) if len(y_true) else None, "n_pos": int(y_true.sum()), "n": len(y_true)}
+    base = {"prevalence": float(y_true.mean()) if len(y_true) else None, "n_pos": int(y_true.sum()), "n": len(y_true),
+            "n_neg": int(len(y_true) - y_true.sum())}
     if is_degenerate(y_true):
         return {**base, "auprc": None, "auroc": None}
     return {
@@ -58,7 +69,7 @@ def multilabel_metrics(y_true: np.ndarray, y_score: np.ndarray, labels: list[str
 
 
 def multiclass_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, macro mAP (one-vs-rest AP) and macro one-vs-rest AUROC.
+    """Accuracy, macro mAP (one-vs-rest AP, i.e. the macro AUPRC), macro one-vs-rest AUROC, confusion matrix.
 
     Args:
         y_true: `[N]` class indices.
@@ -69,8 +80,10 @@ def multiclass_metrics(y_true: np.ndarray, y_prob: np.ndarray, classes: list[str
     y_prob = np.asarray(y_prob, dtype=float)
     onehot = np.eye(len(classes), dtype=int)[y_true]
     ovr = multilabel_metrics(onehot, y_prob, classes)
+    predicted = y_prob.argmax(1)
     return {
-        "accuracy": float(np.mean(y_prob.argmax(1) == y_true)) if len(y_true) else None,
+        "accuracy": float(np.mean(predicted == y_true)) if len(y_true) else None,
+        "confusion_matrix": confusion_matrix(y_true, predicted, len(classes)).tolist(),
         "macro_map": ovr["macro_auprc"],
         "macro_auroc": ovr["macro_auroc"],
         "per_class": ovr["per_label"],
@@ -92,3 +105,16 @@ def task_metrics(task_type: str, y_true: np.ndarray, y_score: np.ndarray, labels
         out = multilabel_metrics(np.asarray(y_true).reshape(len(y_true), -1), np.asarray(y_score).reshape(len(y_score), -1), labels)
     out["headline"] = headline_metric(task_type)
     return out
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """`[C, C]` counts; row = true class, column = predicted class (scikit-learn's convention)."""
+    flat = np.asarray(y_true, int) * n_classes + np.asarray(y_pred, int)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (the true class's size): the diagonal is the per-class sensitivity."""
+    matrix = np.asarray(matrix, float)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.full_like(matrix, np.nan), where=totals > 0)

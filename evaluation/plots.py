@@ -10,40 +10,79 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def pr_roc_figure(label: str, curves: dict[str, tuple[np.ndarray, np.ndarray]], prevalence: float) -> str:
-    """PR and ROC curves of one label for several methods. curves: method -> (y_true, y_score)."""
-    fig, (ax_pr, ax_roc) = plt.subplots(1, 2, figsize=(8.4, 3.4))
-    for method, (y, s) in curves.items():
-        precision, recall, _ = precision_recall_curve(y, s)
-        ax_pr.plot(recall, precision, label=method, lw=1.6)
-        fpr, tpr, _ = roc_curve(y, s)
-        ax_roc.plot(fpr, tpr, label=method, lw=1.6)
-    ax_pr.axhline(prevalence, ls=":", c="grey", lw=1, label=f"prevalence {prevalence:.2f}")
-    ax_roc.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    ax_pr.set(xlabel="recall", ylabel="precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.02))
-    ax_roc.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC", xlim=(0, 1), ylim=(0, 1.02))
-    ax_pr.legend(fontsize=7, loc="upper right")
-    fig.suptitle(label, fontsize=10)
+# Sizes chosen so that the PNGs, shown at their native width (about 640 px), keep
+# text at 10-11 pt: legible at 100 % zoom without enlarging the page.
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+                     "xtick.labelsize": 9, "ytick.labelsize": 9})
+DPI = 100
+
+
+def reliability_figure(curves: dict[str, list[dict]], histograms: dict[str, dict] | None = None,
+                       title: str = "Reliability (all labels pooled)") -> str:
+    """Reliability diagram (quantile bins; marker area grows with the bin's count) over a histogram of
+    predicted risk, per method. curves: method -> reliability bins; histograms: method -> {edges, counts}."""
+    histograms = histograms or {}
+    fig, (ax, ax_h) = plt.subplots(2, 1, figsize=(5.0, 6.0), height_ratios=[3, 1.3], sharex=True)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="perfect calibration")
+    for method, bins in curves.items():
+        ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], marker="o", ms=4, lw=1.3,
+                label=method)
+        if method in histograms:
+            h = histograms[method]
+            ax_h.stairs(h["counts"], h["edges"], lw=1.3, label=method)
+    # zoom to where the predictions are (a rare outcome's risks all sit near 0), in steps of 0.1
+    top = max([b["upper"] for bins in curves.values() for b in bins] + [b["observed"] for bins in curves.values()
+                                                                          for b in bins] + [0.1])
+    limit = min(1.0, np.ceil(top * 10 + 1e-9) / 10)
+    ax.set(ylabel="observed frequency", xlim=(0, limit), ylim=(0, limit), title=title)
+    ax_h.set(xlabel="predicted probability", ylabel="predictions")
+    ax.legend(loc="upper left", frameon=False)
     return _png(fig)
 
 
-def reliability_figure(curves: dict[str, list[dict]]) -> str:
-    """Reliability diagram: observed rate vs mean predicted probability per bin, per method."""
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="perfect calibration")
-    for method, bins in curves.items():
-        ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], marker="o", ms=3, label=method)
-    ax.set(xlabel="mean predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1),
-           title="Reliability (all labels pooled)")
-    ax.legend(fontsize=7)
+def decision_curve_figure(curves: dict[str, dict[str, list[float]]], label: str) -> str:
+    """Net benefit vs threshold probability per method, with "treat all" and "treat none".
+
+    curves: method -> evaluation.operating.net_benefit output (same thresholds for all methods).
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    first = next(iter(curves.values()))
+    t = np.asarray(first["threshold"])
+    for method, c in curves.items():
+        ax.plot(t, c["model"], lw=1.5, label=method)
+    ax.plot(t, first["treat_all"], c="grey", lw=1, ls="--", label="treat all")
+    ax.axhline(0, c="black", lw=0.8, label="treat none")
+    top = max(max(max(c["model"]) for c in curves.values()), max(first["treat_all"]), 0.01)
+    ax.set(xlabel="threshold probability", ylabel="net benefit", xlim=(0, float(t.max())),
+           ylim=(-0.25 * top, 1.15 * top), title=f"Decision curve: {label}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    return _png(fig)
+
+
+def forest_figure(rows: list[dict], baseline: str, method: str, metric: str = "AUPRC", unit: str = "label") -> str:
+    """Per-label difference (method - baseline) with its paired-bootstrap 95 % CI; a line at 0.
+
+    rows: {label, difference, ci: [low, high] or None}; labels without a difference are left out.
+    """
+    rows = [r for r in rows if r["difference"] is not None]
+    fig, ax = plt.subplots(figsize=(5.2, 1.0 + 0.26 * max(len(rows), 1)))
+    y = np.arange(len(rows))[::-1]
+    for yy, r in zip(y, rows, strict=True):
+        ci = r.get("ci") or [None, None]
+        if ci[0] is not None:
+            ax.plot(ci, [yy, yy], c="#4a6fa5", lw=1.6)
+        ax.plot(r["difference"], yy, "o", c="#1d3b6a", ms=4.5)
+    ax.axvline(0, c="grey", ls=":", lw=1)
+    ax.set_yticks(y, [r["label"] for r in rows])
+    ax.set(xlabel=f"{metric} difference: {method} - {baseline} (95% CI)", ylim=(-0.7, len(rows) - 0.3))
+    ax.set_title(f"{method} - {baseline}, per {unit} (test)")
     return _png(fig)

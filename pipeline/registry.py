@@ -212,13 +212,29 @@ def _ensure_registered_model(client, name: str) -> None:
         )
 
 
+# the multi-class mAP (mean one-vs-rest average precision) is the macro AUPRC: one name, as in the report
+METRIC_NAMES = {"macro_auprc": "macro AUPRC", "macro_map": "macro AUPRC", "macro_auroc": "macro AUROC"}
+
+
 def _card_summary(card: dict[str, Any]) -> str:
+    """E.g. "phenotype: masam (seed 42); test macro AUPRC 0.412 (95% CI 0.380 to 0.440); validation
+    macro AUPRC 0.398 (selects the champion)"."""
     ev = card.get("evaluation", {})
-    parts = [f"{card.get('task', '')}: {card.get('training', {}).get('method', '')}"]
+    training = card.get("training", {})
+    seed = f" (seed {training['seed']})" if "seed" in training else ""
+    parts = [f"{card.get('task', '')}: {training.get('method', '')}{seed}"]
     if card.get("synthetic"):
         parts.insert(0, "SYNTHETIC DATA (not clinical)")
     for key, val in ev.get("headline", {}).items():
-        parts.append(f"{key}={val}")
+        name = METRIC_NAMES.get(key, key.replace("_", " "))
+        text = f"{ev.get('split', 'test')} {name} " + ("n/a" if val is None else f"{val:.3f}")
+        ci = ev.get("macro_auprc_ci") if key in ("macro_auprc", "macro_map") else None
+        if ci and ci[0] is not None:
+            text += f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})"
+        parts.append(text)
+        val_metric = ev.get("validation", {}).get("value")
+        if val_metric is not None:
+            parts.append(f"validation {name} {val_metric:.3f} (selects the champion)")
     return "; ".join(parts)
 
 

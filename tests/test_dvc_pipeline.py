@@ -19,7 +19,7 @@ synth: {subjects: 90, seed: 3, adni_subjects: 50, mri_size: 12}
 etl_mimic: {cxr_size: 16, workers: 1, threads: 1, memory_limit: 512MB}
 etl_adni: {mri_size: 12, workers: 1}
 sweep: {cohorts: [mimic-phenotype, mimic-mortality, adni], methods: [late_fusion, masam], seeds: [1]}
-evaluate: {n_resamples: 50, subgroup_resamples: 10}
+evaluate: {n_resamples: 50}
 registry: {example_rows: 2}
 train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2}
 """

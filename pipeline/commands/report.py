@@ -23,13 +23,23 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import os
+
+    from pipeline.provenance import command_line, git_state
     from pipeline.stages.report import build_report
 
     params = load_params(args.params)
     e, t = params.evaluate, params.train
     settings = {"bootstrap resamples": e.n_resamples, "CI level": e.ci_level,
-                "min subgroup patients": e.min_subgroup_patients, "model preset": t.preset, "epochs": t.epochs,
+                "min subgroup patients": e.min_subgroup_patients, "min events (positives and negatives)": e.min_events,
+                "operating-point rule": e.threshold_rule + (f" (sensitivity >= {e.target_sensitivity})"
+                                                           if e.threshold_rule == "target_sensitivity" else ""),
+                "model preset": t.preset, "epochs": t.epochs,
                 "batch size": t.batch_size, "optimizer": f"{t.optimizer} lr {t.lr} wd {t.weight_decay}",
                 "schedule": t.schedule, "seeds": params.sweep.seeds}
-    print(build_report(Path(args.cohort), [Path(r) for r in args.runs], Path(args.out), params.sweep.methods, settings))
+    argv = (["--params", args.params] if args.params != "params.yaml" else [])
+    argv += ["report", "--cohort", args.cohort, "--runs", *args.runs, "--out", args.out]
+    provenance = {**git_state(), "command": command_line(argv), "working_directory": os.getcwd()}
+    print(build_report(Path(args.cohort), [Path(r) for r in args.runs], Path(args.out), params.sweep.methods, settings,
+                       provenance))
     return 0

@@ -18,10 +18,11 @@ import yaml
 
 from etl.atomic import atomic_dir, write_json, write_parquet
 from etl.errors import InputError
-from evaluation.bootstrap import bootstrap_label_cis
+from evaluation.bootstrap import bootstrap_class_rates, bootstrap_label_cis
 from evaluation.calibration import calibration_summary
 from evaluation.curves import curve_records
 from evaluation.metrics import task_metrics
+from evaluation.operating import operating_points
 from evaluation.subgroups import subgroup_metrics
 from pipeline.data import Cohort, load_cohort
 from pipeline.trainer import predict_split, read_json
@@ -76,8 +77,9 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
     y, p = labels_and_scores(test, cohort)
     raw_y = test["label"].to_numpy() if cohort.task_type == "multiclass" else y
     metrics = task_metrics(cohort.task_type, raw_y, p, names)
-    cis = bootstrap_label_cis(y, p, test["patient_id"].to_numpy(), names, settings.n_resamples, settings.seed,
-                              settings.ci_level)
+    patients = test["patient_id"].to_numpy()
+    cis = bootstrap_label_cis(y, p, patients, names, settings.n_resamples, settings.seed, settings.ci_level,
+                              min_events=settings.min_events)
     pr, roc = curve_records(y, p, names, settings.curve_points)
     result = {
         "run": run_dir.name, "cohort": cohort.name, "dataset": cohort.manifest.get("dataset"),
@@ -90,9 +92,19 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
         "test": metrics, "ci": cis,
         "calibration": calibration_summary(y, p, names, settings.calibration_bins),
         "subgroups": subgroup_metrics(test, y, p, names, cohort.manifest.get("dataset", ""), cohort.modalities,
-                                      settings.subgroup_resamples, settings.seed, settings.min_subgroup_patients),
+                                      settings.n_resamples, settings.seed, settings.min_subgroup_patients,
+                                      settings.min_events),
         "mlflow_run_id": summary.get("mlflow_run_id"),
+        "training": config.get("train", {}),  # the run's own settings (params.yaml may have changed since)
     }
+    if cohort.task_type == "multiclass":
+        result["class_rates"] = bootstrap_class_rates(raw_y, p.argmax(1), patients, names, settings.n_resamples,
+                                                      settings.seed, settings.ci_level)
+    else:
+        y_val, p_val = labels_and_scores(frames["val"], cohort)
+        result["operating_points"] = operating_points(
+            y_val, p_val, y, p, patients, names, settings.threshold_rule, settings.target_sensitivity,
+            settings.n_resamples, settings.seed, settings.ci_level, settings.min_events)
     with atomic_dir(out, "evaluations") as tmp:
         for split, frame in frames.items():
             write_parquet(tmp / f"predictions_{split}.parquet", frame)

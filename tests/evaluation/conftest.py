@@ -17,7 +17,7 @@ def pipeline_run(tmp_path_factory):
     params.write_text(
         "sweep:\n  methods: [late_fusion, masam]\n  seeds: [1]\n"
         "train:\n  epochs: 2\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n"
-        "evaluate:\n  n_resamples: 50\n  subgroup_resamples: 20\n  min_subgroup_patients: 3\n"
+        "evaluate:\n  n_resamples: 50\n  min_subgroup_patients: 3\n"
     )
     cohort = write_cohort(root / "data" / "mimic-phenotype", "mimic", n=48)
     base = ["--params", str(params)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -152,3 +153,52 @@ def test_predict_refuses_a_batch_size_below_one(pipeline_run, tmp_path, capsys, 
     code = main(base + ["predict", "--model", "models:/mimic-phenotype@champion", "--cohort", str(cohort),
                         "--out", str(tmp_path / "x.parquet"), "--batch-size", size])
     assert code == 2 and "--batch-size must be a positive number" in capsys.readouterr().err
+
+
+def _cells(html: str, table_id: str) -> list[list[str]]:
+    """Text of each body row's cells of the table with this id."""
+    import re
+
+    body = re.search(rf'<table id="{table_id}">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def test_report_has_one_curve_figure_per_evaluable_label(pipeline_run):
+    root, _, _ = pipeline_run
+    html = (root / "report" / "report.html").read_text()
+    metrics = json.loads((root / "eval" / "masam-s1" / "metrics.json").read_text())
+    evaluable = [lab for lab in metrics["labels"] if lab not in metrics["test"]["excluded_labels"]]
+    import re
+
+    assert re.findall(r'<figure class="curve" data-label="([^"]*)"', html) == evaluable
+
+
+def test_prevalence_table_and_per_label_table_round_the_same_way(pipeline_run):
+    root, _, _ = pipeline_run
+    html = (root / "report" / "report.html").read_text()
+    test_column = {r[0]: r[-1] for r in _cells(html, "prevalence")}
+    per_label = {r[0].replace("too few events", "").strip(): r[1] for r in _cells(html, "per-label")}
+    assert test_column == per_label
+
+
+def test_report_names_runs_commit_command_and_methods(pipeline_run):
+    root, _, _ = pipeline_run
+    html = (root / "report" / "report.html").read_text()
+    for method in ("late_fusion", "masam"):
+        run_id = json.loads((root / "eval" / f"{method}-s1" / "metrics.json").read_text())["mlflow_run_id"]
+        assert run_id and run_id in html
+    assert "clinfuse --params" in html and " report --cohort " in html
+    assert re.search(r"<code>[0-9a-f]{40}</code>", html)
+    assert "Sharpness-Aware" in html and "validation macro AUPRC" in html
+
+
+def test_registered_version_description_names_metric_split_and_rounds(pipeline_run):
+    import mlflow
+
+    root, _, _ = pipeline_run
+    record = json.loads((root / "registry.json").read_text())[0]
+    version = mlflow.MlflowClient().get_model_version(record["name"], str(record["version"]))
+    assert re.search(r"test macro AUPRC \d\.\d{3}\b", version.description)
+    assert re.search(r"validation macro AUPRC \d\.\d{3} \(selects the champion\)", version.description)
+    assert not re.search(r"\d\.\d{4}", version.description)

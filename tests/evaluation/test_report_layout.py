@@ -1,0 +1,163 @@
+"""Layout of the HTML report: wide tables scroll inside their own container, never the page.
+
+The structural test always runs. The browser test renders the page in headless Chromium
+at 1024 px and measures it; it runs where a `chromium` (Debian package `chromium`) or
+`chromium-browser`/`google-chrome` binary is on PATH and is skipped, saying so, elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from evaluation.report import LabelRow, ReportData, render_report
+from evaluation.svg import curve_svg
+
+METHODS = ["late_fusion", "unimodal", "sam", "masam", "masam_reference", "igm", "ogm_ge", "agm", "gblend", "inforeg",
+           "mla", "mmpareto"]
+LABELS = ["Pneumonia (except that caused by tuberculosis or sexually transmitted disease)", "Shock",
+          "Hypertension with complications and secondary hypertension", "Septicemia (except in labor)"]
+
+
+def wide_report() -> ReportData:
+    """A report with twelve methods: its per-label table is far wider than any screen."""
+    ci = {"auprc": 0.4123, "auprc_ci": [0.3011, 0.5234], "auroc": 0.7765, "auroc_ci": [0.7012, 0.8421]}
+    rows = [LabelRow(lab, 0.2105, 24, {m: ci for m in METHODS}, "masam") for lab in LABELS]
+    rng = np.random.default_rng(0)
+    y = (rng.random(60) < 0.3).astype(int)
+    curves = [(LABELS[1], curve_svg(LABELS[1], {m: (y, rng.random(60) + 0.3 * y) for m in METHODS}, 0.3))]
+    runs = [{"method": m, "seed": 42, "run": f"{m}-s42", "val_metric": "val_macro_auprc", "val": 0.4, "best_epoch": 3,
+             "test": 0.41, "mlflow_run_id": "0123456789abcdef0123456789abcdef", "champion": m == "masam",
+             "best_of_method": True} for m in METHODS]
+    return ReportData(
+        title="wide", dataset="mimic", task="phenotype", task_type="multilabel", headline_metric="macro_auprc",
+        methods=METHODS, cohort_counts={"train": 10, "val": 2, "test": 4}, exclusions=[],
+        prevalence={"train": {lab: 0.2105 for lab in LABELS}, "test": {lab: 0.2105 for lab in LABELS}},
+        label_rows=rows, excluded_labels=[],
+        comparison=[{"method": m, "n_seeds": 1, "headline_mean": 0.41, "headline_std": None, "auroc_mean": 0.77,
+                     "auroc_std": None, "rank_auprc": 2.0, "rank_auroc": 2.0} for m in METHODS],
+        paired_difference=None, calibration=[{"method": m, "brier": 0.1, "slope": 0.9, "intercept": 0.1}
+                                             for m in METHODS],
+        subgroups=[], settings={"bootstrap resamples": 1000, "min subgroup patients": 10},
+        champion={"method": "masam", "seed": 42, "value": 0.41, "ci": [0.3, 0.5]}, runs=runs,
+        provenance={"commit": "f" * 40, "dirty": False, "changed_files": 0,
+                    "command": "clinfuse report --cohort " + "/very/long/path" * 12 + " --out reports/x",
+                    "registry": {"name": "mimic-phenotype", "version": None, "note": "not registered yet"}},
+        curves=curves,
+    )
+
+
+class Containers(HTMLParser):
+    """For every <table>: whether an enclosing element has the class `scroll`."""
+
+    VOID = {"img", "br", "meta", "link", "input", "hr", "line", "path", "rect"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[set[str]] = []
+        self.tables: list[tuple[str | None, bool]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.tables.append((a.get("id"), any("scroll" in classes for classes in self.stack)))
+        if tag not in self.VOID:
+            self.stack.append(set((a.get("class") or "").split()))
+
+    def handle_startendtag(self, tag, attrs):
+        pass
+
+    def handle_endtag(self, tag):
+        if tag not in self.VOID and self.stack:
+            self.stack.pop()
+
+
+def test_every_table_sits_in_a_horizontal_scroll_container():
+    html = render_report(wide_report())
+    parser = Containers()
+    parser.feed(html)
+    assert len(parser.tables) >= 8
+    assert [t for t, inside in parser.tables if not inside] == []
+    assert re.search(r"\.scroll\s*\{[^}]*overflow-x:\s*auto", html)
+
+
+def test_one_seed_reads_n_a_in_the_comparison_table():
+    html = render_report(wide_report())
+    assert "n/a (1 seed)" in html and "± 0.000" not in html
+
+
+def _browser() -> str | None:
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+MEASURE = """<script>
+(function () {
+  var vw = document.documentElement.clientWidth, out = [], wider = 0;
+  document.querySelectorAll("table").forEach(function (t) {
+    var box = t.parentElement.getBoundingClientRect();
+    if (t.getBoundingClientRect().width > vw) { wider += 1; }
+    if (box.right > vw + 0.5 || box.left < -0.5) { out.push(t.id || "table"); }
+  });
+  document.body.setAttribute("data-layout", JSON.stringify(
+    {viewport: vw, page: document.documentElement.scrollWidth, overflowing: out, wider_than_page: wider}));
+})();
+</script>"""
+
+
+def _measure(browser: str, html: str, tmp_path, width: int) -> dict:
+    page = tmp_path / f"report-{width}.html"
+    page.write_text(html.replace("</main></body>", "</main>" + MEASURE + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={width},2000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-layout="([^"]*)"', dom.stdout)
+    assert found, f"{browser} rendered nothing measurable: {dom.stderr[-500:]}"
+    shot = tmp_path / f"report-{width}.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 0
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium on PATH (Debian: apt-get install chromium)")
+def test_at_1024_px_no_table_is_wider_than_the_page(tmp_path):
+    browser = _browser()
+    html = render_report(wide_report())
+    layout = _measure(browser, html, tmp_path, 1024)
+    assert layout["wider_than_page"] >= 1  # the twelve-method table really is wider than the screen...
+    assert layout["overflowing"] == [] and layout["page"] <= layout["viewport"]  # ...and scrolls in its box
+    # the check can fail: without the scroll containers the same page overflows
+    broken = html.replace("overflow-x: auto", "overflow-x: visible")
+    assert _measure(browser, broken, tmp_path, 1024)["page"] > 1024
+
+
+def test_adni_sections_show_confusion_matrix_class_rates_and_feature_provenance():
+    from pipeline.stages.report import _features, _multiclass
+
+    manifest = {"tabular_features": ["AGE", "AGE_missing", "ADAS13", "ADAS13_missing", "TAU", "TAU_missing",
+                                     "TAU_censored", "PTGENDER=Female", "PTGENDER=Male"],
+                "tabular": {"dropped_missing": {"PIB": 0.9653}},
+                "config": {"exclude_features": ["MMSE", "CDRSB"], "max_missing": 0.9, "smc": "cn"},
+                "smc_labelled_cn": 7}
+    features = _features(manifest)
+    assert [u["column"] for u in features["used"]] == ["AGE", "ADAS13", "TAU", "PTGENDER"]
+    assert features["kept_scores"] == ["ADAS13"] and features["n_encoded"] == 9
+    assert [e["column"] for e in features["excluded"]] == ["MMSE", "CDRSB"]
+    assert features["dropped"] == [{"column": "PIB", "reason": "96.5% missing in the training split (limit 90%)"}]
+    champion = {"test": {"confusion_matrix": [[6, 22, 0], [2, 26, 1], [0, 9, 16]], "accuracy": 48 / 82},
+                "class_rates": {"accuracy": {"value": 48 / 82, "ci": [0.488, 0.683]},
+                                "per_class": {c: {"sensitivity": {"value": 0.5, "ci": [0.4, 0.6]},
+                                                  "specificity": {"value": 0.9, "ci": [0.8, 0.95]}, "n_pos": 28}
+                                              for c in ("CN", "MCI", "AD")}}}
+    data = wide_report()
+    data.task_type, data.multiclass, data.features = "multiclass", _multiclass(champion, ["CN", "MCI", "AD"]), features
+    html = render_report(data)
+    for table in ("confusion-counts", "confusion-normalised", "class-rates", "features"):
+        assert f'<table id="{table}">' in html
+    assert "0.214" in html  # 6 / 28, the CN row of the row-normalised matrix
+    assert "7 subjects with baseline diagnosis SMC" in html and "Kept, judge for yourself:" in html
+    assert "0.585 (0.488 to 0.683)" in html

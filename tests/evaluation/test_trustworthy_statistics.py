@@ -1,0 +1,236 @@
+"""Small-sample honesty, the ADNI basics, calibration bins and operating points, on hand-checkable data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+from sklearn.metrics import recall_score
+
+from evaluation.bootstrap import bootstrap_class_rates, bootstrap_label_cis, paired_bootstrap_difference
+from evaluation.calibration import reliability_curve
+from evaluation.comparison import mean_std_over_seeds
+from evaluation.method_notes import method_note
+from evaluation.metrics import confusion_matrix, multiclass_metrics, row_normalised
+from evaluation.operating import choose_threshold, net_benefit, operating_points
+from evaluation.report import fmt_ci, fmt_std, metric_name
+from evaluation.subgroups import subgroup_metrics
+
+
+def _frame(sex, age):
+    return pd.DataFrame({"patient_id": np.arange(len(sex)), "sex": sex, "age": age})
+
+
+def test_a_subgroup_with_one_positive_is_too_small_and_has_no_ci():
+    # 40 patients: men have exactly one death, women eight; one death ranked first would read 1.000 (1.000-1.000)
+    n = 40
+    sex = np.array(["M"] * 20 + ["F"] * 20)
+    y = np.zeros((n, 1), int)
+    y[0, 0] = 1
+    y[20:28, 0] = 1
+    s = np.linspace(0, 1, n)[:, None]
+    s[0, 0] = 0.99  # the only male death has the highest score: AUROC 1.000 among men
+    rec = subgroup_metrics(_frame(sex, np.full(n, 50.0)), y, s, ["death"], "mimic", [], n_resamples=50, min_events=5)
+    by = {(r["attribute"], r["group"]): r for r in rec}
+    men, women = by[("sex", "M")], by[("sex", "F")]
+    assert men["too_small"] and men["macro_auroc_ci"] is None and men["macro_auprc_ci"] is None
+    assert men["macro_auroc"] == pytest.approx(1.0)  # shown (greyed), never with an interval
+    assert men["too_small_reason"] == "1 positive, 19 negatives (< 5)"
+    assert not women["too_small"] and women["macro_auroc_ci"][0] is not None
+
+
+def test_the_too_small_rule_counts_negatives_too():
+    n = 30
+    y = np.ones((n, 1), int)
+    y[:3, 0] = 0  # 27 positives, 3 negatives
+    s = np.linspace(0, 1, n)[:, None]
+    rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["x"], "mimic", [], n_resamples=20)
+    assert rec[0]["too_small"] and rec[0]["macro_auprc_ci"] is None
+
+
+def test_a_multilabel_subgroup_averages_only_labels_with_enough_events():
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.zeros((n, 2), int)
+    y[rng.permutation(n)[:20], 0] = 1
+    y[5, 1] = 1  # label b: a single positive
+    s = rng.random((n, 2)) + 0.5 * y
+    rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["a", "b"], "mimic", [], n_resamples=30)
+    r = rec[0]
+    assert not r["too_small"] and r["labels_averaged"] == 1 and r["labels_left_out"] == ["b"]
+    from sklearn.metrics import average_precision_score
+    assert r["macro_auprc"] == pytest.approx(average_precision_score(y[:, 0], s[:, 0]))
+
+
+def test_a_label_cell_with_too_few_events_gets_no_ci():
+    y = np.zeros((50, 2), int)
+    y[:20, 0] = 1
+    y[:2, 1] = 1
+    s = np.linspace(1, 0, 50)[:, None].repeat(2, axis=1)
+    ci = bootstrap_label_cis(y, s, np.arange(50), ["common", "rare"], 100, seed=0, min_events=5)
+    assert ci["per_label"]["rare"]["too_few_events"] and ci["per_label"]["rare"]["auroc_ci"] is None
+    assert not ci["per_label"]["common"]["too_few_events"] and ci["per_label"]["common"]["auroc_ci"] is not None
+
+
+def test_subgroups_use_the_resample_count_they_are_given():
+    # 1000 by default, like the overall CIs (the report states one number)
+    import inspect
+    assert inspect.signature(subgroup_metrics).parameters["n_resamples"].default == 1000
+    assert inspect.signature(bootstrap_label_cis).parameters["n_resamples"].default == 1000
+
+
+def test_age_bands_sort_in_age_order():
+    age = np.array([50, 70, 80, 90, 60, 72, 77, 88, 55, 66], float)
+    rec = subgroup_metrics(_frame(["F"] * 10, age), np.eye(2, dtype=int)[np.arange(10) % 2],
+                           np.random.default_rng(0).random((10, 2)), ["a", "b"], "adni", [], n_resamples=10)
+    bands = [r["group"] for r in rec if r["attribute"] == "age band"]
+    assert bands == ["<65", "65-74", "75-84", "85+"]
+
+
+def test_one_seed_shows_n_a_not_a_zero_std():
+    t = pd.DataFrame({"method": ["a", "a", "b"], "seed": [1, 2, 1], "x": [0.5, 0.7, 0.4]})
+    s = mean_std_over_seeds(t, ["x"]).set_index("method")
+    assert np.isnan(s.loc["b", "x_std"])
+    assert fmt_std(None, 1) == "n/a (1 seed)"
+    assert fmt_std(s.loc["a", "x_std"], 2) == "0.141"
+
+
+def test_intervals_read_as_words_with_true_minus_signs():
+    assert fmt_ci(-0.0075, [-0.011, -0.004]) == "\u22120.007 (\u22120.011 to \u22120.004)"
+    assert fmt_ci(0.41, [0.38, 0.44]) == "0.410 (0.380 to 0.440)"
+    assert fmt_ci(0.41, None) == "0.410"
+    assert fmt_ci(-0.0001, [-0.0004, 0.0002]) == "0.000 (0.000 to 0.000)"  # never "-0.000"
+
+
+def test_multiclass_map_and_auprc_have_one_name():
+    assert metric_name("macro_map") == metric_name("macro_auprc") == metric_name("val_macro_map") == "macro AUPRC"
+
+
+def test_confusion_matrix_and_class_rates_match_sklearn():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 90)
+    p = rng.dirichlet([1, 1, 1], 90)
+    p[np.arange(90), y] += 0.4
+    pred = p.argmax(1)
+    cm = confusion_matrix(y, pred, 3)
+    assert (cm == sk_confusion_matrix(y, pred, labels=[0, 1, 2])).all()
+    assert np.allclose(row_normalised(cm), sk_confusion_matrix(y, pred, labels=[0, 1, 2], normalize="true"))
+    assert multiclass_metrics(y, p, ["CN", "MCI", "AD"])["confusion_matrix"] == cm.tolist()
+    rates = bootstrap_class_rates(y, pred, np.arange(90) // 2, ["CN", "MCI", "AD"], 200, seed=0)
+    sens = recall_score(y, pred, average=None, labels=[0, 1, 2])
+    for c, name in enumerate(["CN", "MCI", "AD"]):
+        r = rates["per_class"][name]
+        specificity = recall_score(y != c, pred != c)  # one-vs-rest: recall of "not c"
+        assert r["sensitivity"]["value"] == pytest.approx(sens[c])
+        assert r["specificity"]["value"] == pytest.approx(specificity)
+        lo, hi = r["sensitivity"]["ci"]
+        assert lo <= sens[c] <= hi
+    assert rates["accuracy"]["value"] == pytest.approx(np.mean(pred == y))
+
+
+def test_quantile_calibration_bins_hold_equal_counts():
+    rng = np.random.default_rng(1)
+    p = rng.beta(0.5, 8, 1003)  # a rare outcome: most risks near 0
+    y = (rng.random(1003) < p).astype(int)
+    bins = reliability_curve(y, p, n_bins=10)
+    counts = [b["count"] for b in bins]
+    assert len(bins) == 10 and sum(counts) == 1003 and max(counts) - min(counts) <= 1
+    assert all(b["lower"] <= b["mean_predicted"] <= b["upper"] for b in bins)
+    uniform = reliability_curve(y, p, n_bins=10, strategy="uniform")
+    assert max(b["count"] for b in uniform) > 500  # what quantile bins avoid
+
+
+def test_quantile_bins_on_a_hand_made_case():
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    y = np.array([0, 0, 1, 0, 1, 1])
+    bins = reliability_curve(y, p, n_bins=3)
+    assert [(b["count"], b["mean_predicted"], b["observed"]) for b in bins] == [
+        (2, pytest.approx(0.15), 0.0), (2, pytest.approx(0.35), 0.5), (2, pytest.approx(0.55), 1.0)]
+
+
+def test_operating_threshold_is_taken_from_validation_not_test():
+    # validation: Youden's J is maximal at 0.6; on the test split alone it would be 0.3
+    y_val = np.array([0, 0, 0, 1, 1, 1])
+    p_val = np.array([0.1, 0.2, 0.5, 0.6, 0.7, 0.9])
+    y_test = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    p_test = np.array([0.05, 0.1, 0.2, 0.25, 0.65, 0.3, 0.4, 0.5, 0.7, 0.8])
+    assert choose_threshold(y_val, p_val) == 0.6
+    assert choose_threshold(y_test, p_test) == 0.3
+    op = operating_points(y_val, p_val, y_test, p_test, np.arange(10), ["death"], n_resamples=50, min_events=1)
+    r = op["per_label"]["death"]
+    assert r["threshold"] == 0.6
+    # at 0.6 on test: TP 2 (0.7, 0.8), FN 3, FP 1 (0.65), TN 4
+    assert r["sensitivity"]["value"] == pytest.approx(2 / 5) and r["specificity"]["value"] == pytest.approx(4 / 5)
+    assert r["ppv"]["value"] == pytest.approx(2 / 3) and r["npv"]["value"] == pytest.approx(4 / 7)
+    assert op["rule"] == "youden"
+
+
+def test_target_sensitivity_rule_keeps_the_highest_threshold_reaching_the_target():
+    y = np.array([0, 1, 0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8])
+    # sensitivity at 0.4 is 3/4, at 0.2 it is 4/4
+    assert choose_threshold(y, p, "target_sensitivity", 0.75) == 0.4
+    assert choose_threshold(y, p, "target_sensitivity", 0.9) == 0.2
+
+
+def test_operating_points_with_too_few_test_events_have_no_ci():
+    y_val = np.array([0, 1, 0, 1])
+    p_val = np.array([0.2, 0.8, 0.3, 0.7])
+    y_test = np.array([0, 0, 0, 0, 0, 0, 1])
+    p_test = np.linspace(0, 1, 7)
+    r = operating_points(y_val, p_val, y_test, p_test, np.arange(7), ["x"], n_resamples=20)["per_label"]["x"]
+    assert r["too_few_events"] and r["sensitivity"]["ci"] is None and r["sensitivity"]["value"] == 1.0
+
+
+def test_net_benefit_by_hand():
+    y = np.array([1, 0, 0, 0])
+    p = np.array([0.9, 0.6, 0.2, 0.1])
+    nb = net_benefit(y, p, np.array([0.5]))
+    # at pt 0.5: TP 1/4, FP 1/4, odds 1 -> 0; treat all: 1/4 - 3/4 = -0.5
+    assert nb["model"] == [pytest.approx(0.0)] and nb["treat_all"] == [pytest.approx(-0.5)]
+
+
+def test_paired_difference_reports_each_label():
+    rng = np.random.default_rng(2)
+    y = (rng.random((80, 2)) < 0.4).astype(int)
+    a = rng.random((80, 2)) + y
+    b = rng.random((80, 2))
+    d = paired_bootstrap_difference(y, a, b, np.arange(80), 100, seed=0)
+    assert len(d["per_label"]) == 2
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    for k in range(2):
+        assert d["per_label"][k]["auprc"]["difference"] == pytest.approx(
+            average_precision_score(y[:, k], a[:, k]) - average_precision_score(y[:, k], b[:, k]))
+        assert d["per_label"][k]["auroc"]["difference"] == pytest.approx(
+            roc_auc_score(y[:, k], a[:, k]) - roc_auc_score(y[:, k], b[:, k]))
+        lo, hi = d["per_label"][k]["auprc"]["ci"]
+        assert lo <= d["per_label"][k]["auprc"]["difference"] <= hi and lo > 0  # a is clearly better
+
+
+def test_every_method_gets_a_sentence_and_unknown_names_do_not_crash():
+    for name in ("late_fusion", "unimodal", "sam", "masam", "igm", "ogm_ge", "agm", "gblend", "pmr", "inforeg",
+                 "mla", "mmpareto", "aug", "medfuse", "drfuse"):
+        note = method_note(name)
+        assert note["description"] and note["reference"] != "—", name
+    assert "ablation" in method_note("masam_no_aps")["description"]
+    assert "variant" in method_note("ogm_ge_alpha_high")["description"]
+    assert method_note("my_new_method")["reference"] == "—"
+
+
+def test_registry_description_names_metric_and_split_to_three_decimals():
+    from pipeline.registry import _card_summary
+
+    card = {"task": "diagnosis", "training": {"method": "masam", "seed": 42},
+            "evaluation": {"split": "test", "headline": {"macro_map": 0.70512345678901234},
+                           "macro_auprc_ci": [0.6349, 0.7971], "validation": {"value": 0.74012345}}}
+    assert _card_summary(card) == ("diagnosis: masam (seed 42); test macro AUPRC 0.705 (95% CI 0.635 to 0.797); "
+                                   "validation macro AUPRC 0.740 (selects the champion)")
+
+
+def test_risk_histogram_spans_the_predicted_range_and_counts_every_prediction():
+    from evaluation.calibration import risk_histogram
+
+    h = risk_histogram(np.array([0.01, 0.02, 0.05, 0.11, 0.29]), n_bins=6)
+    assert h["edges"][0] == 0 and h["edges"][-1] == pytest.approx(0.3) and sum(h["counts"]) == 5
+    assert h["counts"] == [2, 1, 1, 0, 0, 1]  # bins [0, 0.05), [0.05, 0.1), ... ; 0.3 in the last
