@@ -45,3 +45,19 @@ def redact_path(text: str, path: str | Path) -> str:
         if token:
             text = text.replace(token, "<file>")
     return text
+
+
+def shareable_path(path: str | Path, keep: int = 3) -> str:
+    """A path with only its last `keep` components (`.../mimic-iv/hosp/patients.csv.gz`).
+
+    Reports and model cards travel beyond the site: they name inputs relative to their export,
+    never by the absolute path of the site's data root (which can name people and projects).
+    """
+    parts = Path(path).parts
+    return ("…/" if len(parts) > keep else "") + "/".join(parts[-keep:])
+
+
+def shareable_sources(sources: dict) -> dict:
+    """The manifest's `sources` with shareable paths, sizes and dates kept."""
+    return {name: {**entry, "path": shareable_path(entry["path"])} if "path" in entry else entry
+            for name, entry in (sources or {}).items()}

@@ -13,6 +13,7 @@ import numpy as np
 from etl.atomic import write_json
 from models.export import ExportableFusion
 from pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
+from pipeline.manifest import shareable_sources
 from pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
 from pipeline.stages.report import champion_of, load_evaluations
 from pipeline.trainer import load_trained_model, read_json
@@ -73,9 +74,9 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
             "argument_order": names,
         },
         "intended_use": (SYNTHETIC_USE + " " if m.get("synthetic") else "") + INTENDED_USE,
-        "data_source": {"cohort": str(cohort.path.resolve()), "synthetic": m.get("synthetic"),
+        "data_source": {"cohort": cohort.path.name, "synthetic": m.get("synthetic"),
                         "synthetic_sources": m.get("synthetic_sources"), "created": m.get("created"),
-                        "schema_version": m.get("schema_version"), "sources": m.get("sources"),
+                        "schema_version": m.get("schema_version"), "sources": shareable_sources(m.get("sources")),
                         "counts": m.get("counts"), "exclusions": m.get("exclusions")},
         "evaluation": {"split": "test", "n": evaluation["n_test"], "headline": {headline: evaluation["test"][headline]},
                        "macro_auprc_ci": evaluation["ci"]["macro_auprc_ci"],

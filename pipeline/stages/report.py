@@ -29,6 +29,7 @@ from evaluation.plots import decision_curve_figure, forest_figure, reliability_f
 from evaluation.report import LabelRow, ReportData, render_report
 from evaluation.svg import curve_svg
 from pipeline.data import load_cohort
+from pipeline.manifest import shareable_sources
 from pipeline.stages.evaluate import labels_and_scores
 
 TITLES = {("mimic", "phenotype"): "MIMIC-IV ICU phenotyping (25 CCS groups)",
@@ -151,11 +152,11 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         paired_difference=paired, calibration=calibration, subgroups=champion["subgroups"], figures=figures,
         settings=_run_settings({k: v for k, v in settings.items()
                                 if not (cohort.task_type == "multiclass" and k == "operating-point rule")}, champion),
-        data_versions={"cohort": str(Path(cohort_dir).resolve()), "cohort created": manifest.get("created"),
+        data_versions={"cohort": Path(cohort_dir).name, "cohort created": manifest.get("created"),
                        "cohort schema version": manifest.get("schema_version"),
                        **{f"source: {k}": v.get("path") + (f" ({v['bytes']:,} bytes, modified {v.get('modified')})"
                                                           if "bytes" in v else "")
-                          for k, v in manifest.get("sources", {}).items()}},
+                          for k, v in shareable_sources(manifest.get("sources", {})).items()}},
         champion={"method": champion["method"], "seed": champion["seed"], "value": champion["test"][headline],
                   "ci": champion["ci"].get(f"{headline}_ci") or champion["ci"].get("macro_auprc_ci")},
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

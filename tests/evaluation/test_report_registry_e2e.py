@@ -202,3 +202,30 @@ def test_registered_version_description_names_metric_split_and_rounds(pipeline_r
     assert re.search(r"test macro AUPRC \d\.\d{3}\b", version.description)
     assert re.search(r"validation macro AUPRC \d\.\d{3} \(selects the champion\)", version.description)
     assert not re.search(r"\d\.\d{4}", version.description)
+
+
+def test_reports_name_sources_relative_to_their_export_never_by_the_site_path(pipeline_run, tmp_path):
+    import shutil
+
+    root, base, cohort = pipeline_run
+    copy = tmp_path / "mimic-phenotype"
+    shutil.copytree(cohort, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["sources"] = {"hosp/patients": {"path": "/site/secret-project/raw/mimic-iv/hosp/patients.csv.gz",
+                                             "bytes": 10, "modified": "2026-01-01"}}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert main(base + ["report", "--cohort", str(copy), "--runs", str(root / "eval"), "--out",
+                        str(tmp_path / "report")]) == 0
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "secret-project" not in html
+    assert "mimic-iv/hosp/patients.csv.gz" in html
+
+
+def test_the_model_card_names_no_site_path(pipeline_run):
+    from pipeline.registry import download_registered_model
+
+    root, _, _ = pipeline_run
+    record = json.loads((root / "registry.json").read_text())[0]
+    _, card = download_registered_model(f"models:/{record['name']}/{record['version']}")
+    assert card["data_source"]["cohort"] == "mimic-phenotype"
+    assert str(root) not in json.dumps(card["data_source"])
