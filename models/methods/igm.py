@@ -319,7 +319,8 @@ class IGM(Method):
             return self.phase_steps >= self.inner_iters
         # default: the epoch is one outer iteration; the last phase ends in on_epoch_end
         m = len(self.model.modalities)
-        return self.epoch_phase < m - 1 and self.epoch_seen * m >= (self.epoch_phase + 1) * self.epoch_size
+        return (self.epoch_size > 0 and self.epoch_phase < m - 1
+                and self.epoch_seen * m >= (self.epoch_phase + 1) * self.epoch_size)
 
     def _end_phase(self) -> None:
         """One pass for Y_j and T_j (Eqs. 2-4), then the next modality's phase."""
