@@ -45,8 +45,8 @@ OUTER ITERATION: the epoch's shuffled batches are shared out in order, modality
 j's phase ending once (j+1)/m of the epoch's samples were seen (the last phase
 ends in `on_epoch_end`), so the trainer's validation of the fused prediction,
 early stopping (`patience`) and the learning-rate schedule all count outer
-iterations, and each modality gets the same number of steps as per outer
-iteration. With an integer `inner_iters` the phases run `inner_iters` steps
+iterations, and each modality takes about N/m of the epoch's N steps (a late
+fusion epoch's step count, so runs of equal `epochs` take comparable time). With an integer `inner_iters` the phases run `inner_iters` steps
 each regardless of epoch boundaries (the epoch then only sets when validation
 happens). Step metrics: `loss_total` and `loss_<j>` of the modality trained (the
 trainer averages each key over the steps that report it); epoch metrics
@@ -348,11 +348,14 @@ class IGM(Method):
         d = self.model.first_linear(modality).in_features
         device = self.model.first_linear(modality).weight.device
         y = torch.zeros(d, d, dtype=torch.float64, device=device)
-        for batch in tensors.batches(self.pass_batch_size or 256):
-            z = self.model.encode(modality, batch["inputs"][modality]).double()  # [B, d]
-            w = batch["present"][modality].to(z.dtype)  # [B]
-            zbar = (w[:, None] * z).sum(0) / w.sum().clamp(min=1.0)  # zero when nobody is present
-            y += torch.outer(zbar, zbar)
+        # full precision whether the pass runs inside the trainer's bf16 autocast (a phase ending
+        # mid-epoch) or outside it (on_epoch_end), so every T_k is computed alike
+        with torch.autocast(device.type, enabled=False):
+            for batch in tensors.batches(self.pass_batch_size or 256):
+                z = self.model.encode(modality, batch["inputs"][modality]).double()  # [B, d]
+                w = batch["present"][modality].to(z.dtype)  # [B]
+                zbar = (w[:, None] * z).sum(0) / w.sum().clamp(min=1.0)  # zero when nobody is present
+                y += torch.outer(zbar, zbar)
         self.model.train(was_training)
         return y
 
