@@ -1,4 +1,4 @@
-"""Step time of late_fusion, sam and masam on the same model and batch (DESIGN section 8).
+"""Step time of late_fusion, sam, masam and igm on the same model and batch.
 
 For the paper-size model (EHR transformer d=256 + MONAI ResNet-50 at 224 px, batch 16)
 and the small CPU preset, times each method's optimisation step, with MASAM's dominant
@@ -6,6 +6,9 @@ modality forced to each modality and left to APS, and prints every ratio to late
 fusion and the peak memory. The last line is the paper-size, image-dominant ratio:
   masam/late_fusion step-time ratio: <r>
 Targets: <= 2.8 for that worst case, <= 2.5 averaged as APS decides (paper's code: 9.8x).
+IGM trains one modality per step (SAM on it: two forward/backward passes of one encoder):
+it is timed with each modality's phase, and its per-step figure is the mean of the two plus
+its feature passes (one no-gradient pass per modality per outer iteration).
 Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N]
 (--quick: batch 8 at 160 px for the paper-size model, fewer steps.)
 """
@@ -37,10 +40,13 @@ def make_batch(batch: int, size: int, device) -> dict:
             "y": (torch.rand(batch, 25, generator=g) > 0.8).float().to(device)}
 
 
-def time_method(spec, size, batch, device, name, options, warmup, steps) -> tuple[float, float]:
+def time_method(spec, size, batch, device, name, options, warmup, steps, active=None) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25).to(device)
+    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25, method=name,
+                        task_type="multilabel", options=options).to(device)
     method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), "multilabel", **options)
+    if active is not None:  # IGM: pin the modality being trained (no phase ends while timing)
+        method.active = model.modalities.index(active)
     b = make_batch(batch, size, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -59,18 +65,49 @@ def time_method(spec, size, batch, device, name, options, warmup, steps) -> tupl
     return statistics.median(times), peak
 
 
+def time_feature_pass(spec, size, batch, device, warmup, steps) -> float:
+    """IGM's pass for Y_j, per mini-batch, summed over the modalities (eval forward, no gradient).
+
+    Each outer iteration runs one such pass per modality over the N training batches while
+    taking N optimisation steps, so this is IGM's added cost per step.
+    """
+    torch.manual_seed(0)
+    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25, method="igm",
+                        task_type="multilabel").to(device).eval()
+    b = make_batch(batch, size, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + steps):
+            t = time.perf_counter()
+            for m in model.modalities:
+                z = model.encode(m, b["inputs"][m]).double()
+                torch.outer(z.mean(0), z.mean(0))
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
-    cases = [("late_fusion", "late_fusion", {}), ("sam", "sam", {"rho": 0.05}),
-             ("masam (ehr dominant)", "masam", {"dominant": "ehr"}),
-             ("masam (cxr dominant)", "masam", {"dominant": "cxr"}),
-             ("masam (APS decides)", "masam", {})]
+    igm_inner = {"inner_iters": 10**9}
+    cases = [("late_fusion", "late_fusion", {}, None), ("sam", "sam", {"rho": 0.05}, None),
+             ("masam (ehr dominant)", "masam", {"dominant": "ehr"}, None),
+             ("masam (cxr dominant)", "masam", {"dominant": "cxr"}, None),
+             ("masam (APS decides)", "masam", {}, None),
+             ("igm (ehr phase)", "igm", igm_inner, "ehr"), ("igm (cxr phase)", "igm", igm_inner, "cxr")]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
-    for case, name, options in cases:
-        t, peak = time_method(spec, size, batch, device, name, options, warmup, steps)
+    for case, name, options, active in cases:
+        t, peak = time_method(spec, size, batch, device, name, options, warmup, steps, active)
         out[case] = t
         print(f"{label}: {case:22s} {t * 1000:9.1f} ms/step  ratio {t / out['late_fusion']:.2f}  "
               f"{peak_note} {peak:,.0f} MiB", flush=True)
+    passes = time_feature_pass(spec, size, batch, device, warmup, steps)
+    out["igm"] = (out["igm (ehr phase)"] + out["igm (cxr phase)"]) / 2 + passes
+    print(f"{label}: {'igm feature passes':22s} {passes * 1000:9.1f} ms/step", flush=True)
+    print(f"{label}: {'igm (outer iteration)':22s} {out['igm'] * 1000:9.1f} ms/step  ratio "
+          f"{out['igm'] / out['late_fusion']:.2f}  (mean of the phases + feature passes)", flush=True)
     return out
 
 
@@ -94,7 +131,7 @@ def main() -> None:
         print(f"{label}: sam/late_fusion {r['sam'] / r['late_fusion']:.2f}; masam/late_fusion "
               f"ehr-dominant {r['masam (ehr dominant)'] / r['late_fusion']:.2f}, "
               f"cxr-dominant {r['masam (cxr dominant)'] / r['late_fusion']:.2f}, APS {aps:.2f}, "
-              f"mean of forced {forced:.2f}")
+              f"mean of forced {forced:.2f}; igm/late_fusion {r['igm'] / r['late_fusion']:.2f}")
     print(f"masam/late_fusion step-time ratio: {paper['masam (cxr dominant)'] / paper['late_fusion']:.2f}")
 
 

@@ -385,6 +385,8 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 n_steps = 0
                 # First step whose loss was not finite, kept on the device (read at the syncs we already make).
                 first_bad = torch.full((), -1, dtype=torch.long, device=device)
+                counts: dict[str, int] = {}  # a method may report a key in some steps only (IGM's loss_<m>)
+                epoch_metrics = dict(method.on_epoch_start(epoch, train))
                 for batch in train.batches(s.batch_size, generator):
                     with _autocast(device, s.bf16):
                         metrics = method.step(batch)
@@ -394,6 +396,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                                             state["global_step"], first_bad)
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0) + v.float()
+                        counts[k] = counts.get(k, 0) + 1
                     if state["global_step"] % s.log_every == 0:
                         _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                         names = list(metrics)
@@ -402,14 +405,19 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                         progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
                     progress.advance(task)
                 _check_finite(first_bad, epoch, state["global_step"] - n_steps)
+                epoch_metrics.update(method.on_epoch_end(epoch, train))
                 scheduler.step()
                 names = list(sums)
-                means = torch.stack([sums[k] / max(n_steps, 1) for k in names]).tolist() if names else []
+                means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []
                 train_means = dict(zip(names, means, strict=True))
+                hook_names = list(epoch_metrics)
+                hook_values = (torch.stack([epoch_metrics[k].float() for k in hook_names]).tolist()
+                               if hook_names else [])  # one sync
                 val_metrics = evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None}
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
-                          f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"]}
+                          f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"],
+                          **{f"epoch/{k}": v for k, v in zip(hook_names, hook_values, strict=True)}}
                 if val_metrics.get("macro_auroc") is not None:
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]
                 state["history"].append(record)

@@ -5,6 +5,7 @@ module plus one line here.
 from __future__ import annotations
 
 from .base import Method
+from .igm import IGM
 from .late_fusion import LateFusion
 from .masam import MASAM
 from .sam import SAM
@@ -15,6 +16,7 @@ METHODS: dict[str, type[Method]] = {
     "unimodal": Unimodal,
     "sam": SAM,
     "masam": MASAM,
+    "igm": IGM,
 }
 
 __all__ = ["METHODS", "Method"]

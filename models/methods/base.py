@@ -176,6 +176,15 @@ class Method:
     def step(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    # optional epoch hooks (the trainer logs what they return as `epoch/<key>`)
+    def on_epoch_start(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        """Called before an epoch's first step with the training split (`pipeline.data.SplitTensors`)."""
+        return {}
+
+    def on_epoch_end(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        """Called after an epoch's last step, before the learning-rate scheduler steps."""
+        return {}
+
     # resumable state (methods with moving averages override)
     def state_dict(self) -> dict:
         return {}
