@@ -182,6 +182,13 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """A method hook's 0-d tensors as floats (one host sync)."""
+    names = list(metrics)
+    values = torch.stack([metrics[k].detach().float() for k in names]).tolist() if names else []
+    return dict(zip(names, values, strict=True))
+
+
 def _save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -284,6 +291,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 task = progress.add_task(f"{spec.method_name} s{spec.seed} epoch {epoch + 1}/{s.epochs}",
                                          total=steps_per_epoch, info="")
                 generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)
+                hook_metrics = _host(method.on_epoch_start(epoch, train))
                 sums: dict[str, torch.Tensor] = {}
                 n_steps = 0
                 for batch in train.batches(s.batch_size, generator):
@@ -299,6 +307,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                         tracker.metrics({f"step/{k}": v for k, v in zip(names, values, strict=True)}, state["global_step"])
                         progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
                     progress.advance(task)
+                hook_metrics.update(_host(method.on_epoch_end(epoch, train)))
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / max(n_steps, 1) for k in names]).tolist() if names else []
@@ -306,7 +315,8 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 val_metrics = evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None}
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
-                          f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"]}
+                          f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"],
+                          **{f"epoch/{k}": v for k, v in hook_metrics.items()}}
                 if val_metrics.get("macro_auroc") is not None:
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]
                 state["history"].append(record)

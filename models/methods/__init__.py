@@ -4,9 +4,12 @@ module plus one line here.
 
 from __future__ import annotations
 
+from .agm import AGM
 from .base import Method
+from .gblend import GBlend
 from .late_fusion import LateFusion
 from .masam import MASAM
+from .ogm_ge import OGMGE
 from .sam import SAM
 from .unimodal import Unimodal
 
@@ -15,6 +18,9 @@ METHODS: dict[str, type[Method]] = {
     "unimodal": Unimodal,
     "sam": SAM,
     "masam": MASAM,
+    "ogm_ge": OGMGE,
+    "agm": AGM,
+    "gblend": GBlend,
 }
 
 __all__ = ["METHODS", "Method"]
