@@ -1,4 +1,4 @@
-"""Step time of late_fusion, sam, masam and igm on the same model and batch.
+"""Step time of late_fusion, sam, masam, igm and the balancing baselines on the same model and batch.
 
 For the paper-size model (EHR transformer d=256 + MONAI ResNet-50 at 224 px, batch 16)
 and the small CPU preset, times each method's optimisation step, with MASAM's dominant
@@ -9,6 +9,9 @@ Targets: <= 2.8 for that worst case, <= 2.5 averaged as APS decides (paper's cod
 IGM trains one modality per step (SAM on it: two forward/backward passes of one encoder):
 it is timed with each modality's phase, and its per-step figure is the mean of the two plus
 its feature passes (one no-gradient pass per modality per outer iteration).
+OGM-GE, AGM and G-Blend get one line each. G-Blend's line is its training step only; its
+weight estimation runs once per super-epoch (about M + 1 extra epochs of single-loss
+training per epoch of the run, see models/methods/gblend.py), not per step.
 Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N]
 (--quick: batch 8 at 160 px for the paper-size model, fewer steps.)
 """
@@ -95,7 +98,8 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
              ("masam (ehr dominant)", "masam", {"dominant": "ehr"}, None),
              ("masam (cxr dominant)", "masam", {"dominant": "cxr"}, None),
              ("masam (APS decides)", "masam", {}, None),
-             ("igm (ehr phase)", "igm", igm_inner, "ehr"), ("igm (cxr phase)", "igm", igm_inner, "cxr")]
+             ("igm (ehr phase)", "igm", igm_inner, "ehr"), ("igm (cxr phase)", "igm", igm_inner, "cxr"),
+             ("ogm_ge", "ogm_ge", {}, None), ("agm", "agm", {}, None), ("gblend", "gblend", {}, None)]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
     for case, name, options, active in cases:
@@ -126,6 +130,8 @@ def main() -> None:
     small = run_model("small preset (64 px, batch 32)", SMALL, 64, 32, device, warmup, steps * 3)
     paper = run_model(f"paper size ({size} px, batch {batch})", PAPER, size, batch, device, warmup, steps)
     for label, r in (("small preset", small), ("paper size", paper)):
+        print(f"{label}: " + ", ".join(f"{m}/late_fusion {r[m] / r['late_fusion']:.2f}"
+                                       for m in ("ogm_ge", "agm", "gblend")))
         aps = r["masam (APS decides)"] / r["late_fusion"]
         forced = (r["masam (ehr dominant)"] + r["masam (cxr dominant)"]) / 2 / r["late_fusion"]
         print(f"{label}: sam/late_fusion {r['sam'] / r['late_fusion']:.2f}; masam/late_fusion "

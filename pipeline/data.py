@@ -110,18 +110,27 @@ def load_cohort(path: str | Path) -> Cohort:
 
 @dataclass
 class SplitTensors:
-    """One split held in memory: inputs `{m: [N, ...]}` (images uint8), present `{m: [N]}`, y."""
+    """One split held in memory: inputs `{m: [N, ...]}` (images uint8), present `{m: [N]}`, y.
+
+    `groups` `[N]` holds each row's patient id when the manifest names a `patient_column`
+    (methods that carve a held-out part of the training split keep patients whole).
+    """
 
     rows: np.ndarray
     inputs: dict[str, torch.Tensor]
     present: dict[str, torch.Tensor]
     y: torch.Tensor
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def batch(self, index: torch.Tensor) -> dict[str, Any]:
-        """The batch contract: images as float `[B, 1, ...]` in [0, 1]."""
+        """The batch contract: images as float `[B, 1, ...]` in [0, 1].
+
+        `index` `[B]` is each sample's position in this split (a stable sample key for
+        methods that treat some training rows differently, e.g. G-Blend's held-out part).
+        """
         inputs = {}
         for m, x in self.inputs.items():
             xb = x[index]
@@ -132,6 +141,7 @@ class SplitTensors:
             "inputs": inputs,
             "present": {m: p[index] for m, p in self.present.items()},
             "y": self.y[index],
+            "index": torch.as_tensor(index, device=self.y.device),
         }
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[dict]:
@@ -152,4 +162,6 @@ def split_tensors(cohort: Cohort, split: str, device: torch.device | str = "cpu"
         inputs[m] = torch.from_numpy(arr).to(device)
         present[m] = torch.from_numpy(cohort.samples[f"has_{m}"].to_numpy(bool)[rows]).to(device)
     y = torch.from_numpy(np.array(cohort.labels(rows))).to(device)
-    return SplitTensors(rows, inputs, present, y)
+    column = cohort.manifest.get("patient_column")
+    groups = cohort.samples[column].to_numpy()[rows] if column in cohort.samples.columns else None
+    return SplitTensors(rows, inputs, present, y, groups)

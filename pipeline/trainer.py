@@ -221,6 +221,13 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """A method hook's 0-d tensors as floats (one host sync)."""
+    names = list(metrics)
+    values = torch.stack([metrics[k].detach().float() for k in names]).tolist() if names else []
+    return dict(zip(names, values, strict=True))
+
+
 def _save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -410,14 +417,12 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 names = list(sums)
                 means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []
                 train_means = dict(zip(names, means, strict=True))
-                hook_names = list(epoch_metrics)
-                hook_values = (torch.stack([epoch_metrics[k].float() for k in hook_names]).tolist()
-                               if hook_names else [])  # one sync
+                hook_metrics = _host(epoch_metrics)  # one sync
                 val_metrics = evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None}
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
                           f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"],
-                          **{f"epoch/{k}": v for k, v in zip(hook_names, hook_values, strict=True)}}
+                          **{f"epoch/{k}": v for k, v in hook_metrics.items()}}
                 if val_metrics.get("macro_auroc") is not None:
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]
                 state["history"].append(record)

@@ -4,10 +4,13 @@ module plus one line here.
 
 from __future__ import annotations
 
+from .agm import AGM
 from .base import Method
+from .gblend import GBlend
 from .igm import IGM
 from .late_fusion import LateFusion
 from .masam import MASAM
+from .ogm_ge import OGMGE
 from .sam import SAM
 from .unimodal import Unimodal
 
@@ -17,6 +20,9 @@ METHODS: dict[str, type[Method]] = {
     "sam": SAM,
     "masam": MASAM,
     "igm": IGM,
+    "ogm_ge": OGMGE,
+    "agm": AGM,
+    "gblend": GBlend,
 }
 
 __all__ = ["METHODS", "Method"]

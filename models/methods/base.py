@@ -176,13 +176,19 @@ class Method:
     def step(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    # optional epoch hooks (the trainer logs what they return as `epoch/<key>`)
+    # optional per-epoch hooks (the trainer calls them around each epoch's batches)
     def on_epoch_start(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
-        """Called before an epoch's first step with the training split (`pipeline.data.SplitTensors`)."""
+        """Before epoch `epoch` (0-based)'s first step; returns metrics the trainer logs as `epoch/<key>`.
+
+        Args:
+            epoch: the epoch about to run, counted from 0.
+            train_tensors: the training split (`pipeline.data.SplitTensors`: `.batches(batch_size,
+                generator)`, `.batch(index)`, `len()`, `.groups`).
+        """
         return {}
 
     def on_epoch_end(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
-        """Called after an epoch's last step, before the learning-rate scheduler steps."""
+        """After epoch `epoch`'s last step, before the scheduler steps; metrics as for `on_epoch_start`."""
         return {}
 
     # resumable state (methods with moving averages override)

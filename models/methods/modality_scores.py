@@ -1,0 +1,72 @@
+"""Per-modality quantities the balancing baselines share (OGM-GE, AGM, ...).
+
+Where a paper scores a modality by "the softmax probability of the true class", the
+sigmoid tasks (multilabel, binary) use the match score of the MASAM code
+(github Orange2107/MASAM-Multimodal-Adaptive-SAM, `calculate_score`):
+
+    score_i = sum_c [ y_ic p_ic + (1 - y_ic)(1 - p_ic) ],   p = sigmoid(logit),
+
+the expected number of labels predicted right; for one binary label it is the
+probability given to the true outcome, exactly the softmax rule's analogue.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def slice_logits(model, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Unimodal logits read off the fusion head: `W_m z_m + b / M` (`[B, K]` each).
+
+    OGM-GE's (and BalanceBenchmark's) unimodal scores for a concat head W[z_1||...||z_M] + b.
+    An absent modality's features are zeroed, as the fusion head sees them.
+
+    Args:
+        model: a `FusionModel` (its `fusion_head` is one `nn.Linear` over the concatenation).
+        features: modality -> `[B, H_m]` encoder features.
+        present: modality -> `[B]` bool.
+    """
+    head, mods = model.fusion_head, model.modalities
+    weight = head.weight  # [K, sum H_m]
+    bias = head.bias if head.bias is not None else torch.zeros(weight.shape[0], device=weight.device)
+    out, start = {}, 0
+    for m in mods:
+        z = features[m] * present[m].to(features[m].dtype).unsqueeze(1)
+        width = z.shape[1]
+        out[m] = z @ weight[:, start : start + width].T + bias / len(mods)
+        start += width
+    return out
+
+
+def match_score(logits: torch.Tensor, y: torch.Tensor, task_type: str) -> torch.Tensor:
+    """Per-sample score `[B]`: softmax probability of the true class (multiclass) or the match score.
+
+    Args:
+        logits: `[B, K]`.
+        y: `[B]` class indices (multiclass) or `[B, K]` 0/1 labels.
+        task_type: "multilabel", "binary" or "multiclass".
+    """
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    if task_type == "multiclass":
+        return torch.softmax(logits, -1).gather(1, y.long().unsqueeze(1)).squeeze(1)
+    p, target = torch.sigmoid(logits), y.to(logits.dtype)
+    return (target * p + (1 - target) * (1 - p)).sum(1)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` `[B]` over `mask` `[B]` (0 when nothing is masked in; no host sync)."""
+    weight = mask.to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def mean_of_others(values: torch.Tensor) -> torch.Tensor:
+    """`[M]` -> `[M]`: entry m is the mean of the other M - 1 entries (M >= 2)."""
+    return (values.sum() - values) / (values.numel() - 1)
+
+
+def scale_gradient(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the gradient flowing back through `x` by `k`.
+
+    What a backward hook `grad -> k * grad` on `x` does, written as a graph expression.
+    """
+    return x * k + x.detach() * (1 - k)
