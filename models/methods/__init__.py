@@ -4,9 +4,12 @@ module plus one line here.
 
 from __future__ import annotations
 
+from .aug import AUG
 from .base import Method
 from .late_fusion import LateFusion
 from .masam import MASAM
+from .mla import MLA
+from .mmpareto import MMPareto
 from .sam import SAM
 from .unimodal import Unimodal
 
@@ -15,6 +18,9 @@ METHODS: dict[str, type[Method]] = {
     "unimodal": Unimodal,
     "sam": SAM,
     "masam": MASAM,
+    "mla": MLA,
+    "mmpareto": MMPareto,
+    "aug": AUG,
 }
 
 __all__ = ["METHODS", "Method"]

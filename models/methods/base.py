@@ -15,6 +15,7 @@ whose `fused` is its rule (e.g. `average_probabilities` of the unimodal heads).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -46,6 +47,11 @@ def cosine(a: Tensors, b: Tensors, eps: float = 1e-12) -> torch.Tensor:
 
 def grads_or_zeros(grads, params: Tensors) -> Tensors:
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+
+
+def option(cls, options: dict, name: str):
+    """A method option from its config, else the constructor's default (defaults live in one place)."""
+    return options.get(name, inspect.signature(cls.__init__).parameters[name].default)
 
 
 # --- determinism guards for a second forward pass ---------------------------------------
@@ -157,6 +163,15 @@ class Method:
 
     def step(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    # optional per-epoch hooks (the trainer logs what they return as `epoch/<key>`)
+    def on_epoch_start(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        """Called before the first batch of `epoch` (0-based) with the training split's SplitTensors."""
+        return {}
+
+    def on_epoch_end(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        """Called after the last batch of `epoch`, before the scheduler steps and validation runs."""
+        return {}
 
     # resumable state (methods with moving averages override)
     def state_dict(self) -> dict:
