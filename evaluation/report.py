@@ -51,6 +51,7 @@ class ReportData:
     data_versions: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
+    design_alternatives: list[dict[str, Any]] = field(default_factory=list)  # MASAM vs its Table 8 designs
 
 
 def fmt(value, digits: int = 3) -> str:

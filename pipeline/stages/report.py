@@ -21,7 +21,7 @@ import pandas as pd
 from etl.atomic import write_json, write_text
 from etl.errors import InputError
 from evaluation.bootstrap import paired_bootstrap_difference
-from evaluation.comparison import average_rank, mean_std_over_seeds
+from evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
 from evaluation.plots import pr_roc_figure, reliability_figure
 from evaluation.report import LabelRow, ReportData, render_report
 from pipeline.data import load_cohort
@@ -133,6 +133,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         champion={"method": champion["method"], "seed": champion["seed"], "value": champion["test"][headline],
                   "ci": champion["ci"].get(f"{headline}_ci") or champion["ci"].get("macro_auprc_ci")},
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        design_alternatives=design_alternatives(comparison),
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
