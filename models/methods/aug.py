@@ -65,12 +65,12 @@ from etl.errors import ConfigError
 
 from ..fusion import FusionOutput
 from ..losses import per_sample_loss
-from .base import Method, option
+from .base import Method, option, upcast
 
 
 def correct_probability(logits: torch.Tensor, y: torch.Tensor, task_type: str) -> torch.Tensor:
     """Probability the prediction gives the correct answer `[B]` (sigmoid tasks: `[B, K]` per label)."""
-    logits = logits.float()
+    logits = upcast(logits)
     if task_type == "multiclass":
         return torch.softmax(logits, -1).gather(1, y.long()[:, None])[:, 0]
     p = torch.sigmoid(logits)
@@ -90,7 +90,8 @@ def boosted_loss(d: torch.Tensor, o: torch.Tensor, y: torch.Tensor, task_type: s
     p = correct_probability(o.detach(), y, task_type)
     if task_type == "multiclass":
         return (1 - beta * p) * per_sample_loss(d, y, task_type)
-    bce = nn.functional.binary_cross_entropy_with_logits(d.float(), y.float(), reduction="none")
+    d = upcast(d)
+    bce = nn.functional.binary_cross_entropy_with_logits(d, y.to(d.dtype), reduction="none")
     return ((1 - beta * p) * bce).mean(1)
 
 

@@ -54,6 +54,11 @@ def option(cls, options: dict, name: str):
     return options.get(name, inspect.signature(cls.__init__).parameters[name].default)
 
 
+def upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision (bf16 autocast) logits to fp32; fp32 and fp64 unchanged."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 # --- determinism guards for a second forward pass ---------------------------------------
 
 

@@ -53,14 +53,14 @@ from etl.errors import ConfigError
 
 from ..fusion import FusionOutput, average_probabilities
 from ..losses import task_loss
-from .base import Method, option
+from .base import Method, option, upcast
 
 FUSIONS = ("entropy", "fixed")
 
 
 def prediction_entropy(logits: torch.Tensor, task_type: str) -> torch.Tensor:
     """Entropy per sample `[B]` of the predictions `logits` `[B, K]` (mean binary entropy for sigmoid tasks)."""
-    logits = logits.float()
+    logits = upcast(logits)
     if task_type == "multiclass":
         logp = torch.log_softmax(logits, -1)
         return -(logp.exp() * logp).sum(-1)
