@@ -76,6 +76,7 @@ from .base import (
     norm,
     rng_state,
     set_rng_state,
+    upcast,
 )
 
 VARIANTS = ("paper", "reference")
@@ -103,7 +104,7 @@ def ogm_scores(out, batch, modalities: list[str], task_type: str) -> torch.Tenso
     """OGM-GE's score per modality `[M]`: mean probability of the correct answer over present samples."""
     scores = []
     for m in modalities:
-        logits, y = out.unimodal[m].detach().float(), batch["y"]
+        logits, y = upcast(out.unimodal[m].detach()), batch["y"]
         if task_type == "multiclass":
             p = torch.softmax(logits, -1).gather(1, y.long()[:, None])[:, 0]
         else:
