@@ -1,9 +1,10 @@
-"""Step time of late_fusion, sam and masam on the same model and batch (DESIGN section 8).
+"""Step time of late_fusion, sam, masam and the balancing baselines on the same model and batch.
 
 For the paper-size model (EHR transformer d=256 + MONAI ResNet-50 at 224 px, batch 16)
 and the small CPU preset, times each method's optimisation step, with MASAM's dominant
 modality forced to each modality and left to APS, and prints every ratio to late
-fusion and the peak memory. The last line is the paper-size, image-dominant ratio:
+fusion and the peak memory (MLA, MMPareto and AUG too: AUG with one extra
+classifier active per modality, its cost once boosting has started). The last line is the paper-size, image-dominant ratio:
   masam/late_fusion step-time ratio: <r>
 Targets: <= 2.8 for that worst case, <= 2.5 averaged as APS decides (paper's code: 9.8x).
 Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N]
@@ -39,7 +40,10 @@ def make_batch(batch: int, size: int, device) -> dict:
 
 def time_method(spec, size, batch, device, name, options, warmup, steps) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25).to(device)
+    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25, method=name,
+                        task_type="multilabel", options=options).to(device)
+    if name == "aug":
+        model.active.fill_(1)  # one extra classifier per modality: the cost once boosting has started
     method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), "multilabel", **options)
     b = make_batch(batch, size, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -63,7 +67,8 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
     cases = [("late_fusion", "late_fusion", {}), ("sam", "sam", {"rho": 0.05}),
              ("masam (ehr dominant)", "masam", {"dominant": "ehr"}),
              ("masam (cxr dominant)", "masam", {"dominant": "cxr"}),
-             ("masam (APS decides)", "masam", {})]
+             ("masam (APS decides)", "masam", {}),
+             ("mla", "mla", {}), ("mmpareto", "mmpareto", {}), ("aug (1 extra/modality)", "aug", {})]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
     for case, name, options in cases:
@@ -89,6 +94,8 @@ def main() -> None:
     small = run_model("small preset (64 px, batch 32)", SMALL, 64, 32, device, warmup, steps * 3)
     paper = run_model(f"paper size ({size} px, batch {batch})", PAPER, size, batch, device, warmup, steps)
     for label, r in (("small preset", small), ("paper size", paper)):
+        print(f"{label}: " + ", ".join(f"{name}/late_fusion {r[case] / r['late_fusion']:.2f}" for name, case in
+                                        (("mla", "mla"), ("mmpareto", "mmpareto"), ("aug", "aug (1 extra/modality)"))))
         aps = r["masam (APS decides)"] / r["late_fusion"]
         forced = (r["masam (ehr dominant)"] + r["masam (cxr dominant)"]) / 2 / r["late_fusion"]
         print(f"{label}: sam/late_fusion {r['sam'] / r['late_fusion']:.2f}; masam/late_fusion "

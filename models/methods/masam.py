@@ -30,7 +30,7 @@ Ablations (paper Table 2): `aps=False` perturbs every modality m with its own
 eps_m (each recomputed with the others' features fixed); `mdps=False` replaces
 gamma by 1 in the perturbation; `rho=0` is late fusion.
 
-Design alternatives (paper Table 8), options of the paper variant:
+Design alternatives (paper Table 8), as options (`direction` of the paper variant only):
   - `score`: how the dominant modality is chosen.
       "aps" (default): APS as above.
       "gamma": gradient alignment only, APS_m = gamma_m (alpha = 0).
