@@ -30,3 +30,35 @@ def average_rank(per_label: pd.DataFrame, metric: str) -> pd.Series:
         return pd.Series(dtype=float)
     ranks = wide.rank(axis=1, ascending=False, method="average")
     return ranks.mean(axis=0).sort_values()
+
+
+# MASAM and its design alternatives (the MASAM paper's Table 8): config name -> design.
+MASAM_DESIGNS = {
+    "masam": "APS score, MDPS direction (the paper's design)",
+    "masam_score_ogm": "score: OGM-GE's modality score instead of APS",
+    "masam_gamma_only": "score: gradient alignment only (alpha = 0)",
+    "masam_dir_difference": "direction: g_fuse − g_uni",
+    "masam_dir_orthogonal": "direction: part of g_uni orthogonal to g_fuse",
+}
+
+
+def design_alternatives(comparison: list[dict], designs: dict[str, str] = MASAM_DESIGNS) -> list[dict]:
+    """A Table 8-style block: MASAM and its design alternatives, picked from the method comparison.
+
+    Args:
+        comparison: rows with at least `method` and `headline_mean` (the report's comparison table).
+        designs: method name -> description; the first entry is the reference design.
+    Returns:
+        The rows of the methods in `designs` that are present, in `designs` order, each
+        copied with `design` and `delta` (its headline mean minus the reference's); empty
+        unless the reference and at least one alternative are present.
+    """
+    by_method = {row["method"]: row for row in comparison}
+    reference = next(iter(designs))
+    present = [m for m in designs if m in by_method]
+    if reference not in by_method or len(present) < 2:
+        return []
+    base = by_method[reference]["headline_mean"]
+    return [{**by_method[m], "design": designs[m],
+             "delta": None if by_method[m]["headline_mean"] is None or base is None
+             else by_method[m]["headline_mean"] - base} for m in present]

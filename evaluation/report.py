@@ -66,6 +66,7 @@ class ReportData:
     curves: list[tuple[str, str]] = field(default_factory=list)  # (label, inline SVG + legend) per evaluable label
     min_events: int = 5
     n_resamples: int = 1000
+    design_alternatives: list[dict[str, Any]] = field(default_factory=list)  # MASAM vs its Table 8 designs
 
 
 

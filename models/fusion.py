@@ -53,7 +53,8 @@ def average_probabilities(
         logits: modality -> `[B, K]` logits.
         present: modality -> `[B]` bool presence flags.
         task_type: "multilabel", "binary" or "multiclass".
-        weights: modality -> non-negative weight (default: equal weights, the mean).
+        weights: modality -> non-negative weight, a number or per-sample weights `[B]`
+            (default: equal weights, the mean).
     Returns:
         `[B, K]` logits of the fused probabilities.
     """
@@ -63,10 +64,13 @@ def average_probabilities(
         [torch.softmax(logits[m].float(), -1) if task_type == "multiclass" else torch.sigmoid(logits[m].float())
          for m in mods]
     )  # [M, B, K]
-    w = torch.tensor([1.0 if weights is None else float(weights[m]) for m in mods], device=first.device)
-    mask = torch.stack([present[m].to(probs.dtype) for m in mods]) * w[:, None]  # [M, B]
+    w = torch.stack([
+        torch.as_tensor(1.0 if weights is None else weights[m], dtype=probs.dtype, device=first.device)
+        .expand(first.shape[0]) for m in mods
+    ])  # [M, B]: a number per modality or per-sample weights
+    mask = torch.stack([present[m].to(probs.dtype) for m in mods]) * w  # [M, B]
     none = mask.sum(0) == 0
-    mask = torch.where(none[None, :], w[:, None].expand_as(mask), mask)
+    mask = torch.where(none[None, :], w, mask)
     p = (probs * mask[..., None]).sum(0) / mask.sum(0).clamp(min=1e-12)[:, None]
     eps = torch.finfo(p.dtype).eps
     p = p.clamp(eps, 1 - eps) if task_type != "multiclass" else p.clamp(min=eps)

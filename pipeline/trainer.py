@@ -319,8 +319,6 @@ def _mark_interrupted(run_id: str) -> None:
             client.set_terminated(run_id, status="KILLED")
     except mlflow.exceptions.MlflowException:
         pass  # the store was reset or moved: nothing to mark
-
-
 def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoch: int | None = None) -> dict:
     """Train one run and write its folder; returns the train summary.
 

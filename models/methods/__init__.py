@@ -5,11 +5,14 @@ module plus one line here.
 from __future__ import annotations
 
 from .agm import AGM
+from .aug import AUG
 from .base import Method
 from .gblend import GBlend
 from .igm import IGM
 from .late_fusion import LateFusion
 from .masam import MASAM
+from .mla import MLA
+from .mmpareto import MMPareto
 from .ogm_ge import OGMGE
 from .sam import SAM
 from .unimodal import Unimodal
@@ -23,6 +26,9 @@ METHODS: dict[str, type[Method]] = {
     "ogm_ge": OGMGE,
     "agm": AGM,
     "gblend": GBlend,
+    "mla": MLA,
+    "mmpareto": MMPareto,
+    "aug": AUG,
 }
 
 __all__ = ["METHODS", "Method"]

@@ -15,6 +15,7 @@ whose `fused` is its rule (e.g. `average_probabilities` of the unimodal heads).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -62,6 +63,14 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be in {lo}, {hi} (got {value!r})")
     return v
+def option(cls, options: dict, name: str):
+    """A method option from its config, else the constructor's default (defaults live in one place)."""
+    return options.get(name, inspect.signature(cls.__init__).parameters[name].default)
+
+
+def upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision (bf16 autocast) logits to fp32; fp32 and fp64 unchanged."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 # --- determinism guards for a second forward pass ---------------------------------------

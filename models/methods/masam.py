@@ -30,6 +30,23 @@ Ablations (paper Table 2): `aps=False` perturbs every modality m with its own
 eps_m (each recomputed with the others' features fixed); `mdps=False` replaces
 gamma by 1 in the perturbation; `rho=0` is late fusion.
 
+Design alternatives (paper Table 8), as options (`direction` of the paper variant only):
+  - `score`: how the dominant modality is chosen.
+      "aps" (default): APS as above.
+      "gamma": gradient alignment only, APS_m = gamma_m (alpha = 0).
+      "ogm": OGM-GE's modality score instead of APS: s_m = mean over the samples
+        where m is present of the probability its unimodal head gives the correct
+        answer (softmax p_y; sigmoid tasks: the label mean of y p + (1 - y)(1 - p));
+        d = argmax_m s_m, the currently stronger modality (OGM-GE sums over the
+        batch and uses the fused head's slices; the unimodal heads exist here).
+  - `direction`: the unit direction of eps_d (its length stays rho gamma_d, or rho
+    with mdps=False):
+      "fusion" (default, MDPS): g_f,d;
+      "difference": g_f,d - g_u,d;
+      "orthogonal": the component of g_u,d orthogonal to g_f,d,
+        g_u,d - (<g_u,d, g_f,d> / ||g_f,d||^2) g_f,d.
+  Each direction is normalised over the whole flattened encoder.
+
 `variant="reference"` reproduces the released code (github
 Orange2107/MASAM-Multimodal-Adaptive-SAM @713f931) where it departs from the
 paper:
@@ -55,14 +72,49 @@ from .base import (
     Method,
     check_range,
     cosine,
+    dot,
     frozen_batchnorm_stats,
     grads_or_zeros,
     norm,
     rng_state,
     set_rng_state,
+    upcast,
 )
 
 VARIANTS = ("paper", "reference")
+SCORES = ("aps", "ogm", "gamma")
+DIRECTIONS = ("fusion", "difference", "orthogonal")
+
+
+def perturbation_direction(g_f: list[torch.Tensor], g_u: list[torch.Tensor], direction: str) -> list[torch.Tensor]:
+    """The (unnormalised) direction of eps for one encoder (paper Table 8 alternatives).
+
+    Args:
+        g_f: dL_fuse/dtheta_m, one tensor per parameter.
+        g_u: dL_m/dtheta_m, shaped like g_f.
+        direction: "fusion" (g_f), "difference" (g_f - g_u) or "orthogonal" (g_u minus its projection on g_f).
+    """
+    if direction == "fusion":
+        return list(g_f)
+    if direction == "difference":
+        return torch._foreach_sub(g_f, g_u)
+    coeff = dot(g_u, g_f) / dot(g_f, g_f).clamp(min=1e-24)
+    return torch._foreach_sub(g_u, torch._foreach_mul(g_f, coeff))
+
+
+def ogm_scores(out, batch, modalities: list[str], task_type: str) -> torch.Tensor:
+    """OGM-GE's score per modality `[M]`: mean probability of the correct answer over present samples."""
+    scores = []
+    for m in modalities:
+        logits, y = upcast(out.unimodal[m].detach()), batch["y"]
+        if task_type == "multiclass":
+            p = torch.softmax(logits, -1).gather(1, y.long()[:, None])[:, 0]
+        else:
+            prob, y = torch.sigmoid(logits), y.to(logits.dtype)
+            p = (y * prob + (1 - y) * (1 - prob)).mean(1)
+        mask = batch["present"][m].to(p.dtype)
+        scores.append((p * mask).sum() / mask.sum().clamp(min=1.0))
+    return torch.stack(scores)
 
 
 class MASAM(Method):
@@ -76,6 +128,8 @@ class MASAM(Method):
         aps: pick one dominant modality by APS (False: perturb every modality).
         mdps: scale the perturbation by gamma (False: by 1).
         dominant: force the dominant modality (benchmarks, tests); None lets APS decide.
+        score: "aps", "ogm" or "gamma": the rule choosing the dominant modality (paper Table 8).
+        direction: "fusion", "difference" or "orthogonal": the perturbation direction (paper Table 8).
     """
 
     name = "masam"
@@ -93,6 +147,8 @@ class MASAM(Method):
         aps: bool = True,
         mdps: bool = True,
         dominant: str | None = None,
+        score: str = "aps",
+        direction: str = "fusion",
     ):
         super().__init__(model, optimizer, task_type, lambda_m)
         if variant not in VARIANTS:
@@ -102,6 +158,13 @@ class MASAM(Method):
         check_range("rho", rho, 0.0)
         check_range("alpha", alpha, 0.0, 1.0)
         check_range("beta", beta, 0.0, 1.0, high_open=True)  # beta = 1 would freeze the moving average
+        if score not in SCORES:
+            raise ValueError(f"masam: score must be one of {SCORES}, got {score!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"masam: direction must be one of {DIRECTIONS}, got {direction!r}")
+        if variant == "reference" and direction != "fusion":
+            raise ValueError("masam: direction alternatives apply to variant 'paper' only")
+        self.score, self.direction = score, direction
         self.rho, self.alpha, self.beta = float(rho), float(alpha), float(beta)
         self.variant, self.aps, self.mdps, self.dominant = variant, bool(aps), bool(mdps), dominant
         self.moving_average: torch.Tensor | None = None  # MA_m, [M]
@@ -160,7 +223,7 @@ class MASAM(Method):
             self.moving_average = self.beta * self.moving_average + (1 - self.beta) * losses
             decay = (self.previous_loss - self.moving_average).clamp(min=0)
         self.previous_loss = losses
-        aps = self.alpha * decay + (1 - self.alpha) * gamma
+        aps = self._score(decay, gamma, out, batch)
         if self.dominant is not None:
             d_index = torch.tensor(mods.index(self.dominant), device=device)
         else:
@@ -244,7 +307,8 @@ class MASAM(Method):
     def _perturbation(self, g_f, g_u, gamma_m) -> list[torch.Tensor]:
         """eps_m for one encoder (a list of tensors shaped like its parameters)."""
         if self.variant == "paper":
-            return torch._foreach_mul(g_f, self.rho * gamma_m / norm(g_f).clamp(min=1e-12))
+            u = perturbation_direction(g_f, g_u, self.direction)
+            return torch._foreach_mul(u, self.rho * gamma_m / norm(u).clamp(min=1e-12))
         # reference: per-tensor projection of g_u onto g_f (g_f itself when they disagree),
         # divided by one norm over the whole encoder's u (the released optimizer's group norm),
         # scaled by the last tensor's cosine (<= 0 -> 1).
@@ -259,6 +323,14 @@ class MASAM(Method):
         else:
             c = torch.ones((), device=u_norm.device, dtype=u_norm.dtype)
         return torch._foreach_mul(u, self.rho * c / u_norm)
+
+    def _score(self, decay, gamma, out, batch) -> torch.Tensor:
+        """The dominant-modality score `[M]`: APS, gamma alone, or OGM-GE's score (paper Table 8)."""
+        if self.score == "gamma":
+            return gamma
+        if self.score == "ogm":
+            return ogm_scores(out, batch, self.model.modalities, self.task_type)
+        return self.alpha * decay + (1 - self.alpha) * gamma
 
     # resumable state ----------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -21,7 +21,7 @@ import pandas as pd
 from etl.atomic import write_json, write_text
 from etl.errors import InputError
 from evaluation.bootstrap import paired_bootstrap_difference
-from evaluation.comparison import average_rank, mean_std_over_seeds
+from evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
 from evaluation.method_notes import method_note
 from evaluation.metrics import MIN_EVENTS, is_degenerate, row_normalised, too_few_events
 from evaluation.operating import net_benefit
@@ -173,6 +173,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         operating_points=champion.get("operating_points"),
         reliability_bins=champion["calibration"]["pooled"]["reliability"],
         forest=forest, curves=curves, min_events=int(champion["ci"].get("min_events", MIN_EVENTS)), n_resamples=n_resamples,
+        design_alternatives=design_alternatives(comparison),
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
