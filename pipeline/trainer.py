@@ -225,6 +225,15 @@ class _Tracker:
             self.mlflow.end_run(status=status)
 
 
+def _log_epoch_metrics(tracker: _Tracker, metrics: dict[str, torch.Tensor], step: int) -> None:
+    """A method's per-epoch quantities, logged as `epoch/<key>` (one host sync for all of them)."""
+    if not metrics:
+        return
+    names = list(metrics)
+    values = torch.stack([torch.as_tensor(metrics[k]).float() for k in names]).tolist()
+    tracker.metrics({f"epoch/{k}": v for k, v in zip(names, values, strict=True)}, step)
+
+
 def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoch: int | None = None) -> dict:
     """Train one run and write its folder; returns the train summary.
 
@@ -286,6 +295,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)
                 sums: dict[str, torch.Tensor] = {}
                 n_steps = 0
+                _log_epoch_metrics(tracker, method.on_epoch_start(epoch, train), epoch + 1)
                 for batch in train.batches(s.batch_size, generator):
                     with _autocast(device, s.bf16):
                         metrics = method.step(batch)
@@ -299,6 +309,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                         tracker.metrics({f"step/{k}": v for k, v in zip(names, values, strict=True)}, state["global_step"])
                         progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
                     progress.advance(task)
+                _log_epoch_metrics(tracker, method.on_epoch_end(epoch, train), epoch + 1)
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / max(n_steps, 1) for k in names]).tolist() if names else []

@@ -5,8 +5,10 @@ module plus one line here.
 from __future__ import annotations
 
 from .base import Method
+from .inforeg import InfoReg
 from .late_fusion import LateFusion
 from .masam import MASAM
+from .pmr import PMR
 from .sam import SAM
 from .unimodal import Unimodal
 
@@ -15,6 +17,8 @@ METHODS: dict[str, type[Method]] = {
     "unimodal": Unimodal,
     "sam": SAM,
     "masam": MASAM,
+    "pmr": PMR,
+    "inforeg": InfoReg,
 }
 
 __all__ = ["METHODS", "Method"]

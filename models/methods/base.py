@@ -158,6 +158,15 @@ class Method:
     def step(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    # optional per-epoch hooks (the trainer logs what they return as `epoch/<key>`)
+    def on_epoch_start(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        """Called before the first batch of `epoch` (0-based) with the training split's tensors."""
+        return {}
+
+    def on_epoch_end(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        """Called after the last batch of `epoch`, before the learning-rate scheduler steps."""
+        return {}
+
     # resumable state (methods with moving averages override)
     def state_dict(self) -> dict:
         return {}
