@@ -182,7 +182,7 @@ class PMR(Method):
         self.epoch = epoch
         # A generator of its own: the subset is reproducible from the run's seed and the
         # epoch, and the training RNG stream (dropout, shuffling) is left untouched.
-        generator = torch.Generator().manual_seed(torch.initial_seed() * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed((torch.initial_seed() * 1_000_003 + epoch) % 2**63)
         new = self.compute_prototypes(train_tensors, generator)
         if self.prototypes is None:
             self.prototypes = new
