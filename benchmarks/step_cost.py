@@ -1,4 +1,4 @@
-"""Step time of late_fusion, sam and masam on the same model and batch (DESIGN section 8).
+"""Step time of late_fusion, sam, masam and the balancing baselines on the same model and batch (DESIGN section 8).
 
 For the paper-size model (EHR transformer d=256 + MONAI ResNet-50 at 224 px, batch 16)
 and the small CPU preset, times each method's optimisation step, with MASAM's dominant
@@ -6,6 +6,8 @@ modality forced to each modality and left to APS, and prints every ratio to late
 fusion and the peak memory. The last line is the paper-size, image-dominant ratio:
   masam/late_fusion step-time ratio: <r>
 Targets: <= 2.8 for that worst case, <= 2.5 averaged as APS decides (paper's code: 9.8x).
+PMR runs on the first label as a binary task (it refuses multilabel) and is compared with late
+fusion on that binary task; its once-per-epoch prototype pass is not in the step time.
 Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N]
 (--quick: batch 8 at 160 px for the paper-size model, fewer steps.)
 """
@@ -17,10 +19,12 @@ import resource
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from models.build import build_model
 from models.methods import METHODS
+from pipeline.data import SplitTensors
 
 PAPER = {"ehr": {"name": "ehr_transformer", "d_model": 256, "nhead": 4, "num_layers": 2, "dropout": 0.2},
          "cxr": {"name": "resnet50", "out_dim": 256}}
@@ -37,11 +41,24 @@ def make_batch(batch: int, size: int, device) -> dict:
             "y": (torch.rand(batch, 25, generator=g) > 0.8).float().to(device)}
 
 
-def time_method(spec, size, batch, device, name, options, warmup, steps) -> tuple[float, float]:
+def as_split(b: dict) -> SplitTensors:
+    """The batch as a training split (images uint8 [N, S, S]), for methods' epoch hooks."""
+    images = (b["inputs"]["cxr"][:, 0] * 255).round().to(torch.uint8)
+    n = len(b["y"])
+    return SplitTensors(np.arange(n), {"ehr": b["inputs"]["ehr"], "cxr": images}, b["present"], b["y"])
+
+
+def time_method(spec, size, batch, device, name, options, warmup, steps, task_type="multilabel") -> tuple[float, float]:
     torch.manual_seed(0)
-    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25).to(device)
-    method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), "multilabel", **options)
+    outputs = 1 if task_type == "binary" else 25
+    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, outputs,
+                        method=name, task_type=task_type).to(device)
+    method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), task_type, **options)
     b = make_batch(batch, size, device)
+    if task_type == "binary":  # PMR needs single-label classes: the first label as a binary task
+        b["y"] = b["y"][:, :1].clone()
+        b["y"][0], b["y"][1] = 1.0, 0.0  # both classes present, so both prototypes exist
+    method.on_epoch_start(0, as_split(b))  # prototypes (PMR), window and anchor (InfoReg); once, not timed
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -63,13 +80,18 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
     cases = [("late_fusion", "late_fusion", {}), ("sam", "sam", {"rho": 0.05}),
              ("masam (ehr dominant)", "masam", {"dominant": "ehr"}),
              ("masam (cxr dominant)", "masam", {"dominant": "cxr"}),
-             ("masam (APS decides)", "masam", {})]
+             ("masam (APS decides)", "masam", {}),
+             ("late_fusion (binary)", "late_fusion", {}, "binary"),
+             ("pmr (binary)", "pmr", {}, "binary"),
+             ("inforeg", "inforeg", {})]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
-    for case, name, options in cases:
-        t, peak = time_method(spec, size, batch, device, name, options, warmup, steps)
+    for case, name, options, *task in cases:
+        task_type = task[0] if task else "multilabel"
+        t, peak = time_method(spec, size, batch, device, name, options, warmup, steps, task_type)
         out[case] = t
-        print(f"{label}: {case:22s} {t * 1000:9.1f} ms/step  ratio {t / out['late_fusion']:.2f}  "
+        reference = out["late_fusion (binary)"] if task_type == "binary" else out["late_fusion"]
+        print(f"{label}: {case:22s} {t * 1000:9.1f} ms/step  ratio {t / reference:.2f}  "
               f"{peak_note} {peak:,.0f} MiB", flush=True)
     return out
 
