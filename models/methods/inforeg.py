@@ -188,7 +188,7 @@ class InfoReg(Method):
             fisher = {}
             for m in mods:
                 grads = [p.grad for p in params[m] if p.grad is not None]
-                fisher[m] = (torch.stack([g.pow(2).sum() for g in grads]).sum() if grads
+                fisher[m] = (torch.stack(torch._foreach_norm(grads)).pow(2).sum() if grads
                              else torch.zeros((), device=l_total.device))
             if self.fisher_sum is None:
                 self.fisher_sum = fisher
