@@ -13,6 +13,9 @@ its feature passes (one no-gradient pass per modality per outer iteration).
 OGM-GE, AGM and G-Blend get one line each. G-Blend's line is its training step only; its
 weight estimation runs once per super-epoch (about M + 1 extra epochs of single-loss
 training per epoch of the run, see models/methods/gblend.py), not per step.
+PMR runs on the first label as a binary task (it refuses multilabel) and is compared with late
+fusion on that binary task; its once-per-epoch prototype pass is not in the step time.
+Methods' epoch-start hooks (prototypes, windows, anchors) run once before timing, untimed.
 Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N]
 (--quick: batch 8 at 160 px for the paper-size model, fewer steps.)
 """
@@ -24,10 +27,12 @@ import resource
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from models.build import build_model
 from models.methods import METHODS
+from pipeline.data import SplitTensors
 
 PAPER = {"ehr": {"name": "ehr_transformer", "d_model": 256, "nhead": 4, "num_layers": 2, "dropout": 0.2},
          "cxr": {"name": "resnet50", "out_dim": 256}}
@@ -41,19 +46,34 @@ def make_batch(batch: int, size: int, device) -> dict:
     ehr[..., 12:] = (ehr[..., 12:] > 0).float()
     return {"inputs": {"ehr": ehr.to(device), "cxr": torch.rand(batch, 1, size, size, generator=g).to(device)},
             "present": {m: torch.ones(batch, dtype=torch.bool, device=device) for m in ("ehr", "cxr")},
-            "y": (torch.rand(batch, 25, generator=g) > 0.8).float().to(device)}
+            "y": (torch.rand(batch, 25, generator=g) > 0.8).float().to(device),
+            "index": torch.arange(batch, device=device)}  # split positions, as the trainer's batches carry
 
 
-def time_method(spec, size, batch, device, name, options, warmup, steps, active=None) -> tuple[float, float]:
+def as_split(b: dict) -> SplitTensors:
+    """The batch as a training split (images uint8 [N, S, S]), for methods' epoch hooks."""
+    images = (b["inputs"]["cxr"][:, 0] * 255).round().to(torch.uint8)
+    n = len(b["y"])
+    return SplitTensors(np.arange(n), {"ehr": b["inputs"]["ehr"], "cxr": images}, b["present"], b["y"])
+
+
+def time_method(spec, size, batch, device, name, options, warmup, steps, active=None, task_type="multilabel"
+                ) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25, method=name,
-                        task_type="multilabel", options=options).to(device)
+    outputs = 1 if task_type == "binary" else 25
+    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, outputs, method=name,
+                        task_type=task_type, options=options).to(device)
     if name == "aug":
         model.active.fill_(1)  # one extra classifier per modality: the cost once boosting has started
-    method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), "multilabel", **options)
+    method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), task_type, **options)
+    b = make_batch(batch, size, device)
+    if task_type == "binary":  # PMR needs single-label classes: the first label as a binary task
+        b["y"] = b["y"][:, :1].clone()
+        b["y"][0], b["y"][1] = 1.0, 0.0  # both classes present, so both prototypes exist
     if active is not None:  # IGM: pin the modality being trained (no phase ends while timing)
         method.active = model.modalities.index(active)
-    b = make_batch(batch, size, device)
+    else:
+        method.on_epoch_start(0, as_split(b))  # prototypes (PMR), window and anchor (InfoReg); untimed
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -104,13 +124,16 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
              ("igm (ehr phase)", "igm", igm_inner, "ehr"), ("igm (cxr phase)", "igm", igm_inner, "cxr"),
              ("ogm_ge", "ogm_ge", {}, None), ("agm", "agm", {}, None), ("gblend", "gblend", {}, None),
              ("mla", "mla", {}, None), ("mmpareto", "mmpareto", {}, None),
-             ("aug (1 extra/modality)", "aug", {}, None)]
+             ("aug (1 extra/modality)", "aug", {}, None), ("inforeg", "inforeg", {}, None),
+             ("late_fusion (binary)", "late_fusion", {}, None, "binary"), ("pmr (binary)", "pmr", {}, None, "binary")]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
-    for case, name, options, active in cases:
-        t, peak = time_method(spec, size, batch, device, name, options, warmup, steps, active)
+    for case, name, options, active, *task in cases:
+        task_type = task[0] if task else "multilabel"
+        t, peak = time_method(spec, size, batch, device, name, options, warmup, steps, active, task_type)
         out[case] = t
-        print(f"{label}: {case:22s} {t * 1000:9.1f} ms/step  ratio {t / out['late_fusion']:.2f}  "
+        reference = out["late_fusion (binary)"] if task_type == "binary" else out["late_fusion"]
+        print(f"{label}: {case:22s} {t * 1000:9.1f} ms/step  ratio {t / reference:.2f}  "
               f"{peak_note} {peak:,.0f} MiB", flush=True)
     passes = time_feature_pass(spec, size, batch, device, warmup, steps)
     out["igm"] = (out["igm (ehr phase)"] + out["igm (cxr phase)"]) / 2 + passes
@@ -137,7 +160,9 @@ def main() -> None:
     for label, r in (("small preset", small), ("paper size", paper)):
         print(f"{label}: " + ", ".join(f"{name}/late_fusion {r[case] / r['late_fusion']:.2f}" for name, case in
                                         (("ogm_ge", "ogm_ge"), ("agm", "agm"), ("gblend", "gblend"), ("mla", "mla"),
-                                         ("mmpareto", "mmpareto"), ("aug", "aug (1 extra/modality)"))))
+                                         ("mmpareto", "mmpareto"), ("aug", "aug (1 extra/modality)"),
+                                         ("inforeg", "inforeg")))
+              + f", pmr/late_fusion (binary) {r['pmr (binary)'] / r['late_fusion (binary)']:.2f}")
         aps = r["masam (APS decides)"] / r["late_fusion"]
         forced = (r["masam (ehr dominant)"] + r["masam (cxr dominant)"]) / 2 / r["late_fusion"]
         print(f"{label}: sam/late_fusion {r['sam'] / r['late_fusion']:.2f}; masam/late_fusion "

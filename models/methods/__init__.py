@@ -9,11 +9,13 @@ from .aug import AUG
 from .base import Method
 from .gblend import GBlend
 from .igm import IGM
+from .inforeg import InfoReg
 from .late_fusion import LateFusion
 from .masam import MASAM
 from .mla import MLA
 from .mmpareto import MMPareto
 from .ogm_ge import OGMGE
+from .pmr import PMR
 from .sam import SAM
 from .unimodal import Unimodal
 
@@ -29,6 +31,8 @@ METHODS: dict[str, type[Method]] = {
     "mla": MLA,
     "mmpareto": MMPareto,
     "aug": AUG,
+    "pmr": PMR,
+    "inforeg": InfoReg,
 }
 
 __all__ = ["METHODS", "Method"]
