@@ -286,6 +286,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 generator = torch.Generator().manual_seed(spec.seed * 100_003 + epoch)
                 sums: dict[str, torch.Tensor] = {}
                 n_steps = 0
+                epoch_metrics = dict(method.on_epoch_start(epoch, train))
                 for batch in train.batches(s.batch_size, generator):
                     with _autocast(device, s.bf16):
                         metrics = method.step(batch)
@@ -299,6 +300,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                         tracker.metrics({f"step/{k}": v for k, v in zip(names, values, strict=True)}, state["global_step"])
                         progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
                     progress.advance(task)
+                epoch_metrics.update(method.on_epoch_end(epoch, train))
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / max(n_steps, 1) for k in names]).tolist() if names else []
@@ -311,6 +313,10 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]
                 state["history"].append(record)
                 tracker.metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
+                if epoch_metrics:
+                    names = list(epoch_metrics)
+                    values = torch.stack([torch.as_tensor(epoch_metrics[k]).float().cpu() for k in names]).tolist()
+                    tracker.metrics({f"epoch/{k}": v for k, v in zip(names, values, strict=True)}, epoch + 1)
                 improved = score is not None and score > state["best_metric"]
                 if improved or state["best_epoch"] is None:
                     state["best_metric"] = score if score is not None else state["best_metric"]

@@ -5,8 +5,10 @@ module plus one line here.
 from __future__ import annotations
 
 from .base import Method
+from .drfuse import DrFuse
 from .late_fusion import LateFusion
 from .masam import MASAM
+from .medfuse import MedFuse
 from .sam import SAM
 from .unimodal import Unimodal
 
@@ -15,6 +17,8 @@ METHODS: dict[str, type[Method]] = {
     "unimodal": Unimodal,
     "sam": SAM,
     "masam": MASAM,
+    "medfuse": MedFuse,
+    "drfuse": DrFuse,
 }
 
 __all__ = ["METHODS", "Method"]

@@ -158,6 +158,15 @@ class Method:
     def step(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    # optional per-epoch hooks (the trainer calls them around each epoch's batch loop)
+    def on_epoch_start(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        """Called before epoch `epoch`'s (0-based) first step; returns metrics to log as `epoch/<key>`."""
+        return {}
+
+    def on_epoch_end(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        """Called after epoch `epoch`'s last step, before the scheduler steps; metrics as for `on_epoch_start`."""
+        return {}
+
     # resumable state (methods with moving averages override)
     def state_dict(self) -> dict:
         return {}
