@@ -80,6 +80,11 @@ from .base import Method
 TOKENS = ("distinct_a", "shared", "distinct_b")
 
 
+def full(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision (autocast) tensors upcast to float32; float32/float64 kept."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def fresh_copy(module: nn.Module) -> nn.Module:
     """A deep copy whose layers are re-initialised (a second encoder of the same kind)."""
     twin = copy.deepcopy(module)
@@ -111,7 +116,7 @@ def bernoulli_jsd(h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
 
 def per_label_losses(logits: torch.Tensor, y: torch.Tensor, task_type: str) -> torch.Tensor:
     """`[B, K]` per-label losses: BCE, or one-vs-rest BCE of softmax probabilities (multi-class)."""
-    logits = logits.float()
+    logits = full(logits)
     if task_type == "multiclass":
         target = F.one_hot(y.long(), logits.shape[-1]).to(logits.dtype)
         log_p = torch.log_softmax(logits, -1)
@@ -141,8 +146,8 @@ class DrFuseModel(nn.Module):
 
     Forward: inputs `{m: [B, ...]}`, present `{m: [B] bool}` -> FusionOutput with
     fused `[B, K]` (attention output), unimodal `{m: [B, K]}` (distinct heads),
-    features `{m: [B, d]}` (distinct representations) and extras: `shared_logits`
-    `[B, K]`, `attention` `[B, K, 3]` (tokens distinct_a, shared, distinct_b),
+    features `{m: [B, d]}` (distinct representations) and extras: `shared` `[B, d]`
+    (h), `shared_logits` `[B, K]`, `attention` `[B, K, 3]` (tokens distinct_a, shared, distinct_b),
     `shared_{m}` `[B, d]` (s_m), `projected_{m}` `[B, d]` (h_m).
     """
 
@@ -187,7 +192,7 @@ class DrFuseModel(nn.Module):
         final = torch.einsum("bkd,kd->bk", feats, self.final_head.weight) + self.final_head.bias
 
         unimodal = {m: self.unimodal_heads[m](distinct[m]) for m in self.modalities}
-        extras = {"shared_logits": self.shared_head(h), "attention": alpha,
+        extras = {"shared": h, "shared_logits": self.shared_head(h), "attention": alpha,
                   **{f"shared_{m}": shared[m] for m in self.modalities},
                   **{f"projected_{m}": projected[m] for m in self.modalities}}
         return FusionOutput(final, unimodal, distinct, extras)
@@ -226,15 +231,15 @@ class DrFuse(Method):
         terms = {"fuse": task_loss(out.fused, y, tt), "shared": task_loss(out.extras["shared_logits"], y, tt)}
         for m in (a, b):
             terms[m] = task_loss(out.unimodal[m], y, tt, present[m])
-            cos = F.cosine_similarity(out.extras[f"shared_{m}"].float(), out.features[m].float(), dim=-1).abs()
+            cos = F.cosine_similarity(full(out.extras[f"shared_{m}"]), full(out.features[m]), dim=-1).abs()
             terms[f"orth_{m}"] = (cos * present[m]).sum() / present[m].sum().clamp(min=1)
-        jsd = bernoulli_jsd(out.extras[f"projected_{a}"].float(), out.extras[f"projected_{b}"].float())
+        jsd = bernoulli_jsd(full(out.extras[f"projected_{a}"]), full(out.extras[f"projected_{b}"]))
         terms["jsd"] = (jsd * paired).sum() / paired.sum().clamp(min=1)
 
         with torch.no_grad():
             l_a, l_b = per_label_losses(out.unimodal[a], y, tt), per_label_losses(out.unimodal[b], y, tt)
             l_s = per_label_losses(out.extras["shared_logits"], y, tt)
-        alpha = out.extras["attention"].float()
+        alpha = full(out.extras["attention"])
         al_a, al_s, al_b = alpha[..., 0], alpha[..., 1], alpha[..., 2]
         terms["rank"] = (ranking_hinge(al_b, al_a, l_b, l_a, paired) + ranking_hinge(al_s, al_a, l_s, l_a, paired)
                          + ranking_hinge(al_s, al_b, l_s, l_b, paired)) / 3
