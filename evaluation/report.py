@@ -51,6 +51,7 @@ class ReportData:
     data_versions: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
+    presence: list[dict[str, Any]] = field(default_factory=list)  # evaluation.presence.presence_rows
 
 
 def fmt(value, digits: int = 3) -> str:

@@ -23,6 +23,7 @@ from etl.errors import InputError
 from evaluation.bootstrap import paired_bootstrap_difference
 from evaluation.comparison import average_rank, mean_std_over_seeds
 from evaluation.plots import pr_roc_figure, reliability_figure
+from evaluation.presence import presence_rows
 from evaluation.report import LabelRow, ReportData, render_report
 from pipeline.data import load_cohort
 from pipeline.stages.evaluate import labels_and_scores
@@ -133,6 +134,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         champion={"method": champion["method"], "seed": champion["seed"], "value": champion["test"][headline],
                   "ci": champion["ci"].get(f"{headline}_ci") or champion["ci"].get("macro_auprc_ci")},
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        presence=presence_rows({m: r.get("presence") for m, r in best_by_method.items()}),
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
