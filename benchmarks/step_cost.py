@@ -1,9 +1,11 @@
-"""Step time of late_fusion, sam and masam on the same model and batch (DESIGN section 8).
+"""Step time of late_fusion, sam, masam, medfuse and drfuse on the same encoders and batch.
 
 For the paper-size model (EHR transformer d=256 + MONAI ResNet-50 at 224 px, batch 16)
 and the small CPU preset, times each method's optimisation step, with MASAM's dominant
 modality forced to each modality and left to APS, and prints every ratio to late
-fusion and the peak memory. The last line is the paper-size, image-dominant ratio:
+fusion and the peak memory. MedFuse and DrFuse build their own networks around the
+same encoders (DrFuse runs two encoders per modality: shared and distinct), so their
+ratios are whole-architecture costs; the batch is fully paired. The last line is the paper-size, image-dominant ratio:
   masam/late_fusion step-time ratio: <r>
 Targets: <= 2.8 for that worst case, <= 2.5 averaged as APS decides (paper's code: 9.8x).
 Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N]
@@ -39,7 +41,8 @@ def make_batch(batch: int, size: int, device) -> dict:
 
 def time_method(spec, size, batch, device, name, options, warmup, steps) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25).to(device)
+    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25, method=name,
+                        options=options).to(device)
     method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), "multilabel", **options)
     b = make_batch(batch, size, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -63,13 +66,15 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
     cases = [("late_fusion", "late_fusion", {}), ("sam", "sam", {"rho": 0.05}),
              ("masam (ehr dominant)", "masam", {"dominant": "ehr"}),
              ("masam (cxr dominant)", "masam", {"dominant": "cxr"}),
-             ("masam (APS decides)", "masam", {})]
+             ("masam (APS decides)", "masam", {}),
+             ("medfuse (fusion stage)", "medfuse", {"pretrain_epochs": 0}),
+             ("drfuse", "drfuse", {})]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
     for case, name, options in cases:
         t, peak = time_method(spec, size, batch, device, name, options, warmup, steps)
         out[case] = t
-        print(f"{label}: {case:22s} {t * 1000:9.1f} ms/step  ratio {t / out['late_fusion']:.2f}  "
+        print(f"{label}: {case:24s} {t * 1000:9.1f} ms/step  ratio {t / out['late_fusion']:.2f}  "
               f"{peak_note} {peak:,.0f} MiB", flush=True)
     return out
 
@@ -91,6 +96,8 @@ def main() -> None:
     for label, r in (("small preset", small), ("paper size", paper)):
         aps = r["masam (APS decides)"] / r["late_fusion"]
         forced = (r["masam (ehr dominant)"] + r["masam (cxr dominant)"]) / 2 / r["late_fusion"]
+        print(f"{label}: medfuse/late_fusion {r['medfuse (fusion stage)'] / r['late_fusion']:.2f}; "
+              f"drfuse/late_fusion {r['drfuse'] / r['late_fusion']:.2f}")
         print(f"{label}: sam/late_fusion {r['sam'] / r['late_fusion']:.2f}; masam/late_fusion "
               f"ehr-dominant {r['masam (ehr dominant)'] / r['late_fusion']:.2f}, "
               f"cxr-dominant {r['masam (cxr dominant)'] / r['late_fusion']:.2f}, APS {aps:.2f}, "

@@ -44,8 +44,8 @@ module does instead:
     only); ReduceLROnPlateau. Here the trainer's optimizer and schedule are used,
     as for every other method (set `train:` to match if wanted).
   - the projection is Linear(512 -> 256) and the fusion LSTM hidden size 512;
-    here the projection maps to the anchor encoder's width and `hidden`
-    (default 512) is the fusion LSTM's size.
+    here the projection maps to the anchor encoder's width w and `hidden`
+    (default 2 w: 512 for the paper-size w = 256) is the fusion LSTM's size.
 """
 
 from __future__ import annotations
@@ -64,19 +64,20 @@ class MedFuseModel(nn.Module):
     Args:
         encoders: modality -> encoder with `out_dim`; the first is the anchor.
         num_outputs: K, the number of logits.
-        hidden: hidden size of the fusion LSTM.
+        hidden: hidden size of the fusion LSTM (default twice the anchor width, the paper's 512 for 256).
 
     Forward: inputs `{m: [B, ...]}`, present `{m: [B] bool}` -> FusionOutput with
     fused `[B, K]`, unimodal `{m: [B, K]}`, features `{m: [B, H_m]}` and extras
     `sequence_length` `[B]` (how many modalities the fusion LSTM read).
     """
 
-    def __init__(self, encoders: dict[str, nn.Module], num_outputs: int, hidden: int = 512):
+    def __init__(self, encoders: dict[str, nn.Module], num_outputs: int, hidden: int | None = None):
         super().__init__()
         self.modalities = list(encoders)
         self.num_outputs = num_outputs
         self.encoders = nn.ModuleDict(encoders)
         width = encoders[self.modalities[0]].out_dim
+        hidden = int(hidden or 2 * width)
         self.projections = nn.ModuleDict({m: nn.Linear(e.out_dim, width) for m, e in list(encoders.items())[1:]})
         self.unimodal_heads = nn.ModuleDict({m: nn.Linear(e.out_dim, num_outputs) for m, e in encoders.items()})
         self.fusion_lstm = nn.LSTMCell(width, hidden)
@@ -112,16 +113,17 @@ class MedFuse(Method):
     Args:
         pretrain_epochs: how many first epochs train only the encoders and unimodal
             heads (sum of the masked unimodal losses); 0 trains the fusion stage throughout.
-        hidden: fusion LSTM hidden size (a network option, read by `build_model`).
+        hidden: fusion LSTM hidden size (a network option, read by `build_model`; default twice
+            the anchor encoder's width).
     """
 
     name = "medfuse"
 
     @classmethod
     def build_model(cls, encoders, num_outputs, task_type, options):
-        return MedFuseModel(encoders, num_outputs, hidden=int(options.get("hidden", 512)))
+        return MedFuseModel(encoders, num_outputs, hidden=options.get("hidden"))
 
-    def __init__(self, model, optimizer, task_type, pretrain_epochs: int = 4, hidden: int = 512):
+    def __init__(self, model, optimizer, task_type, pretrain_epochs: int = 4, hidden: int | None = None):
         super().__init__(model, optimizer, task_type)
         if int(pretrain_epochs) < 0:
             raise ValueError(f"medfuse: pretrain_epochs must be >= 0, got {pretrain_epochs}")

@@ -118,7 +118,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
 
     manifest = cohort.manifest
     data = ReportData(
-        title=TITLES.get((manifest.get("dataset"), manifest.get("task")), cohort.name),
+        title=TITLES.get((manifest.get("dataset"), manifest.get("task")), cohort.name)
+        + (" — partially paired" if manifest.get("config", {}).get("require_cxr") is False else ""),
         dataset=manifest.get("dataset", ""), task=manifest.get("task", ""), task_type=cohort.task_type,
         headline_metric=headline, methods=order, cohort_counts=manifest.get("counts", {}),
         exclusions=manifest.get("exclusions", []),

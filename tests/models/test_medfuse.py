@@ -163,3 +163,23 @@ def test_killed_during_pretraining_and_resumed_run_ends_like_an_uninterrupted_on
     b, _ = load_trained_model(tmp_path / "killed")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+def test_trains_on_the_multiclass_tabular_and_mri_cohort_and_exports(tmp_path):
+    from models.export import ExportableFusion
+    from pipeline.data import load_cohort
+    from pipeline.trainer import fit, load_trained_model, predict_split
+    from tests.fixtures.cohorts import write_cohort
+    from tests.training.test_trainer import spec
+
+    cohort = write_cohort(tmp_path / "adni", "adni", n=24, missing_image=0.4)
+    s = spec(cohort, "medfuse", tmp_path / "run", epochs=2)
+    s.method.options["pretrain_epochs"] = 1
+    fit(s, track=False)
+    rows, probs = predict_split(tmp_path / "run", load_cohort(cohort), "test")
+    assert probs.shape == (len(rows), 3) and abs(probs.sum(1) - 1).max() < 1e-5
+    model, _ = load_trained_model(tmp_path / "run")
+    wrapped = ExportableFusion(model, "multiclass").eval()
+    args = (torch.randn(2, 6), torch.rand(2, 1, 8, 8, 8), torch.ones(2), torch.tensor([1.0, 0.0]))
+    exported = torch.export.export(wrapped, args)
+    assert torch.allclose(exported.module()(*args), wrapped(*args), atol=1e-6)
