@@ -77,8 +77,6 @@ from ..fusion import FusionOutput
 from ..losses import task_loss
 from .base import Method
 
-TOKENS = ("distinct_a", "shared", "distinct_b")
-
 
 def full(t: torch.Tensor) -> torch.Tensor:
     """Half-precision (autocast) tensors upcast to float32; float32/float64 kept."""
