@@ -73,3 +73,13 @@ def test_report_shows_every_method_in_the_presence_and_comparison_tables(partial
     assert t["presence"]["rows"] == 1 + len(METHODS)
     assert t["comparison"]["rows"] == 1 + len(METHODS)
     assert "cxr withheld AUPRC" in t["presence"]["headers"] and "ehr only n" in t["presence"]["headers"]
+
+
+def test_a_partially_paired_cohort_registers_under_its_own_name():
+    from pipeline.stages.register import registered_name
+
+    assert registered_name({"dataset": "mimic", "task": "phenotype", "config": {"require_cxr": False}}) == \
+        "mimic-phenotype-partial"
+    assert registered_name({"dataset": "mimic", "task": "phenotype", "config": {"require_cxr": True}}) == \
+        "mimic-phenotype"
+    assert registered_name({"dataset": "adni", "task": "diagnosis"}) == "adni-diagnosis"

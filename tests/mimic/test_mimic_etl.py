@@ -195,3 +195,18 @@ def test_same_inputs_give_identical_cohort_arrays_and_split(raw, tmp_path):
     build(raw, "phenotype", tmp_path / "b")
     for name in ("ehr.npy", "cxr.npy", "samples.parquet", "ehr_stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_partial_flag_keeps_a_stay_whose_film_is_missing_as_an_ehr_only_stay(raw, tmp_path):
+    next((raw / "mimic-cxr-jpg/files").rglob("ffff0006.jpg")).unlink()
+    params = tmp_path / "params.yaml"
+    params.write_text("etl_mimic: {cxr_size: 8, workers: 1, threads: 1, memory_limit: 256MB}\n")
+    out = tmp_path / "partial"
+    with pytest.warns(UserWarning, match="unreadable chest film"):
+        assert main(["--params", str(params), "etl", "mimic", "--partial", "--task", "phenotype",
+                     "--mimic-iv", str(raw / "mimic-iv"), "--mimic-cxr", str(raw / "mimic-cxr-jpg"),
+                     "--out", str(out)]) == 0
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert len(samples) == 2 and samples["has_cxr"].sum() == 1
+    assert np.load(out / "cxr.npy")[~samples["has_cxr"].to_numpy()].max() == 0
+    assert json.loads((out / "manifest.json").read_text())["config"]["require_cxr"] is False
