@@ -153,6 +153,8 @@ def test_killed_during_pretraining_and_resumed_run_ends_like_an_uninterrupted_on
         return fit(s, track=False, **kw)
 
     full = run(tmp_path / "full")
+    history = json.loads((tmp_path / "full" / "history.json").read_text())
+    assert [h["train_pretraining"] for h in history] == [1.0, 1.0, 0.0]  # the trainer's on_epoch_start drives it
     with pytest.raises(StopTraining):
         run(tmp_path / "killed", stop_after_epoch=1)
     resumed = run(tmp_path / "killed", resume=True)
