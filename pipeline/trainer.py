@@ -141,7 +141,12 @@ def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs)
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    method = METHODS[spec.method.method](model, optimizer, cohort.task_type, **spec.method.options)
+    try:
+        method = METHODS[spec.method.method](model, optimizer, cohort.task_type, **spec.method.options)
+    except ValueError as exc:  # an option value the method refuses: a one-line config error
+        from etl.errors import ConfigError
+
+        raise ConfigError(f"method {spec.method_name!r} on cohort {cohort.name}: {exc}") from None
     return model, optimizer, scheduler, method
 
 

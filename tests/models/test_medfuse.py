@@ -185,3 +185,16 @@ def test_trains_on_the_multiclass_tabular_and_mri_cohort_and_exports(tmp_path):
     args = (torch.randn(2, 6), torch.rand(2, 1, 8, 8, 8), torch.ones(2), torch.tensor([1.0, 0.0]))
     exported = torch.export.export(wrapped, args)
     assert torch.allclose(exported.module()(*args), wrapped(*args), atol=1e-6)
+
+
+def test_a_refused_option_value_is_a_one_line_error(tmp_path, capsys):
+    from pipeline.cli import main
+    from tests.fixtures.cohorts import write_cohort
+
+    cohort = write_cohort(tmp_path / "mimic-phenotype", "mimic", n=12)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: medfuse\noptions:\n  pretrain_epochs: -2\n")
+    code = main(["train", "--cohort", str(cohort), "--method", "medfuse", "--config", str(bad), "--no-tracking",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pretrain_epochs must be >= 0" in err and err.count("\n") == 1
