@@ -144,7 +144,7 @@ def test_attention_output_is_computed_per_label_from_its_own_key():
             scores = np.array([query @ proj[t][2 + c] / math.sqrt(d) for t in used])
             weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
             feat = sum(wt * proj[t][1] for wt, t in zip(weights, used, strict=True))
-            assert math.isclose(float(out.fused[i, c]), wf[c] @ feat + bf[c], abs_tol=1e-12)
+            assert math.isclose(float(out.fused[i, c].detach()), wf[c] @ feat + bf[c], abs_tol=1e-12)
 
 
 def test_output_of_a_stay_without_a_film_does_not_depend_on_the_image_tensor():
