@@ -1,10 +1,12 @@
-"""Step time of late_fusion, sam, masam, igm and the balancing baselines on the same model and batch.
+"""Step time of late_fusion, sam, masam, igm, the balancing baselines, medfuse and drfuse on the same model and batch.
 
 For the paper-size model (EHR transformer d=256 + MONAI ResNet-50 at 224 px, batch 16)
 and the small CPU preset, times each method's optimisation step, with MASAM's dominant
 modality forced to each modality and left to APS, and prints every ratio to late
 fusion and the peak memory (MLA, MMPareto and AUG too: AUG with one extra
-classifier active per modality, its cost once boosting has started). The last line is the paper-size, image-dominant ratio:
+classifier active per modality, its cost once boosting has started). MedFuse and DrFuse build their own networks around the
+same encoders (DrFuse runs two encoders per modality: shared and distinct), so their
+ratios are whole-architecture costs; the batch is fully paired. The last line is the paper-size, image-dominant ratio:
   masam/late_fusion step-time ratio: <r>
 Targets: <= 2.8 for that worst case, <= 2.5 averaged as APS decides (paper's code: 9.8x).
 IGM trains one modality per step (SAM on it: two forward/backward passes of one encoder):
@@ -125,7 +127,8 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
              ("ogm_ge", "ogm_ge", {}, None), ("agm", "agm", {}, None), ("gblend", "gblend", {}, None),
              ("mla", "mla", {}, None), ("mmpareto", "mmpareto", {}, None),
              ("aug (1 extra/modality)", "aug", {}, None), ("inforeg", "inforeg", {}, None),
-             ("late_fusion (binary)", "late_fusion", {}, None, "binary"), ("pmr (binary)", "pmr", {}, None, "binary")]
+             ("late_fusion (binary)", "late_fusion", {}, None, "binary"), ("pmr (binary)", "pmr", {}, None, "binary"),
+             ("medfuse (fusion stage)", "medfuse", {"pretrain_epochs": 0}, None), ("drfuse", "drfuse", {}, None)]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
     for case, name, options, active, *task in cases:
@@ -133,7 +136,7 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
         t, peak = time_method(spec, size, batch, device, name, options, warmup, steps, active, task_type)
         out[case] = t
         reference = out["late_fusion (binary)"] if task_type == "binary" else out["late_fusion"]
-        print(f"{label}: {case:22s} {t * 1000:9.1f} ms/step  ratio {t / reference:.2f}  "
+        print(f"{label}: {case:24s} {t * 1000:9.1f} ms/step  ratio {t / reference:.2f}  "
               f"{peak_note} {peak:,.0f} MiB", flush=True)
     passes = time_feature_pass(spec, size, batch, device, warmup, steps)
     out["igm"] = (out["igm (ehr phase)"] + out["igm (cxr phase)"]) / 2 + passes
@@ -163,8 +166,12 @@ def main() -> None:
                                          ("mmpareto", "mmpareto"), ("aug", "aug (1 extra/modality)"),
                                          ("inforeg", "inforeg")))
               + f", pmr/late_fusion (binary) {r['pmr (binary)'] / r['late_fusion (binary)']:.2f}")
+        print(f"{label}: medfuse/late_fusion {r['medfuse (fusion stage)'] / r['late_fusion']:.2f}; "
+              f"drfuse/late_fusion {r['drfuse'] / r['late_fusion']:.2f}")
         aps = r["masam (APS decides)"] / r["late_fusion"]
         forced = (r["masam (ehr dominant)"] + r["masam (cxr dominant)"]) / 2 / r["late_fusion"]
+        print(f"{label}: medfuse/late_fusion {r['medfuse (fusion stage)'] / r['late_fusion']:.2f}; "
+              f"drfuse/late_fusion {r['drfuse'] / r['late_fusion']:.2f}")
         print(f"{label}: sam/late_fusion {r['sam'] / r['late_fusion']:.2f}; masam/late_fusion "
               f"ehr-dominant {r['masam (ehr dominant)'] / r['late_fusion']:.2f}, "
               f"cxr-dominant {r['masam (cxr dominant)'] / r['late_fusion']:.2f}, APS {aps:.2f}, "

@@ -67,6 +67,7 @@ class ReportData:
     min_events: int = 5
     n_resamples: int = 1000
     design_alternatives: list[dict[str, Any]] = field(default_factory=list)  # MASAM vs its Table 8 designs
+    presence: list[dict[str, Any]] = field(default_factory=list)  # evaluation.presence.presence_rows
 
 
 

@@ -491,10 +491,18 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu") 
     return model.to(device).eval(), config
 
 
-def predict_split(run_dir: str | Path, cohort: Cohort, split: str, device: str = "cpu", batch_size: int = 256):
-    """(rows, probabilities `[n, K]`) of a finished run on one split of a cohort."""
+def predict_split(run_dir: str | Path, cohort: Cohort, split: str, device: str = "cpu", batch_size: int = 256,
+                  withhold: tuple[str, ...] = ()):
+    """(rows, probabilities `[n, K]`) of a finished run on one split of a cohort.
+
+    `withhold` names modalities to hide from every sample: their presence flags are
+    False and their inputs zero, exactly as the ETL writes a sample without them.
+    """
     model, config = load_trained_model(run_dir, device)
     tensors = split_tensors(cohort, split, device)
+    for m in withhold:
+        tensors.present[m] = torch.zeros_like(tensors.present[m])
+        tensors.inputs[m] = torch.zeros_like(tensors.inputs[m])
     probs = predict_tensors(model, tensors, cohort.task_type, config["prediction_head"], batch_size)
     return tensors.rows, probs
 

@@ -18,7 +18,8 @@ paths: {raw: data/raw, mimic_iv: data/raw/mimic-iv, mimic_cxr: data/raw/mimic-cx
 synth: {subjects: 90, seed: 3, adni_subjects: 50, mri_size: 12}
 etl_mimic: {cxr_size: 16, workers: 1, threads: 1, memory_limit: 512MB}
 etl_adni: {mri_size: 12, workers: 1}
-sweep: {cohorts: [mimic-phenotype, mimic-mortality, adni], methods: [late_fusion, masam], seeds: [1]}
+sweep: {cohorts: [mimic-phenotype, mimic-mortality, adni, mimic-phenotype-partial],
+        methods: [late_fusion, masam, medfuse, drfuse], seeds: [1], partially_paired: [phenotype]}
 evaluate: {n_resamples: 50}
 registry: {example_rows: 2}
 train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2}
@@ -41,10 +42,14 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=work, env=env, check=True)
     first = subprocess.run([dvc, "repro"], cwd=work, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for cohort in ("mimic-phenotype", "mimic-mortality", "adni"):
+    for cohort in ("mimic-phenotype", "mimic-mortality", "adni", "mimic-phenotype-partial"):
         assert (work / "reports" / cohort / "report.html").is_file()
         assert (work / "reports" / cohort / "registry.json").is_file()
-        assert (work / "runs" / cohort / "masam-s1" / "checkpoint_best.pt").is_file()
+        for method in ("masam", "medfuse", "drfuse"):
+            assert (work / "runs" / cohort / f"{method}-s1" / "checkpoint_best.pt").is_file()
+    partial = (work / "reports" / "mimic-phenotype-partial" / "report.html").read_text()
+    assert 'id="presence"' in partial and "cxr withheld AUPRC" in partial
+    assert '"name": "mimic-phenotype-partial"' in (work / "reports" / "mimic-phenotype-partial" / "registry.json").read_text()
     second = subprocess.run([dvc, "repro"], cwd=work, env=env, capture_output=True, text=True)
     assert second.returncode == 0 and "Running stage" not in second.stdout
     summary = subprocess.run([str(Path(bin_dir) / "clinfuse"), "summary"], cwd=work, env=env, capture_output=True,

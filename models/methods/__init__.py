@@ -7,11 +7,13 @@ from __future__ import annotations
 from .agm import AGM
 from .aug import AUG
 from .base import Method
+from .drfuse import DrFuse
 from .gblend import GBlend
 from .igm import IGM
 from .inforeg import InfoReg
 from .late_fusion import LateFusion
 from .masam import MASAM
+from .medfuse import MedFuse
 from .mla import MLA
 from .mmpareto import MMPareto
 from .ogm_ge import OGMGE
@@ -33,6 +35,8 @@ METHODS: dict[str, type[Method]] = {
     "aug": AUG,
     "pmr": PMR,
     "inforeg": InfoReg,
+    "medfuse": MedFuse,
+    "drfuse": DrFuse,
 }
 
 __all__ = ["METHODS", "Method"]

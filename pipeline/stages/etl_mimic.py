@@ -46,6 +46,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cxr-images", default=None,
                         help="folder holding files/p../ images if not --mimic-cxr (e.g. a MIMIC-CXR DICOM copy)")
     parser.add_argument("--out", default=None, help="output cohort folder (default: data/processed/mimic-<task>)")
+    parser.add_argument("--partial", action="store_true",
+                        help="partially paired cohort: keep stays without a film (etl_mimic.require_cxr: false)")
 
 
 def run(args) -> int:
@@ -55,7 +57,8 @@ def run(args) -> int:
     images = Path(args.cxr_images) if args.cxr_images else mimic_cxr
     out = Path(args.out or Path(params.paths.processed) / f"mimic-{args.task}")
     check_replaceable(out, "cohort")  # refuse a wrong --out before any work
-    summary = build_mimic_cohort(mimic_iv, mimic_cxr, images, args.task, out, params.etl_mimic)
+    settings = params.etl_mimic.model_copy(update={"require_cxr": False}) if args.partial else params.etl_mimic
+    summary = build_mimic_cohort(mimic_iv, mimic_cxr, images, args.task, out, settings)
     print(summary)
     return 0
 

@@ -2,8 +2,10 @@
 
 Per run folder it writes to its output folder:
   predictions_val.parquet, predictions_test.parquet   one row per sample (ids, labels, probabilities)
+  predictions_test_withheld.parquet                   test predictions with the image (cxr, mri) withheld
   metrics.json                                        test metrics with 95 % patient-bootstrap CIs,
-                                                      calibration, subgroups, validation headline
+                                                      calibration, subgroups, validation headline,
+                                                      `presence`: paired / image-absent / withheld blocks
   curves_pr.json, curves_roc.json                     per-label curve points (test)
 """
 
@@ -23,8 +25,9 @@ from evaluation.calibration import calibration_summary
 from evaluation.curves import curve_records
 from evaluation.metrics import task_metrics
 from evaluation.operating import operating_points
+from evaluation.presence import presence_blocks
 from evaluation.subgroups import subgroup_metrics
-from pipeline.data import Cohort, load_cohort
+from pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
 from pipeline.trainer import predict_split, read_json
 
 ID_COLUMNS = {"mimic": ["subject_id", "hadm_id", "stay_id", "dicom_id"], "adni": ["RID", "PTID", "IMAGEUID"]}
@@ -57,6 +60,12 @@ def labels_and_scores(frame: pd.DataFrame, cohort: Cohort) -> tuple[np.ndarray, 
     if cohort.task_type == "multiclass":
         return np.eye(len(names), dtype=int)[frame["label"].to_numpy()], scores
     return frame[[f"label__{n}" for n in names]].to_numpy(int), scores
+
+
+def withheld_modality(cohort: Cohort) -> str | None:
+    """The image modality that may be missing (cxr, mri), scored again withheld; None for one modality."""
+    images = [m for m in cohort.modalities[1:] if m in IMAGE_MODALITIES]
+    return images[-1] if images else None
 
 
 def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
@@ -105,6 +114,14 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
         result["operating_points"] = operating_points(
             y_val, p_val, y, p, patients, names, settings.threshold_rule, settings.target_sensitivity,
             settings.n_resamples, settings.seed, settings.ci_level, settings.min_events)
+    image = withheld_modality(cohort)
+    if image is not None:
+        rows, held = predict_split(run_dir, cohort, "test", withhold=(image,))
+        frames["test_withheld"] = prediction_frame(cohort, rows, held)
+        _, p_held = labels_and_scores(frames["test_withheld"], cohort)
+        result["presence"] = presence_blocks(y, p, p_held, test["patient_id"].to_numpy(),
+                                             test[f"has_{image}"].to_numpy(bool), names, cohort.modalities[0], image,
+                                             settings.n_resamples, settings.seed, settings.min_subgroup_patients)
     with atomic_dir(out, "evaluations") as tmp:
         for split, frame in frames.items():
             write_parquet(tmp / f"predictions_{split}.parquet", frame)

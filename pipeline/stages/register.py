@@ -39,6 +39,13 @@ def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]
     return names, tuple(arrays)
 
 
+def registered_name(manifest: dict) -> str:
+    """`<dataset>-<task>`, with `-partial` for a cohort that admits stays without the image
+    (a partially paired model is a different model: its champion is kept apart)."""
+    partial = manifest.get("config", {}).get("require_cxr") is False
+    return f"{manifest.get('dataset')}-{manifest.get('task')}" + ("-partial" if partial else "")
+
+
 def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray, ...], names: list[str]) -> dict:
     """A MONAI-bundle-style description of the inputs, outputs, data, metrics and training."""
     m = cohort.manifest
@@ -61,7 +68,7 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
     headline = evaluation["test"]["headline"]
     return {
         "schema": "clinfuse model card v1 (in the spirit of a MONAI bundle metadata.json)",
-        "name": f"{m.get('dataset')}-{m.get('task')}", "task": m.get("task"), "dataset": m.get("dataset"),
+        "name": registered_name(m), "task": m.get("task"), "dataset": m.get("dataset"),
         "task_type": cohort.task_type,
         # from the cohort manifest: True = trained on the generator's synthetic exports, None = not recorded
         "synthetic": m.get("synthetic"),

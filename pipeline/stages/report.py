@@ -26,6 +26,7 @@ from evaluation.method_notes import method_note
 from evaluation.metrics import MIN_EVENTS, is_degenerate, row_normalised, too_few_events
 from evaluation.operating import net_benefit
 from evaluation.plots import decision_curve_figure, forest_figure, reliability_figure
+from evaluation.presence import presence_rows
 from evaluation.report import LabelRow, ReportData, render_report
 from evaluation.svg import curve_svg
 from pipeline.data import load_cohort
@@ -140,7 +141,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
                                                          unit="class" if cohort.task_type == "multiclass" else "label")
 
     manifest = cohort.manifest
-    title = TITLES.get((manifest.get("dataset"), manifest.get("task")), cohort.name)
+    title = TITLES.get((manifest.get("dataset"), manifest.get("task")), cohort.name) + (
+        " — partially paired" if manifest.get("config", {}).get("require_cxr") is False else "")
     data = ReportData(
         title=f"SYNTHETIC DATA: {title}" if manifest.get("synthetic") else title,
         synthetic=manifest.get("synthetic"),
@@ -174,6 +176,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         reliability_bins=champion["calibration"]["pooled"]["reliability"],
         forest=forest, curves=curves, min_events=int(champion["ci"].get("min_events", MIN_EVENTS)), n_resamples=n_resamples,
         design_alternatives=design_alternatives(comparison),
+        presence=presence_rows({m: r.get("presence") for m, r in best_by_method.items()}),
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))

@@ -334,3 +334,18 @@ def test_mimic_stage_over_mixed_real_world_dicoms_counts_every_failure_by_reason
     assert manifest["converted"] == dict(Counter(note[kind_of[d]] for d in decoded if kind_of[d] in note))
     cache = np.load(out / "cxr.npy")
     assert (cache[samples["has_cxr"].to_numpy()].std(axis=(1, 2)) > 0).all()  # a real image, not zeros
+
+
+def test_partial_flag_keeps_a_stay_whose_film_is_missing_as_an_ehr_only_stay(raw, tmp_path):
+    next((raw / "mimic-cxr-jpg/files").rglob("ffff0006.jpg")).unlink()
+    params = tmp_path / "params.yaml"
+    params.write_text("etl_mimic: {cxr_size: 8, workers: 1, threads: 1, memory_limit: 256MB}\n")
+    out = tmp_path / "partial"
+    with pytest.warns(UserWarning, match="unreadable chest film"):
+        assert main(["--params", str(params), "etl", "mimic", "--partial", "--task", "phenotype",
+                     "--mimic-iv", str(raw / "mimic-iv"), "--mimic-cxr", str(raw / "mimic-cxr-jpg"),
+                     "--out", str(out)]) == 0
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert len(samples) == 2 and samples["has_cxr"].sum() == 1
+    assert np.load(out / "cxr.npy")[~samples["has_cxr"].to_numpy()].max() == 0
+    assert json.loads((out / "manifest.json").read_text())["config"]["require_cxr"] is False
