@@ -5,8 +5,8 @@ f_m on its encoder's features):
 
     L = w_fused L_fuse + sum_m w_m L_m,   sum of the weights = 1,
 
-with weights from each head's overfitting-to-generalisation behaviour (paper Eq. 5 and
-its online algorithm):
+with weights from each head's overfitting-to-generalisation behaviour (the paper's weight
+estimate w_k proportional to Delta G_k / Delta O_k^2, and its online algorithm):
 
   GB-Estimate(theta, n): for each head k in {fused, m_1, ..., m_M}, train a copy of the
   network from theta for n epochs on the loss L_k alone; with L^T the training loss and

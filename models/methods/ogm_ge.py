@@ -1,6 +1,6 @@
 """OGM-GE: On-the-fly Gradient Modulation with Generalisation Enhancement (Peng et al., CVPR 2022).
 
-One step, in the paper's notation (Eqs. 6-11), for a concat fusion head W[z_1||...||z_M] + b:
+One step, in the paper's notation, for a concat fusion head W[z_1||...||z_M] + b:
 
   1. One forward; the loss is the fused task loss (softmax CE / sigmoid BCE). The
      paper trains the fused output only, so `lambda_m` defaults to 0 (the unimodal
@@ -16,7 +16,7 @@ One step, in the paper's notation (Eqs. 6-11), for a concat fusion head W[z_1||.
   4. Coefficient k_m = 1 - tanh(alpha rho_m) if rho_m > 1, else 1 (Eq. 10).
   5. Within the modulation window (epochs `modulation_starts`..`modulation_ends`,
      counted from 0, both included, as the released code), every gradient tensor g of
-     encoder m becomes (Eq. 11, GE)
+     encoder m becomes (GE)
        g <- k_m g + h,   h ~ N(0, (std(g) + 1e-8)^2) elementwise,
      with std(g) the standard deviation of that tensor's unmodulated gradient (the
      "gradient's own std"); `ge=False` gives plain OGM (g <- k_m g). GE applies to every
