@@ -1,4 +1,4 @@
-"""Read a processed cohort folder (DESIGN section 4) into tensors for training.
+"""Read a processed cohort folder (docs/cohort-format.md) into tensors for training.
 
 Images stay uint8 in memory (on the device when training on GPU) and are
 scaled to [0, 1] per batch, so a whole 224 px paired cohort fits in device

@@ -19,7 +19,7 @@ def now() -> str:
 
 
 def write_cohort_folder(out: Path, arrays: dict, samples, manifest: dict, extra_json: dict | None = None) -> None:
-    """Write a processed cohort (DESIGN section 4) atomically: `<name>.npy` per array,
+    """Write a processed cohort (docs/cohort-format.md) atomically: `<name>.npy` per array,
     samples.parquet, extra JSON files and manifest.json (last). The folder is swapped in
     whole, so a failure leaves the previous cohort untouched."""
     from etl.atomic import atomic_dir, write_json, write_npy, write_parquet

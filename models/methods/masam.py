@@ -1,6 +1,6 @@
 """MASAM: Multimodal Adaptive Sharpness-Aware Minimization, one training step.
 
-Follows the paper's Eqs. 8-13 (DESIGN section 5, steps 1-6). Notation:
+Follows the paper's Eqs. 8-13 (docs/methods.md). Notation:
 theta_m are encoder m's parameters, z_m its features, L_fuse the fusion loss,
 L_m the unimodal loss of head f_m, L_total = L_fuse + sum_m lambda_m L_m.
 

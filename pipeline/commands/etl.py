@@ -1,4 +1,4 @@
-"""Turn raw exports into a processed cohort folder (DESIGN section 4).
+"""Turn raw exports into a processed cohort folder (docs/cohort-format.md).
 
   clinfuse etl mimic --mimic-iv DIR --mimic-cxr DIR --task phenotype|mortality --out DIR
   clinfuse etl adni  --adni DIR --out DIR

@@ -1,4 +1,4 @@
-"""Where raw inputs and generated outputs live (DESIGN section 3b defaults)."""
+"""Where raw inputs and generated outputs live (the defaults of docs/architecture.md)."""
 
 from __future__ import annotations
 

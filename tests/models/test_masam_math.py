@@ -2,7 +2,7 @@
 
 Encoder m is z_m = a_m x_m + c_m (scalar feature); unimodal head u_m = v_m z_m + e_m;
 fusion head f = sum_m W_m z_m + b; binary task, BCE. With SGD(lr=1) the update is
-the negative gradient, so every quantity of DESIGN section 5 can be written out.
+the negative gradient, so every quantity of the MASAM step (docs/methods.md) can be written out.
 """
 
 from __future__ import annotations
