@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.champion import beats_champion
+
 CHAMPION = "champion"
 CARD_FILE = "metadata.json"
 
@@ -127,7 +129,7 @@ def register_model(
     client.set_model_version_tag(name, str(version), "val_metric", f"{val_metric:.6f}")
     client.set_model_version_tag(name, str(version), "method", str(card.get("training", {}).get("method", "")))
     client.update_model_version(name, str(version), description=_card_summary(card))
-    moved = previous is None or val_metric > previous
+    moved = beats_champion(val_metric, previous)
     if moved:
         client.set_registered_model_alias(name, CHAMPION, str(version))
     return Registration(name, version, moved, val_metric, previous, f"models:/{name}/{version}")
