@@ -1,0 +1,76 @@
+"""Bootstrap CIs recomputed independently: resample patients with numpy, score each resample with
+scikit-learn on the repeated rows, take numpy's 2.5 % and 97.5 % quantiles.
+
+Model A sees the labels, model B mostly noise, so A strictly beats B: the paired difference
+(A - B) must be positive, with the sign, the 95 % endpoints and the one-sided p-value equal
+to the ones computed here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from evaluation.bootstrap import bootstrap_label_cis, paired_bootstrap_difference
+
+R, SEED = 150, 11
+PATIENTS = np.repeat(np.arange(100, 120), 2)  # 20 patients, 2 rows each
+_rng = np.random.default_rng(5)
+Y = (_rng.random((40, 2)) < [0.4, 0.5]).astype(int)
+A = np.round(0.55 * Y + 0.45 * _rng.random((40, 2)), 2)  # informative, with ties
+B = np.round(0.15 * Y + 0.85 * _rng.random((40, 2)), 2)
+
+
+def resample_rows():
+    """Per resample, the row indices of the drawn patients (a patient drawn twice counts twice)."""
+    ids, inverse = np.unique(PATIENTS, return_inverse=True)
+    rows_of = [np.flatnonzero(inverse == p) for p in range(len(ids))]
+    draws = np.random.default_rng(SEED).integers(0, len(ids), size=(R, len(ids)))
+    return [np.concatenate([rows_of[p] for p in draw]) for draw in draws]
+
+
+def sklearn_scores(score):
+    """`[R, K]` AUROC and AUPRC of each resample (NaN where the label has one class)."""
+    auroc, auprc = np.full((R, Y.shape[1]), np.nan), np.full((R, Y.shape[1]), np.nan)
+    for r, rows in enumerate(resample_rows()):
+        for k in range(Y.shape[1]):
+            y, s = Y[rows, k], score[rows, k]
+            if 0 < y.sum() < len(y):
+                auroc[r, k], auprc[r, k] = roc_auc_score(y, s), average_precision_score(y, s)
+    return auroc, auprc
+
+
+def ci95(values):
+    v = values[np.isfinite(values)]
+    return list(np.quantile(v, [0.025, 0.975]))
+
+
+@pytest.fixture(scope="module")
+def resampled():
+    return {"a": sklearn_scores(A), "b": sklearn_scores(B)}
+
+
+def test_label_and_macro_cis_are_95_percent_quantiles_of_sklearn_resample_scores(resampled):
+    auroc, auprc = resampled["a"]
+    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], R, SEED)
+    for k, name in enumerate(["x", "y"]):
+        assert got["per_label"][name]["auroc_ci"] == pytest.approx(ci95(auroc[:, k]), abs=1e-12)
+        assert got["per_label"][name]["auprc_ci"] == pytest.approx(ci95(auprc[:, k]), abs=1e-12)
+        assert got["per_label"][name]["n_valid_resamples"] == int(np.isfinite(auroc[:, k]).sum())
+    assert got["macro_auroc_ci"] == pytest.approx(ci95(np.nanmean(auroc, axis=1)), abs=1e-12)
+    assert got["macro_auprc_ci"] == pytest.approx(ci95(np.nanmean(auprc, axis=1)), abs=1e-12)
+    assert got["level"] == 0.95
+
+
+def test_paired_difference_is_a_minus_b_with_95_percent_endpoints_and_p_value(resampled):
+    got = paired_bootstrap_difference(Y, A, B, PATIENTS, R, SEED)
+    for metric, i, score in (("auroc", 0, roc_auc_score), ("auprc", 1, average_precision_score)):
+        point = np.mean([score(Y[:, k], A[:, k]) - score(Y[:, k], B[:, k]) for k in range(2)])
+        diff = np.nanmean(resampled["a"][i] - resampled["b"][i], axis=1)
+        out = got[f"macro_{metric}"]
+        assert out["difference"] == pytest.approx(point, abs=1e-12) and out["difference"] > 0
+        assert out["ci"] == pytest.approx(ci95(diff), abs=1e-12)
+        assert out["ci"][0] > 0  # A strictly beats B on every resample's tail
+        assert out["p_le_zero"] == pytest.approx(float(np.mean(diff[np.isfinite(diff)] <= 0)))
+        assert out["n_valid_resamples"] == int(np.isfinite(diff).sum())
