@@ -114,6 +114,15 @@ def test_training_statistics_are_median_mean_and_population_std_of_training_rows
     assert stats == {"median": 2.0, "mean": 3.0, "std": pytest.approx(np.sqrt(14 / 3), abs=1e-12), "n_observed": 3}
 
 
+def test_forward_fill_carries_the_latest_observation_of_its_own_sample_and_channel():
+    nan = np.nan
+    values = np.array([[[nan, 1.0], [5.0, nan], [nan, nan], [7.0, 2.0], [nan, nan]],
+                       [[nan, nan], [nan, nan], [3.0, nan], [nan, nan], [nan, 4.0]]])  # [2, 5, 2]
+    expected = np.array([[[nan, 1.0], [5.0, 1.0], [5.0, 1.0], [7.0, 2.0], [7.0, 2.0]],
+                         [[nan, nan], [nan, nan], [3.0, nan], [3.0, nan], [3.0, 4.0]]])
+    np.testing.assert_array_equal(forward_fill(values), expected)
+
+
 def test_gaps_before_the_first_observation_are_imputed_with_the_training_median():
     stats = train_statistics(VALUES, TRAIN, ["x"])
     out = impute_and_scale(forward_fill(VALUES), stats, ["x"])
