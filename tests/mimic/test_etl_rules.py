@@ -114,6 +114,16 @@ def test_training_statistics_are_median_mean_and_population_std_of_training_rows
     assert stats == {"median": 2.0, "mean": 3.0, "std": pytest.approx(np.sqrt(14 / 3), abs=1e-12), "n_observed": 3}
 
 
+def test_only_a_constant_training_channel_gets_std_one_a_small_spread_is_kept():
+    # channel "flat": 5, 5, 5 (std 0 -> 1, so values are only centred); "narrow": 0.1, 0.2, 0.3 (std < 1 kept)
+    values = np.array([[[5.0, 0.1], [5.0, 0.2]], [[5.0, 0.3], [np.nan, np.nan]]])
+    stats = train_statistics(values, np.array([0, 1]), ["flat", "narrow"])
+    assert stats["flat"]["std"] == 1.0 and stats["flat"]["mean"] == 5.0
+    assert stats["narrow"]["std"] == pytest.approx(np.std([0.1, 0.2, 0.3]), abs=1e-12)
+    out = impute_and_scale(values, stats, ["flat", "narrow"])
+    assert out[0, 0, 0] == 0.0 and out[0, 0, 1] == pytest.approx(-0.1 / np.std([0.1, 0.2, 0.3]), rel=1e-6)
+
+
 def test_forward_fill_carries_the_latest_observation_of_its_own_sample_and_channel():
     nan = np.nan
     values = np.array([[[nan, 1.0], [5.0, nan], [nan, nan], [7.0, 2.0], [nan, nan]],

@@ -30,25 +30,17 @@ KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 NOT_RUN = {"not checked", "skipped"}
 
 
-def mutmut(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
-    # mutmut imports the mutated copy (mutants/); PYTHONPATH pointing at the checkout would shadow it.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    exe = Path(sys.executable).with_name("mutmut")
-    return subprocess.run([str(exe), *args], cwd=ROOT, env=env, text=True,
-                          capture_output=capture, check=False)
+def results() -> dict[str, tuple[str, Path]]:
+    """mutant name -> (status, source file), for every mutant mutmut knows of."""
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.stats import status_by_exit_code
+    from mutmut.utils.file_utils import walk_mutatable_files
 
-
-def results() -> dict[str, str]:
-    """mutant name -> status, for every mutant mutmut knows of."""
-    out = mutmut("results", "--all", "true")
-    if out.returncode != 0:
-        sys.exit(f"mutmut results failed:\n{out.stdout}{out.stderr}")
     found = {}
-    for line in out.stdout.splitlines():
-        m = re.match(r"\s+(\S+): (.+)$", line)
-        if m:
-            found[m.group(1)] = m.group(2).strip()
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        found.update({k: (status_by_exit_code[v], path) for k, v in data.exit_code_by_key.items()})
     return found
 
 
@@ -61,9 +53,11 @@ def function_of(mutant: str) -> str:
     return f"{module}.{func}"
 
 
-def mutated_lines(mutant: str) -> str:
+def mutated_lines(mutant: str, path: Path) -> str:
     """The lines the mutant adds, stripped and joined: the key EQUIVALENT.md matches on."""
-    diff = mutmut("show", mutant).stdout
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    diff = get_diff_for_mutant(mutant, path=path)
     added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
     return " / ".join(a for a in added if a)
 
@@ -91,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="score earlier results, run nothing")
     args = parser.parse_args(argv)
 
+    os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
     if not args.report_only:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "w") as fh:
+            # mutmut imports the mutated copy (mutants/); PYTHONPATH pointing at the checkout would shadow it.
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
             env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             code = subprocess.call([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children",
@@ -103,14 +99,15 @@ def main(argv: list[str] | None = None) -> int:
             print(log.read_text()[-3000:])
             sys.exit(f"mutmut run failed (exit {code}); full log: {log}")
 
-    status = {k: v for k, v in results().items() if selected(k, args.patterns)}
+    found = {k: v for k, v in results().items() if selected(k, args.patterns)}
+    status = {k: s for k, (s, _) in found.items()}
     checked = {k: v for k, v in status.items() if v not in NOT_RUN}
     killed = [k for k, v in checked.items() if v in KILLED]
     alive = sorted(k for k, v in checked.items() if v not in KILLED)
     table = equivalents()
     listed, unexplained = [], []
     for k in alive:
-        key = (function_of(k), mutated_lines(k))
+        key = (function_of(k), mutated_lines(k, found[k][1]))
         (listed if key in table else unexplained).append((k, key))
 
     for k, (func, line) in unexplained:
