@@ -110,3 +110,47 @@ def test_parallel_decoding_gives_the_same_bytes(tmp_path):
     a, _ = decode_cxr_images(paths, 12, 1)
     b, _ = decode_cxr_images(paths, 12, 2)
     assert np.array_equal(a, b)
+
+
+def write_plain_dicom(path, stored, **attributes):
+    """MONOCHROME2, no rescale, 16-bit; `attributes` adds window or VOI LUT elements."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+STORED = np.array([[0, 1, 2, 3]] * 4)
+
+
+def test_dicom_voi_lut_sequence_is_applied_then_stretched_to_0_255(tmp_path):
+    from pydicom.dataset import Dataset
+
+    lut = Dataset()
+    lut.add_new(0x00283002, "US", [4, 0, 16])  # LUTDescriptor: 4 entries, first stored value 0, 16-bit
+    lut.add_new(0x00283006, "US", [0, 10, 40, 100])  # LUTData: non-linear
+    write_plain_dicom(tmp_path / "lut.dcm", STORED, VOILUTSequence=[lut])
+    out, failures = decode_cxr_images([tmp_path / "lut.dcm"], 4, 1)
+    assert failures == []
+    # 0, 10, 40, 100 -> min-max -> 0, 25.5, 102, 255 (rounded half to even)
+    np.testing.assert_array_equal(out[0], np.array([[0, 26, 102, 255]] * 4, np.uint8))
+
+
+@pytest.mark.parametrize("window", [{}, {"WindowCenter": 1.5}])
+def test_dicom_without_a_complete_window_is_min_max_stretched(tmp_path, window):
+    write_plain_dicom(tmp_path / "plain.dcm", STORED * 10, **window)
+    out, failures = decode_cxr_images([tmp_path / "plain.dcm"], 4, 1)
+    assert failures == []
+    np.testing.assert_array_equal(out[0], np.array([[0, 85, 170, 255]] * 4, np.uint8))

@@ -66,9 +66,12 @@ def equivalents() -> dict[tuple[str, str], str]:
     """(function, mutated line) -> reason, from the table rows of EQUIVALENT.md."""
     table = {}
     for line in EQUIVALENT.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if not line.startswith("|"):
+            continue
+        # cells split on unescaped pipes; a `|` inside a code line is written `\|`
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
         if len(cells) == 3 and cells[0].startswith("`") and cells[1].startswith("`"):
-            table[(cells[0].strip("`"), cells[1].strip("`"))] = cells[2]
+            table[(cells[0][1:-1], cells[1][1:-1])] = cells[2]
     return table
 
 
