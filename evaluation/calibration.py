@@ -20,8 +20,8 @@ def calibration_slope_intercept(y: np.ndarray, p: np.ndarray, iterations: int = 
     y = np.asarray(y, float)
     if y.min() == y.max():
         return None, None
-    eps = 1e-6
-    x = np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))
+    q = np.clip(p, 1e-6, 1 - 1e-6)  # predictions of exactly 0 or 1 get a finite logit
+    x = np.log(q / (1 - q))
     design = np.stack([np.ones_like(x), x], axis=1)
     beta = np.zeros(2)
     for _ in range(iterations):
@@ -35,7 +35,7 @@ def calibration_slope_intercept(y: np.ndarray, p: np.ndarray, iterations: int = 
     return float(beta[1]), float(beta[0])
 
 
-def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, Any]]:
+def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int) -> list[dict[str, Any]]:
     """Equal-width bins of predicted probability: mean predicted, observed rate, count."""
     y, p = np.asarray(y, float), np.asarray(p, float)
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)

@@ -14,7 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from evaluation.bootstrap import bootstrap_label_cis, paired_bootstrap_difference
 
-R, SEED = 150, 11
+R, SEED = 100, 11  # 100 valid resamples: the least bootstrap_label_cis reports a CI for
 PATIENTS = np.repeat(np.arange(100, 120), 2)  # 20 patients, 2 rows each
 _rng = np.random.default_rng(5)
 Y = (_rng.random((40, 2)) < [0.4, 0.5]).astype(int)
@@ -74,3 +74,13 @@ def test_paired_difference_is_a_minus_b_with_95_percent_endpoints_and_p_value(re
         assert out["ci"][0] > 0  # A strictly beats B on every resample's tail
         assert out["p_le_zero"] == pytest.approx(float(np.mean(diff[np.isfinite(diff)] <= 0)))
         assert out["n_valid_resamples"] == int(np.isfinite(diff).sum())
+
+
+def test_defaults_are_1000_resamples_with_seed_42():
+    cis = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"])
+    assert (cis["n_resamples"], cis["seed"], cis["level"]) == (1000, 42, 0.95)
+    assert cis == bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 1000, 42, 0.95)
+    paired = paired_bootstrap_difference(Y, A, B, PATIENTS)
+    assert paired == paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 42, 0.95)
+    assert paired != paired_bootstrap_difference(Y, A, B, PATIENTS, 1001, 42, 0.95)
+    assert paired != paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 43, 0.95)

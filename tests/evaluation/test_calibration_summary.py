@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
-from evaluation.calibration import calibration_summary
+from evaluation.calibration import calibration_slope_intercept, calibration_summary, reliability_curve
 
 _rng = np.random.default_rng(3)
 P = _rng.uniform(0.01, 0.99, (80, 3))  # no value on a bin edge
@@ -51,3 +51,27 @@ def test_pooled_calibration_stacks_every_label():
         assert r["count"] == count[b]
         assert r["mean_predicted"] == pytest.approx(total_p[b] / count[b], abs=1e-12)
         assert r["observed"] == pytest.approx(positives[b] / count[b], abs=1e-12)
+
+
+def test_one_newton_step_from_zero_is_the_weighted_least_squares_step():
+    # at beta = 0 every mu is 1/2: H = X'X / 4, g = X'(y - 1/2), so beta_1 = 4 (X'X)^-1 X'(y - 1/2)
+    y, p = Y[:, 0], P[:, 0]
+    design = np.stack([np.ones(len(p)), np.log(p / (1 - p))], axis=1)
+    intercept, slope = 4 * np.linalg.solve(design.T @ design, design.T @ (y - 0.5))
+    got = calibration_slope_intercept(y, p, iterations=1)
+    assert got == pytest.approx((slope, intercept), rel=1e-6)
+
+
+def test_predictions_of_exactly_zero_and_one_are_clipped_to_a_finite_logit():
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])  # not separable: the fit has a finite optimum
+    p = np.array([0.0, 0.2, 1.0, 0.7, 0.4, 0.6, 0.9, 0.5, 0.3, 0.1])
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    slope, intercept = sklearn_recalibration(y, q)
+    got = calibration_slope_intercept(y, p)
+    assert got == pytest.approx((slope, intercept), abs=1e-5)
+
+
+def test_a_prediction_of_one_falls_in_the_last_bin():
+    bins = reliability_curve(np.array([1, 0, 1]), np.array([1.0, 0.95, 0.05]), 10)
+    assert [(b["bin"], b["count"]) for b in bins] == [(0, 1), (9, 2)]
+    assert bins[1]["mean_predicted"] == pytest.approx(0.975) and bins[1]["observed"] == 0.5

@@ -95,7 +95,7 @@ def test_calibration_slope_one_when_calibrated_and_below_one_when_overconfident(
     logit = np.log(p / (1 - p))
     overconfident = 1 / (1 + np.exp(-3 * logit))
     assert calibration_slope_intercept(y, overconfident)[0] < 0.5
-    bins = reliability_curve(y, p)
+    bins = reliability_curve(y, p, 10)
     assert sum(b["count"] for b in bins) == 20000 and all(abs(b["observed"] - b["mean_predicted"]) < 0.05 for b in bins)
 
 
