@@ -84,3 +84,10 @@ def test_defaults_are_1000_resamples_with_seed_42():
     assert paired == paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 42, 0.95)
     assert paired != paired_bootstrap_difference(Y, A, B, PATIENTS, 1001, 42, 0.95)
     assert paired != paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 43, 0.95)
+
+
+def test_paired_difference_without_any_scorable_label_is_none_not_nan():
+    no_positives = np.zeros_like(Y)
+    got = paired_bootstrap_difference(no_positives, A, B, PATIENTS, 20, SEED)
+    for metric in ("macro_auroc", "macro_auprc"):
+        assert got[metric] == {"difference": None, "ci": [None, None], "n_valid_resamples": 0, "p_le_zero": None}
