@@ -154,3 +154,10 @@ def test_dicom_without_a_complete_window_is_min_max_stretched(tmp_path, window):
     out, failures = decode_cxr_images([tmp_path / "plain.dcm"], 4, 1)
     assert failures == []
     np.testing.assert_array_equal(out[0], np.array([[0, 85, 170, 255]] * 4, np.uint8))
+
+
+def test_dicom_min_max_stretch_uses_the_real_range_even_below_one_unit(tmp_path):
+    write_plain_dicom(tmp_path / "fine.dcm", STORED, RescaleSlope=0.25, RescaleIntercept=0)  # 0 .. 0.75
+    out, failures = decode_cxr_images([tmp_path / "fine.dcm"], 4, 1)
+    assert failures == []
+    np.testing.assert_array_equal(out[0], np.array([[0, 85, 170, 255]] * 4, np.uint8))

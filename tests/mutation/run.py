@@ -1,7 +1,8 @@
 """`make mutation`: mutation testing of the core modules with mutmut, and the score.
 
-    python tests/mutation/run.py                      # every core module (pyproject [tool.mutmut])
-    python tests/mutation/run.py "etl.normalize.*"    # one module (mutmut mutant-name globs)
+    python tests/mutation/run.py --fresh              # every core module from scratch (`make mutation`)
+    python tests/mutation/run.py "etl.normalize.*"    # re-run one module's mutants (mutant-name globs),
+                                                      # keeping the others' results (`make mutation MODULES=...`)
     python tests/mutation/run.py --report-only        # score what earlier runs left in mutants/
 
 mutmut plants one small change at a time (a flipped comparison, a changed constant, a
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("patterns", nargs="*", help="mutant-name globs, e.g. 'etl.normalize.*' (default: all)")
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutant workers (default 1)")
     parser.add_argument("--report-only", action="store_true", help="score earlier results, run nothing")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete mutants/ first (mutmut keeps its copy of unmutated files and old verdicts)")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
+    if args.fresh and not args.report_only:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     if not args.report_only:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
