@@ -161,3 +161,12 @@ def test_dicom_min_max_stretch_uses_the_real_range_even_below_one_unit(tmp_path)
     out, failures = decode_cxr_images([tmp_path / "fine.dcm"], 4, 1)
     assert failures == []
     np.testing.assert_array_equal(out[0], np.array([[0, 85, 170, 255]] * 4, np.uint8))
+
+
+def test_a_dicom_film_is_rounded_to_8_bits_before_resizing_like_a_jpeg(tmp_path):
+    pixels = (np.add.outer(np.arange(8), np.arange(8)) * 18).astype(np.uint8)  # 0 .. 252, a diagonal ramp
+    write_plain_dicom(tmp_path / "ramp.dcm", pixels.astype(np.uint16), WindowCenter=128, WindowWidth=256)
+    Image.fromarray(pixels).save(tmp_path / "ramp.png")
+    out, failures = decode_cxr_images([tmp_path / "ramp.dcm", tmp_path / "ramp.png"], 3, 1)
+    assert failures == []
+    np.testing.assert_array_equal(out[0], out[1])
