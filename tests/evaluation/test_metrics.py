@@ -119,3 +119,9 @@ def test_mean_std_over_seeds():
     s = mean_std_over_seeds(t, ["x"]).set_index("method")
     assert s.loc["a", "x_mean"] == pytest.approx(0.6) and s.loc["a", "x_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert s.loc["b", "n_seeds"] == 1
+
+
+def test_an_empty_split_has_no_metrics_rather_than_nan():
+    m = multiclass_metrics(np.array([], dtype=int), np.zeros((0, 3)), ["CN", "MCI", "AD"])
+    assert m["accuracy"] is None and m["macro_map"] is None and m["n"] == 0
+    assert m["excluded_labels"] == ["CN", "MCI", "AD"]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.mimic.cohort import join_stays, select_cohort
+from etl.mimic.cohort import in_hospital_mortality, join_stays, select_cohort
 from etl.mimic.cxr import pair_latest_ap, study_datetime
 from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
 from etl.normalize import forward_fill, impute_and_scale, train_statistics
@@ -141,3 +141,24 @@ def test_gaps_before_the_first_observation_are_imputed_with_the_training_median(
     expected = np.array([[(1 - 3) / std, (6 - 3) / std], [(2 - 3) / std, (2 - 3) / std], [(100 - 3) / std] * 2])
     np.testing.assert_allclose(out[..., 0], expected, rtol=1e-6)
     assert out.dtype == np.float32
+
+
+def test_in_hospital_death_is_a_deathtime_or_a_dod_date_within_the_admission():
+    admit, disch = pd.Timestamp("2150-03-01 14:00"), pd.Timestamp("2150-03-09 08:00")
+    rows = [  # deathtime, dod, expected
+        (admit, None, 1),  # death at the admission time
+        (disch, None, 1),  # death at the discharge time
+        (pd.Timestamp("2150-03-09 09:00"), None, 0),  # an hour after discharge
+        (pd.Timestamp("2150-03-01 13:00"), None, 0),  # before the admission (inconsistent record)
+        (None, "2150-03-01", 1),  # dod on the admission date, earlier in the day than admittime
+        (None, "2150-03-09", 1),  # dod on the discharge date
+        (None, "2150-02-28", 0),  # dod the day before admission
+        (None, "2151-06-30", 0),  # died the next year: not in hospital
+        (None, None, 0),
+    ]
+    stays = pd.DataFrame({"admittime": admit, "dischtime": disch,
+                          "deathtime": pd.to_datetime([r[0] for r in rows]),
+                          "dod": pd.to_datetime([r[1] for r in rows])})
+    got = in_hospital_mortality(stays)
+    assert got.tolist() == [r[2] for r in rows]
+    assert got.name == "in_hospital_mortality" and got.dtype == np.int8
