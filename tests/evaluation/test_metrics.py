@@ -124,4 +124,4 @@ def test_mean_std_over_seeds():
 def test_an_empty_split_has_no_metrics_rather_than_nan():
     m = multiclass_metrics(np.array([], dtype=int), np.zeros((0, 3)), ["CN", "MCI", "AD"])
     assert m["accuracy"] is None and m["macro_map"] is None and m["n"] == 0
-    assert m["excluded_labels"] == ["CN", "MCI", "AD"]
+    assert m["excluded_labels"] == ["CN", "MCI", "AD"] and m["per_class"]["AD"]["auprc"] is None
