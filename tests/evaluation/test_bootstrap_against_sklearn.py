@@ -91,3 +91,9 @@ def test_paired_difference_without_any_scorable_label_is_none_not_nan():
     got = paired_bootstrap_difference(no_positives, A, B, PATIENTS, 20, SEED)
     for metric in ("macro_auroc", "macro_auprc"):
         assert got[metric] == {"difference": None, "ci": [None, None], "n_valid_resamples": 0, "p_le_zero": None}
+
+
+def test_a_label_with_fewer_valid_resamples_than_min_valid_gets_no_ci():
+    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 20, SEED)  # 20 valid resamples < min_valid 100
+    assert got["per_label"]["x"] == {"auroc_ci": None, "auprc_ci": None, "n_valid_resamples": 20}
+    assert got["macro_auroc_ci"][0] is not None  # the macro CI has no such floor
