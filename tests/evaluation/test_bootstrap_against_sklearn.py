@@ -97,3 +97,26 @@ def test_a_label_with_fewer_valid_resamples_than_min_valid_gets_no_ci():
     got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 20, SEED)  # 20 valid resamples < min_valid 100
     assert got["per_label"]["x"] == {"auroc_ci": None, "auprc_ci": None, "n_valid_resamples": 20}
     assert got["macro_auroc_ci"][0] is not None  # the macro CI has no such floor
+
+
+def test_macro_ci_averages_only_the_labels_scorable_in_each_resample():
+    # label 1 is positive for one patient only: about a third of the resamples miss it, and there
+    # the macro average is label 0 alone (never label 1 counted as 0 or 1, never halved)
+    y = Y.copy()
+    y[:, 1] = np.isin(PATIENTS, [100]).astype(int)
+    n = 50
+    rows = resample_rows()[:n]  # the same draws: the first n of R resamples with the same seed
+    auroc = np.full((n, 2), np.nan)
+    for r, idx in enumerate(rows):
+        for k in range(2):
+            if 0 < y[idx, k].sum() < len(idx):
+                auroc[r, k] = roc_auc_score(y[idx, k], A[idx, k])
+    assert np.isnan(auroc[:, 1]).any() and np.isfinite(auroc[:, 1]).any()
+    got = bootstrap_label_cis(y, A, PATIENTS, ["x", "y"], n, SEED)
+    assert got["macro_auroc_ci"] == pytest.approx(ci95(np.nanmean(auroc, axis=1)), abs=1e-12)
+    assert got["per_label"]["y"]["auroc_ci"] is None  # fewer than min_valid scorable resamples
+
+
+def test_no_labels_give_no_macro_ci():
+    got = bootstrap_label_cis(Y[:, :0], A[:, :0], PATIENTS, [], 10, SEED)
+    assert got["per_label"] == {} and got["macro_auroc_ci"] == [None, None]
