@@ -50,3 +50,9 @@ def test_parts_are_cut_at_the_rounded_cumulative_fractions():
     split = assign_patient_split(list(range(10)), fractions=(0.34, 0.33, 0.33), seed=0)
     assert split.value_counts().to_dict() == {"val": 4, "train": 3, "test": 3}
     assert split.name == "split"
+
+
+def test_the_default_seed_is_42():
+    ids = list(range(30))
+    assert assign_patient_split(ids).tolist() == assign_patient_split(ids, seed=42).tolist()
+    assert assign_patient_split(ids).tolist() != assign_patient_split(ids, seed=43).tolist()

@@ -125,3 +125,14 @@ def test_an_empty_split_has_no_metrics_rather_than_nan():
     m = multiclass_metrics(np.array([], dtype=int), np.zeros((0, 3)), ["CN", "MCI", "AD"])
     assert m["accuracy"] is None and m["macro_map"] is None and m["n"] == 0
     assert m["excluded_labels"] == ["CN", "MCI", "AD"] and m["per_class"]["AD"]["auprc"] is None
+
+
+def test_weighted_scores_match_sklearn_down_to_one_positive_and_one_negative():
+    y = np.array([1, 0, 1, 0, 1])
+    s = np.array([0.9, 0.8, 0.3, 0.4, 0.1])  # the lowest score is a positive
+    w = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 2, 1, 0, 0], [1, 0, 1, 0, 1], [0, 1, 0, 1, 0]], float)
+    auroc, auprc = weighted_auroc_auprc(y, s, w)
+    for r in range(3):  # scorable: both classes present (row 1: one positive, one negative, weight 1 each)
+        assert auroc[r] == pytest.approx(roc_auc_score(y, s, sample_weight=w[r]))
+        assert auprc[r] == pytest.approx(average_precision_score(y, s, sample_weight=w[r]))
+    assert np.isnan(auroc[3:]).all() and np.isnan(auprc[3:]).all()  # no negatives / no positives
