@@ -14,7 +14,7 @@ from evaluation.bootstrap import (
 )
 from evaluation.calibration import brier, calibration_slope_intercept, reliability_curve
 from evaluation.comparison import average_rank, mean_std_over_seeds
-from evaluation.metrics import multiclass_metrics, multilabel_metrics
+from evaluation.metrics import binary_metrics, multiclass_metrics, multilabel_metrics, task_metrics
 
 RNG = np.random.default_rng(7)
 Y = (RNG.random((60, 3)) < [0.3, 0.5, 0.2]).astype(int)
@@ -136,3 +136,20 @@ def test_weighted_scores_match_sklearn_down_to_one_positive_and_one_negative():
         assert auroc[r] == pytest.approx(roc_auc_score(y, s, sample_weight=w[r]))
         assert auprc[r] == pytest.approx(average_precision_score(y, s, sample_weight=w[r]))
     assert np.isnan(auroc[3:]).all() and np.isnan(auprc[3:]).all()  # no negatives / no positives
+
+
+def test_binary_metrics_report_prevalence_positives_and_size():
+    m = binary_metrics(np.array([1, 0, 0, 1]), np.array([0.9, 0.2, 0.4, 0.3]))
+    assert {k: m[k] for k in ("prevalence", "n_pos", "n")} == {"prevalence": 0.5, "n_pos": 2, "n": 4}
+    assert binary_metrics(np.array([]), np.array([]))["prevalence"] is None
+
+
+def test_task_metrics_name_the_headline_and_count_rows():
+    y = np.array([[1, 0], [0, 1], [1, 1]])
+    s = np.array([[0.8, 0.1], [0.3, 0.7], [0.6, 0.9]])
+    m = task_metrics("multilabel", y, s, ["a", "b"])
+    assert m["headline"] == "macro_auprc" and m["n"] == 3
+    b = task_metrics("binary", y[:, 0], s[:, 0], ["a"])
+    assert b["headline"] == "macro_auprc" and b["n"] == 3 and b["per_label"]["a"]["n_pos"] == 2
+    c = task_metrics("multiclass", np.array([0, 1, 2, 1]), np.eye(3)[[0, 1, 2, 0]] * 0.8 + 0.05, ["x", "y", "z"])
+    assert c["headline"] == "macro_map"

@@ -162,3 +162,19 @@ def test_in_hospital_death_is_a_deathtime_or_a_dod_date_within_the_admission():
     got = in_hospital_mortality(stays)
     assert got.tolist() == [r[2] for r in rows]
     assert got.name == "in_hospital_mortality" and got.dtype == np.int8
+
+
+def test_mortality_cohort_keeps_a_stay_of_exactly_48_hours_and_counts_every_exclusion():
+    stays = cohort_from([(1, "F", 60, 2150, None), (2, "M", 60, 2150, None), (3, "F", 60, 2150, "bad date")], 2150)
+    stays["outtime"] = stays["intime"] + pd.to_timedelta([48, 47.99, 72], unit="h")
+    kept, steps = select_cohort(stays, "mortality")
+    assert kept["subject_id"].tolist() == [1, 3] and list(kept.index) == [0, 1] and "index" not in kept
+    assert kept["sex"].tolist() == ["F", "F"] and kept["dod"].isna().all()  # an unparsable date is NaT
+    assert steps == [
+        {"step": "ICU stays in icustays", "reason": "", "excluded": 0, "remaining": 3},
+        {"step": "adults", "reason": "age at admission < 18", "excluded": 0, "remaining": 3},
+        {"step": "one ICU stay per admission", "reason": "admission has more than one ICU stay", "excluded": 0,
+         "remaining": 3},
+        {"step": "no careunit transfer", "reason": "first_careunit != last_careunit", "excluded": 0, "remaining": 3},
+        {"step": "ICU stay >= 48 h", "reason": "ICU stay shorter than 48 h", "excluded": 1, "remaining": 2},
+    ]
