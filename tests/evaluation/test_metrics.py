@@ -153,3 +153,8 @@ def test_task_metrics_name_the_headline_and_count_rows():
     assert b["headline"] == "macro_auprc" and b["n"] == 3 and b["per_label"]["a"]["n_pos"] == 2
     c = task_metrics("multiclass", np.array([0, 1, 2, 1]), np.eye(3)[[0, 1, 2, 0]] * 0.8 + 0.05, ["x", "y", "z"])
     assert c["headline"] == "macro_map"
+
+
+def test_no_scorable_label_gives_no_macro_average():
+    m = multilabel_metrics(np.zeros((4, 2), int), np.full((4, 2), 0.5), ["a", "b"])
+    assert m["macro_auprc"] is None and m["macro_auroc"] is None and m["excluded_labels"] == ["a", "b"]
