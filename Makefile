@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # dvc.yaml stages call `clinfuse`; run them with the project's environment.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test test-all lint bench mlflow-ui clean
+.PHONY: demo test test-all lint bench mutation mlflow-ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,12 @@ bench: $(STAMP)  ## speed/memory figures (minutes)
 	$(BIN)/python benchmarks/etl_mimic.py --quick
 	$(BIN)/python benchmarks/bootstrap_speed.py
 
+# `make mutation MODULES="etl.normalize.* pipeline.champion.*"` re-runs those mutants only, keeping the rest.
+mutation: $(STAMP)  ## mutation testing of the core modules (mutmut; long, not part of `make test`); prints the score last
+	$(BIN)/python tests/mutation/run.py $(if $(MODULES),$(foreach m,$(MODULES),'$(m)'),--fresh)
+
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf data runs reports mlflow.db mlartifacts .dvc/tmp
+	rm -rf data runs reports mlflow.db mlartifacts .dvc/tmp mutants

@@ -63,7 +63,7 @@ def _nanmean_rows(per_label: list[np.ndarray]) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None, int]:
+def percentile_ci(values: np.ndarray, level: float) -> tuple[float | None, float | None, int]:
     """(low, high, n_valid) of the finite values."""
     v = values[np.isfinite(values)]
     if len(v) == 0:

@@ -27,8 +27,8 @@ def calibration_slope_intercept(y: np.ndarray, p: np.ndarray, iterations: int = 
     y = np.asarray(y, float)
     if y.min() == y.max():
         return None, None
-    eps = 1e-6
-    x = np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))
+    q = np.clip(p, 1e-6, 1 - 1e-6)  # predictions of exactly 0 or 1 get a finite logit
+    x = np.log(q / (1 - q))
     design = np.stack([np.ones_like(x), x], axis=1)
     beta = np.zeros(2)
     for _ in range(iterations):

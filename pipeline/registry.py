@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.champion import beats_champion
+
 CHAMPION = "champion"
 CARD_FILE = "metadata.json"
 
@@ -106,7 +108,7 @@ def takes_champion(val_metric: float, synthetic: str, previous_metric: float | N
         return False
     if synthetic == "false" and previous_synthetic != "false":
         return True
-    return previous_metric is None or val_metric > previous_metric
+    return beats_champion(val_metric, previous_metric)
 
 
 def _pip_requirements() -> list[str]:

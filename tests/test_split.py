@@ -31,3 +31,28 @@ def test_split_is_deterministic_and_independent_of_row_order():
 def test_split_rejects_fractions_not_summing_to_one():
     with pytest.raises(ValueError, match="sum"):
         assign_patient_split([1, 2, 3], fractions=(0.5, 0.1, 0.1))
+
+
+@pytest.mark.parametrize("fractions", [(1.2, -0.1, -0.1), (0.5, 0.5), (0.7, 0.1, 0.1, 0.1)])
+def test_split_rejects_negative_fractions_and_other_than_three(fractions):
+    with pytest.raises(ValueError, match=r"^split fractions must be three non-negative numbers summing to 1, got \("):
+        assign_patient_split([1, 2, 3], fractions=fractions)
+
+
+def test_a_zero_fraction_leaves_that_part_empty():
+    split = assign_patient_split(list(range(10)), fractions=(0.8, 0.0, 0.2), seed=0)
+    assert split.value_counts().to_dict() == {"train": 8, "test": 2}
+
+
+def test_parts_are_cut_at_the_rounded_cumulative_fractions():
+    # 10 patients, (0.34, 0.33, 0.33): train round(3.4) = 3, val round(6.7) - 3 = 4, test the other 3
+    # (rounding each part on its own would give 3 / 3 / 4)
+    split = assign_patient_split(list(range(10)), fractions=(0.34, 0.33, 0.33), seed=0)
+    assert split.value_counts().to_dict() == {"val": 4, "train": 3, "test": 3}
+    assert split.name == "split"
+
+
+def test_the_default_seed_is_42():
+    ids = list(range(30))
+    assert assign_patient_split(ids).tolist() == assign_patient_split(ids, seed=42).tolist()
+    assert assign_patient_split(ids).tolist() != assign_patient_split(ids, seed=43).tolist()

@@ -29,6 +29,7 @@ from evaluation.plots import decision_curve_figure, forest_figure, reliability_f
 from evaluation.presence import presence_rows
 from evaluation.report import LabelRow, ReportData, render_report
 from evaluation.svg import curve_svg
+from pipeline.champion import champion_of
 from pipeline.data import load_cohort
 from pipeline.manifest import shareable_sources
 from pipeline.stages.evaluate import labels_and_scores
@@ -55,12 +56,6 @@ def load_evaluations(evals_dirs: list[Path]) -> list[dict]:
     if not results:
         raise InputError(f"{', '.join(map(str, evals_dirs))}: no evaluated runs (metrics.json); run `clinfuse evaluate` first")
     return results
-
-
-def champion_of(results: list[dict]) -> dict:
-    """Best validation headline (ties: first method in order, lowest seed)."""
-    return max(results, key=lambda r: (r["validation"]["value"] if r["validation"]["value"] is not None else -1,
-                                       -r["seed"]))
 
 
 def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_order: list[str], settings: dict,

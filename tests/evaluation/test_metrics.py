@@ -14,7 +14,7 @@ from evaluation.bootstrap import (
 )
 from evaluation.calibration import brier, calibration_slope_intercept, reliability_curve
 from evaluation.comparison import average_rank, mean_std_over_seeds
-from evaluation.metrics import multiclass_metrics, multilabel_metrics
+from evaluation.metrics import binary_metrics, multiclass_metrics, multilabel_metrics, task_metrics
 
 RNG = np.random.default_rng(7)
 Y = (RNG.random((60, 3)) < [0.3, 0.5, 0.2]).astype(int)
@@ -95,7 +95,7 @@ def test_calibration_slope_one_when_calibrated_and_below_one_when_overconfident(
     logit = np.log(p / (1 - p))
     overconfident = 1 / (1 + np.exp(-3 * logit))
     assert calibration_slope_intercept(y, overconfident)[0] < 0.5
-    bins = reliability_curve(y, p)
+    bins = reliability_curve(y, p, 10)
     assert sum(b["count"] for b in bins) == 20000 and all(abs(b["observed"] - b["mean_predicted"]) < 0.05 for b in bins)
 
 
@@ -119,3 +119,42 @@ def test_mean_std_over_seeds():
     s = mean_std_over_seeds(t, ["x"]).set_index("method")
     assert s.loc["a", "x_mean"] == pytest.approx(0.6) and s.loc["a", "x_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert s.loc["b", "n_seeds"] == 1
+
+
+def test_an_empty_split_has_no_metrics_rather_than_nan():
+    m = multiclass_metrics(np.array([], dtype=int), np.zeros((0, 3)), ["CN", "MCI", "AD"])
+    assert m["accuracy"] is None and m["macro_map"] is None and m["n"] == 0
+    assert m["excluded_labels"] == ["CN", "MCI", "AD"] and m["per_class"]["AD"]["auprc"] is None
+
+
+def test_weighted_scores_match_sklearn_down_to_one_positive_and_one_negative():
+    y = np.array([1, 0, 1, 0, 1])
+    s = np.array([0.9, 0.8, 0.3, 0.4, 0.1])  # the lowest score is a positive
+    w = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 2, 1, 0, 0], [1, 0, 1, 0, 1], [0, 1, 0, 1, 0]], float)
+    auroc, auprc = weighted_auroc_auprc(y, s, w)
+    for r in range(3):  # scorable: both classes present (row 1: one positive, one negative, weight 1 each)
+        assert auroc[r] == pytest.approx(roc_auc_score(y, s, sample_weight=w[r]))
+        assert auprc[r] == pytest.approx(average_precision_score(y, s, sample_weight=w[r]))
+    assert np.isnan(auroc[3:]).all() and np.isnan(auprc[3:]).all()  # no negatives / no positives
+
+
+def test_binary_metrics_report_prevalence_positives_and_size():
+    m = binary_metrics(np.array([1, 0, 0, 1]), np.array([0.9, 0.2, 0.4, 0.3]))
+    assert {k: m[k] for k in ("prevalence", "n_pos", "n")} == {"prevalence": 0.5, "n_pos": 2, "n": 4}
+    assert binary_metrics(np.array([]), np.array([]))["prevalence"] is None
+
+
+def test_task_metrics_name_the_headline_and_count_rows():
+    y = np.array([[1, 0], [0, 1], [1, 1]])
+    s = np.array([[0.8, 0.1], [0.3, 0.7], [0.6, 0.9]])
+    m = task_metrics("multilabel", y, s, ["a", "b"])
+    assert m["headline"] == "macro_auprc" and m["n"] == 3
+    b = task_metrics("binary", y[:, 0], s[:, 0], ["a"])
+    assert b["headline"] == "macro_auprc" and b["n"] == 3 and b["per_label"]["a"]["n_pos"] == 2
+    c = task_metrics("multiclass", np.array([0, 1, 2, 1]), np.eye(3)[[0, 1, 2, 0]] * 0.8 + 0.05, ["x", "y", "z"])
+    assert c["headline"] == "macro_map"
+
+
+def test_no_scorable_label_gives_no_macro_average():
+    m = multilabel_metrics(np.zeros((4, 2), int), np.full((4, 2), 0.5), ["a", "b"])
+    assert m["macro_auprc"] is None and m["macro_auroc"] is None and m["excluded_labels"] == ["a", "b"]

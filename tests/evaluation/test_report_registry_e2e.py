@@ -6,8 +6,10 @@ import json
 import re
 from html.parser import HTMLParser
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline.cli import main
 from tests.fixtures.cohorts import write_cohort
@@ -113,6 +115,35 @@ def test_champion_alias_moves_only_when_validation_improves(pipeline_run, tmp_pa
     mlflow.set_tracking_uri(record["tracking_uri"])
     alias = mlflow.MlflowClient().get_model_version_by_alias("mimic-phenotype", "champion")
     assert int(alias.version) == record["version"]
+
+
+class Scaled(torch.nn.Module):
+    """A one-input exportable: probabilities sigmoid(w x)."""
+
+    def __init__(self, w: float):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w))
+
+    def forward(self, x):
+        return torch.sigmoid(self.w * x)
+
+
+def test_registry_moves_champion_to_a_better_version_and_not_to_a_worse_one(pipeline_run):
+    import mlflow
+
+    from pipeline.registry import CHAMPION, register_model
+
+    root, _, _ = pipeline_run
+    mlflow.set_tracking_uri(json.loads((root / "registry.json").read_text())[0]["tracking_uri"])
+    example = (np.array([[0.5], [-1.0]], dtype=np.float32),)
+    card = {"task": "toy", "training": {"method": "scaled"}}
+    first = register_model(Scaled(1.0), example, ["x"], card, "toy-task", 0.60)
+    better = register_model(Scaled(2.0), example, ["x"], card, "toy-task", 0.65)
+    worse = register_model(Scaled(3.0), example, ["x"], card, "toy-task", 0.62)
+    assert (first.champion_moved, better.champion_moved, worse.champion_moved) == (True, True, False)
+    assert worse.previous_champion_metric == pytest.approx(0.65)
+    alias = mlflow.MlflowClient().get_model_version_by_alias("toy-task", CHAMPION)
+    assert int(alias.version) == better.version == first.version + 1
 
 
 def test_unknown_model_is_a_one_line_error(pipeline_run, tmp_path, capsys):

@@ -209,3 +209,61 @@ def test_unreadable_dicoms_are_failures_with_their_reason_never_a_crash(tmp_path
     assert [f["reason"] for f in failures] == [NOT_DICOM, NO_PIXELS, TRUNCATED, UNDECODABLE, ABSENT]
     assert "MPEG2" in failures[3]["detail"]
     assert all(f["detail"] for f in failures) and out.max() == 0 and converted == {}
+def write_plain_dicom(path, stored, **attributes):
+    """MONOCHROME2, no rescale, 16-bit; `attributes` adds window or VOI LUT elements."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+STORED = np.array([[0, 1, 2, 3]] * 4)
+
+
+def test_dicom_voi_lut_sequence_is_applied_then_stretched_to_0_255(tmp_path):
+    from pydicom.dataset import Dataset
+
+    lut = Dataset()
+    lut.add_new(0x00283002, "US", [4, 0, 16])  # LUTDescriptor: 4 entries, first stored value 0, 16-bit
+    lut.add_new(0x00283006, "US", [0, 10, 40, 100])  # LUTData: non-linear
+    write_plain_dicom(tmp_path / "lut.dcm", STORED, VOILUTSequence=[lut])
+    out, failures, _ = decode_cxr_images([tmp_path / "lut.dcm"], 4, 1)
+    assert failures == []
+    # 0, 10, 40, 100 -> min-max -> 0, 25.5, 102, 255 (rounded half to even)
+    np.testing.assert_array_equal(out[0], np.array([[0, 26, 102, 255]] * 4, np.uint8))
+
+
+@pytest.mark.parametrize("window", [{}, {"WindowCenter": 1.5}])
+def test_dicom_without_a_complete_window_is_min_max_stretched(tmp_path, window):
+    write_plain_dicom(tmp_path / "plain.dcm", STORED * 10, **window)
+    out, failures, _ = decode_cxr_images([tmp_path / "plain.dcm"], 4, 1)
+    assert failures == []
+    np.testing.assert_array_equal(out[0], np.array([[0, 85, 170, 255]] * 4, np.uint8))
+
+
+def test_dicom_min_max_stretch_uses_the_real_range_even_below_one_unit(tmp_path):
+    write_plain_dicom(tmp_path / "fine.dcm", STORED, RescaleSlope=0.25, RescaleIntercept=0)  # 0 .. 0.75
+    out, failures, _ = decode_cxr_images([tmp_path / "fine.dcm"], 4, 1)
+    assert failures == []
+    np.testing.assert_array_equal(out[0], np.array([[0, 85, 170, 255]] * 4, np.uint8))
+
+
+def test_a_dicom_film_is_rounded_to_8_bits_before_resizing_like_a_jpeg(tmp_path):
+    pixels = (np.add.outer(np.arange(8), np.arange(8)) * 18).astype(np.uint8)  # 0 .. 252, a diagonal ramp
+    write_plain_dicom(tmp_path / "ramp.dcm", pixels.astype(np.uint16), WindowCenter=128, WindowWidth=256)
+    Image.fromarray(pixels).save(tmp_path / "ramp.png")
+    out, failures, _ = decode_cxr_images([tmp_path / "ramp.dcm", tmp_path / "ramp.png"], 3, 1)
+    assert failures == []
+    np.testing.assert_array_equal(out[0], out[1])

@@ -77,8 +77,8 @@ def params_of(model, mods):
     return p
 
 
-def hand_masam_step(p, mods, rho, alpha, lam=1.0, mdps=True):
-    """One paper-MASAM step (first step: Decay = 0) written out with numpy."""
+def hand_masam_step(p, mods, rho, alpha, lam=1.0, mdps=True, dominant=None):
+    """One paper-MASAM step (first step: Decay = 0) written out with numpy; `dominant` forces d."""
     x = {m: X[m].numpy()[:, 0] for m in mods}
     y = Y.numpy()[:, 0]
     n = len(y)
@@ -91,7 +91,7 @@ def hand_masam_step(p, mods, rho, alpha, lam=1.0, mdps=True):
     g_u = {m: np.array([np.sum(r_u[m] * p[f"v_{m}"] * x[m]), np.sum(r_u[m] * p[f"v_{m}"])]) for m in mods}
     gamma = {m: g_f[m] @ g_u[m] / (np.linalg.norm(g_f[m]) * np.linalg.norm(g_u[m])) for m in mods}
     aps = {m: alpha * 0.0 + (1 - alpha) * gamma[m] for m in mods}
-    d = max(mods, key=lambda m: aps[m])
+    d = dominant or max(mods, key=lambda m: aps[m])
     scale = gamma[d] if mdps else 1.0
     eps = rho * scale * g_f[d] / np.linalg.norm(g_f[d])
     z_d = (p[f"a_{d}"] + eps[0]) * x[d] + (p[f"c_{d}"] + eps[1])
@@ -185,6 +185,27 @@ def test_negative_gamma_reverses_the_paper_perturbation_and_is_counted():
     assert negative, "fixture should have a modality with a negative cosine"
     _, (metrics,) = run_method("masam", model, mods, rho=0.5, alpha=0.5, dominant=negative[0])
     assert metrics["negative_gamma"].item() == 1.0
+
+
+def test_negative_gamma_dominant_modality_takes_the_reversed_step_through_the_real_update():
+    # Paper Eq. 10 taken literally: eps = rho gamma_d g_f,d / ||g_f,d|| points AGAINST g_f,d when
+    # gamma_d < 0, so g' is evaluated at theta_d - rho |gamma_d| g_f,d / ||g_f,d||.
+    mods = ["ehr", "cxr"]
+    model = scalar_model()
+    p = params_of(model, mods)
+    _, gamma, *_ = hand_masam_step(p, mods, rho=0.5, alpha=0.5)
+    negative = next(m for m in mods if gamma[m] < 0)
+    expected, gamma, _, d, eps = hand_masam_step(p, mods, rho=0.5, alpha=0.5, dominant=negative)
+    # what a perturbation of +rho |gamma_d| along g_f,d (not reversed) would give instead
+    not_reversed, *_ = hand_masam_step(p, mods, rho=-0.5, alpha=0.5, dominant=negative)
+    _, (metrics,) = run_method("masam", model, mods, rho=0.5, alpha=0.5, dominant=negative)
+    got = params_of(model, mods)
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], abs=1e-9), key
+    assert got[f"a_{d}"] != pytest.approx(not_reversed[f"a_{d}"], abs=1e-6)
+    assert metrics["perturbation_norm"].item() == pytest.approx(np.linalg.norm(eps), abs=1e-12)
+    assert np.linalg.norm(eps) == pytest.approx(0.5 * abs(gamma[d]), abs=1e-12)
+    assert metrics["negative_gamma"].item() == 1.0 and mods[int(metrics["dominant"])] == negative
 
 
 def test_reference_gamma_is_mean_of_per_tensor_cosines():

@@ -58,3 +58,16 @@ def test_every_registered_method_builds_a_network_that_returns_prediction_logits
 def test_the_default_network_is_the_concat_fusion_model():
     model = build_model(SPEC, ["ehr", "cxr"], SHAPES, 2)
     assert isinstance(model, FusionModel)
+
+
+def test_encoder_and_head_parameters_split_the_trainable_network():
+    from tests.models.test_masam_math import scalar_model
+
+    model = scalar_model()
+    model.encoders["cxr"].c.requires_grad_(False)  # frozen: in neither list
+    method = METHODS["late_fusion"](model, torch.optim.SGD(model.parameters(), lr=1.0), "binary")
+    ids = lambda params: {id(p) for p in params}  # noqa: E731
+    assert ids(method.encoder_params("ehr")) == ids(model.encoders["ehr"].parameters())
+    assert ids(method.encoder_params("cxr")) == {id(model.encoders["cxr"].a)}
+    heads = [*model.fusion_head.parameters(), *model.unimodal_heads.parameters()]
+    assert ids(method.head_params()) == ids(heads) and len(method.head_params()) == len(heads)

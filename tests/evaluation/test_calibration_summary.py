@@ -1,0 +1,80 @@
+"""Calibration summary against scikit-learn: Brier, the logistic recalibration fit, and the bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
+
+from evaluation.calibration import calibration_slope_intercept, calibration_summary, reliability_curve
+
+_rng = np.random.default_rng(3)
+P = _rng.uniform(0.01, 0.99, (80, 3))  # no value on a bin edge
+Y = (_rng.random((80, 3)) < P ** 1.5).astype(int)  # over-predicted risk: slope and intercept away from 1 and 0
+Y[:, 2] = 0  # one label without positives: no recalibration fit, Brier still defined
+
+
+def sklearn_recalibration(y, p):
+    """(slope, intercept) of an unpenalised logistic regression of y on logit(p)."""
+    logit = np.log(p / (1 - p)).reshape(-1, 1)
+    fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(logit, y)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def test_per_label_brier_slope_and_intercept_match_sklearn():
+    got = calibration_summary(Y, P, ["a", "b", "none"])["per_label"]
+    for k, name in enumerate(["a", "b"]):
+        slope, intercept = sklearn_recalibration(Y[:, k], P[:, k])
+        assert got[name]["brier"] == pytest.approx(brier_score_loss(Y[:, k], P[:, k]), abs=1e-12)
+        assert got[name]["slope"] == pytest.approx(slope, abs=1e-5)
+        assert got[name]["intercept"] == pytest.approx(intercept, abs=1e-5)
+    assert got["none"] == {"brier": pytest.approx(np.mean(P[:, 2] ** 2), abs=1e-12), "slope": None, "intercept": None}
+
+
+def test_pooled_calibration_stacks_every_label():
+    pooled = calibration_summary(Y, P, ["a", "b", "none"])["pooled"]
+    slope, intercept = sklearn_recalibration(Y.ravel(), P.ravel())
+    assert pooled["brier"] == pytest.approx(brier_score_loss(Y.ravel(), P.ravel()), abs=1e-12)
+    assert pooled["slope"] == pytest.approx(slope, abs=1e-5)
+    assert pooled["intercept"] == pytest.approx(intercept, abs=1e-5)
+    # the pooled curve uses quantile bins; the equal-width strategy is checked against numpy here
+    assert pooled["reliability"] == reliability_curve(Y.ravel(), P.ravel(), 10)
+    uniform = reliability_curve(Y.ravel(), P.ravel(), 10, strategy="uniform")
+    # ten equal-width bins of predicted probability, empty ones left out
+    edges = np.linspace(0, 1, 11)
+    count, _ = np.histogram(P.ravel(), edges)
+    total_p, _ = np.histogram(P.ravel(), edges, weights=P.ravel())
+    positives, _ = np.histogram(P.ravel(), edges, weights=Y.ravel())
+    bins = [b for b in range(10) if count[b]]
+    assert [r["bin"] for r in uniform] == bins
+    for r in uniform:
+        b = r["bin"]
+        assert (r["lower"], r["upper"]) == pytest.approx((b / 10, (b + 1) / 10))
+        assert r["count"] == count[b]
+        assert r["mean_predicted"] == pytest.approx(total_p[b] / count[b], abs=1e-12)
+        assert r["observed"] == pytest.approx(positives[b] / count[b], abs=1e-12)
+
+
+def test_one_newton_step_from_zero_is_the_weighted_least_squares_step():
+    # at beta = 0 every mu is 1/2: H = X'X / 4, g = X'(y - 1/2), so beta_1 = 4 (X'X)^-1 X'(y - 1/2)
+    y, p = Y[:, 0], P[:, 0]
+    design = np.stack([np.ones(len(p)), np.log(p / (1 - p))], axis=1)
+    intercept, slope = 4 * np.linalg.solve(design.T @ design, design.T @ (y - 0.5))
+    got = calibration_slope_intercept(y, p, iterations=1)
+    assert got == pytest.approx((slope, intercept), rel=1e-6)
+
+
+def test_predictions_of_exactly_zero_and_one_are_clipped_to_a_finite_logit():
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])  # not separable: the fit has a finite optimum
+    p = np.array([0.0, 0.2, 1.0, 0.7, 0.4, 0.6, 0.9, 0.5, 0.3, 0.1])
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    slope, intercept = sklearn_recalibration(y, q)
+    got = calibration_slope_intercept(y, p)
+    assert got == pytest.approx((slope, intercept), abs=1e-5)
+
+
+def test_a_prediction_of_one_falls_in_the_last_bin():
+    bins = reliability_curve(np.array([1, 0, 1]), np.array([1.0, 0.95, 0.05]), 10, strategy="uniform")
+    assert [(b["bin"], b["count"]) for b in bins] == [(0, 1), (9, 2)]
+    assert bins[1]["mean_predicted"] == pytest.approx(0.975) and bins[1]["observed"] == 0.5

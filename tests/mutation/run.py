@@ -1,0 +1,135 @@
+"""`make mutation`: mutation testing of the core modules with mutmut, and the score.
+
+    python tests/mutation/run.py --fresh              # every core module from scratch (`make mutation`)
+    python tests/mutation/run.py "etl.normalize.*"    # re-run one module's mutants (mutant-name globs),
+                                                      # keeping the others' results (`make mutation MODULES=...`)
+    python tests/mutation/run.py --report-only        # score what earlier runs left in mutants/
+
+mutmut plants one small change at a time (a flipped comparison, a changed constant, a
+dropped argument...) and runs the tests that call the changed function; a mutant is
+killed when a test fails (or it times out). Survivors that no test could ever kill
+(equivalent mutants: same behaviour) are listed, with the reason, in EQUIVALENT.md beside
+this file, matched by function and mutated line, so renumbering does not stale the list.
+
+The score is killed / (mutants checked - listed equivalents), printed last as
+`mutation score: <killed>/<total> = <ratio>`. A survivor that is not listed is printed
+with its diff: kill it with a test, or list it with the reason it is equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EQUIVALENT = Path(__file__).with_name("EQUIVALENT.md")
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+NOT_RUN = {"not checked", "skipped"}
+
+
+def results() -> dict[str, tuple[str, Path]]:
+    """mutant name -> (status, source file), for every mutant mutmut knows of."""
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.stats import status_by_exit_code
+    from mutmut.utils.file_utils import walk_mutatable_files
+
+    found = {}
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        found.update({k: (status_by_exit_code[v], path) for k, v in data.exit_code_by_key.items()})
+    return found
+
+
+def function_of(mutant: str) -> str:
+    """`etl.normalize.x_train_statistics__mutmut_3` -> `etl.normalize.train_statistics`
+    (`...xǁMASAMǁstep__mutmut_7` -> `...MASAM.step`)."""
+    name = re.sub(r"__mutmut_\d+$", "", mutant)
+    module, _, func = name.rpartition(".")
+    func = func.removeprefix("x_").removeprefix("xǁ").replace("ǁ", ".")
+    return f"{module}.{func}"
+
+
+def mutated_lines(mutant: str, path: Path) -> str:
+    """The lines the mutant adds, stripped and joined: the key EQUIVALENT.md matches on."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    diff = get_diff_for_mutant(mutant, path=path)
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return " / ".join(a for a in added if a)
+
+
+def equivalents() -> dict[tuple[str, str], str]:
+    """(function, mutated line) -> reason, from the table rows of EQUIVALENT.md."""
+    table = {}
+    for line in EQUIVALENT.read_text().splitlines():
+        if not line.startswith("|"):
+            continue
+        # cells split on unescaped pipes; a `|` inside a code line is written `\|`
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[1].startswith("`"):
+            table[(cells[0][1:-1], cells[1][1:-1])] = cells[2]
+    return table
+
+
+def selected(name: str, patterns: list[str]) -> bool:
+    from fnmatch import fnmatch
+
+    return not patterns or any(fnmatch(name, p) for p in patterns)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("patterns", nargs="*", help="mutant-name globs, e.g. 'etl.normalize.*' (default: all)")
+    parser.add_argument("--max-children", type=int, default=1, help="parallel mutant workers (default 1)")
+    parser.add_argument("--report-only", action="store_true", help="score earlier results, run nothing")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete mutants/ first (mutmut keeps its copy of unmutated files and old verdicts)")
+    args = parser.parse_args(argv)
+
+    os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
+    if args.fresh and not args.report_only:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    if not args.report_only:
+        log = ROOT / "mutants" / "run.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "w") as fh:
+            # mutmut imports the mutated copy (mutants/); PYTHONPATH pointing at the checkout would shadow it.
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+            code = subprocess.call([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children",
+                                    str(args.max_children), *args.patterns], cwd=ROOT, env=env, stdout=fh, stderr=fh)
+        if code != 0:
+            print(log.read_text()[-3000:])
+            sys.exit(f"mutmut run failed (exit {code}); full log: {log}")
+
+    found = {k: v for k, v in results().items() if selected(k, args.patterns)}
+    status = {k: s for k, (s, _) in found.items()}
+    checked = {k: v for k, v in status.items() if v not in NOT_RUN}
+    killed = [k for k, v in checked.items() if v in KILLED]
+    alive = sorted(k for k, v in checked.items() if v not in KILLED)
+    table = equivalents()
+    listed, unexplained = [], []
+    for k in alive:
+        key = (function_of(k), mutated_lines(k, found[k][1]))
+        (listed if key in table else unexplained).append((k, key))
+
+    for k, (func, line) in unexplained:
+        print(f"not killed ({checked[k]}): {k}\n    {func}: {line}")
+    counts = {s: sum(v == s for v in checked.values()) for s in sorted(set(checked.values()))}
+    print(f"mutants: {len(status)} ({len(status) - len(checked)} not run); "
+          + ", ".join(f"{s} {n}" for s, n in counts.items())
+          + f"; {len(listed)} survivors listed as equivalent in {EQUIVALENT.relative_to(ROOT)}, "
+          f"{len(unexplained)} unexplained")
+    total = len(checked) - len(listed)
+    print(f"mutation score: {len(killed)}/{total} = {len(killed) / total if total else 0.0:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
