@@ -52,6 +52,8 @@ class ReportData:
     champion: dict[str, Any] = field(default_factory=dict)
     generated: str = ""
     synthetic: bool | None = None  # cohort built from the generator's exports (True), real (False), unknown (None)
+    why: dict[str, Any] | None = None  # the "Why" section (pipeline.stages.analyze), figures as base64 PNG
+    summary_link: str | None = None  # relative link to the cross-cohort summary page
 
 
 def fmt(value, digits: int = 3) -> str:

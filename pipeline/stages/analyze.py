@@ -282,6 +282,15 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
     noise = noise_series(records)
     sensitivity = sensitivity_series(records, settings.sensitivity_method, settings.sensitivity_options, reference)
     efficiency = _efficiency(methods, first, cohort, settings) if settings.efficiency else None
+    for name, grid in settings.sensitivity_grid.items():
+        have = {x for x, *_ in sensitivity.get(name, [])}
+        todo = [v for v in grid if not any(np.isclose(v, h) for h in have)]
+        if todo and name in sensitivity:
+            skipped.append({"analysis": f"sensitivity grid {name}", "reason": f"no runs yet at {todo}"})
+    for method, points in noise.items():
+        todo = [v for v in settings.noise_rates if not any(np.isclose(v, p[0]) for p in points)]
+        if todo:
+            skipped.append({"analysis": f"label-noise grid {method}", "reason": f"no runs yet at rates {todo}"})
     if not noise:
         skipped.append({"analysis": "label noise", "reason": "no run trained with train.label_noise > 0 "
                         "(see README: dvc exp run --queue -S train.label_noise=...)"})
@@ -413,11 +422,42 @@ def _log_to_mlflow(result: dict, sweep_runs: list[Path], out: Path) -> None:
             mlflow.log_artifact(str(out / "analysis.json"), artifact_path="analysis")
 
 
-def load_analysis(folder: Path) -> dict | None:
-    """analysis.json and figure paths of an analysis folder, or None when there is none."""
+CAPTIONS = {
+    "flatness": "Sharpness per encoder: Hutchinson estimate of the Hessian trace of the fused loss, divided by the "
+                "encoder's parameter count (error bars ±1 standard error over the Rademacher vectors), and the top "
+                "Hessian eigenvalue (power iteration). The paper's claim: MASAM leaves each encoder flatter.",
+    "landscape_1d": "Loss along one random filter-normalised direction (Li et al. 2018), over all parameters and per "
+                    "encoder; solid = training loss, dashed = test loss. Same direction seed for every method.",
+    "landscape_2d_train": "Training-loss contours over two filter-normalised directions (rows: all parameters, then "
+                          "each encoder; one colour scale per row). Wider low basins = flatter minima.",
+    "landscape_2d_test": "Test-loss contours over the same two directions.",
+    "landscape_surface": "The training-loss surface over all parameters, one panel per method (same z range).",
+    "alignment": "Gradient alignment over training: γ_m = cos(∇θ_m L_fuse, ∇θ_m L_m) on a fixed training batch "
+                 "every train.alignment_every steps. Low or negative γ = the fused objective pulls encoder m away "
+                 "from what its own modality alone would learn.",
+    "probes": "Linear probes on each frozen encoder (logistic regression fitted on training features, scored on "
+              "test). Dashed line: the same probe on the encoder trained alone (unimodal baseline), when that run "
+              "exists. Above the line = fusion training left the encoder better than training it alone.",
+    "label_noise": "Test metric against the fraction of training labels flipped (mean ± std over seeds).",
+    "sensitivity": "MASAM's test metric against alpha, beta and rho (others at their configured values; mean ± std "
+                   "over seeds).",
+    "efficiency": "Training step time, inference time per sample and peak memory per method on the same model "
+                  "and batch.",
+}
+
+
+def why_section(folder: Path) -> dict | None:
+    """The report's "Why" section from an analysis folder (figures as base64 PNG), or None if absent."""
+    import base64
+
     path = Path(folder) / "analysis.json"
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    data["figure_paths"] = {n: Path(folder) / "figures" / f"{n}.png" for n in data.get("figures", [])}
-    return data
+    seed = min((r["seed"] for r in data["runs"].values()), default=None)
+    flat = [{"method": r["method"], **row} for r in data["runs"].values() if r["seed"] == seed for row in r["flatness"]]
+    eff = data.get("efficiency") or {}
+    return {"settings": data["settings"], "flatness": flat, "skipped": data["skipped"], "captions": CAPTIONS,
+            "figures": {n: base64.b64encode((Path(folder) / "figures" / f"{n}.png").read_bytes()).decode()
+                        for n in data["figures"]},
+            "efficiency": eff.get("methods"), "efficiency_device": f"{eff.get('device')}, batch {eff.get('batch')}"}

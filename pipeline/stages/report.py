@@ -25,6 +25,7 @@ from evaluation.comparison import average_rank, mean_std_over_seeds
 from evaluation.plots import pr_roc_figure, reliability_figure
 from evaluation.report import LabelRow, ReportData, render_report
 from pipeline.data import load_cohort
+from pipeline.stages.analyze import why_section
 from pipeline.stages.evaluate import labels_and_scores
 
 TITLES = {("mimic", "phenotype"): "MIMIC-IV ICU phenotyping (25 CCS groups)",
@@ -57,7 +58,8 @@ def champion_of(results: list[dict]) -> dict:
                                        -r["seed"]))
 
 
-def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_order: list[str], settings: dict) -> str:
+def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_order: list[str], settings: dict,
+                 analysis: Path | None = None, summary_link: str | None = None) -> str:
     started = time.perf_counter()
     cohort = load_cohort(cohort_dir)
     results = load_evaluations(evals_dirs)
@@ -135,6 +137,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         champion={"method": champion["method"], "seed": champion["seed"], "value": champion["test"][headline],
                   "ci": champion["ci"].get(f"{headline}_ci") or champion["ci"].get("macro_auprc_ci")},
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        why=why_section(analysis) if analysis else None, summary_link=summary_link,
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
