@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 LossTerms = Callable[[], Iterable[torch.Tensor]]  # yields scalar terms whose sum is the loss
 
@@ -44,16 +45,18 @@ def hessian_vector_product(loss_terms: LossTerms, params: Sequence[torch.Tensor]
         P tensors, H v.
     """
     out = [torch.zeros_like(p) for p in params]
-    for term in loss_terms():
-        grads = torch.autograd.grad(term, params, create_graph=True, allow_unused=True)
-        pairs = [(g, v) for g, v in zip(grads, vector, strict=True) if g is not None]
-        if not pairs:
-            continue
-        dot = sum((g * v).sum() for g, v in pairs)
-        hv = torch.autograd.grad(dot, params, allow_unused=True)
-        for acc, h in zip(out, hv, strict=True):
-            if h is not None:
-                acc.add_(h.detach())
+    # The fused attention kernels have no double backward: use the math kernel for the HVP.
+    with sdpa_kernel([SDPBackend.MATH]):
+        for term in loss_terms():
+            grads = torch.autograd.grad(term, params, create_graph=True, allow_unused=True)
+            pairs = [(g, v) for g, v in zip(grads, vector, strict=True) if g is not None]
+            if not pairs:
+                continue
+            dot = sum((g * v).sum() for g, v in pairs)
+            hv = torch.autograd.grad(dot, params, allow_unused=True)
+            for acc, h in zip(out, hv, strict=True):
+                if h is not None:
+                    acc.add_(h.detach())
     return out
 
 
