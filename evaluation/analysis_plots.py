@@ -63,13 +63,14 @@ def landscape_1d_figure(curves: dict[str, dict[str, dict[str, list[float]]]], al
     scopes = list(curves)
     methods = list(dict.fromkeys(m for s in scopes for m in curves[s]))
     colors = _colors(methods)
-    fig, axes = plt.subplots(1, len(scopes), figsize=(3.6 * len(scopes), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(scopes), figsize=(4.2 * len(scopes), 3.4), squeeze=False,
+                             constrained_layout=True)
     for ax, scope in zip(axes[0], scopes, strict=True):
         for m, c in curves[scope].items():
             ax.plot(alphas, c["train"], c=colors[m], label=f"{m} (train)")
             ax.plot(alphas, c["test"], c=colors[m], ls="--", label=f"{m} (test)")
-        ax.set(xlabel="step along direction α (filter-normalised units)", ylabel="loss (nats)",
-               title=f"1D landscape: {scope}")
+        ax.set(xlabel="α (filter-normalised units)", title=f"1D landscape: {scope}")
+    axes[0][0].set_ylabel("loss (nats)")
     axes[0][0].legend(fontsize=7)
     return _png(fig)
 
@@ -82,8 +83,8 @@ def landscape_2d_figure(grids: dict[str, dict[str, list[list[float]]]], alphas: 
     """
     scopes = list(grids)
     methods = list(dict.fromkeys(m for s in scopes for m in grids[s]))
-    fig, axes = plt.subplots(len(scopes), len(methods), figsize=(3.1 * len(methods), 2.8 * len(scopes)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(scopes), len(methods), figsize=(3.3 * len(methods) + 1, 3.0 * len(scopes)),
+                             squeeze=False, constrained_layout=True)
     b, a = np.meshgrid(betas, alphas)
     for i, scope in enumerate(scopes):
         values = np.array([grids[scope][m] for m in methods if m in grids[scope]])
@@ -95,8 +96,12 @@ def landscape_2d_figure(grids: dict[str, dict[str, list[list[float]]]], alphas: 
                 continue
             cs = ax.contourf(a, b, np.array(grids[scope][m]), levels=levels, cmap="viridis")
             ax.plot(0, 0, "r+", ms=8)
-            ax.set(title=f"{m}: {scope}", xlabel="α (direction 1)", ylabel="β (direction 2)")
-        fig.colorbar(cs, ax=list(axes[i]), label=f"{split} loss (nats)")
+            ax.set(title=f"{m}: {scope}")
+            if i == len(scopes) - 1:
+                ax.set_xlabel("α (direction 1)")
+            if j == 0:
+                ax.set_ylabel("β (direction 2)")
+        fig.colorbar(cs, ax=list(axes[i]), label=f"{split} loss (nats)", format="%.3g")
     fig.suptitle(f"2D loss landscape ({split} split); + marks the trained weights")
     return _png(fig)
 
@@ -105,14 +110,15 @@ def landscape_surface_figure(grids: dict[str, list[list[float]]], alphas: list[f
                              title: str) -> bytes:
     """3D surfaces of the loss over two directions, one panel per method (same z range)."""
     methods = list(grids)
-    fig = plt.figure(figsize=(3.4 * len(methods), 3.2))
+    fig = plt.figure(figsize=(4.4 * len(methods), 3.6))
     b, a = np.meshgrid(betas, alphas)
     zmin = min(np.nanmin(g) for g in grids.values())
     zmax = max(np.nanmax(g) for g in grids.values())
     for j, m in enumerate(methods):
         ax = fig.add_subplot(1, len(methods), j + 1, projection="3d")
         ax.plot_surface(a, b, np.array(grids[m]), cmap="viridis", vmin=zmin, vmax=zmax)
-        ax.set(title=m, xlabel="α", ylabel="β", zlabel="loss (nats)", zlim=(zmin, zmax))
+        ax.set(title=m, xlabel="α", ylabel="β", zlim=(zmin, zmax))
+        ax.set_zlabel("loss (nats)", labelpad=2)
     fig.suptitle(title)
     return _png(fig)
 
@@ -152,6 +158,9 @@ def probe_figure(rows: list[dict], metric: str) -> bytes:
         if base is not None:
             ax.axhline(base, c="k", ls="--", lw=1, label="unimodal baseline (trained alone)")
             ax.legend(loc="lower right")
+        else:
+            ax.text(0.5, 0.02, "no unimodal run of this modality", transform=ax.transAxes, ha="center",
+                    fontsize=7, color="grey")
         ax.set(title=f"{mod} encoder, linear probe", ylabel=f"test {metric}", xlabel="method")
         ax.tick_params(axis="x", rotation=30)
     return _png(fig)

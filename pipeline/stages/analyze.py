@@ -276,6 +276,10 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
         print(f"  analysed {cohort.name}/{run.name} in {per_run[run.name]['seconds']:.1f} s", flush=True)
 
     probe_baselines = _unimodal_baselines(runs_dir, cohort, train, test, settings)
+    for m in cohort.modalities:
+        if m not in probe_baselines:
+            skipped.append({"analysis": f"probe baseline {m}", "reason": f"no unimodal run with modality {m} in "
+                            f"{runs_dir} (train one: clinfuse train --method unimodal with options.modality: {m})"})
     records = collect_variant_runs(runs_dir, evals_dir, cohort)
     reference = next((r["options"] for r in records if r["method"] == settings.sensitivity_method
                       and r["run"] == f"{settings.sensitivity_method}-s{seeds[0]}"), {})
