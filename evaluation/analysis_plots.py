@@ -158,10 +158,8 @@ def probe_figure(rows: list[dict], metric: str) -> bytes:
         if base is not None:
             ax.axhline(base, c="k", ls="--", lw=1, label="unimodal baseline (trained alone)")
             ax.legend(loc="lower right")
-        else:
-            ax.text(0.5, 0.02, "no unimodal run of this modality", transform=ax.transAxes, ha="center",
-                    fontsize=7, color="grey")
-        ax.set(title=f"{mod} encoder, linear probe", ylabel=f"test {metric}", xlabel="method")
+        note = "" if base is not None else "\n(no unimodal baseline run)"
+        ax.set(title=f"{mod} encoder, linear probe{note}", ylabel=f"test {metric}", xlabel="method")
         ax.tick_params(axis="x", rotation=30)
     return _png(fig)
 
@@ -198,11 +196,12 @@ def efficiency_figure(rows: dict[str, dict], device: str) -> bytes:
     """Step time, inference time per sample and peak memory per method (same model and batch)."""
     methods = list(rows)
     colors = _colors(methods)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
-    for ax, key, label in zip(axes, ("step_ms", "inference_ms_per_sample", "peak_memory_mib"),
-                              ("training step (ms)", "inference (ms / sample)", "peak memory (MiB)"), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), constrained_layout=True)
+    for ax, key, title, unit in zip(axes, ("step_ms", "inference_ms_per_sample", "peak_memory_mib"),
+                                    ("training step", "inference per sample", "peak memory"), ("ms", "ms", "MiB"),
+                                    strict=True):
         ax.bar(methods, [rows[m][key] for m in methods], color=[colors[m] for m in methods])
-        ax.set(ylabel=label, title=label)
+        ax.set(ylabel=unit, title=title)
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"Efficiency on {device} (same model and batch)")
     return _png(fig)
