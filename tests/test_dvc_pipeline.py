@@ -21,7 +21,9 @@ etl_adni: {mri_size: 12, workers: 1}
 sweep: {cohorts: [mimic-phenotype, mimic-mortality, adni], methods: [late_fusion, masam], seeds: [1]}
 evaluate: {n_resamples: 50, subgroup_resamples: 10}
 registry: {example_rows: 2}
-train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2}
+train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2, alignment_every: 2}
+analyze: {hutchinson_vectors: 2, power_iters: 2, batch_size: 8, landscape_points_1d: 3, landscape_points_2d: 3,
+          landscape_samples: 16, probe_max_train: 100, efficiency_batch: 2, efficiency_steps: 1}
 """
 
 
@@ -45,6 +47,9 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
         assert (work / "reports" / cohort / "report.html").is_file()
         assert (work / "reports" / cohort / "registry.json").is_file()
         assert (work / "runs" / cohort / "masam-s1" / "checkpoint_best.pt").is_file()
+        assert (work / "reports" / cohort / "analysis" / "figures" / "flatness.png").is_file()
+        assert 'id="why"' in (work / "reports" / cohort / "report.html").read_text()
+    assert 'id="table1"' in (work / "reports" / "summary.html").read_text()
     second = subprocess.run([dvc, "repro"], cwd=work, env=env, capture_output=True, text=True)
     assert second.returncode == 0 and "Running stage" not in second.stdout
     summary = subprocess.run([str(Path(bin_dir) / "clinfuse"), "summary"], cwd=work, env=env, capture_output=True,
