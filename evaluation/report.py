@@ -68,6 +68,8 @@ class ReportData:
     n_resamples: int = 1000
     design_alternatives: list[dict[str, Any]] = field(default_factory=list)  # MASAM vs its Table 8 designs
     presence: list[dict[str, Any]] = field(default_factory=list)  # evaluation.presence.presence_rows
+    why: dict[str, Any] | None = None  # the "Why" section (pipeline.stages.analyze), figures as base64 PNG
+    summary_link: str | None = None  # relative link to the cross-cohort summary page
 
 
 

@@ -49,6 +49,7 @@ def _build_params_model() -> type[StrictModel]:
         ("sweep", "sweep", "SweepSettings"),
         ("train", "train", "TrainSettings"),
         ("evaluate", "evaluate", "EvaluateSettings"),
+        ("analyze", "analyze", "AnalyzeSettings"),
         ("report", "report", "ReportSettings"),
         ("registry", "registry", "RegistrySettings"),
     ]:

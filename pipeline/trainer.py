@@ -34,7 +34,9 @@ from models.build import build_model
 from models.fusion import FusionModel
 from models.methods import METHODS
 
+from .alignment import gradient_alignment
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
+from .label_noise import flip_labels
 from .settings.methods import MethodConfig
 from .settings.train import TrainSettings
 
@@ -248,6 +250,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
         raise InputError(f"{path}: not a clinfuse checkpoint that loads safely (weights only): {first[:200]}") from None
 
 
+def _step_prefix(key: str) -> str:
+    """Metrics logged per optimizer step ("step/", "align/") vs per epoch (""): resume dedupes each apart."""
+    return key.split("/", 1)[0] + "/" if key.startswith(("step/", "align/")) else ""
+
+
 class _Tracker:
     """MLflow logging for one run (a no-op when tracking is off)."""
 
@@ -269,7 +276,7 @@ class _Tracker:
             client = mlflow.MlflowClient()
             for key in self.run.data.metrics:
                 history = client.get_metric_history(run_id, key)
-                prefix = "step/" if key.startswith("step/") else ""
+                prefix = _step_prefix(key)
                 if history:
                     self.logged_upto[prefix] = max(self.logged_upto.get(prefix, 0), max(m.step for m in history))
         else:
@@ -281,7 +288,7 @@ class _Tracker:
         if not self.enabled:
             return
         values = {k: float(v) for k, v in values.items() if v is not None
-                  and step > self.logged_upto.get("step/" if k.startswith("step/") else "", 0)}
+                  and step > self.logged_upto.get(_step_prefix(k), 0)}
         if values:
             from .tracking import with_retries
 
@@ -319,6 +326,31 @@ def _mark_interrupted(run_id: str) -> None:
             client.set_terminated(run_id, status="KILLED")
     except mlflow.exceptions.MlflowException:
         pass  # the store was reset or moved: nothing to mark
+
+
+def _apply_label_noise(train: SplitTensors, cohort: Cohort, rate: float, seed: int) -> int:
+    """Flip `rate` of the TRAINING labels in memory (seeded by the run seed); returns the flipped count."""
+    if rate <= 0:
+        return 0
+    noisy, flipped = flip_labels(train.y.cpu().numpy(), rate, cohort.task_type, cohort.num_outputs, seed)
+    train.y = torch.from_numpy(noisy).to(train.y.device)
+    print(f"label noise: flipped {flipped} training label entries (rate {rate:g}, seed {seed})")
+    return flipped
+
+
+def _log_alignment(model, train: SplitTensors, task_type: str, batch_size: int, state: dict, tracker) -> None:
+    """gamma_m on the fixed probe batch (the first training rows), logged as align/gamma_<m>."""
+    probe = train.batch(torch.arange(min(batch_size, len(train)), device=train.y.device))
+    gammas = gradient_alignment(model, probe, task_type)
+    if not gammas:
+        return
+    names = list(gammas)
+    values = torch.stack([gammas[m].float() for m in names]).tolist()  # one sync per probe
+    record = {"step": state["global_step"], **{m: v for m, v in zip(names, values, strict=True)}}
+    state.setdefault("alignment", []).append(record)
+    tracker.metrics({f"align/gamma_{m}": v for m, v in zip(names, values, strict=True)}, state["global_step"])
+
+
 def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoch: int | None = None) -> dict:
     """Train one run and write its folder; returns the train summary.
 
@@ -336,6 +368,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
     if len(train) == 0:
         raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")
+    noise = _apply_label_noise(train, cohort, s.label_noise, spec.seed)
     model, optimizer, scheduler, method = build_for_cohort(spec, cohort, device)
     config = resolved_config(spec, cohort)
     head = config["prediction_head"]
@@ -408,6 +441,8 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                         values = torch.stack([metrics[k].float() for k in names]).tolist()  # one sync
                         tracker.metrics({f"step/{k}": v for k, v in zip(names, values, strict=True)}, state["global_step"])
                         progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
+                    if s.alignment_every and state["global_step"] % s.alignment_every == 0:
+                        _log_alignment(model, train, cohort.task_type, s.batch_size, state, tracker)
                     progress.advance(task)
                 _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                 epoch_metrics.update(method.on_epoch_end(epoch, train))
@@ -455,17 +490,22 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     best = load_checkpoint(out / CHECKPOINT_BEST, device)
     model.load_state_dict(best["model"])
     write_json(out / "history.json", state["history"])
+    if state.get("alignment"):
+        write_json(out / "alignment.json", state["alignment"])
     summary = {
         "cohort": cohort.name, "method": spec.method_name, "seed": spec.seed,
         "metric": f"val_{headline}", "best_val_metric": None if state["best_metric"] == -np.inf else state["best_metric"],
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "steps": state["global_step"],
         "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
+        "label_noise": {"rate": s.label_noise, "flipped_entries": noise},
     }
     write_json(out / "train_summary.json", summary)
     tracker.metrics({f"best_val_{headline}": summary["best_val_metric"]}, state["epoch"])
     tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
     tracker.artifact(out / "config.yaml")
     tracker.artifact(out / "history.json")
+    if (out / "alignment.json").is_file():
+        tracker.artifact(out / "alignment.json")
     tracker.end()
     best_txt = "n/a" if summary["best_val_metric"] is None else f"{summary['best_val_metric']:.3f}"
     print(f"trained {spec.method_name} on {cohort.name} (seed {spec.seed}): best val {headline} {best_txt} "

@@ -22,7 +22,9 @@ sweep: {cohorts: [mimic-phenotype, mimic-mortality, adni, mimic-phenotype-partia
         methods: [late_fusion, masam, medfuse, drfuse], seeds: [1], partially_paired: [phenotype]}
 evaluate: {n_resamples: 50}
 registry: {example_rows: 2}
-train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2}
+train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2, alignment_every: 2}
+analyze: {hutchinson_vectors: 2, power_iters: 2, batch_size: 8, landscape_points_1d: 3, landscape_points_2d: 3,
+          landscape_samples: 16, probe_max_train: 100, efficiency_batch: 2, efficiency_steps: 1}
 """
 
 
@@ -47,6 +49,9 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
         assert (work / "reports" / cohort / "registry.json").is_file()
         for method in ("masam", "medfuse", "drfuse"):
             assert (work / "runs" / cohort / f"{method}-s1" / "checkpoint_best.pt").is_file()
+        assert (work / "reports" / cohort / "analysis" / "figures" / "flatness.png").is_file()
+        assert 'id="why"' in (work / "reports" / cohort / "report.html").read_text()
+    assert 'id="table1"' in (work / "reports" / "summary.html").read_text()
     partial = (work / "reports" / "mimic-phenotype-partial" / "report.html").read_text()
     assert 'id="presence"' in partial and "cxr withheld AUPRC" in partial
     assert '"name": "mimic-phenotype-partial"' in (work / "reports" / "mimic-phenotype-partial" / "registry.json").read_text()

@@ -20,6 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cohort", required=True, help="processed cohort folder")
     parser.add_argument("--runs", nargs="+", required=True, help="evaluated run folder(s) (clinfuse evaluate --out)")
     parser.add_argument("--out", required=True, help="report folder (report.html, metrics.json, plots/)")
+    parser.add_argument("--analysis", default=None, help="analysis folder (clinfuse analyze --out): the Why section")
+    parser.add_argument("--summary-link", default=None, help="relative link to the cross-cohort summary page")
 
 
 def run(args) -> int:
@@ -37,9 +39,18 @@ def run(args) -> int:
                 "model preset": t.preset, "epochs": t.epochs,
                 "batch size": t.batch_size, "optimizer": f"{t.optimizer} lr {t.lr} wd {t.weight_decay}",
                 "schedule": t.schedule, "seeds": params.sweep.seeds}
+    analysis = Path(args.analysis) if args.analysis else None
+    if analysis is not None and not (analysis / "analysis.json").is_file():
+        from etl.errors import InputError
+
+        raise InputError(f"{analysis}/analysis.json: missing; run `clinfuse analyze` first")
     argv = (["--params", args.params] if args.params != "params.yaml" else [])
     argv += ["report", "--cohort", args.cohort, "--runs", *args.runs, "--out", args.out]
+    if args.analysis:
+        argv += ["--analysis", args.analysis]
+    if args.summary_link:
+        argv += ["--summary-link", args.summary_link]
     provenance = {**git_state(), "command": command_line(argv), "working_directory": os.getcwd()}
     print(build_report(Path(args.cohort), [Path(r) for r in args.runs], Path(args.out), params.sweep.methods, settings,
-                       provenance))
+                       provenance, analysis, args.summary_link))
     return 0

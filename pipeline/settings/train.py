@@ -28,3 +28,9 @@ class TrainSettings(StrictModel):
     bf16: bool = True  # autocast on CUDA only
     num_threads: int = Field(2, ge=1)  # torch CPU threads
     log_every: int = Field(5, ge=1)  # MLflow step-metric interval, in optimizer steps
+    # Gradient alignment probe (paper Fig. 15): every N optimizer steps, gamma_m =
+    # cos(dL_fuse/dtheta_m, dL_m/dtheta_m) on a fixed training batch, for any method; 0 = off.
+    alignment_every: int = Field(0, ge=0)
+    # Label-noise robustness (paper Fig. 6): this fraction of TRAINING labels is flipped
+    # (per label for multilabel/binary, to another class for multiclass), seeded by the run seed.
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0)

@@ -32,6 +32,7 @@ from evaluation.svg import curve_svg
 from pipeline.champion import champion_of
 from pipeline.data import load_cohort
 from pipeline.manifest import shareable_sources
+from pipeline.stages.analyze import why_section
 from pipeline.stages.evaluate import labels_and_scores
 
 TITLES = {("mimic", "phenotype"): "MIMIC-IV ICU phenotyping (25 CCS groups)",
@@ -59,7 +60,7 @@ def load_evaluations(evals_dirs: list[Path]) -> list[dict]:
 
 
 def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_order: list[str], settings: dict,
-                 provenance: dict | None = None) -> str:
+                 provenance: dict | None = None, analysis: Path | None = None, summary_link: str | None = None) -> str:
     """Write report.html, metrics.json, comparison.csv and plots/ for one cohort.
 
     `provenance` (git commit and dirty flag, the command) is computed by the caller and only shown;
@@ -172,6 +173,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         forest=forest, curves=curves, min_events=int(champion["ci"].get("min_events", MIN_EVENTS)), n_resamples=n_resamples,
         design_alternatives=design_alternatives(comparison),
         presence=presence_rows({m: r.get("presence") for m, r in best_by_method.items()}),
+        why=why_section(analysis) if analysis else None, summary_link=summary_link,
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))

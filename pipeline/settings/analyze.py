@@ -1,0 +1,38 @@
+"""Analysis settings (params.yaml `analyze:`): the "why" figures of each cohort.
+
+The defaults are light enough for the CPU demo (few Hutchinson vectors, small landscape
+grids, probes on a subset); the definitions do not change with them. For a paper-grade
+analysis raise hutchinson_vectors (PyHessian uses 100+), power_iters, landscape_points_*
+and the sample counts.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import StrictModel
+
+
+class AnalyzeSettings(StrictModel):
+    seed: int = 0  # Rademacher vectors, power-iteration start and landscape directions (same for every method)
+    hessian_batches: int = Field(1, ge=1)  # fixed training batches (in row order) the Hessian is taken on
+    batch_size: int = Field(16, ge=1)
+    hutchinson_vectors: int = Field(4, ge=2)
+    power_iters: int = Field(4, ge=1)
+    landscape_span: float = Field(1.0, gt=0)  # grid covers [-span, span] in filter-normalised units
+    landscape_points_1d: int = Field(9, ge=3)
+    landscape_points_2d: int = Field(5, ge=3)
+    landscape_samples: int = Field(64, ge=8)  # training / test samples the landscape losses use
+    probe_max_train: int = Field(1000, ge=10)  # training samples the linear probes are fitted on
+    probe_c: float = Field(1.0, gt=0)
+    efficiency: bool = True
+    efficiency_batch: int = Field(8, ge=1)
+    efficiency_steps: int = Field(3, ge=1)
+    proposed: list[str] = Field(default_factory=lambda: ["masam"])  # not baselines in the tables' gains
+    sensitivity_method: str = "masam"
+    sensitivity_options: list[str] = Field(default_factory=lambda: ["alpha", "beta", "rho"])
+    # The grids the README's `dvc exp run --queue` commands train (paper Figs. 14 and 6); the
+    # analysis plots whatever runs exist and lists the grid points still missing.
+    sensitivity_grid: dict[str, list[float]] = Field(default_factory=lambda: {
+        "alpha": [0.1, 0.3, 0.5, 0.7, 0.9], "beta": [0.5, 0.7, 0.9, 0.99], "rho": [0.05, 0.1, 0.3, 0.5, 1.0]})
+    noise_rates: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4])
