@@ -171,6 +171,14 @@ class Method:
         metrics.update({f"loss_{m}": loss.detach() for m, loss in l_uni.items()})
         return metrics
 
+    def forward_losses(self, batch) -> tuple[FusionOutput, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Train mode, gradients zeroed, one forward: (out, L_fuse, {m: L_m}, L_total)."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(batch["inputs"], batch["present"])
+        l_fuse, l_uni = self.fusion_loss(out, batch), self.unimodal_losses(out, batch)
+        return out, l_fuse, l_uni, self.total_loss(l_fuse, l_uni)
+
     def logits(self, out: FusionOutput) -> torch.Tensor:
         """The prediction a method's model makes (the fused logits unless overridden)."""
         return out.fused

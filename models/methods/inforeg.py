@@ -175,12 +175,8 @@ class InfoReg(Method):
     def step(self, batch):
         if self.anchor is None:
             raise RuntimeError("inforeg: the epoch anchor is set in on_epoch_start; call it before step")
-        model, mods = self.model, self.model.modalities
-        model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        out = model(batch["inputs"], batch["present"])
-        l_fuse, l_uni = self.fusion_loss(out, batch), self.unimodal_losses(out, batch)
-        l_total = self.total_loss(l_fuse, l_uni)
+        mods = self.model.modalities
+        out, l_fuse, l_uni, l_total = self.forward_losses(batch)
         l_total.backward()
 
         params = {m: self.encoder_params(m) for m in mods}

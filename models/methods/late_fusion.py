@@ -9,11 +9,7 @@ class LateFusion(Method):
     name = "late_fusion"
 
     def step(self, batch):
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        out = self.model(batch["inputs"], batch["present"])
-        l_fuse, l_uni = self.fusion_loss(out, batch), self.unimodal_losses(out, batch)
-        l_total = self.total_loss(l_fuse, l_uni)
+        _, l_fuse, l_uni, l_total = self.forward_losses(batch)
         l_total.backward()
         self.optimizer.step()
         return self.loss_metrics(l_total, l_fuse, l_uni)

@@ -103,12 +103,8 @@ class OGMGE(Method):
         return scores, ratio, coeff, valid
 
     def step(self, batch):
-        model, mods = self.model, self.model.modalities
-        model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        out = model(batch["inputs"], batch["present"])
-        l_fuse, l_uni = self.fusion_loss(out, batch), self.unimodal_losses(out, batch)
-        l_total = self.total_loss(l_fuse, l_uni)
+        mods = self.model.modalities
+        out, l_fuse, l_uni, l_total = self.forward_losses(batch)
         scores, ratio, coeff, valid = self.coefficients(out.features, batch)
         l_total.backward()
         if self.in_window():

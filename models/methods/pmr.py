@@ -226,12 +226,8 @@ class PMR(Method):
     def step(self, batch):
         if self.prototypes is None:
             raise RuntimeError("pmr: prototypes are computed in on_epoch_start; call it before step")
-        model, mods = self.model, self.model.modalities
-        model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        out = model(batch["inputs"], batch["present"])
-        l_fuse, l_uni = self.fusion_loss(out, batch), self.unimodal_losses(out, batch)
-        l_total = self.total_loss(l_fuse, l_uni)
+        mods = self.model.modalities
+        out, l_fuse, l_uni, l_total = self.forward_losses(batch)
         pce, entropy, score = self.prototype_terms(out.features, batch["present"], batch["y"])
         scores = torch.stack([score[m] for m in mods])
         b, dominant, rho = self.coefficients(scores)
