@@ -68,10 +68,10 @@ def _scopes(model) -> tuple[dict[str, list[torch.Tensor]], str | None]:
     return {"all": params, **{m: [p for p in e.parameters() if p.requires_grad] for m, e in encoders.items()}}, None
 
 
-def flatness_of_run(model, train: SplitTensors, task_type: str, s) -> list[dict]:
+def flatness_of_run(model, train: SplitTensors, task_type: str, settings) -> list[dict]:
     """Per-encoder Hutchinson trace (+ SE) per parameter and top eigenvalue of the fused loss."""
-    batches = [train.batch(torch.arange(i * s.batch_size, min((i + 1) * s.batch_size, len(train))))
-               for i in range(s.hessian_batches) if i * s.batch_size < len(train)]
+    batches = [train.batch(torch.arange(i * settings.batch_size, min((i + 1) * settings.batch_size, len(train))))
+               for i in range(settings.hessian_batches) if i * settings.batch_size < len(train)]
 
     def terms():
         return (_fused_loss(model, b, task_type) / len(batches) for b in batches)
@@ -81,8 +81,8 @@ def flatness_of_run(model, train: SplitTensors, task_type: str, s) -> list[dict]
     for name, params in scopes.items():
         if name == "all" and len(scopes) > 1:
             continue  # per encoder when encoders are named; whole network otherwise
-        trace = hutchinson_trace(terms, params, s.hutchinson_vectors, torch.Generator().manual_seed(s.seed))
-        eig = top_eigenvalue(terms, params, s.power_iters, generator=torch.Generator().manual_seed(s.seed + 1))
+        trace = hutchinson_trace(terms, params, settings.hutchinson_vectors, torch.Generator().manual_seed(settings.seed))
+        eig = top_eigenvalue(terms, params, settings.power_iters, generator=torch.Generator().manual_seed(settings.seed + 1))
         n = trace["n_params"]
         rows.append({"encoder": name, "n_params": n, "trace": trace["trace"], "trace_se": trace["se"],
                      "trace_per_param": trace["trace"] / n, "se_per_param": (trace["se"] or 0.0) / n,
@@ -91,15 +91,15 @@ def flatness_of_run(model, train: SplitTensors, task_type: str, s) -> list[dict]
     return rows
 
 
-def landscapes_of_run(model, train: SplitTensors, test: SplitTensors, task_type: str, s) -> dict:
+def landscapes_of_run(model, train: SplitTensors, test: SplitTensors, task_type: str, settings) -> dict:
     """1D and 2D losses per scope and split, along directions seeded by `s.seed` (same for all methods)."""
-    data = {"train": _subset(train, s.landscape_samples), "test": _subset(test, s.landscape_samples)}
-    a1 = np.linspace(-s.landscape_span, s.landscape_span, s.landscape_points_1d)
-    a2 = np.linspace(-s.landscape_span, s.landscape_span, s.landscape_points_2d)
+    data = {"train": _subset(train, settings.landscape_samples), "test": _subset(test, settings.landscape_samples)}
+    a1 = np.linspace(-settings.landscape_span, settings.landscape_span, settings.landscape_points_1d)
+    a2 = np.linspace(-settings.landscape_span, settings.landscape_span, settings.landscape_points_2d)
     scopes, _ = _scopes(model)
     out: dict[str, Any] = {"alphas_1d": a1.tolist(), "alphas_2d": a2.tolist(), "scopes": {}}
     for name, params in scopes.items():
-        g = torch.Generator().manual_seed(s.seed)
+        g = torch.Generator().manual_seed(settings.seed)
         d1, d2 = filter_normalized_direction(params, g), filter_normalized_direction(params, g)
         res = {}
         for split, batch in data.items():
@@ -126,16 +126,16 @@ def _features(model, tensors: SplitTensors, rows: int, batch_size: int = 256) ->
     return {m: np.concatenate(v) for m, v in feats.items()}
 
 
-def probes_of_run(model, train: SplitTensors, test: SplitTensors, cohort: Cohort, s) -> dict[str, dict]:
+def probes_of_run(model, train: SplitTensors, test: SplitTensors, cohort: Cohort, settings) -> dict[str, dict]:
     """Linear-probe test metrics per modality, on samples where that modality is present."""
-    tr, te = _features(model, train, s.probe_max_train), _features(model, test, len(test))
-    n_tr = min(s.probe_max_train, len(train))
+    tr, te = _features(model, train, settings.probe_max_train), _features(model, test, len(test))
+    n_tr = min(settings.probe_max_train, len(train))
     ytr, yte = train.y[:n_tr].cpu().numpy(), test.y.cpu().numpy()
     out = {}
     for m in tr:
         ptr, pte = train.present[m][:n_tr].cpu().numpy(), test.present[m].cpu().numpy()
         probs, constant = probe_probabilities(tr[m][ptr], ytr[ptr], te[m][pte], cohort.task_type, cohort.num_outputs,
-                                              s.probe_c)
+                                              settings.probe_c)
         metrics = task_metrics(cohort.task_type, yte[pte], probs, cohort.label_names)
         out[m] = {"score": metrics[metrics["headline"]], "metric": metrics["headline"], "n_train": int(ptr.sum()),
                   "n_test": int(pte.sum()), "constant_labels": [cohort.label_names[k] for k in constant]}

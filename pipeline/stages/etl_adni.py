@@ -69,30 +69,30 @@ def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path, int]:
     return table, path, duplicates
 
 
-def build_adni_cohort(adni: Path, out: Path, s) -> str:
+def build_adni_cohort(adni: Path, out: Path, settings) -> str:
     started = time.perf_counter()
     table, source, duplicates = read_adnimerge(adni)
     if duplicates:
         print(f"  etl adni: {source.name}: {duplicates} exactly repeated row(s) dropped", flush=True)
-    base, steps = baseline_labels(table, s.smc)
-    scans = choose_scans(table, base, s.mri_window_days)
+    base, steps = baseline_labels(table, settings.smc)
+    scans = choose_scans(table, base, settings.mri_window_days)
     base = base.drop(columns=["IMAGEUID"]).merge(scans, on="RID", how="left")
     has_scan = base["IMAGEUID"].notna().to_numpy()
-    if s.require_mri:
+    if settings.require_mri:
         n = len(base)
         base = base[has_scan].reset_index(drop=True)
-        steps.append({"step": "T1 MRI", "reason": f"no baseline scan and none within {s.mri_window_days} days",
+        steps.append({"step": "T1 MRI", "reason": f"no baseline scan and none within {settings.mri_window_days} days",
                       "excluded": n - len(base), "remaining": len(base)})
         has_scan = np.ones(len(base), dtype=bool)
     paths = [str(scan_path(adni, r.PTID, r.IMAGEUID)) for r in base[has_scan].itertuples()]
-    print(f"  etl adni: preprocessing {len(paths)} T1 volumes once into a {s.mri_size}^3 uint8 cache", flush=True)
+    print(f"  etl adni: preprocessing {len(paths)} T1 volumes once into a {settings.mri_size}^3 uint8 cache", flush=True)
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
         task = progress.add_task("T1 volumes", total=len(paths))
-        results = map_in_chunks(partial(preprocess_volume, size=s.mri_size, spacing_mm=s.mri_spacing_mm), paths,
-                                s.workers, 8, lambda k: progress.advance(task, k))
-    mri = np.zeros((len(base), *(s.mri_size,) * 3), dtype=np.uint8)
+        results = map_in_chunks(partial(preprocess_volume, size=settings.mri_size, spacing_mm=settings.mri_spacing_mm), paths,
+                                settings.workers, 8, lambda k: progress.advance(task, k))
+    mri = np.zeros((len(base), *(settings.mri_size,) * 3), dtype=np.uint8)
     ok = has_scan.copy()
     failures = []
     for i, ((vol, reason), path) in enumerate(zip(results, paths, strict=True)):
@@ -103,7 +103,7 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
             failures.append({"path": path, "reason": reason})
             warnings.warn(f"unreadable T1 volume: {redact_path(reason, path)}; its path is in manifest.json",
                           stacklevel=1)
-    if failures and s.require_mri:
+    if failures and settings.require_mri:
         n = len(base)
         base, mri, ok = base[ok].reset_index(drop=True), mri[ok], ok[ok]
         steps.append({"step": "readable T1 MRI", "reason": "scan file missing, corrupt or not 3D",
@@ -112,9 +112,9 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
         raise InputError(f"{source}: the cohort is empty after exclusions "
                          f"({exclusion_text(steps)})")
 
-    base["split"] = assign_patient_split(base["RID"], tuple(s.split), s.split_seed).to_numpy()
+    base["split"] = assign_patient_split(base["RID"], tuple(settings.split), settings.split_seed).to_numpy()
     train = base["split"].to_numpy() == "train"
-    tabular, names, tab_stats = fit_transform_tabular(base, train, s.exclude_features, s.max_missing)
+    tabular, names, tab_stats = fit_transform_tabular(base, train, settings.exclude_features, settings.max_missing)
     samples = pd.DataFrame({
         "RID": base["RID"].astype(np.int64), "PTID": base["PTID"].astype(str),
         "IMAGEUID": pd.to_numeric(base["IMAGEUID"], errors="coerce").astype("Int64").where(ok),
@@ -129,17 +129,17 @@ def build_adni_cohort(adni: Path, out: Path, s) -> str:
         "schema_version": 1, "dataset": "adni", "task": "diagnosis", "task_type": "multiclass",
         "label_columns": ["label"], "class_names": CLASS_NAMES, "modalities": ["tabular", "mri"],
         "patient_column": "RID", "tabular_features": names, "n_samples": len(samples), "counts": counts,
-        "exclusions": steps, "duplicate_rows_dropped": duplicates, "smc_labelled_cn": int(samples["smc"].sum()) if s.smc == "cn" else 0,
+        "exclusions": steps, "duplicate_rows_dropped": duplicates, "smc_labelled_cn": int(samples["smc"].sum()) if settings.smc == "cn" else 0,
         "label_prevalence": {sp: samples.loc[samples["split"] == sp, "label_name"].value_counts(normalize=True)
                              .reindex(CLASS_NAMES, fill_value=0).round(4).to_dict() for sp in ("train", "val", "test")},
         "tabular": tab_stats,
-        "mri": {"size": s.mri_size, "spacing_mm": s.mri_spacing_mm, "scans": int(has_scan.sum()),
+        "mri": {"size": settings.mri_size, "spacing_mm": settings.mri_spacing_mm, "scans": int(has_scan.sum()),
                 "from_baseline": int((samples["scan_viscode"] == "bl").sum()),
                 "within_window": int(((samples["scan_viscode"] != "bl") & samples["has_mri"]).sum()),
                 "unreadable": len(failures), "failures": failures[:100]},
         "sources": {"ADNIMERGE": source_entry(source), "MRI": {"path": str((adni / "MRI").resolve())}},
         **synthetic_sources({"adni": adni}),
-        "config": s.model_dump(mode="json"), "created": now(),
+        "config": settings.model_dump(mode="json"), "created": now(),
     }
     write_cohort_folder(out, {"tabular": tabular, "mri": mri}, samples, manifest, {"tabular_features.json": names})
     by_class = samples["label_name"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict()

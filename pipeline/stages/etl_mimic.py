@@ -67,7 +67,7 @@ def _log(msg: str) -> None:
     print(f"  etl mimic: {msg}", flush=True)
 
 
-def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str, out: Path, s) -> str:
+def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str, out: Path, settings) -> str:
     """Run the whole ETL for one task; returns the one-line summary."""
     started = time.perf_counter()
     tables = locate_tables(mimic_iv)
@@ -79,10 +79,10 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         if n:
             _log(f"{tables[name].name}: {n} exactly repeated row(s) dropped")
     stays = join_stays(patients, admissions, icustays)
-    cohort, steps = select_cohort(stays, task, s.min_age, s.min_stay_hours)
+    cohort, steps = select_cohort(stays, task, settings.min_age, settings.min_stay_hours)
 
     with scratch_dir("clinfuse-duckdb-") as spill:  # spill folders of killed runs are removed here
-        con = connect(s.memory_limit, s.threads, str(spill))
+        con = connect(settings.memory_limit, settings.threads, str(spill))
         if task == "phenotype":
             definitions = load_phenotype_definitions()
             con.register("cohort_adm", cohort[["hadm_id"]])
@@ -102,10 +102,10 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
             cohort["in_hospital_mortality"] = in_hospital_mortality(cohort).to_numpy()
             label_columns = ["in_hospital_mortality"]
         _log(f"streaming chartevents ({tables['icu/chartevents'].stat().st_size / 1e6:,.0f} MB) through DuckDB "
-             f"(memory limit {s.memory_limit})")
+             f"(memory limit {settings.memory_limit})")
         try:
             values, channel_counts = extract_ehr_values(con, tables["icu/chartevents"], cohort, variables,
-                                                        s.window_hours)
+                                                        settings.window_hours)
         except duckdb.Error as exc:
             raise InputError(csv_error_message(exc, tables["icu/chartevents"])) from None
         con.close()
@@ -114,25 +114,25 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
 
     n = len(cohort)
     cohort = cohort[~np.isnan(values).all(axis=(1, 2))].reset_index(drop=True)
-    exclusion(steps, "EHR observed", f"no valid chart value in the first {s.window_hours} h", n, len(cohort))
+    exclusion(steps, "EHR observed", f"no valid chart value in the first {settings.window_hours} h", n, len(cohort))
 
-    pairs = pair_latest_ap(cohort, metadata, s.cxr_window_hours)
+    pairs = pair_latest_ap(cohort, metadata, settings.cxr_window_hours)
     cohort = cohort.merge(pairs[["stay_id", "dicom_id", "study_id", "study_datetime"]], on="stay_id", how="left")
-    if s.require_cxr:
+    if settings.require_cxr:
         n = len(cohort)
         cohort = cohort[cohort["dicom_id"].notna()].reset_index(drop=True)
-        exclusion(steps, "paired chest X-ray", f"no AP film in [intime, intime + {s.cxr_window_hours} h]", n, len(cohort))
+        exclusion(steps, "paired chest X-ray", f"no AP film in [intime, intime + {settings.cxr_window_hours} h]", n, len(cohort))
     has_film = cohort["dicom_id"].notna().to_numpy()
-    paths = [cxr_image_path(images, r.subject_id, r.study_id, r.dicom_id, s.cxr_format == "dicom")
+    paths = [cxr_image_path(images, r.subject_id, r.study_id, r.dicom_id, settings.cxr_format == "dicom")
              for r in cohort[has_film].itertuples()]
-    _log(f"decoding {len(paths)} chest films once into a {s.cxr_size}x{s.cxr_size} uint8 cache")
+    _log(f"decoding {len(paths)} chest films once into a {settings.cxr_size}x{settings.cxr_size} uint8 cache")
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
         task_id = progress.add_task("decoding films", total=len(paths))
-        decoded, failures, conversions = decode_cxr_images(paths, s.cxr_size, s.workers,
+        decoded, failures, conversions = decode_cxr_images(paths, settings.cxr_size, settings.workers,
                                                            on_done=lambda k: progress.advance(task_id, k))
-    cxr = np.zeros((len(cohort), s.cxr_size, s.cxr_size), dtype=np.uint8)
+    cxr = np.zeros((len(cohort), settings.cxr_size, settings.cxr_size), dtype=np.uint8)
     cxr[has_film] = decoded
     failed = {f["path"] for f in failures}
     ok_film = has_film.copy()
@@ -146,7 +146,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
              + "; ".join(f"{n} {reason}" for reason, n in by_reason.items()))
     for note, n in conversions.items():
         _log(f"{n} chest film(s): {note}")
-    if s.require_cxr and failures:
+    if settings.require_cxr and failures:
         n = len(cohort)
         keep = ok_film  # every remaining stay has a paired film here; drop the unreadable ones
         cohort, cxr, ok_film = cohort[keep].reset_index(drop=True), cxr[keep], ok_film[keep]
@@ -154,7 +154,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     if len(cohort) == 0:
         raise InputError(f"{mimic_iv}: the cohort is empty after exclusions ({exclusion_text(steps)})")
 
-    cohort["split"] = assign_patient_split(cohort["subject_id"], tuple(s.split), s.split_seed).to_numpy()
+    cohort["split"] = assign_patient_split(cohort["subject_id"], tuple(settings.split), settings.split_seed).to_numpy()
     cohort["has_ehr"] = True
     cohort["has_cxr"] = ok_film
     cohort.loc[~cohort["has_cxr"], "dicom_id"] = None
@@ -191,7 +191,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         "ehr_rows": channel_counts.to_dict(orient="records"),
         "ehr_unobserved_in_training": {"count": len(unobserved), "channels": unobserved},
         **({"phenotype_icd10_rules": load_rule_counts()} if task == "phenotype" else {}),
-        "cxr": {"size": s.cxr_size, "format": s.cxr_format, "paired": int(has_film.sum()),
+        "cxr": {"size": settings.cxr_size, "format": settings.cxr_format, "paired": int(has_film.sum()),
                 "without_film": int((~has_film).sum()), "unreadable": len(failures),
                 "unreadable_by_reason": {str(k): int(v) for k, v in by_reason.items()},
                 "converted": conversions, "failures": failures[:100]},
@@ -199,7 +199,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
             "mimic-cxr metadata": source_entry(next(mimic_cxr.glob("mimic-cxr-2.0.0-metadata.csv*"))),
             "mimic-cxr images": {"path": str(images.resolve())}},
         **synthetic_sources({"mimic-iv": mimic_iv, "mimic-cxr": mimic_cxr, "mimic-cxr images": images}),
-        "config": s.model_dump(mode="json"), "created": now(),
+        "config": settings.model_dump(mode="json"), "created": now(),
     }
     write_cohort_folder(out, {"ehr": ehr, "cxr": cxr}, samples, manifest, {"ehr_stats.json": stats})
     excluded = exclusion_text(steps)

@@ -102,9 +102,9 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
     rank_p, rank_r = average_rank(per_label, "auprc"), average_rank(per_label, "auroc")
     comparison = [{"method": m, "n_seeds": int(summary.loc[m, "n_seeds"]),
                    "headline_mean": float(summary.loc[m, "headline_mean"]),
-                   "headline_std": _f(summary.loc[m, "headline_std"]),
-                   "auroc_mean": _f(summary.loc[m, "auroc_mean"]), "auroc_std": _f(summary.loc[m, "auroc_std"]),
-                   "rank_auprc": _f(rank_p.get(m)), "rank_auroc": _f(rank_r.get(m))} for m in order]
+                   "headline_std": _number_or_none(summary.loc[m, "headline_std"]),
+                   "auroc_mean": _number_or_none(summary.loc[m, "auroc_mean"]), "auroc_std": _number_or_none(summary.loc[m, "auroc_std"]),
+                   "rank_auprc": _number_or_none(rank_p.get(m)), "rank_auroc": _number_or_none(rank_r.get(m))} for m in order]
 
     n_resamples = int(settings.get("bootstrap resamples", 1000))
     forest = _forest(results, cohort, labels, n_resamples)
@@ -316,5 +316,6 @@ def _forest(results: list[dict], cohort, labels: list[str], n_resamples: int) ->
     return out
 
 
-def _f(v):
+def _number_or_none(v):
+    """A float, or None for a missing or NaN value (JSON has no NaN)."""
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
