@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .parallel import pid_alive
 
 MARKER = ".clinfuse-output.json"
 
@@ -102,18 +103,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _owner_pid(name: str) -> int | None:
     """PID embedded in `.<name>.<pid>.<random>.tmp` / `.<name>.old-<pid>`, if any."""
     try:
@@ -161,7 +150,7 @@ def recover_dir(path: str | os.PathLike) -> None:
         return
     prefix = f".{path.name}."
     leftovers = [p for p in parent.iterdir() if p.name.startswith(prefix)]
-    dead = [p for p in leftovers if (pid := _owner_pid(p.name)) is not None and not _pid_alive(pid)]
+    dead = [p for p in leftovers if (pid := _owner_pid(p.name)) is not None and not pid_alive(pid)]
     if not path.exists():
         complete = sorted((p for p in dead if p.name.endswith(".tmp") and output_kind(p)),
                           key=lambda p: p.stat().st_mtime)

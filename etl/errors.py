@@ -19,3 +19,10 @@ class InputError(ClinfuseError):
 
 class ConfigError(ClinfuseError):
     """A configuration file has an unknown, missing or mistyped key."""
+
+
+def not_utf8(path, exc: UnicodeDecodeError, source: str) -> InputError:
+    """The one-line error for a text file with bytes that are not UTF-8 (`source` exports are UTF-8)."""
+    where = " of the decompressed file" if str(path).endswith(".gz") else ""
+    return InputError(f"{path}: not UTF-8 text (byte {exc.start}{where}: {exc.object[exc.start:exc.start + 1]!r}); "
+                      f"{source} exports are UTF-8")

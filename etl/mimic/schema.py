@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from etl.errors import InputError
+from etl.errors import InputError, not_utf8
 
 REQUIRED_COLUMNS = {
     "hosp/patients": ["subject_id", "gender", "anchor_age", "anchor_year", "dod"],
@@ -28,8 +28,7 @@ def read_header(path: Path) -> list[str]:
         with opener(path, "rt", newline="") as fh:
             line = fh.readline()
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start} of the decompressed file: "
-                         f"{exc.object[exc.start:exc.start + 1]!r}); MIMIC-IV exports are UTF-8") from None
+        raise not_utf8(path, exc, "MIMIC-IV") from None
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: cannot be read as {'gzip ' if path.suffix == '.gz' else ''}CSV ({exc})") from None
     if not line.strip():

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.errors import InputError
+from etl.errors import InputError, not_utf8
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,7 @@ def _read_text_csv(path: Path, columns: list[str]) -> pd.DataFrame:
         return pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False, na_values=[""],
                            encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start} of the decompressed file: "
-                         f"{exc.object[exc.start:exc.start + 1]!r}); MIMIC-IV exports are UTF-8") from None
+        raise not_utf8(path, exc, "MIMIC-IV") from None
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
         raise InputError(f"{path}: cannot be read as {'gzip ' if path.suffix == '.gz' else ''}CSV "
                          f"(truncated or corrupt: {exc})") from None

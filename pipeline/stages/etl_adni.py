@@ -22,7 +22,7 @@ from etl.adni.merge_table import validate_adnimerge
 from etl.adni.mri import choose_scans, preprocess_volume, scan_path
 from etl.adni.tabular import fit_transform_tabular
 from etl.atomic import check_replaceable
-from etl.errors import InputError
+from etl.errors import InputError, not_utf8
 from etl.parallel import map_in_chunks
 from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
@@ -54,7 +54,7 @@ def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path, int]:
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: empty file; expected the ADNIMERGE header and one row per visit") from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})") from None
+        raise not_utf8(path, exc, "ADNIMERGE") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise InputError(f"{path}: malformed CSV ({str(exc).splitlines()[0]})") from None
     missing = [c for c in REQUIRED if c not in table.columns]
