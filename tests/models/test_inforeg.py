@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from models.build import build_model
 from models.fusion import FusionModel
@@ -19,22 +18,12 @@ from models.methods import METHODS
 from models.methods.inforeg import InfoReg
 from pipeline.trainer import StopTraining, fit, load_trained_model
 from tests.fixtures.cohorts import write_cohort
+from tests.models.tiny_fusion import ScalarEncoder
 
 from .balancing_cohorts import run_spec, write_binary_cohort
 
 F64 = torch.float64
 MODS = ["ehr", "tabular"]
-
-
-class ScalarEncoder(nn.Module):
-    def __init__(self, a: float, c: float):
-        super().__init__()
-        self.a = nn.Parameter(torch.tensor([a], dtype=F64))
-        self.c = nn.Parameter(torch.tensor([c], dtype=F64))
-        self.out_dim = 1
-
-    def forward(self, x):
-        return x * self.a + self.c
 
 
 def scalar_model(k: int = 3) -> FusionModel:

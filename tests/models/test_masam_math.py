@@ -16,19 +16,9 @@ from torch import nn
 
 from models.fusion import FusionModel
 from models.methods import METHODS
+from tests.models.tiny_fusion import ScalarEncoder
 
 F64 = torch.float64  # exact comparisons to 1e-6 need double precision (set per tensor, not globally)
-
-
-class ScalarEncoder(nn.Module):
-    def __init__(self, a: float, c: float):
-        super().__init__()
-        self.a = nn.Parameter(torch.tensor([a], dtype=F64))
-        self.c = nn.Parameter(torch.tensor([c], dtype=F64))
-        self.out_dim = 1
-
-    def forward(self, x):
-        return x * self.a + self.c
 
 
 def scalar_model(n_modalities: int = 2) -> FusionModel:

@@ -9,6 +9,19 @@ from torch import nn
 from models.fusion import FusionModel
 
 
+class ScalarEncoder(nn.Module):
+    """z = a x + c with one float64 weight and bias: every gradient is a line of arithmetic."""
+
+    def __init__(self, a: float, c: float):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor([a], dtype=torch.float64))
+        self.c = nn.Parameter(torch.tensor([c], dtype=torch.float64))
+        self.out_dim = 1
+
+    def forward(self, x):
+        return x * self.a + self.c
+
+
 class LinearEncoder(nn.Linear):
     """z = x A^T + c, with `out_dim` as the encoders' contract requires."""
 
