@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .parallel import pid_alive
 
 MARKER = ".clinfuse-output.json"
 
@@ -101,6 +100,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (this process included), whoever owns it."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _owner_pid(name: str) -> int | None:
