@@ -213,6 +213,11 @@ def atomic_dir(path: str | os.PathLike, kind: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON document in `path` (a file the project wrote)."""
+    return json.loads(Path(path).read_text())
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -15,7 +15,6 @@ states that dropout uses are saved with every checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
@@ -27,21 +26,19 @@ import numpy as np
 import torch
 import yaml
 
-from etl.atomic import atomic_path, write_json, write_text
+from etl.atomic import write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
-from models.fusion import FusionModel
 from models.methods import METHODS
 
 from .alignment import gradient_alignment
+from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
+from .inference import autocast, predict_tensors, prediction_head
 from .label_noise import flip_labels
 from .settings.methods import MethodConfig
 from .settings.train import TrainSettings
-
-CHECKPOINT_LAST = "checkpoint_last.pt"
-CHECKPOINT_BEST = "checkpoint_best.pt"
 
 
 @dataclass
@@ -106,48 +103,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def prediction_head(method: MethodConfig) -> str:
-    """Which logits a run predicts with: "fused", or "unimodal:<m>" for the unimodal method."""
-    if method.method == "unimodal":
-        return f"unimodal:{method.options.get('modality')}"
-    return "fused"
-
-
-def select_logits(out, head: str) -> torch.Tensor:
-    if head == "fused":
-        return out.fused
-    return out.unimodal[head.split(":", 1)[1]]
-
-
-def probabilities(logits: torch.Tensor, task_type: str) -> torch.Tensor:
-    logits = logits.float()
-    return torch.softmax(logits, -1) if task_type == "multiclass" else torch.sigmoid(logits)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict_tensors(
-    model: FusionModel, tensors: SplitTensors, task_type: str, head: str = "fused", batch_size: int = 256,
-    bf16: bool = False,
-) -> np.ndarray:
-    """Probabilities `[N, K]` for a split held in memory (in row order)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for batch in tensors.batches(batch_size):
-        with _autocast(device, bf16):
-            logits = select_logits(model(batch["inputs"], batch["present"]), head)
-        out.append(probabilities(logits, task_type).cpu())
-    if not out:
-        return np.zeros((0, model.num_outputs), dtype=np.float32)
-    return torch.cat(out).numpy().astype(np.float32)
 
 
 def evaluate_split(model, tensors: SplitTensors, cohort: Cohort, head: str, settings: TrainSettings) -> dict:
@@ -228,26 +183,6 @@ def _host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     names = list(metrics)
     values = torch.stack([metrics[k].detach().float() for k in names]).tolist() if names else []
     return dict(zip(names, values, strict=True))
-
-
-def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint without running code from it.
-
-    `weights_only=True` unpickles only tensors and plain Python containers/numbers/strings,
-    so a crafted file cannot execute anything; a file that needs more is refused in one line.
-    """
-    from etl.errors import InputError
-
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we trust"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a clinfuse checkpoint that loads safely (weights only): {first[:200]}") from None
 
 
 def _step_prefix(key: str) -> str:
@@ -426,7 +361,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 counts: dict[str, int] = {}  # a method may report a key in some steps only (IGM's loss_<m>)
                 epoch_metrics = dict(method.on_epoch_start(epoch, train))
                 for batch in train.batches(s.batch_size, generator):
-                    with _autocast(device, s.bf16):
+                    with autocast(device, s.bf16):
                         metrics = method.step(batch)
                     n_steps += 1
                     state["global_step"] += 1
@@ -465,14 +400,14 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                     state["best_metric"] = score if score is not None else state["best_metric"]
                     state["best_epoch"] = epoch + 1
                     state["bad_epochs"] = 0
-                    _save({"model": model.state_dict(), "epoch": epoch + 1, "val_metric": score}, out / CHECKPOINT_BEST)
+                    save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1, "val_metric": score}, out / CHECKPOINT_BEST)
                 else:
                     state["bad_epochs"] += 1
                 state["epoch"] = epoch + 1
                 stop_early = state["bad_epochs"] >= s.patience
                 # A finished run (early-stopped or at its last epoch) stays finished on --resume.
                 state["finished"] = stop_early or state["epoch"] >= s.epochs
-                _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "method": method.state_dict(),
                        "state": state, "rng": _rng_states(device)}, last)
                 progress.remove_task(task)
@@ -512,40 +447,3 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
           f"at epoch {summary['best_epoch']}/{state['epoch']} in {summary['seconds']:.1f} s -> {out}")
     return summary
 
-
-def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FusionModel, dict]:
-    """Rebuild a run's model from config.yaml and load its best weights."""
-    from etl.errors import InputError
-
-    run_dir = Path(run_dir)
-    config_path, best = run_dir / "config.yaml", run_dir / CHECKPOINT_BEST
-    for p in (config_path, best):
-        if not p.is_file():
-            raise InputError(f"{p}: missing; expected a finished training run folder")
-    config = yaml.safe_load(config_path.read_text())
-    shapes = {m: tuple(s) for m, s in config["input_shapes"].items()}
-    model = build_model(config["encoders"], config["modalities"], shapes, len(config["label_names"]),
-                        method=config["method"]["method"], task_type=config["task_type"],
-                        options=config["method"]["options"])
-    model.load_state_dict(load_checkpoint(best, device)["model"])
-    return model.to(device).eval(), config
-
-
-def predict_split(run_dir: str | Path, cohort: Cohort, split: str, device: str = "cpu", batch_size: int = 256,
-                  withhold: tuple[str, ...] = ()):
-    """(rows, probabilities `[n, K]`) of a finished run on one split of a cohort.
-
-    `withhold` names modalities to hide from every sample: their presence flags are
-    False and their inputs zero, exactly as the ETL writes a sample without them.
-    """
-    model, config = load_trained_model(run_dir, device)
-    tensors = split_tensors(cohort, split, device)
-    for m in withhold:
-        tensors.present[m] = torch.zeros_like(tensors.present[m])
-        tensors.inputs[m] = torch.zeros_like(tensors.inputs[m])
-    probs = predict_tensors(model, tensors, cohort.task_type, config["prediction_head"], batch_size)
-    return tensors.rows, probs
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())

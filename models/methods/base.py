@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..distributed import average_gradients
 from ..fusion import FusionModel, FusionOutput
 from ..losses import task_loss
 
@@ -178,6 +179,15 @@ class Method:
         out = self.model(batch["inputs"], batch["present"])
         l_fuse, l_uni = self.fusion_loss(out, batch), self.unimodal_losses(out, batch)
         return out, l_fuse, l_uni, self.total_loss(l_fuse, l_uni)
+
+    def apply_gradients(self) -> None:
+        """Average `p.grad` over data-parallel ranks (a no-op in one process), then step the optimizer.
+
+        Every method ends its step here rather than calling `optimizer.step()` itself, so that
+        under torchrun all ranks apply the same update (see `models.distributed`).
+        """
+        average_gradients(self.model.parameters())
+        self.optimizer.step()
 
     def logits(self, out: FusionOutput) -> torch.Tensor:
         """The prediction a method's model makes (the fused logits unless overridden)."""

@@ -11,5 +11,5 @@ class LateFusion(Method):
     def step(self, batch):
         _, l_fuse, l_uni, l_total = self.forward_losses(batch)
         l_total.backward()
-        self.optimizer.step()
+        self.apply_gradients()
         return self.loss_metrics(l_total, l_fuse, l_uni)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import yaml
 
-from etl.atomic import atomic_dir, write_json
+from etl.atomic import atomic_dir, read_json, write_json
 from etl.errors import InputError
 from evaluation import analysis_plots as plots
 from evaluation.flatness import (
@@ -47,7 +47,7 @@ from evaluation.probes import probe_probabilities
 from models.losses import task_loss
 from pipeline.alignment import model_encoders
 from pipeline.data import Cohort, SplitTensors, load_cohort, split_tensors
-from pipeline.trainer import load_trained_model, predict_split, read_json
+from pipeline.inference import load_trained_model, predict_split
 
 
 def _subset(t: SplitTensors, n: int) -> dict:

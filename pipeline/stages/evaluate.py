@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from etl.atomic import atomic_dir, write_json, write_parquet
+from etl.atomic import atomic_dir, read_json, write_json, write_parquet
 from etl.errors import InputError
 from evaluation.bootstrap import bootstrap_class_rates, bootstrap_label_cis
 from evaluation.calibration import calibration_summary
@@ -28,7 +28,7 @@ from evaluation.operating import operating_points
 from evaluation.presence import presence_blocks
 from evaluation.subgroups import subgroup_metrics
 from pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
-from pipeline.trainer import predict_split, read_json
+from pipeline.inference import predict_split
 
 ID_COLUMNS = {"mimic": ["subject_id", "hadm_id", "stay_id", "dicom_id"], "adni": ["RID", "PTID", "IMAGEUID"]}
 

@@ -16,7 +16,8 @@ from models.build import build_model
 from models.fusion import FusionModel
 from models.methods import METHODS
 from models.methods.inforeg import InfoReg
-from pipeline.trainer import StopTraining, fit, load_trained_model
+from pipeline.inference import load_trained_model
+from pipeline.trainer import StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.models.tiny_fusion import ScalarEncoder
 

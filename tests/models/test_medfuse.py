@@ -141,7 +141,8 @@ def test_negative_pretrain_epochs_are_refused():
 
 
 def test_killed_during_pretraining_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
-    from pipeline.trainer import StopTraining, fit, load_trained_model
+    from pipeline.inference import load_trained_model
+    from pipeline.trainer import StopTraining, fit
     from tests.fixtures.cohorts import write_cohort
     from tests.training.test_trainer import spec
 
@@ -170,7 +171,8 @@ def test_killed_during_pretraining_and_resumed_run_ends_like_an_uninterrupted_on
 def test_trains_on_the_multiclass_tabular_and_mri_cohort_and_exports(tmp_path):
     from models.export import ExportableFusion
     from pipeline.data import load_cohort
-    from pipeline.trainer import fit, load_trained_model, predict_split
+    from pipeline.inference import load_trained_model, predict_split
+    from pipeline.trainer import fit
     from tests.fixtures.cohorts import write_cohort
     from tests.training.test_trainer import spec
 

@@ -21,7 +21,8 @@ from models.methods import METHODS
 from models.methods.pmr import PMR
 from pipeline.cli import main
 from pipeline.data import SplitTensors
-from pipeline.trainer import StopTraining, fit, load_trained_model
+from pipeline.inference import load_trained_model
+from pipeline.trainer import StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.models.tiny_fusion import ScalarEncoder
 

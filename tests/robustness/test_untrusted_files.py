@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from etl.errors import InputError
+from pipeline.checkpoints import load_checkpoint
 from pipeline.cli import main
+from pipeline.inference import load_trained_model
 from pipeline.registry import download_registered_model
-from pipeline.trainer import load_checkpoint, load_trained_model
 
 CANARY_NAME = "pwned.txt"
 

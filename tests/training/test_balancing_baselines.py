@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from pipeline.data import load_cohort
+from pipeline.inference import load_trained_model, predict_split
 from pipeline.settings.methods import MethodConfig
 from pipeline.settings.train import TrainSettings
-from pipeline.trainer import RunSpec, StopTraining, fit, load_trained_model, predict_split
+from pipeline.trainer import RunSpec, StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.training.test_trainer import TINY
 

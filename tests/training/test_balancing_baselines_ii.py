@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from models.export import ExportableFusion
+from pipeline.checkpoints import CHECKPOINT_LAST
 from pipeline.data import load_cohort, split_tensors
-from pipeline.trainer import CHECKPOINT_LAST, StopTraining, fit, load_trained_model, predict_split
+from pipeline.inference import load_trained_model, predict_split
+from pipeline.trainer import StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.training.test_trainer import spec
 

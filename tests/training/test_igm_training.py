@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipeline.data import load_cohort
-from pipeline.trainer import StopTraining, fit, load_trained_model, predict_split
+from pipeline.inference import load_trained_model, predict_split
+from pipeline.trainer import StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.training.test_trainer import spec
 

@@ -1,0 +1,126 @@
+"""Data-parallel collectives for methods, on torch.distributed (the process group torchrun sets up).
+
+Every rank holds a replica of the model and a disjoint shard of each global batch. A
+method that computes a statistic from its local gradients or samples (SAM's ascent
+direction, MASAM's per-encoder gradients and gamma, a moving score, a covariance ...)
+must average that statistic over ranks BEFORE it decides anything with it, so that every
+rank takes the same decision and applies the same update; the final parameter gradients
+are averaged the same way right before the optimizer step (`Method.apply_gradients`).
+
+Why not `DistributedDataParallel`'s own reducer: it all-reduces only inside `backward()`,
+once per forward. The methods here take several backward passes per step and read
+gradients with `torch.autograd.grad`, which bypasses the reducer, so averaging is explicit.
+The collective, its backend and the launcher are PyTorch's (torchrun, NCCL or gloo).
+
+Every function is a no-op in a single process (no process group), so a method written
+with them runs unchanged on one CPU. Gradients are averaged as DDP averages them: the
+mean over ranks of each rank's mean-over-local-batch gradient, which equals the
+whole-batch gradient when the shards have equal size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """Number of ranks (1 outside a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 outside a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def _all_reduce_flat(tensors: Sequence[torch.Tensor], op, scale: float | None) -> None:
+    # one collective for the whole list: flatten, reduce, copy back (per-tensor calls
+    # would cost one round trip each)
+    if not tensors:
+        return
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=op)
+    if scale is not None:
+        flat.mul_(scale)
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.detach().copy_(flat[offset:offset + n].view_as(t))
+        offset += n
+
+
+def all_reduce_mean_(tensors: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+    """Average each tensor over ranks, in place (one collective; same dtype for all). Returns them.
+
+    Use for per-rank means: gradients of mean losses, mean scores, mean features.
+    """
+    if is_distributed():
+        _all_reduce_flat(tensors, dist.ReduceOp.SUM, 1.0 / dist.get_world_size())
+    return tensors
+
+
+def all_reduce_sum_(tensors: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+    """Sum each tensor over ranks, in place (one collective). Returns them.
+
+    Use for sums and counts accumulated over samples (so that ratios are exact even when
+    the shards differ in size): divide after the reduction.
+    """
+    if is_distributed():
+        _all_reduce_flat(tensors, dist.ReduceOp.SUM, None)
+    return tensors
+
+
+def average_gradients(params: Iterable[torch.Tensor]) -> None:
+    """Average `p.grad` over ranks, in place, right before the optimizer step.
+
+    A parameter with no gradient on one rank (e.g. an encoder whose modality is absent
+    from that rank's shard) takes zeros for the reduction; it keeps `grad=None` only when
+    no rank has a gradient for it, exactly as a single process with the whole batch would.
+    """
+    if not is_distributed():
+        return
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
+                       device=params[0].device)
+    dist.all_reduce(has, op=dist.ReduceOp.SUM)
+    anyone = has.gt(0).tolist()  # one host sync per step: which parameters take part
+    live = []
+    for p, used in zip(params, anyone, strict=True):
+        if not used:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        live.append(p.grad)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for g in live:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    for group in by_dtype.values():
+        all_reduce_mean_(group)
+
+
+def broadcast_module_(module: nn.Module, src: int = 0) -> None:
+    """Copy parameters and buffers of rank `src` to every rank, in place (start of training,
+    and buffers such as BatchNorm running statistics after each step, as DDP does)."""
+    if not is_distributed():
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=src)
+
+
+def broadcast_buffers_(module: nn.Module, src: int = 0) -> None:
+    """Copy buffers (BatchNorm running statistics, ...) of rank `src` to every rank."""
+    if not is_distributed():
+        return
+    for b in module.buffers():
+        dist.broadcast(b.data, src=src)
