@@ -7,7 +7,6 @@ memory and nothing is decoded during training.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,9 @@ import torch
 
 from etl.atomic import recover_dir
 from etl.errors import InputError
+from pipeline.manifest import CohortManifest, read_manifest
 
 IMAGE_MODALITIES = {"cxr", "mri"}  # uint8 arrays, one channel
-REQUIRED_MANIFEST_KEYS = ("task_type", "label_columns", "modalities")
 
 
 @dataclass
@@ -29,24 +28,24 @@ class Cohort:
     """A processed cohort: manifest, samples table and memory-mapped arrays."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: CohortManifest
     samples: pd.DataFrame
     arrays: dict[str, np.ndarray]
 
     @property
     def task_type(self) -> str:
-        return self.manifest["task_type"]
+        return self.manifest.task_type
 
     @property
     def modalities(self) -> list[str]:
-        return list(self.manifest["modalities"])
+        return list(self.manifest.modalities)
 
     @property
     def label_names(self) -> list[str]:
         """Output names: the label columns, or the class names for a multi-class task."""
         if self.task_type == "multiclass":
-            return list(self.manifest["class_names"])
-        return list(self.manifest["label_columns"])
+            return list(self.manifest.class_names)
+        return list(self.manifest.label_columns)
 
     @property
     def num_outputs(self) -> int:
@@ -65,15 +64,16 @@ class Cohort:
         """`[N, K]` float32 (multilabel/binary) or `[N]` int64 (multiclass)."""
         frame = self.samples if rows is None else self.samples.iloc[rows]
         if self.task_type == "multiclass":
-            return frame[self.manifest["label_columns"][0]].to_numpy(np.int64)
-        return frame[self.manifest["label_columns"]].to_numpy(np.float32)
+            return frame[self.manifest.label_columns[0]].to_numpy(np.int64)
+        return frame[self.manifest.label_columns].to_numpy(np.float32)
 
     def rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.samples["split"].to_numpy() == split)
 
 
 def load_cohort(path: str | Path) -> Cohort:
-    """Open a processed cohort folder; errors name the missing file or key."""
+    """Open a processed cohort folder; errors name the missing file or key (and a cohort written by
+    another schema version is refused)."""
     path = Path(path)
     manifest_path = path / "manifest.json"
     recover_dir(path)  # finish a swap a killed ETL left half-done
@@ -81,16 +81,13 @@ def load_cohort(path: str | Path) -> Cohort:
         raise InputError(f"{path}: cohort folder not found (run `clinfuse etl ...` first)")
     if not manifest_path.is_file():
         raise InputError(f"{manifest_path}: missing; expected a processed cohort folder with manifest.json")
-    manifest = json.loads(manifest_path.read_text())
-    for key in REQUIRED_MANIFEST_KEYS:
-        if key not in manifest:
-            raise InputError(f"{manifest_path}: missing key '{key}'")
+    manifest = read_manifest(manifest_path)
     samples_path = path / "samples.parquet"
     if not samples_path.is_file():
         raise InputError(f"{samples_path}: missing; expected one row per sample")
     samples = pd.read_parquet(samples_path)
     arrays = {}
-    for m in manifest["modalities"]:
+    for m in manifest.modalities:
         array_path = path / f"{m}.npy"
         if not array_path.is_file():
             raise InputError(f"{array_path}: missing array for modality '{m}'")
@@ -102,7 +99,7 @@ def load_cohort(path: str | Path) -> Cohort:
             )
         if f"has_{m}" not in samples.columns:
             raise InputError(f"{samples_path}: missing column 'has_{m}'")
-    for column in list(manifest["label_columns"]) + ["split"]:
+    for column in [*manifest.label_columns, manifest.patient_column, "split"]:
         if column not in samples.columns:
             raise InputError(f"{samples_path}: missing column '{column}'")
     return Cohort(path, manifest, samples, arrays)
@@ -112,8 +109,8 @@ def load_cohort(path: str | Path) -> Cohort:
 class SplitTensors:
     """One split held in memory: inputs `{m: [N, ...]}` (images uint8), present `{m: [N]}`, y.
 
-    `groups` `[N]` holds each row's patient id when the manifest names a `patient_column`
-    (methods that carve a held-out part of the training split keep patients whole).
+    `groups` `[N]` holds each row's patient id (the manifest's `patient_column`; methods that
+    carve a held-out part of the training split keep patients whole).
     """
 
     rows: np.ndarray
@@ -162,6 +159,5 @@ def split_tensors(cohort: Cohort, split: str, device: torch.device | str = "cpu"
         inputs[m] = torch.from_numpy(arr).to(device)
         present[m] = torch.from_numpy(cohort.samples[f"has_{m}"].to_numpy(bool)[rows]).to(device)
     y = torch.from_numpy(np.array(cohort.labels(rows))).to(device)
-    column = cohort.manifest.get("patient_column")
-    groups = cohort.samples[column].to_numpy()[rows] if column in cohort.samples.columns else None
+    groups = cohort.samples[cohort.manifest.patient_column].to_numpy()[rows]
     return SplitTensors(rows, inputs, present, y, groups)

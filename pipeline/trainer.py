@@ -141,8 +141,8 @@ def resolved_config(spec: RunSpec, cohort: Cohort) -> dict[str, Any]:
     return {
         "cohort": str(spec.cohort_dir),
         "cohort_name": cohort.name,
-        "dataset": cohort.manifest.get("dataset"),
-        "task": cohort.manifest.get("task"),
+        "dataset": cohort.manifest.dataset,
+        "task": cohort.manifest.task,
         "task_type": cohort.task_type,
         "modalities": cohort.modalities,
         "label_names": cohort.label_names,

@@ -31,7 +31,6 @@ def run(args) -> int:
     from etl.errors import InputError
     from pipeline.data import load_cohort, split_tensors
     from pipeline.registry import download_registered_model
-    from pipeline.stages.evaluate import ID_COLUMNS
     from pipeline.tracking import setup_mlflow
 
     setup_mlflow("clinfuse/predict")
@@ -46,8 +45,8 @@ def run(args) -> int:
     # Shapes can agree across tasks (phenotype and mortality share the EHR/CXR inputs): check what is predicted.
     model_labels = [fmt["outputs"]["probabilities"]["channel_def"][str(k)]
                     for k in range(len(fmt["outputs"]["probabilities"]["channel_def"]))]
-    for what, theirs, ours in (("dataset", card.get("dataset"), cohort.manifest.get("dataset")),
-                               ("task", card.get("task"), cohort.manifest.get("task")),
+    for what, theirs, ours in (("dataset", card.get("dataset"), cohort.manifest.dataset),
+                               ("task", card.get("task"), cohort.manifest.task),
                                ("task type", card.get("task_type"), cohort.task_type)):
         if theirs is not None and theirs != ours:
             raise InputError(f"{args.cohort}: cohort {what} is {ours!r} but {args.model} was trained for {theirs!r}")
@@ -77,7 +76,7 @@ def run(args) -> int:
                 probs.append(model(*tensors).numpy())
         p = np.concatenate(probs) if probs else np.zeros((0, len(labels)), np.float32)
         s = cohort.samples.iloc[t.rows].reset_index(drop=True)
-        ids = [c for c in ID_COLUMNS.get(cohort.manifest.get("dataset"), []) if c in s.columns] + ["split"]
+        ids = [c for c in cohort.manifest.id_columns if c in s.columns] + ["split"]
         frame = s[ids].copy()
         for k, name in enumerate(labels):
             frame[f"prob__{name}"] = p[:, k]

@@ -27,7 +27,28 @@ from etl.parallel import map_in_chunks
 from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from pipeline.config import load_params
-from pipeline.manifest import exclusion_text, now, redact_path, source_entry, write_cohort_folder
+from pipeline.manifest import (
+    SCHEMA_VERSION,
+    CohortManifest,
+    exclusion_text,
+    now,
+    redact_path,
+    source_entry,
+    write_cohort_folder,
+)
+
+ID_COLUMNS = ["RID", "PTID", "IMAGEUID"]  # samples.parquet columns naming a sample
+TITLE = f"ADNI diagnosis ({' / '.join(CLASS_NAMES)})"
+
+
+def input_descriptions(settings) -> dict[str, str]:
+    """What one model input is, per modality, from the settings the cohort was built with (model cards)."""
+    return {
+        "tabular": "ADNIMERGE baseline features: z-scored numeric values, missing-value and censoring indicators, "
+                   "one-hot categories (training statistics)",
+        "mri": f"T1 MRI, RAS, isotropic {settings.mri_spacing_mm:g} mm resampling, 0.5-99.5 percentile intensity "
+               f"scaling to [0, 1], cubic crop/resize to {settings.mri_size}^3",
+    }
 
 
 def add_arguments(parser) -> None:
@@ -115,7 +136,7 @@ def build_adni_cohort(adni: Path, out: Path, settings) -> str:
     base["split"] = assign_patient_split(base["RID"], tuple(settings.split), settings.split_seed).to_numpy()
     train = base["split"].to_numpy() == "train"
     tabular, names, tab_stats = fit_transform_tabular(base, train, settings.exclude_features, settings.max_missing)
-    samples = pd.DataFrame({
+    samples = pd.DataFrame({  # the ID_COLUMNS first
         "RID": base["RID"].astype(np.int64), "PTID": base["PTID"].astype(str),
         "IMAGEUID": pd.to_numeric(base["IMAGEUID"], errors="coerce").astype("Int64").where(ok),
         "split": base["split"], "label": base["label"].astype(np.int64), "label_name": base["label_name"],
@@ -125,22 +146,24 @@ def build_adni_cohort(adni: Path, out: Path, settings) -> str:
         "scan_viscode": base["scan_viscode"].where(ok), "scan_days_from_bl": base["scan_days_from_bl"].where(ok),
     })
     counts = samples["split"].value_counts().reindex(["train", "val", "test"], fill_value=0).astype(int).to_dict()
-    manifest = {
-        "schema_version": 1, "dataset": "adni", "task": "diagnosis", "task_type": "multiclass",
-        "label_columns": ["label"], "class_names": CLASS_NAMES, "modalities": ["tabular", "mri"],
-        "patient_column": "RID", "tabular_features": names, "n_samples": len(samples), "counts": counts,
-        "exclusions": steps, "duplicate_rows_dropped": duplicates, "smc_labelled_cn": int(samples["smc"].sum()) if settings.smc == "cn" else 0,
-        "label_prevalence": {sp: samples.loc[samples["split"] == sp, "label_name"].value_counts(normalize=True)
-                             .reindex(CLASS_NAMES, fill_value=0).round(4).to_dict() for sp in ("train", "val", "test")},
-        "tabular": tab_stats,
-        "mri": {"size": settings.mri_size, "spacing_mm": settings.mri_spacing_mm, "scans": int(has_scan.sum()),
-                "from_baseline": int((samples["scan_viscode"] == "bl").sum()),
-                "within_window": int(((samples["scan_viscode"] != "bl") & samples["has_mri"]).sum()),
-                "unreadable": len(failures), "failures": failures[:100]},
-        "sources": {"ADNIMERGE": source_entry(source), "MRI": {"path": str((adni / "MRI").resolve())}},
+    manifest = CohortManifest(
+        schema_version=SCHEMA_VERSION, dataset="adni", task="diagnosis", task_type="multiclass", title=TITLE,
+        label_columns=["label"], class_names=CLASS_NAMES, modalities=["tabular", "mri"],
+        input_descriptions=input_descriptions(settings), patient_column="RID", id_columns=ID_COLUMNS,
+        tabular_features=names, n_samples=len(samples), counts=counts,
+        exclusions=steps, duplicate_rows_dropped=duplicates,
+        smc_labelled_cn=int(samples["smc"].sum()) if settings.smc == "cn" else 0,
+        label_prevalence={sp: samples.loc[samples["split"] == sp, "label_name"].value_counts(normalize=True)
+                          .reindex(CLASS_NAMES, fill_value=0).round(4).to_dict() for sp in ("train", "val", "test")},
+        tabular=tab_stats,
+        mri={"size": settings.mri_size, "spacing_mm": settings.mri_spacing_mm, "scans": int(has_scan.sum()),
+             "from_baseline": int((samples["scan_viscode"] == "bl").sum()),
+             "within_window": int(((samples["scan_viscode"] != "bl") & samples["has_mri"]).sum()),
+             "unreadable": len(failures), "failures": failures[:100]},
+        sources={"ADNIMERGE": source_entry(source), "MRI": {"path": str((adni / "MRI").resolve())}},
         **synthetic_sources({"adni": adni}),
-        "config": settings.model_dump(mode="json"), "created": now(),
-    }
+        config=settings, created=now(),
+    )
     write_cohort_folder(out, {"tabular": tabular, "mri": mri}, samples, manifest, {"tabular_features.json": names})
     by_class = samples["label_name"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict()
     excluded = exclusion_text(steps)

@@ -34,9 +34,36 @@ from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from etl.sql import csv_error_message, sql_literal
 from pipeline.config import load_params
-from pipeline.manifest import exclusion_text, now, redact_path, source_entry, write_cohort_folder
+from pipeline.manifest import (
+    SCHEMA_VERSION,
+    CohortManifest,
+    exclusion_text,
+    now,
+    redact_path,
+    source_entry,
+    write_cohort_folder,
+)
 
 TASKS = ("phenotype", "mortality")
+ID_COLUMNS = ["subject_id", "hadm_id", "stay_id", "dicom_id"]  # samples.parquet columns naming a sample
+
+
+def cohort_title(task: str, n_labels: int, require_cxr: bool) -> str:
+    """The cohort's name for readers (report headings)."""
+    title = (f"MIMIC-IV ICU phenotyping ({n_labels} CCS groups)" if task == "phenotype"
+             else "MIMIC-IV in-hospital mortality")
+    return title + ("" if require_cxr else " — partially paired")
+
+
+def input_descriptions(settings, n_variables: int) -> dict[str, str]:
+    """What one model input is, per modality, from the settings the cohort was built with (model cards)."""
+    return {
+        "ehr": f"hourly EHR, first {settings.window_hours} h of the ICU stay: {n_variables} variables z-scored "
+               f"with training statistics (forward filled, then training median) followed by their "
+               f"{n_variables} observation masks (0/1)",
+        "cxr": f"latest AP chest radiograph in the first {settings.cxr_window_hours} h, grayscale, shorter side "
+               f"resized and centre cropped to {settings.cxr_size} px, scaled to [0, 1]",
+    }
 
 
 def add_arguments(parser) -> None:
@@ -171,7 +198,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
                       "range (listed in manifest.json)", stacklevel=1)
     ehr = np.concatenate([impute_and_scale(forward_fill(raw), stats, variables.names), mask], axis=2).astype(np.float32)
 
-    samples = pd.DataFrame({
+    samples = pd.DataFrame({  # the ID_COLUMNS first
         "subject_id": cohort["subject_id"].astype(np.int64), "hadm_id": cohort["hadm_id"].astype(np.int64),
         "stay_id": cohort["stay_id"].astype(np.int64), "dicom_id": cohort["dicom_id"].astype(object),
         "split": cohort["split"], **{c: cohort[c].astype(np.int8) for c in label_columns},
@@ -180,27 +207,30 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         "intime": cohort["intime"], "cxr_time": cohort["study_datetime"],
     })
     counts = samples["split"].value_counts().reindex(["train", "val", "test"], fill_value=0).astype(int).to_dict()
-    manifest = {
-        "schema_version": 1, "dataset": "mimic", "task": task,
-        "task_type": "multilabel" if task == "phenotype" else "binary",
-        "label_columns": label_columns, "modalities": ["ehr", "cxr"], "patient_column": "subject_id",
-        "ehr_channels": variables.names + variables.mask_names,
-        "n_samples": len(samples), "counts": counts, "exclusions": steps, "duplicate_rows_dropped": duplicates,
-        "label_prevalence": {split: samples.loc[samples["split"] == split, label_columns].mean().round(4).to_dict()
-                             for split in ("train", "val", "test")},
-        "ehr_rows": channel_counts.to_dict(orient="records"),
-        "ehr_unobserved_in_training": {"count": len(unobserved), "channels": unobserved},
-        **({"phenotype_icd10_rules": load_rule_counts()} if task == "phenotype" else {}),
-        "cxr": {"size": settings.cxr_size, "format": settings.cxr_format, "paired": int(has_film.sum()),
-                "without_film": int((~has_film).sum()), "unreadable": len(failures),
-                "unreadable_by_reason": {str(k): int(v) for k, v in by_reason.items()},
-                "converted": conversions, "failures": failures[:100]},
-        "sources": {name: source_entry(p) for name, p in tables.items()} | {
+    manifest = CohortManifest(
+        schema_version=SCHEMA_VERSION, dataset="mimic", task=task,
+        task_type="multilabel" if task == "phenotype" else "binary",
+        title=cohort_title(task, len(label_columns), settings.require_cxr),
+        label_columns=label_columns, modalities=["ehr", "cxr"],
+        input_descriptions=input_descriptions(settings, len(variables.names)),
+        patient_column="subject_id", id_columns=ID_COLUMNS,
+        ehr_channels=variables.names + variables.mask_names,
+        n_samples=len(samples), counts=counts, exclusions=steps, duplicate_rows_dropped=duplicates,
+        label_prevalence={split: samples.loc[samples["split"] == split, label_columns].mean().round(4).to_dict()
+                          for split in ("train", "val", "test")},
+        ehr_rows=channel_counts.to_dict(orient="records"),
+        ehr_unobserved_in_training={"count": len(unobserved), "channels": unobserved},
+        phenotype_icd10_rules=load_rule_counts() if task == "phenotype" else None,
+        cxr={"size": settings.cxr_size, "format": settings.cxr_format, "paired": int(has_film.sum()),
+             "without_film": int((~has_film).sum()), "unreadable": len(failures),
+             "unreadable_by_reason": {str(k): int(v) for k, v in by_reason.items()},
+             "converted": conversions, "failures": failures[:100]},
+        sources={name: source_entry(p) for name, p in tables.items()} | {
             "mimic-cxr metadata": source_entry(next(mimic_cxr.glob("mimic-cxr-2.0.0-metadata.csv*"))),
             "mimic-cxr images": {"path": str(images.resolve())}},
         **synthetic_sources({"mimic-iv": mimic_iv, "mimic-cxr": mimic_cxr, "mimic-cxr images": images}),
-        "config": settings.model_dump(mode="json"), "created": now(),
-    }
+        config=settings, created=now(),
+    )
     write_cohort_folder(out, {"ehr": ehr, "cxr": cxr}, samples, manifest, {"ehr_stats.json": stats})
     excluded = exclusion_text(steps)
     return (f"etl mimic {task}: {len(samples)} stays ({counts['train']}/{counts['val']}/{counts['test']} "

@@ -30,21 +30,17 @@ from evaluation.subgroups import subgroup_metrics
 from pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
 from pipeline.inference import predict_split
 
-ID_COLUMNS = {"mimic": ["subject_id", "hadm_id", "stay_id", "dicom_id"], "adni": ["RID", "PTID", "IMAGEUID"]}
-
-
 def prediction_frame(cohort: Cohort, rows: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
     """The predictions contract: ids, patient_id, split, subgroup columns, has_*, label__/prob__ per output."""
     s = cohort.samples.iloc[rows].reset_index(drop=True)
-    dataset = cohort.manifest.get("dataset", "")
-    keep = [c for c in ID_COLUMNS.get(dataset, []) if c in s.columns]
+    keep = [c for c in cohort.manifest.id_columns if c in s.columns]
     keep += [c for c in ("split", "sex", "age", "race") if c in s.columns]
     keep += [f"has_{m}" for m in cohort.modalities]
     frame = s[keep].copy()
-    frame.insert(0, "patient_id", s[cohort.manifest.get("patient_column", keep[0])].to_numpy())
+    frame.insert(0, "patient_id", s[cohort.manifest.patient_column].to_numpy())
     names = cohort.label_names
     if cohort.task_type == "multiclass":
-        frame["label"] = s[cohort.manifest["label_columns"][0]].to_numpy()
+        frame["label"] = s[cohort.manifest.label_columns[0]].to_numpy()
     else:
         for name in names:
             frame[f"label__{name}"] = s[name].to_numpy().astype(int)
@@ -91,8 +87,8 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
                               min_events=settings.min_events)
     pr, roc = curve_records(y, p, names, settings.curve_points)
     result = {
-        "run": run_dir.name, "cohort": cohort.name, "dataset": cohort.manifest.get("dataset"),
-        "task": cohort.manifest.get("task"), "task_type": cohort.task_type,
+        "run": run_dir.name, "cohort": cohort.name, "dataset": cohort.manifest.dataset,
+        "task": cohort.manifest.task, "task_type": cohort.task_type,
         "method": config["method_name"], "method_options": config["method"].get("options", {}),
         "seed": config["seed"], "labels": names,
         "n_test": len(test), "n_test_patients": int(test["patient_id"].nunique()),
@@ -100,7 +96,7 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
                        "best_epoch": summary["best_epoch"]},
         "test": metrics, "ci": cis,
         "calibration": calibration_summary(y, p, names, settings.calibration_bins),
-        "subgroups": subgroup_metrics(test, y, p, names, cohort.manifest.get("dataset", ""), cohort.modalities,
+        "subgroups": subgroup_metrics(test, y, p, names, cohort.manifest.dataset, cohort.modalities,
                                       settings.n_resamples, settings.seed, settings.min_subgroup_patients,
                                       settings.min_events),
         "mlflow_run_id": summary.get("mlflow_run_id"),

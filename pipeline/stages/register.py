@@ -15,20 +15,9 @@ from models.export import ExportableFusion
 from pipeline.champion import champion_of
 from pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
 from pipeline.inference import load_trained_model
-from pipeline.manifest import shareable_sources
+from pipeline.manifest import CohortManifest, shareable_sources
 from pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
 from pipeline.stages.report import load_evaluations
-
-INPUT_DESCRIPTIONS = {
-    "ehr": "hourly EHR, first 48 h of the ICU stay: 12 variables z-scored with training statistics "
-           "(forward filled, then training median) followed by their 12 observation masks (0/1)",
-    "cxr": "latest AP chest radiograph in the first 48 h, grayscale, shorter side resized and centre cropped, "
-           "scaled to [0, 1]",
-    "tabular": "ADNIMERGE baseline features: z-scored numeric values, missing-value and censoring indicators, "
-               "one-hot categories (training statistics)",
-    "mri": "T1 MRI, RAS, isotropic resampling, 0.5-99.5 percentile intensity scaling to [0, 1], cubic crop/resize",
-}
-
 
 def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]]:
     """A real input example: the first `rows` validation samples, in ExportableFusion's argument order."""
@@ -40,16 +29,16 @@ def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]
     return names, tuple(arrays)
 
 
-def registered_name(manifest: dict) -> str:
+def registered_name(manifest: CohortManifest) -> str:
     """`<dataset>-<task>`, with `-partial` for a cohort that admits stays without the image
     (a partially paired model is a different model: its champion is kept apart)."""
-    partial = manifest.get("config", {}).get("require_cxr") is False
-    return f"{manifest.get('dataset')}-{manifest.get('task')}" + ("-partial" if partial else "")
+    return f"{manifest.dataset}-{manifest.task}" + ("-partial" if manifest.partially_paired else "")
 
 
 def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray, ...], names: list[str]) -> dict:
     """A MONAI-bundle-style description of the inputs, outputs, data, metrics and training."""
     m = cohort.manifest
+    recorded = m.to_json()  # the manifest as written (sources, exclusions as plain records)
     inputs = {}
     for name, arr in zip(names, example, strict=True):
         modality = name.removeprefix("has_")
@@ -58,21 +47,21 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
                             "meaning": f"1 if the {modality} input of the sample is present, else 0 (input ignored)"}
             continue
         entry = {"type": "image" if name in IMAGE_MODALITIES else "tensor", "shape": [-1, *arr.shape[1:]],
-                 "dtype": "float32", "description": INPUT_DESCRIPTIONS.get(name, "")}
+                 "dtype": "float32", "description": m.input_descriptions[name]}
         if name in IMAGE_MODALITIES:
             entry["value_range"] = [0, 1]
         if name == "ehr":
-            entry["channel_def"] = dict(enumerate(m.get("ehr_channels", [])))
+            entry["channel_def"] = dict(enumerate(m.ehr_channels))
         if name == "tabular":
-            entry["channel_def"] = dict(enumerate(m.get("tabular_features", [])))
+            entry["channel_def"] = dict(enumerate(m.tabular_features))
         inputs[name] = entry
     headline = evaluation["test"]["headline"]
     return {
         "schema": "clinfuse model card v1 (in the spirit of a MONAI bundle metadata.json)",
-        "name": registered_name(m), "task": m.get("task"), "dataset": m.get("dataset"),
+        "name": registered_name(m), "task": m.task, "dataset": m.dataset,
         "task_type": cohort.task_type,
         # from the cohort manifest: True = trained on the generator's synthetic exports, None = not recorded
-        "synthetic": m.get("synthetic"),
+        "synthetic": m.synthetic,
         "network_data_format": {
             "inputs": inputs,
             "outputs": {"probabilities": {"shape": [-1, cohort.num_outputs], "dtype": "float32",
@@ -81,11 +70,11 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
                                           "channel_def": dict(enumerate(cohort.label_names))}},
             "argument_order": names,
         },
-        "intended_use": (SYNTHETIC_USE + " " if m.get("synthetic") else "") + INTENDED_USE,
-        "data_source": {"cohort": cohort.path.name, "synthetic": m.get("synthetic"),
-                        "synthetic_sources": m.get("synthetic_sources"), "created": m.get("created"),
-                        "schema_version": m.get("schema_version"), "sources": shareable_sources(m.get("sources")),
-                        "counts": m.get("counts"), "exclusions": m.get("exclusions")},
+        "intended_use": (SYNTHETIC_USE + " " if m.synthetic else "") + INTENDED_USE,
+        "data_source": {"cohort": cohort.path.name, "synthetic": m.synthetic,
+                        "synthetic_sources": m.synthetic_sources, "created": m.created,
+                        "schema_version": m.schema_version, "sources": shareable_sources(recorded["sources"]),
+                        "counts": m.counts, "exclusions": recorded["exclusions"]},
         "evaluation": {"split": "test", "n": evaluation["n_test"], "headline": {headline: evaluation["test"][headline]},
                        "macro_auprc_ci": evaluation["ci"]["macro_auprc_ci"],
                        "macro_auroc_ci": evaluation["ci"]["macro_auroc_ci"],

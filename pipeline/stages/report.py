@@ -35,11 +35,6 @@ from pipeline.manifest import shareable_sources
 from pipeline.stages.analyze import why_section
 from pipeline.stages.evaluate import labels_and_scores
 
-TITLES = {("mimic", "phenotype"): "MIMIC-IV ICU phenotyping (25 CCS groups)",
-          ("mimic", "mortality"): "MIMIC-IV in-hospital mortality",
-          ("adni", "diagnosis"): "ADNI diagnosis (CN / MCI / AD)"}
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60]
 
@@ -136,9 +131,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
         figures[f"forest:{f['baseline']}"] = forest_figure(f["rows"], f["baseline"], f["method"],
                                                          unit="class" if cohort.task_type == "multiclass" else "label")
 
-    manifest = cohort.manifest
-    title = TITLES.get((manifest.get("dataset"), manifest.get("task")), cohort.name) + (
-        " — partially paired" if manifest.get("config", {}).get("require_cxr") is False else "")
+    manifest = cohort.manifest.to_json()
+    title = manifest["title"]
     data = ReportData(
         title=f"SYNTHETIC DATA: {title}" if manifest.get("synthetic") else title,
         synthetic=manifest.get("synthetic"),
@@ -226,7 +220,7 @@ def _prevalence(cohort) -> dict[str, dict[str, float]]:
         if part.empty:
             continue
         if cohort.task_type == "multiclass":
-            codes = part[cohort.manifest["label_columns"][0]].to_numpy(int)
+            codes = part[cohort.manifest.label_columns[0]].to_numpy(int)
             out[split] = {name: float(np.mean(codes == c)) for c, name in enumerate(cohort.label_names)}
         else:
             out[split] = {name: float(part[name].mean()) for name in cohort.label_names}
