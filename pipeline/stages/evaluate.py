@@ -30,6 +30,7 @@ from evaluation.subgroups import subgroup_metrics
 from pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
 from pipeline.inference import predict_split
 
+
 def prediction_frame(cohort: Cohort, rows: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
     """The predictions contract: ids, patient_id, split, subgroup columns, has_*, label__/prob__ per output."""
     s = cohort.samples.iloc[rows].reset_index(drop=True)

@@ -19,6 +19,7 @@ from pipeline.manifest import CohortManifest, shareable_sources
 from pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
 from pipeline.stages.report import load_evaluations
 
+
 def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]]:
     """A real input example: the first `rows` validation samples, in ExportableFusion's argument order."""
     t = split_tensors(cohort, "val" if (cohort.samples["split"] == "val").sum() >= rows else "train")

@@ -35,6 +35,7 @@ from pipeline.manifest import shareable_sources
 from pipeline.stages.analyze import why_section
 from pipeline.stages.evaluate import labels_and_scores
 
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60]
 

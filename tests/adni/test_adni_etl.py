@@ -24,6 +24,7 @@ import pytest
 from etl.errors import InputError
 from etl.synth.adni import brain_volume, nifti_bytes, write_adni_export
 from pipeline.cli import main
+from pipeline.data import load_cohort
 from pipeline.settings.etl_adni import AdniEtlSettings
 from pipeline.stages.etl_adni import build_adni_cohort
 
@@ -68,6 +69,10 @@ def test_golden_labels_scans_and_features(adni, tmp_path):
     assert manifest["class_names"] == ["CN", "MCI", "AD"] and manifest["smc_labelled_cn"] == 1
     assert tab.dtype == np.float32 and np.load(out / "mri.npy").shape == (5, 8, 8, 8)
     assert samples["has_mri"].tolist() == [True, True, True, True, False]
+    assert manifest["title"] == "ADNI diagnosis (CN / MCI / AD)"
+    assert manifest["id_columns"] == ["RID", "PTID", "IMAGEUID"] == list(samples.columns[:3])
+    assert "cubic crop/resize to 8^3" in manifest["input_descriptions"]["mri"]
+    assert load_cohort(out).manifest.config == ALL_TRAIN
 
 
 def test_require_mri_excludes_and_counts(adni, tmp_path):

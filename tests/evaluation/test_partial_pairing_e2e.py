@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
+from pipeline.settings.etl_mimic import MimicEtlSettings
+from pipeline.stages.register import registered_name
 from tests.evaluation.test_report_registry_e2e import Tables
-from tests.fixtures.cohorts import write_cohort
+from tests.fixtures.cohorts import fixture_manifest, write_cohort
 
 METHODS = ["late_fusion", "sam", "masam", "unimodal", "medfuse", "drfuse"]
 
@@ -76,10 +78,8 @@ def test_report_shows_every_method_in_the_presence_and_comparison_tables(partial
 
 
 def test_a_partially_paired_cohort_registers_under_its_own_name():
-    from pipeline.stages.register import registered_name
-
-    assert registered_name({"dataset": "mimic", "task": "phenotype", "config": {"require_cxr": False}}) == \
+    assert registered_name(fixture_manifest("mimic", config=MimicEtlSettings(require_cxr=False))) == \
         "mimic-phenotype-partial"
-    assert registered_name({"dataset": "mimic", "task": "phenotype", "config": {"require_cxr": True}}) == \
+    assert registered_name(fixture_manifest("mimic", config=MimicEtlSettings(require_cxr=True))) == \
         "mimic-phenotype"
-    assert registered_name({"dataset": "adni", "task": "diagnosis"}) == "adni-diagnosis"
+    assert registered_name(fixture_manifest("adni")) == "adni-diagnosis"

@@ -29,6 +29,8 @@ from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_varia
 from etl.mimic.schema import locate_tables
 from etl.mimic.tables import read_small_tables
 from pipeline.cli import main
+from pipeline.data import load_cohort
+from pipeline.manifest import SCHEMA_VERSION
 from pipeline.settings.etl_mimic import MimicEtlSettings
 from pipeline.stages.etl_mimic import build_mimic_cohort
 
@@ -86,6 +88,14 @@ def test_phenotype_cohort_labels_pairing_and_exclusions(raw, tmp_path):
     assert not np.isnan(ehr).any()
     assert manifest["ehr_channels"][:3] == ["heart_rate", "dbp", "mbp"] and manifest["ehr_channels"][12] == "heart_rate_mask"
     assert np.load(out / "cxr.npy").shape == (2, 8, 8)
+    # what the later stages read from the manifest, stated from the settings used
+    assert manifest["schema_version"] == SCHEMA_VERSION
+    assert manifest["title"] == "MIMIC-IV ICU phenotyping (25 CCS groups)"
+    assert manifest["id_columns"] == ["subject_id", "hadm_id", "stay_id", "dicom_id"]
+    assert manifest["id_columns"] == list(samples.columns[:4])
+    assert "first 48 h" in manifest["input_descriptions"]["ehr"] and "12 variables" in manifest["input_descriptions"]["ehr"]
+    assert "centre cropped to 8 px" in manifest["input_descriptions"]["cxr"]
+    assert load_cohort(out).manifest.config == SETTINGS
 
 
 def test_mortality_cohort_uses_dod_date_and_drops_short_stays(raw, tmp_path):
@@ -348,4 +358,6 @@ def test_partial_flag_keeps_a_stay_whose_film_is_missing_as_an_ehr_only_stay(raw
     samples = pd.read_parquet(out / "samples.parquet")
     assert len(samples) == 2 and samples["has_cxr"].sum() == 1
     assert np.load(out / "cxr.npy")[~samples["has_cxr"].to_numpy()].max() == 0
-    assert json.loads((out / "manifest.json").read_text())["config"]["require_cxr"] is False
+    manifest = load_cohort(out).manifest
+    assert manifest.config.require_cxr is False and manifest.partially_paired
+    assert manifest.title == "MIMIC-IV ICU phenotyping (25 CCS groups) — partially paired"
