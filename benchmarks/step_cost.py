@@ -1,6 +1,6 @@
 """Step time of late_fusion, sam, masam, igm, the balancing baselines, medfuse and drfuse on the same model and batch.
 
-For the paper-size model (EHR transformer d=256 + MONAI ResNet-50 at 224 px, batch 16)
+For the paper-size model (configs/models/paper.yaml: EHR transformer + MONAI ResNet-50, at 224 px, batch 16)
 and the small CPU preset, times each method's optimisation step, with MASAM's dominant
 modality forced to each modality and left to APS, and prints every ratio to late
 fusion and the peak memory (MLA, MMPareto and AUG too: AUG with one extra
@@ -34,12 +34,13 @@ import torch
 
 from models.build import build_model
 from models.methods import METHODS
+from pipeline.config import load_section
 from pipeline.data import SplitTensors
+from pipeline.settings.methods import ModelPreset, preset_path
 
-PAPER = {"ehr": {"name": "ehr_transformer", "d_model": 256, "nhead": 4, "num_layers": 2, "dropout": 0.2},
-         "cxr": {"name": "resnet50", "out_dim": 256}}
-SMALL = {"ehr": {"name": "ehr_transformer", "d_model": 32, "nhead": 4, "num_layers": 1, "dropout": 0.1},
-         "cxr": {"name": "small_cnn", "channels": [8, 16, 32], "out_dim": 32}}
+# The encoders training builds (configs/models/<preset>.yaml, read as `clinfuse train` reads them).
+PAPER = load_section(ModelPreset, preset_path("paper")).encoders
+SMALL = load_section(ModelPreset, preset_path("small")).encoders
 
 
 def make_batch(batch: int, size: int, device) -> dict:
@@ -119,7 +120,7 @@ def time_feature_pass(spec, size, batch, device, warmup, steps) -> float:
 
 def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
     igm_inner = {"inner_iters": 10**9}
-    cases = [("late_fusion", "late_fusion", {}, None), ("sam", "sam", {"rho": 0.05}, None),
+    cases = [("late_fusion", "late_fusion", {}, None), ("sam", "sam", {}, None),
              ("masam (ehr dominant)", "masam", {"dominant": "ehr"}, None),
              ("masam (cxr dominant)", "masam", {"dominant": "cxr"}, None),
              ("masam (APS decides)", "masam", {}, None),

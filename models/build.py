@@ -10,8 +10,20 @@ from etl.errors import ConfigError
 
 from .encoders import ENCODERS
 
-# Options that depend on the cohort's data, filled in from input shapes.
-_SHAPE_OPTIONS = {"tabular_mlp": lambda shape: {"in_features": int(shape[-1])}}
+
+def _ehr_variables(shape: tuple[int, ...]) -> dict[str, int]:
+    """V from an EHR input `(T, 2V)`: V values then their V observation masks."""
+    if shape[-1] % 2:
+        raise ConfigError(f"EHR input has {shape[-1]} channels per hour; expected V values then V masks (an even number)")
+    return {"n_vars": int(shape[-1]) // 2}
+
+
+# Options that depend on the cohort's data, filled in from input shapes (never set in a preset).
+_SHAPE_OPTIONS = {
+    "tabular_mlp": lambda shape: {"in_features": int(shape[-1])},
+    "ehr_transformer": _ehr_variables,
+    "ehr_lstm": _ehr_variables,
+}
 
 
 def build_model(
@@ -55,7 +67,11 @@ def build_encoders(
         name = spec.pop("name", None)
         if name not in ENCODERS:
             raise ConfigError(f"model config: encoders.{m}.name: unknown encoder {name!r}; known: {sorted(ENCODERS)}")
-        spec.update(_SHAPE_OPTIONS.get(name, lambda shape: {})(input_shapes[m]))
+        from_data = _SHAPE_OPTIONS.get(name, lambda shape: {})(input_shapes[m])
+        if set(from_data) & set(spec):
+            raise ConfigError(f"model config: encoders.{m}: {sorted(set(from_data) & set(spec))} come from the "
+                              "cohort's input shape; remove them from the preset")
+        spec.update(from_data)
         try:
             encoders[m] = ENCODERS[name](**spec)
         except TypeError as exc:

@@ -41,7 +41,7 @@ def _optional_section(module: str, cls: str) -> type[StrictModel] | None:
 def _build_params_model() -> type[StrictModel]:
     from pydantic import create_model
 
-    fields: dict[str, Any] = {"seed": (int, 42), "paths": (PathsSettings, PathsSettings())}
+    fields: dict[str, Any] = {"paths": (PathsSettings, PathsSettings())}
     for key, module, cls in [
         ("synth", "synth", "SynthSettings"),
         ("etl_mimic", "etl_mimic", "MimicEtlSettings"),
@@ -50,7 +50,6 @@ def _build_params_model() -> type[StrictModel]:
         ("train", "train", "TrainSettings"),
         ("evaluate", "evaluate", "EvaluateSettings"),
         ("analyze", "analyze", "AnalyzeSettings"),
-        ("report", "report", "ReportSettings"),
         ("registry", "registry", "RegistrySettings"),
     ]:
         model = _optional_section(module, cls)

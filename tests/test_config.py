@@ -7,7 +7,7 @@ from pipeline.config import load_params
 def test_missing_params_file_gives_all_defaults(tmp_path):
     params = load_params(tmp_path / "params.yaml", apply_env=False)
     assert params.paths.mimic_iv == "data/raw/mimic-iv"
-    assert params.seed == 42
+    assert params.train.epochs == 12
 
 
 def test_unknown_key_is_named_with_its_file(tmp_path):
@@ -21,8 +21,8 @@ def test_unknown_key_is_named_with_its_file(tmp_path):
 
 def test_mistyped_value_is_named_with_key_and_value(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("seed: forty-two\n")
-    with pytest.raises(ConfigError, match=r"seed: .*integer.*'forty-two'"):
+    path.write_text("synth:\n  seed: forty-two\n")
+    with pytest.raises(ConfigError, match=r"synth.seed: .*integer.*'forty-two'"):
         load_params(path)
 
 

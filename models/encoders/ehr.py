@@ -1,4 +1,8 @@
-"""Encoders for the hourly EHR tensor `[B, T, 2V]` (V values then V masks)."""
+"""Encoders for the hourly EHR tensor `[B, T, 2V]` (V values then V masks).
+
+V comes from the cohort (`models.build` reads it from the input shape); the sizes come from the
+model preset (configs/models/*.yaml), so neither has a default here.
+"""
 
 from __future__ import annotations
 
@@ -20,15 +24,20 @@ class EHRTransformer(nn.Module):
     is used (every stay has T bins), which keeps the graph exportable.
 
     Input `[B, T, 2V]`, output `[B, d_model]`.
+
+    Args:
+        n_vars: V, the EHR variables (the input has 2V channels).
+        d_model, nhead, num_layers, dropout: Transformer sizes (the model preset).
+        max_len: the longest T the learned positions cover.
     """
 
     def __init__(
         self,
-        n_vars: int = 12,
-        d_model: int = 256,
-        nhead: int = 4,
-        num_layers: int = 2,
-        dropout: float = 0.2,
+        n_vars: int,
+        d_model: int,
+        nhead: int,
+        num_layers: int,
+        dropout: float,
         max_len: int = 350,
     ):
         super().__init__()
@@ -50,9 +59,15 @@ class EHRTransformer(nn.Module):
 
 
 class EHRLSTM(nn.Module):
-    """LSTM over hours; the last hidden state is the representation. `[B, T, 2V]` -> `[B, hidden]`."""
+    """LSTM over hours; the last hidden state is the representation. `[B, T, 2V]` -> `[B, hidden]`.
 
-    def __init__(self, n_vars: int = 12, hidden: int = 128, num_layers: int = 1, dropout: float = 0.0):
+    Args:
+        n_vars: V, the EHR variables (the input has 2V channels).
+        hidden: LSTM width (the model preset).
+        num_layers, dropout: stacked layers and the dropout between them and on the output.
+    """
+
+    def __init__(self, n_vars: int, hidden: int, num_layers: int = 1, dropout: float = 0.0):
         super().__init__()
         self.out_dim = hidden
         self.lstm = nn.LSTM(2 * n_vars, hidden, num_layers=num_layers, batch_first=True, dropout=dropout)

@@ -55,9 +55,9 @@ class MonaiResNet(nn.Module):
 
     def __init__(
         self,
-        depth: str = "resnet18",
-        spatial_dims: int = 2,
-        out_dim: int = 256,
+        depth: str,
+        spatial_dims: int,
+        out_dim: int,
         weights: str | None = None,
         conv1_stride: int = 2,
     ):
@@ -76,7 +76,7 @@ class MonaiResNet(nn.Module):
 class MonaiDenseNet121(nn.Module):
     """MONAI DenseNet-121 projecting to `out_dim`."""
 
-    def __init__(self, spatial_dims: int = 2, out_dim: int = 256, weights: str | None = None):
+    def __init__(self, spatial_dims: int, out_dim: int, weights: str | None = None):
         super().__init__()
         self.out_dim = out_dim
         self.norm = _Standardise(0.5, 0.25)
@@ -93,7 +93,7 @@ class SmallCNN(nn.Module):
     `[B, 1, S, S]` (spatial_dims=2) or `[B, 1, D, D, D]` (3) -> `[B, out_dim]`.
     """
 
-    def __init__(self, spatial_dims: int = 2, channels: tuple[int, ...] = (8, 16, 32), out_dim: int = 32):
+    def __init__(self, spatial_dims: int, channels: tuple[int, ...], out_dim: int):
         super().__init__()
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         bn = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d

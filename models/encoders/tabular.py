@@ -6,7 +6,14 @@ from torch import nn
 
 
 class TabularMLP(nn.Module):
-    def __init__(self, in_features: int, hidden: int = 64, out_dim: int = 32, dropout: float = 0.1):
+    """Two linear layers with ReLU. `[B, F]` -> `[B, out_dim]`.
+
+    Args:
+        in_features: F, from the cohort's input shape (`models.build`).
+        hidden, out_dim, dropout: sizes from the model preset (configs/models/*.yaml).
+    """
+
+    def __init__(self, in_features: int, hidden: int, out_dim: int, dropout: float):
         super().__init__()
         self.out_dim = out_dim
         self.net = nn.Sequential(

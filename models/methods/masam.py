@@ -121,7 +121,7 @@ class MASAM(Method):
     """MASAM step. See the module docstring for the equations and the reference variant.
 
     Args:
-        rho: SAM radius.
+        rho: SAM radius; 0.3 as in the released code (plain SAM's usual default is 0.05).
         alpha: weight of the loss-decay term in APS (1 - alpha weighs gamma).
         beta: moving-average factor of the unimodal losses.
         variant: "paper" (default) or "reference".
@@ -139,7 +139,7 @@ class MASAM(Method):
         model,
         optimizer,
         task_type,
-        rho: float = 0.05,
+        rho: float = 0.3,
         alpha: float = 0.5,
         beta: float = 0.9,
         lambda_m=1.0,

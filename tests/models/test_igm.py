@@ -307,8 +307,8 @@ def test_igm_network_exports_with_its_fusion_rule(task_type):
 
 
 def test_different_feature_widths_are_a_one_line_config_error_naming_both():
-    spec = {"tabular": {"name": "tabular_mlp", "out_dim": 8}, "mri": {"name": "small_cnn_3d", "channels": [2],
-                                                                     "out_dim": 16}}
+    spec = {"tabular": {"name": "tabular_mlp", "hidden": 64, "out_dim": 8, "dropout": 0.1},
+            "mri": {"name": "small_cnn_3d", "channels": [2], "out_dim": 16}}
     shapes = {"tabular": (6,), "mri": (1, 8, 8, 8)}
     with pytest.raises(ConfigError, match="tabular out_dim 8, mri out_dim 16"):
         build_model(spec, ["tabular", "mri"], shapes, 3, method="igm", task_type="multiclass")

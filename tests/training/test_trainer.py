@@ -18,7 +18,7 @@ from pipeline.trainer import RunSpec, StopTraining, fit
 TINY = {
     "ehr": {"name": "ehr_transformer", "d_model": 8, "nhead": 2, "num_layers": 1, "dropout": 0.1},
     "cxr": {"name": "small_cnn", "channels": [4], "out_dim": 8},
-    "tabular": {"name": "tabular_mlp", "hidden": 8, "out_dim": 8},
+    "tabular": {"name": "tabular_mlp", "hidden": 8, "out_dim": 8, "dropout": 0.1},
     "mri": {"name": "small_cnn_3d", "channels": [2], "out_dim": 8},
 }
 
