@@ -18,7 +18,7 @@ def main() -> None:
     s = rng.random((2000, 25)) + 0.4 * y
     patients = np.arange(2000) // 2
     t = time.perf_counter()
-    bootstrap_label_cis(y, s, patients, [f"label{k}" for k in range(25)], n_resamples=1000, seed=42)
+    bootstrap_label_cis(y, s, patients, [f"label{k}" for k in range(25)], n_resamples=1000, seed=42, level=0.95)
     print(f"bootstrap_25x1000x2000_seconds={time.perf_counter() - t:.2f}")
 
 

@@ -73,7 +73,7 @@ def percentile_ci(values: np.ndarray, level: float) -> tuple[float | None, float
 
 
 def bootstrap_label_cis(y_true: np.ndarray, y_score: np.ndarray, patients: np.ndarray, labels: list[str],
-                        n_resamples: int = 1000, seed: int = 42, level: float = 0.95,
+                        n_resamples: int, seed: int, level: float,
                         min_valid: int = 100, min_events: int = MIN_EVENTS) -> dict[str, Any]:
     """95 % CIs of per-label AUROC/AUPRC and of the macro averages, resampling patients.
 
@@ -105,8 +105,8 @@ def bootstrap_label_cis(y_true: np.ndarray, y_score: np.ndarray, patients: np.nd
 
 
 def paired_bootstrap_difference(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray,
-                                patients: np.ndarray, n_resamples: int = 1000, seed: int = 42,
-                                level: float = 0.95) -> dict[str, Any]:
+                                patients: np.ndarray, n_resamples: int, seed: int,
+                                level: float) -> dict[str, Any]:
     """Difference (a - b) of macro and per-label AUPRC and AUROC with CIs: both methods on the SAME
     resampled patients.
 
@@ -141,7 +141,7 @@ def paired_bootstrap_difference(y_true: np.ndarray, score_a: np.ndarray, score_b
 
 
 def bootstrap_class_rates(y_true: np.ndarray, y_pred: np.ndarray, patients: np.ndarray, classes: list[str],
-                          n_resamples: int = 1000, seed: int = 42, level: float = 0.95) -> dict[str, Any]:
+                          n_resamples: int, seed: int, level: float) -> dict[str, Any]:
     """Accuracy and per-class (one-vs-rest) sensitivity and specificity of hard predictions, with CIs.
 
     Args:

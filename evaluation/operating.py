@@ -53,8 +53,8 @@ def rates_at_threshold(y: np.ndarray, p: np.ndarray, threshold: float, weights: 
 
 
 def operating_points(y_val: np.ndarray, p_val: np.ndarray, y_test: np.ndarray, p_test: np.ndarray,
-                     patients_test: np.ndarray, labels: list[str], rule: str = "youden", target: float = 0.8,
-                     n_resamples: int = 1000, seed: int = 42, level: float = 0.95,
+                     patients_test: np.ndarray, labels: list[str], rule: str, target: float,
+                     n_resamples: int, seed: int, level: float,
                      min_events: int = MIN_EVENTS) -> dict[str, Any]:
     """Per label: the validation-chosen threshold and test sensitivity/specificity/PPV/NPV with CIs.
 

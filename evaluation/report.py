@@ -47,6 +47,7 @@ class ReportData:
     paired_difference: dict[str, Any] | None  # MASAM vs late fusion
     calibration: list[dict[str, Any]]  # method -> brier, slope, intercept
     subgroups: list[dict[str, Any]]  # records from evaluation.subgroups, for the champion run
+    n_resamples: int  # the bootstrap resamples behind every CI shown (evaluation settings)
     figures: dict[str, str] = field(default_factory=dict)  # name -> base64 PNG
     settings: dict[str, Any] = field(default_factory=dict)
     data_versions: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +66,6 @@ class ReportData:
     forest: list[dict[str, Any]] = field(default_factory=list)  # per baseline: per-label paired differences
     curves: list[tuple[str, str]] = field(default_factory=list)  # (label, inline SVG + legend) per evaluable label
     min_events: int = 5
-    n_resamples: int = 1000
     design_alternatives: list[dict[str, Any]] = field(default_factory=list)  # MASAM vs its Table 8 designs
     presence: list[dict[str, Any]] = field(default_factory=list)  # evaluation.presence.presence_rows
     why: dict[str, Any] | None = None  # the "Why" section (pipeline.stages.analyze), figures as base64 PNG

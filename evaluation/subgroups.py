@@ -67,7 +67,7 @@ def group_order(attribute: str, groups, dataset: str) -> list[str]:
 
 
 def subgroup_metrics(frame: pd.DataFrame, y_true: np.ndarray, y_score: np.ndarray, labels: list[str],
-                     dataset: str, modalities: list[str], n_resamples: int = 1000, seed: int = 42,
+                     dataset: str, modalities: list[str], n_resamples: int, seed: int, level: float,
                      min_patients: int = 10, min_events: int = MIN_EVENTS) -> list[dict[str, Any]]:
     """One record per (attribute, group): n, macro AUPRC/AUROC with CIs, or the too_small flag.
 
@@ -75,7 +75,7 @@ def subgroup_metrics(frame: pd.DataFrame, y_true: np.ndarray, y_score: np.ndarra
         frame: the prediction frame (patient_id and the subgroup columns), one row per sample.
         y_true, y_score: `[N, K]` (multi-class tasks pass one-vs-rest indicators).
         labels: K names.
-        n_resamples: patient bootstrap resamples (the same number as the overall CIs).
+        n_resamples, seed, level: the patient bootstrap (the same as the overall CIs').
         min_patients, min_events: the too-small rule (see the module docstring).
     """
     y_true = np.asarray(y_true).reshape(len(y_true), -1)
@@ -105,7 +105,7 @@ def subgroup_metrics(frame: pd.DataFrame, y_true: np.ndarray, y_score: np.ndarra
                 names = [labels[k] for k in keep]
                 m = multilabel_metrics(y_true[rows][:, keep], y_score[rows][:, keep], names)
                 ci = bootstrap_label_cis(y_true[rows][:, keep], y_score[rows][:, keep], patients[rows], names,
-                                         n_resamples, seed, min_valid=1, min_events=min_events)
+                                         n_resamples, seed, level, min_valid=1, min_events=min_events)
                 rec.update(macro_auprc=m["macro_auprc"], macro_auroc=m["macro_auroc"],
                            macro_auprc_ci=ci["macro_auprc_ci"], macro_auroc_ci=ci["macro_auroc_ci"])
             rec["labels_left_out"] = [labels[k] for k in np.flatnonzero(~enough)]

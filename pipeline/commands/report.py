@@ -32,7 +32,7 @@ def run(args) -> int:
 
     params = load_params(args.params)
     e, t = params.evaluate, params.train
-    settings = {"bootstrap resamples": e.n_resamples, "CI level": e.ci_level,
+    settings = {"bootstrap resamples": e.n_resamples, "bootstrap seed": e.seed, "CI level": e.ci_level,
                 "min subgroup patients": e.min_subgroup_patients, "min events (positives and negatives)": e.min_events,
                 "operating-point rule": e.threshold_rule + (f" (sensitivity >= {e.target_sensitivity})"
                                                            if e.threshold_rule == "target_sensitivity" else ""),

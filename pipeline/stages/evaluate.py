@@ -98,8 +98,8 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
         "test": metrics, "ci": cis,
         "calibration": calibration_summary(y, p, names, settings.calibration_bins),
         "subgroups": subgroup_metrics(test, y, p, names, cohort.manifest.dataset, cohort.modalities,
-                                      settings.n_resamples, settings.seed, settings.min_subgroup_patients,
-                                      settings.min_events),
+                                      settings.n_resamples, settings.seed, settings.ci_level,
+                                      settings.min_subgroup_patients, settings.min_events),
         "mlflow_run_id": summary.get("mlflow_run_id"),
         "training": config.get("train", {}),  # the run's own settings (params.yaml may have changed since)
     }
@@ -118,7 +118,8 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
         _, p_held = labels_and_scores(frames["test_withheld"], cohort)
         result["presence"] = presence_blocks(y, p, p_held, test["patient_id"].to_numpy(),
                                              test[f"has_{image}"].to_numpy(bool), names, cohort.modalities[0], image,
-                                             settings.n_resamples, settings.seed, settings.min_subgroup_patients)
+                                             settings.n_resamples, settings.seed, settings.ci_level,
+                                             settings.min_subgroup_patients)
     with atomic_dir(out, "evaluations") as tmp:
         for split, frame in frames.items():
             write_parquet(tmp / f"predictions_{split}.parquet", frame)

@@ -102,8 +102,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
                    "auroc_mean": _number_or_none(summary.loc[m, "auroc_mean"]), "auroc_std": _number_or_none(summary.loc[m, "auroc_std"]),
                    "rank_auprc": _number_or_none(rank_p.get(m)), "rank_auroc": _number_or_none(rank_r.get(m))} for m in order]
 
-    n_resamples = int(settings.get("bootstrap resamples", 1000))
-    forest = _forest(results, cohort, labels, n_resamples)
+    n_resamples = int(settings["bootstrap resamples"])
+    forest = _forest(results, cohort, labels, n_resamples, int(settings["bootstrap seed"]), float(settings["CI level"]))
     paired = next(({"a": f["method"], "b": f["baseline"], "seed": f["seed"], "macro_auprc": f["macro_auprc"],
                     "macro_auroc": f["macro_auroc"]} for f in forest if f["baseline"] == "late_fusion"), None)
     calibration = [{"method": m, **{k: r["calibration"]["pooled"][k] for k in ("brier", "slope", "intercept")}}
@@ -285,7 +285,7 @@ def _registry_record(out: Path, champion: dict, manifest: dict) -> dict:
                                       f"not this report's champion {champion['run']}: run clinfuse register again"}
 
 
-def _forest(results: list[dict], cohort, labels: list[str], n_resamples: int) -> list[dict]:
+def _forest(results: list[dict], cohort, labels: list[str], n_resamples: int, seed: int, level: float) -> list[dict]:
     """Per-label paired differences MASAM - each other method, on the first seed both have."""
     by = {(r["method"], r["seed"]): r for r in results}
     masam_seeds = sorted(s for (m, s) in by if m == "masam")
@@ -302,7 +302,7 @@ def _forest(results: list[dict], cohort, labels: list[str], n_resamples: int) ->
         base = pd.read_parquet(by[(b, seed)]["_dir"] / "predictions_test.parquet")
         ya, pa = labels_and_scores(a, cohort)
         _, pb = labels_and_scores(base, cohort)
-        diff = paired_bootstrap_difference(ya, pa, pb, a["patient_id"].to_numpy(), n_resamples, 42)
+        diff = paired_bootstrap_difference(ya, pa, pb, a["patient_id"].to_numpy(), n_resamples, seed, level)
         rows = [{"label": lab, "difference": d["auprc"]["difference"], "ci": d["auprc"]["ci"],
                  "auroc_difference": d["auroc"]["difference"], "auroc_ci": d["auroc"]["ci"]}
                 for lab, d in zip(labels, diff["per_label"], strict=True)]

@@ -14,7 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from evaluation.bootstrap import bootstrap_label_cis, paired_bootstrap_difference
 
-R, SEED = 100, 11  # 100 valid resamples: the least bootstrap_label_cis reports a CI for
+R, SEED, LEVEL = 100, 11, 0.95  # 100 valid resamples: the least bootstrap_label_cis reports a CI for
 PATIENTS = np.repeat(np.arange(100, 120), 2)  # 20 patients, 2 rows each
 _rng = np.random.default_rng(5)
 Y = (_rng.random((40, 2)) < [0.4, 0.5]).astype(int)
@@ -53,7 +53,7 @@ def resampled():
 
 def test_label_and_macro_cis_are_95_percent_quantiles_of_sklearn_resample_scores(resampled):
     auroc, auprc = resampled["a"]
-    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], R, SEED)
+    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], R, SEED, LEVEL)
     for k, name in enumerate(["x", "y"]):
         assert got["per_label"][name]["auroc_ci"] == pytest.approx(ci95(auroc[:, k]), abs=1e-12)
         assert got["per_label"][name]["auprc_ci"] == pytest.approx(ci95(auprc[:, k]), abs=1e-12)
@@ -64,7 +64,7 @@ def test_label_and_macro_cis_are_95_percent_quantiles_of_sklearn_resample_scores
 
 
 def test_paired_difference_is_a_minus_b_with_95_percent_endpoints_and_p_value(resampled):
-    got = paired_bootstrap_difference(Y, A, B, PATIENTS, R, SEED)
+    got = paired_bootstrap_difference(Y, A, B, PATIENTS, R, SEED, LEVEL)
     for metric, i, score in (("auroc", 0, roc_auc_score), ("auprc", 1, average_precision_score)):
         point = np.mean([score(Y[:, k], A[:, k]) - score(Y[:, k], B[:, k]) for k in range(2)])
         diff = np.nanmean(resampled["a"][i] - resampled["b"][i], axis=1)
@@ -76,11 +76,10 @@ def test_paired_difference_is_a_minus_b_with_95_percent_endpoints_and_p_value(re
         assert out["n_valid_resamples"] == int(np.isfinite(diff).sum())
 
 
-def test_defaults_are_1000_resamples_with_seed_42():
-    cis = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"])
+def test_the_resample_count_seed_and_level_are_recorded_and_change_the_draws():
+    cis = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 1000, 42, 0.95)
     assert (cis["n_resamples"], cis["seed"], cis["level"]) == (1000, 42, 0.95)
-    assert cis == bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 1000, 42, 0.95)
-    paired = paired_bootstrap_difference(Y, A, B, PATIENTS)
+    paired = paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 42, 0.95)
     assert paired == paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 42, 0.95)
     assert paired != paired_bootstrap_difference(Y, A, B, PATIENTS, 1001, 42, 0.95)
     assert paired != paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 43, 0.95)
@@ -88,13 +87,13 @@ def test_defaults_are_1000_resamples_with_seed_42():
 
 def test_paired_difference_without_any_scorable_label_is_none_not_nan():
     no_positives = np.zeros_like(Y)
-    got = paired_bootstrap_difference(no_positives, A, B, PATIENTS, 20, SEED)
+    got = paired_bootstrap_difference(no_positives, A, B, PATIENTS, 20, SEED, LEVEL)
     for metric in ("macro_auroc", "macro_auprc"):
         assert got[metric] == {"difference": None, "ci": [None, None], "n_valid_resamples": 0, "p_le_zero": None}
 
 
 def test_a_label_with_fewer_valid_resamples_than_min_valid_gets_no_ci():
-    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 20, SEED)  # 20 valid resamples < min_valid 100
+    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 20, SEED, LEVEL)  # 20 valid resamples < min_valid 100
     assert got["per_label"]["x"] == {"auroc_ci": None, "auprc_ci": None, "n_valid_resamples": 20,
                                      "too_few_events": False}
     assert got["macro_auroc_ci"][0] is not None  # the macro CI has no such floor
@@ -113,11 +112,11 @@ def test_macro_ci_averages_only_the_labels_scorable_in_each_resample():
             if 0 < y[idx, k].sum() < len(idx):
                 auroc[r, k] = roc_auc_score(y[idx, k], A[idx, k])
     assert np.isnan(auroc[:, 1]).any() and np.isfinite(auroc[:, 1]).any()
-    got = bootstrap_label_cis(y, A, PATIENTS, ["x", "y"], n, SEED)
+    got = bootstrap_label_cis(y, A, PATIENTS, ["x", "y"], n, SEED, LEVEL)
     assert got["macro_auroc_ci"] == pytest.approx(ci95(np.nanmean(auroc, axis=1)), abs=1e-12)
     assert got["per_label"]["y"]["auroc_ci"] is None  # fewer than min_valid scorable resamples
 
 
 def test_no_labels_give_no_macro_ci():
-    got = bootstrap_label_cis(Y[:, :0], A[:, :0], PATIENTS, [], 10, SEED)
+    got = bootstrap_label_cis(Y[:, :0], A[:, :0], PATIENTS, [], 10, SEED, LEVEL)
     assert got["per_label"] == {} and got["macro_auroc_ci"] == [None, None]

@@ -74,15 +74,15 @@ def test_patients_are_the_resampling_unit():
 
 
 def test_bootstrap_ci_contains_estimate_and_is_seeded():
-    a = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3)
-    b = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3)
+    a = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3, level=0.95)
+    b = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3, level=0.95)
     assert a == b
     lo, hi = a["per_label"]["b"]["auroc_ci"]
     assert lo <= roc_auc_score(Y[:, 1], S[:, 1]) <= hi
 
 
 def test_paired_difference_of_identical_predictions_is_zero():
-    d = paired_bootstrap_difference(Y, S, S, np.arange(60), 100, seed=1)
+    d = paired_bootstrap_difference(Y, S, S, np.arange(60), 100, seed=1, level=0.95)
     assert d["macro_auprc"]["difference"] == 0 and d["macro_auprc"]["ci"] == [0.0, 0.0]
 
 

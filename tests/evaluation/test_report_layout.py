@@ -44,7 +44,7 @@ def wide_report() -> ReportData:
                      "auroc_std": None, "rank_auprc": 2.0, "rank_auroc": 2.0} for m in METHODS],
         paired_difference=None, calibration=[{"method": m, "brier": 0.1, "slope": 0.9, "intercept": 0.1}
                                              for m in METHODS],
-        subgroups=[], settings={"bootstrap resamples": 1000, "min subgroup patients": 10},
+        subgroups=[], n_resamples=1000, settings={"bootstrap resamples": 1000, "min subgroup patients": 10},
         champion={"method": "masam", "seed": 42, "value": 0.41, "ci": [0.3, 0.5]}, runs=runs,
         provenance={"commit": "f" * 40, "dirty": False, "changed_files": 0,
                     "command": "clinfuse report --cohort " + "/very/long/path" * 12 + " --out reports/x",

@@ -11,7 +11,8 @@ def test_small_groups_are_marked_not_hidden():
                           "race": ["WHITE"] * 50 + ["ASIAN - CHINESE"] * 10, "has_cxr": [True] * 40 + [False] * 20})
     y = (rng.random((n, 2)) < 0.4).astype(int)
     s = rng.random((n, 2)) + 0.3 * y
-    rec = subgroup_metrics(frame, y, s, ["a", "b"], "mimic", ["ehr", "cxr"], n_resamples=50)
+    rec = subgroup_metrics(frame, y, s, ["a", "b"], "mimic", ["ehr", "cxr"], n_resamples=50, seed=42,
+                           level=0.95)
     by = {(r["attribute"], r["group"]): r for r in rec}
     assert by[("sex", "M")]["too_small"] and by[("sex", "M")]["macro_auprc_ci"] is None
     assert not by[("sex", "F")]["too_small"] and by[("sex", "F")]["macro_auprc_ci"][0] is not None

@@ -14,6 +14,7 @@ from evaluation.comparison import mean_std_over_seeds
 from evaluation.method_notes import method_note
 from evaluation.metrics import confusion_matrix, multiclass_metrics, row_normalised
 from evaluation.operating import choose_threshold, net_benefit, operating_points
+from evaluation.presence import presence_blocks
 from evaluation.report import fmt_ci, fmt_std, metric_name
 from evaluation.subgroups import subgroup_metrics
 
@@ -31,7 +32,8 @@ def test_a_subgroup_with_one_positive_is_too_small_and_has_no_ci():
     y[20:28, 0] = 1
     s = np.linspace(0, 1, n)[:, None]
     s[0, 0] = 0.99  # the only male death has the highest score: AUROC 1.000 among men
-    rec = subgroup_metrics(_frame(sex, np.full(n, 50.0)), y, s, ["death"], "mimic", [], n_resamples=50, min_events=5)
+    rec = subgroup_metrics(_frame(sex, np.full(n, 50.0)), y, s, ["death"], "mimic", [], n_resamples=50, seed=42, level=0.95,
+                           min_events=5)
     by = {(r["attribute"], r["group"]): r for r in rec}
     men, women = by[("sex", "M")], by[("sex", "F")]
     assert men["too_small"] and men["macro_auroc_ci"] is None and men["macro_auprc_ci"] is None
@@ -45,7 +47,7 @@ def test_the_too_small_rule_counts_negatives_too():
     y = np.ones((n, 1), int)
     y[:3, 0] = 0  # 27 positives, 3 negatives
     s = np.linspace(0, 1, n)[:, None]
-    rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["x"], "mimic", [], n_resamples=20)
+    rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["x"], "mimic", [], n_resamples=20, seed=42, level=0.95)
     assert rec[0]["too_small"] and rec[0]["macro_auprc_ci"] is None
 
 
@@ -56,7 +58,8 @@ def test_a_multilabel_subgroup_averages_only_labels_with_enough_events():
     y[rng.permutation(n)[:20], 0] = 1
     y[5, 1] = 1  # label b: a single positive
     s = rng.random((n, 2)) + 0.5 * y
-    rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["a", "b"], "mimic", [], n_resamples=30)
+    rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["a", "b"], "mimic", [], n_resamples=30, seed=42,
+                           level=0.95)
     r = rec[0]
     assert not r["too_small"] and r["labels_averaged"] == 1 and r["labels_left_out"] == ["b"]
     from sklearn.metrics import average_precision_score
@@ -68,22 +71,24 @@ def test_a_label_cell_with_too_few_events_gets_no_ci():
     y[:20, 0] = 1
     y[:2, 1] = 1
     s = np.linspace(1, 0, 50)[:, None].repeat(2, axis=1)
-    ci = bootstrap_label_cis(y, s, np.arange(50), ["common", "rare"], 100, seed=0, min_events=5)
+    ci = bootstrap_label_cis(y, s, np.arange(50), ["common", "rare"], 100, seed=0, level=0.95, min_events=5)
     assert ci["per_label"]["rare"]["too_few_events"] and ci["per_label"]["rare"]["auroc_ci"] is None
     assert not ci["per_label"]["common"]["too_few_events"] and ci["per_label"]["common"]["auroc_ci"] is not None
 
 
 def test_subgroups_use_the_resample_count_they_are_given():
-    # 1000 by default, like the overall CIs (the report states one number)
+    # no default of their own: the evaluation settings are the one source (the report states one number)
     import inspect
-    assert inspect.signature(subgroup_metrics).parameters["n_resamples"].default == 1000
-    assert inspect.signature(bootstrap_label_cis).parameters["n_resamples"].default == 1000
+    for function in (subgroup_metrics, bootstrap_label_cis, presence_blocks, operating_points,
+                     bootstrap_class_rates, paired_bootstrap_difference):
+        for name in ("n_resamples", "seed", "level"):
+            assert inspect.signature(function).parameters[name].default is inspect.Parameter.empty, (function, name)
 
 
 def test_age_bands_sort_in_age_order():
     age = np.array([50, 70, 80, 90, 60, 72, 77, 88, 55, 66], float)
     rec = subgroup_metrics(_frame(["F"] * 10, age), np.eye(2, dtype=int)[np.arange(10) % 2],
-                           np.random.default_rng(0).random((10, 2)), ["a", "b"], "adni", [], n_resamples=10)
+                           np.random.default_rng(0).random((10, 2)), ["a", "b"], "adni", [], n_resamples=10, seed=42, level=0.95)
     bands = [r["group"] for r in rec if r["attribute"] == "age band"]
     assert bands == ["<65", "65-74", "75-84", "85+"]
 
@@ -117,7 +122,7 @@ def test_confusion_matrix_and_class_rates_match_sklearn():
     assert (cm == sk_confusion_matrix(y, pred, labels=[0, 1, 2])).all()
     assert np.allclose(row_normalised(cm), sk_confusion_matrix(y, pred, labels=[0, 1, 2], normalize="true"))
     assert multiclass_metrics(y, p, ["CN", "MCI", "AD"])["confusion_matrix"] == cm.tolist()
-    rates = bootstrap_class_rates(y, pred, np.arange(90) // 2, ["CN", "MCI", "AD"], 200, seed=0)
+    rates = bootstrap_class_rates(y, pred, np.arange(90) // 2, ["CN", "MCI", "AD"], 200, seed=0, level=0.95)
     sens = recall_score(y, pred, average=None, labels=[0, 1, 2])
     for c, name in enumerate(["CN", "MCI", "AD"]):
         r = rates["per_class"][name]
@@ -157,7 +162,8 @@ def test_operating_threshold_is_taken_from_validation_not_test():
     p_test = np.array([0.05, 0.1, 0.2, 0.25, 0.65, 0.3, 0.4, 0.5, 0.7, 0.8])
     assert choose_threshold(y_val, p_val) == 0.6
     assert choose_threshold(y_test, p_test) == 0.3
-    op = operating_points(y_val, p_val, y_test, p_test, np.arange(10), ["death"], n_resamples=50, min_events=1)
+    op = operating_points(y_val, p_val, y_test, p_test, np.arange(10), ["death"], "youden", 0.8, n_resamples=50, seed=42,
+                          level=0.95, min_events=1)
     r = op["per_label"]["death"]
     assert r["threshold"] == 0.6
     # at 0.6 on test: TP 2 (0.7, 0.8), FN 3, FP 1 (0.65), TN 4
@@ -179,7 +185,8 @@ def test_operating_points_with_too_few_test_events_have_no_ci():
     p_val = np.array([0.2, 0.8, 0.3, 0.7])
     y_test = np.array([0, 0, 0, 0, 0, 0, 1])
     p_test = np.linspace(0, 1, 7)
-    r = operating_points(y_val, p_val, y_test, p_test, np.arange(7), ["x"], n_resamples=20)["per_label"]["x"]
+    r = operating_points(y_val, p_val, y_test, p_test, np.arange(7), ["x"], "youden", 0.8, n_resamples=20, seed=42,
+                         level=0.95)["per_label"]["x"]
     assert r["too_few_events"] and r["sensitivity"]["ci"] is None and r["sensitivity"]["value"] == 1.0
 
 
@@ -196,7 +203,7 @@ def test_paired_difference_reports_each_label():
     y = (rng.random((80, 2)) < 0.4).astype(int)
     a = rng.random((80, 2)) + y
     b = rng.random((80, 2))
-    d = paired_bootstrap_difference(y, a, b, np.arange(80), 100, seed=0)
+    d = paired_bootstrap_difference(y, a, b, np.arange(80), 100, seed=0, level=0.95)
     assert len(d["per_label"]) == 2
     from sklearn.metrics import average_precision_score, roc_auc_score
     for k in range(2):

@@ -135,7 +135,7 @@ def test_report_shows_the_design_block_only_when_alternatives_were_run():
     data = ReportData(title="t", dataset="mimic", task="phenotype", task_type="multilabel",
                       headline_metric="macro_auprc", methods=["masam", "masam_gamma_only"], cohort_counts={},
                       exclusions=[], prevalence={}, label_rows=[], excluded_labels=[], comparison=rows,
-                      paired_difference=None, calibration=[], subgroups=[])
+                      paired_difference=None, calibration=[], subgroups=[], n_resamples=1000)
     assert 'id="design-alternatives"' not in render_report(data)
     data.design_alternatives = design_alternatives(rows)
     html = render_report(data)
