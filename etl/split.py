@@ -9,13 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SPLIT_NAMES = ("train", "val", "test")
-
 
 def assign_patient_split(
     patient_ids: pd.Series | np.ndarray | list,
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
-    seed: int = 42,
+    fractions: tuple[float, float, float],
+    seed: int,
 ) -> pd.Series:
     """Return 'train'/'val'/'test' per row, assigned by patient.
 
@@ -25,8 +23,8 @@ def assign_patient_split(
 
     Args:
         patient_ids: one id per row, `[N]`.
-        fractions: train, val, test shares; must be non-negative and sum to 1.
-        seed: shuffle seed.
+        fractions: train, val, test shares; must be non-negative and sum to 1 (the ETL settings' `split`).
+        seed: shuffle seed (the ETL settings' `split_seed`).
 
     Returns:
         A string Series `[N]` aligned with the input rows.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ class RunSpec:
     settings: TrainSettings
     seed: int
     out_dir: Path
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class StopTraining(Exception):

@@ -35,10 +35,6 @@ ADNIMERGE_COLUMNS = [
 VISITS = [("bl", 0), ("m06", 182), ("m12", 365), ("m24", 730)]
 
 
-def _fmt_num(x: np.ndarray, digits: int) -> np.ndarray:
-    return np.where(np.isnan(x), "", np.round(x, digits).astype(str))
-
-
 def brain_volume(rng: np.random.Generator, a: np.ndarray, size: int) -> np.ndarray:
     """An int16 T1-like volume `[size]*3` (RAS voxel order); atrophy follows a[2] and a[0]."""
     grid = (np.mgrid[0:size, 0:size, 0:size].astype(float) + 0.5) / size - 0.5

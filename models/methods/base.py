@@ -196,10 +196,6 @@ class Method:
     def encoder_params(self, modality: str) -> Tensors:
         return [p for p in self.model.encoders[modality].parameters() if p.requires_grad]
 
-    def head_params(self) -> Tensors:
-        enc = {id(p) for m in self.model.modalities for p in self.model.encoders[m].parameters()}
-        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc]
-
     def step(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
