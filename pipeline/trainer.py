@@ -147,7 +147,7 @@ def resolved_config(spec: RunSpec, cohort: Cohort) -> dict[str, Any]:
         "label_names": cohort.label_names,
         "input_shapes": {m: list(cohort.input_shape(m)) for m in cohort.modalities},
         "method_name": spec.method_name,
-        "method": spec.method.model_dump(),
+        "method": {"method": spec.method.method, "options": spec.method.resolved_options()},
         "prediction_head": prediction_head(spec.method),
         "preset": spec.preset,
         "encoders": {m: spec.encoders[m] for m in cohort.modalities},

@@ -13,6 +13,7 @@ from etl.errors import ConfigError
 from .base import StrictModel
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+NOT_OPTIONS = {"self", "model", "optimizer", "task_type"}  # a method constructor's non-option arguments
 
 
 class ModelPreset(StrictModel):
@@ -33,15 +34,23 @@ class MethodConfig(StrictModel):
 
         if self.method not in METHODS:
             raise ConfigError(f"{source}: method: unknown method {self.method!r}; known: {sorted(METHODS)}")
-        accepted = set(inspect.signature(METHODS[self.method].__init__).parameters) - {
-            "self", "model", "optimizer", "task_type"
-        }
+        accepted = set(inspect.signature(METHODS[self.method].__init__).parameters) - NOT_OPTIONS
         for key in self.options:
             if key not in accepted:
                 raise ConfigError(
                     f"{source}: options.{key}: unknown option for method {self.method!r}; accepted: {sorted(accepted)}"
                 )
         return self
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option the method runs with: the constructor's defaults, then this config's values
+        (what a run records, so its record does not depend on the defaults of a later version)."""
+        from models.methods import METHODS
+
+        parameters = inspect.signature(METHODS[self.method].__init__).parameters
+        defaults = {k: p.default for k, p in parameters.items()
+                    if k not in NOT_OPTIONS and p.default is not inspect.Parameter.empty}
+        return {**defaults, **self.options}
 
 
 def preset_path(preset: str) -> Path:
