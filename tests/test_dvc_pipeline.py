@@ -12,7 +12,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = """\
-seed: 42
 paths: {raw: data/raw, mimic_iv: data/raw/mimic-iv, mimic_cxr: data/raw/mimic-cxr-jpg, adni: data/raw/adni,
         processed: data/processed, runs: runs, reports: reports}
 synth: {subjects: 90, seed: 3, adni_subjects: 50, mri_size: 12}
