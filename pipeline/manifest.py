@@ -148,6 +148,8 @@ class CohortManifest(_Record):
 
     @model_validator(mode="after")
     def _complete(self):
+        if not isinstance(self.config, ETL_SETTINGS[self.dataset]):
+            raise ValueError(f"config holds {type(self.config).__name__}, not the {self.dataset} ETL settings")
         if self.task_type == "multiclass" and not self.class_names:
             raise ValueError("a multiclass cohort needs class_names")
         missing = [m for m in self.modalities if m not in self.input_descriptions]

@@ -68,6 +68,15 @@ def test_the_etl_settings_are_checked_against_the_datasets_own_settings_model(tm
     assert "config" in message and "cxr_size" in message
 
 
+def test_the_settings_of_the_other_dataset_are_refused():
+    from pipeline.manifest import CohortManifest
+    from pipeline.settings.etl_mimic import MimicEtlSettings
+    from tests.fixtures.cohorts import fixture_manifest
+
+    with pytest.raises(ValueError, match="not the adni ETL settings"):
+        CohortManifest.model_validate({**fixture_manifest("adni").to_json(), "config": MimicEtlSettings()})
+
+
 def test_every_modality_needs_an_input_description(tmp_path):
     cohort = write_cohort(tmp_path / "c", "adni")
     _edit_manifest(cohort, lambda m: m["input_descriptions"].pop("mri"))
