@@ -28,12 +28,15 @@ from etl.mimic.cohort import join_stays, select_cohort
 from etl.mimic.ehr import connect, extract_ehr_values, load_variables
 from etl.mimic.schema import locate_tables
 from etl.mimic.tables import read_small_tables
+from pipeline.settings.etl_mimic import MimicEtlSettings
+settings = MimicEtlSettings()
 root, memory_limit = Path(sys.argv[1]), sys.argv[2]
 t = time.perf_counter()
 tables = locate_tables(root)
-stays, _ = select_cohort(join_stays(*read_small_tables(tables)[:3]), "phenotype")
-con = connect(memory_limit, 2, sys.argv[3])
-values, counts = extract_ehr_values(con, tables["icu/chartevents"], stays, load_variables())
+stays, _ = select_cohort(join_stays(*read_small_tables(tables)[:3]), "phenotype", settings.min_age,
+                         settings.min_stay_hours)
+con = connect(memory_limit, settings.threads, sys.argv[3])
+values, counts = extract_ehr_values(con, tables["icu/chartevents"], stays, load_variables(), settings.window_hours)
 seconds = time.perf_counter() - t
 rows = con.execute(f"SELECT count(*) FROM read_csv('{tables['icu/chartevents'].as_posix()}', header=true)").fetchone()[0]
 print(json.dumps({"rows": rows, "seconds": seconds, "stays": len(values),

@@ -30,7 +30,7 @@ def check_codes(table: pd.DataFrame, source: str) -> None:
                              f"expected one of {sorted(allowed)}")
 
 
-def baseline_labels(table: pd.DataFrame, smc: str = "cn") -> tuple[pd.DataFrame, list[dict]]:
+def baseline_labels(table: pd.DataFrame, smc: str) -> tuple[pd.DataFrame, list[dict]]:
     """One row per subject with a usable baseline visit: RID, PTID, label, label_name, ...; and exclusions."""
     steps = [{"step": "subjects in ADNIMERGE", "reason": "", "excluded": 0, "remaining": int(table["RID"].nunique())}]
     base = table[table["VISCODE"].astype(str).str.strip() == "bl"].drop_duplicates("RID", keep="first")

@@ -27,7 +27,7 @@ def parse_censored(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return number.astype(float), censored.astype(np.float32)
 
 
-def fit_transform_tabular(base: pd.DataFrame, train: np.ndarray, exclude: list[str], max_missing: float = 0.9
+def fit_transform_tabular(base: pd.DataFrame, train: np.ndarray, exclude: list[str], max_missing: float
                           ) -> tuple[np.ndarray, list[str], dict]:
     """Features `[N, F]` float32, their names, and the fitted statistics (for the manifest).
 

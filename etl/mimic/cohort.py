@@ -31,7 +31,7 @@ def join_stays(patients: pd.DataFrame, admissions: pd.DataFrame, icustays: pd.Da
     return stays
 
 
-def select_cohort(stays: pd.DataFrame, task: str, min_age: int = 18, min_stay_hours: float = 48.0
+def select_cohort(stays: pd.DataFrame, task: str, min_age: int, min_stay_hours: float
                   ) -> tuple[pd.DataFrame, Exclusions]:
     """Adults, one ICU stay per admission, no careunit transfer; mortality also needs >= 48 h.
 

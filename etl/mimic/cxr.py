@@ -52,7 +52,7 @@ def study_datetime(date: pd.Series, time: pd.Series) -> pd.Series:
     return day + pd.to_timedelta(seconds, unit="s")
 
 
-def pair_latest_ap(stays: pd.DataFrame, metadata: pd.DataFrame, window_hours: int = 48) -> pd.DataFrame:
+def pair_latest_ap(stays: pd.DataFrame, metadata: pd.DataFrame, window_hours: int) -> pd.DataFrame:
     """Per stay, the latest AP film with intime <= study time <= intime + window (inclusive).
 
     Ties on time break by dicom_id (largest), so the pairing is deterministic.

@@ -62,7 +62,7 @@ def load_variables(path: Path = RESOURCE) -> Variables:
     return Variables(names, pd.DataFrame(rows), pd.DataFrame(text_rows), derived, ranges, impute)
 
 
-def connect(memory_limit: str = "2GB", threads: int = 2, temp_directory: str | None = None):
+def connect(memory_limit: str, threads: int, temp_directory: str | None = None):
     """A DuckDB connection bounded in memory (spills to temp_directory beyond it)."""
     if not MEMORY_SIZE.match(str(memory_limit)):
         raise ValueError(f"memory_limit must be a size such as '2GB' or '512MB', got {memory_limit!r}")
@@ -136,7 +136,7 @@ _LAST_PER_BIN = """
 
 
 def extract_ehr_values(con, chartevents: Path, stays: pd.DataFrame, variables: Variables,
-                       window_hours: int = 48, batch_rows: int = 1 << 20) -> tuple[np.ndarray, pd.DataFrame]:
+                       window_hours: int, batch_rows: int = 1 << 20) -> tuple[np.ndarray, pd.DataFrame]:
     """Raw hourly values `[N, T, C]` float32 (NaN where unobserved), rows in `stays` order,
     and per-channel row counts (in window, no usable value, out of range, kept).
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from etl.errors import InputError
 from etl.mimic.cxr import decode_cxr_images, pair_latest_ap, read_cxr_metadata, study_datetime
+from pipeline.settings.etl_mimic import MimicEtlSettings
 
 
 def meta(rows):
@@ -32,13 +33,13 @@ def test_pairing_takes_latest_ap_inside_window_only():
         (7, "lat", 4, "LATERAL", 21500103, 95000.0),
         (7, "after", 5, "AP", 21500103, 100001.0),
     ])
-    assert pair_latest_ap(stays, m)["dicom_id"].tolist() == ["late"]
+    assert pair_latest_ap(stays, m, MimicEtlSettings().cxr_window_hours)["dicom_id"].tolist() == ["late"]
 
 
 def test_stay_without_film_is_absent_from_pairs():
     stays = pd.DataFrame({"stay_id": [1, 2], "subject_id": [7, 8], "intime": [pd.Timestamp("2150-01-01")] * 2})
     m = meta([(7, "a", 1, "AP", 21500101, 120000.0), (8, "b", 2, "PA", 21500101, 120000.0)])
-    assert pair_latest_ap(stays, m)["stay_id"].tolist() == [1]
+    assert pair_latest_ap(stays, m, MimicEtlSettings().cxr_window_hours)["stay_id"].tolist() == [1]
 
 
 def test_metadata_missing_column_names_file_and_column(tmp_path):

@@ -16,6 +16,9 @@ from etl.mimic.cohort import in_hospital_mortality, join_stays, select_cohort
 from etl.mimic.cxr import pair_latest_ap, study_datetime
 from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
 from etl.normalize import forward_fill, impute_and_scale, train_statistics
+from pipeline.settings.etl_mimic import MimicEtlSettings
+
+DEFAULTS = MimicEtlSettings()  # the rules below are the default settings' rules
 
 INTIME = pd.Timestamp("2150-01-01 10:00")
 HEADER = "subject_id,hadm_id,stay_id,caregiver_id,charttime,storetime,itemid,value,valuenum,valueuom,warning\n"
@@ -38,7 +41,7 @@ def binned(tmp_path_factory):
     path.write_text(HEADER + "".join(f"1,2,3,1,{t},,{i},{v},{n},,0\n" for t, i, v, n in CHART_ROWS))
     variables = load_variables()
     stays = pd.DataFrame({"stay_id": [3], "intime": [INTIME]})
-    values, _ = extract_ehr_values(connect("256MB", 1), path, stays, variables)
+    values, _ = extract_ehr_values(connect("256MB", 1), path, stays, variables, DEFAULTS.window_hours)
     return derive_totals(values, variables)[0], variables.names
 
 
@@ -71,7 +74,7 @@ def test_chest_film_before_intime_is_never_paired():
         (8, "at_intime", 2, "AP", 21500101, 100000.0),  # stay 2: exactly at intime (inside)
         (8, "minute_before", 3, "AP", 21500101, 95900.0),
     ])
-    pairs = pair_latest_ap(stays, m)
+    pairs = pair_latest_ap(stays, m, DEFAULTS.cxr_window_hours)
     assert pairs["stay_id"].tolist() == [2] and pairs["dicom_id"].tolist() == ["at_intime"]
 
 
@@ -97,7 +100,8 @@ def test_age_is_anchor_age_shifted_by_the_years_since_anchor_year():
 def test_a_patient_aged_exactly_18_at_admission_is_an_adult():
     # anchor_age 16 in 2150, admitted in 2152 -> 18: kept; anchor_age 17 in 2152 -> 17: excluded
     stays = pd.concat([cohort_from([(1, "F", 16, 2150, None)], 2152), cohort_from([(2, "M", 17, 2152, None)], 2152)])
-    kept, steps = select_cohort(stays.reset_index(drop=True), "phenotype")
+    kept, steps = select_cohort(stays.reset_index(drop=True), "phenotype", DEFAULTS.min_age,
+                                DEFAULTS.min_stay_hours)
     assert kept["subject_id"].tolist() == [1]
     adults = next(step for step in steps if step["step"] == "adults")
     assert adults == {"step": "adults", "reason": "age at admission < 18", "excluded": 1, "remaining": 1}
@@ -169,7 +173,7 @@ def test_in_hospital_death_is_a_deathtime_or_a_dod_date_within_the_admission():
 def test_mortality_cohort_keeps_a_stay_of_exactly_48_hours_and_counts_every_exclusion():
     stays = cohort_from([(1, "F", 60, 2150, None), (2, "M", 60, 2150, None), (3, "F", 60, 2150, "bad date")], 2150)
     stays["outtime"] = stays["intime"] + pd.to_timedelta([48, 47.99, 72], unit="h")
-    kept, steps = select_cohort(stays, "mortality")
+    kept, steps = select_cohort(stays, "mortality", DEFAULTS.min_age, DEFAULTS.min_stay_hours)
     assert kept["subject_id"].tolist() == [1, 3] and list(kept.index) == [0, 1] and "index" not in kept
     assert kept["sex"].tolist() == ["F", "F"] and kept["dod"].isna().all()  # an unparsable date is NaT
     assert steps == [

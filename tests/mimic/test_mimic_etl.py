@@ -52,11 +52,13 @@ def build(raw, task, out, settings=SETTINGS):
 
 def test_binned_ehr_matches_hand_computation():
     tables = locate_tables(GOLDEN / "input" / "mimic-iv")
-    stays, _ = select_cohort(join_stays(*read_small_tables(tables)[:3]), "phenotype")
+    stays, _ = select_cohort(join_stays(*read_small_tables(tables)[:3]), "phenotype", SETTINGS.min_age,
+                             SETTINGS.min_stay_hours)
     variables = load_variables()
     ids = EXPECTED["raw_ehr"]["stay_ids"]
     stays = stays.set_index("stay_id").loc[ids].reset_index()
-    values, counts = extract_ehr_values(connect("256MB", 1), tables["icu/chartevents"], stays, variables)
+    values, counts = extract_ehr_values(connect("256MB", 1), tables["icu/chartevents"], stays, variables,
+                                        SETTINGS.window_hours)
     raw = derive_totals(values, variables)
     expected = np.full_like(raw, np.nan)
     for stay, hour, name, value in EXPECTED["raw_ehr"]["observed"]:
@@ -135,7 +137,8 @@ def test_split_has_no_subject_in_two_parts_and_stats_come_from_train_only(tmp_pa
     variables = load_variables()
     intime = pd.read_csv(tables["icu/icustays"], usecols=["stay_id", "intime"], parse_dates=["intime"])
     stays = samples[["stay_id"]].merge(intime, on="stay_id")
-    values, _ = extract_ehr_values(connect("512MB", 1), tables["icu/chartevents"], stays, variables)
+    values, _ = extract_ehr_values(connect("512MB", 1), tables["icu/chartevents"], stays, variables,
+                                   SETTINGS.window_hours)
     values = derive_totals(values, variables)
     stats = json.loads((out / "ehr_stats.json").read_text())
     train = values[samples["split"].to_numpy() == "train", :, 0]
@@ -233,7 +236,7 @@ def test_temperature_is_the_last_reading_of_the_hour_whatever_its_unit(raw, rows
     chartevents = _append_chart_rows(raw, [(30000201, *r) for r in rows])
     variables = load_variables()
     stays = pd.DataFrame({"stay_id": [30000201], "intime": pd.to_datetime(["2150-01-01 08:00:00"])})
-    values, _ = extract_ehr_values(connect("256MB", 1), chartevents, stays, variables)
+    values, _ = extract_ehr_values(connect("256MB", 1), chartevents, stays, variables, SETTINGS.window_hours)
     assert values[0, 2, variables.names.index("temperature")] == pytest.approx(expected, abs=1e-4)
 
 
@@ -243,7 +246,8 @@ def test_intubated_verbal_response_scores_one_and_counts_in_the_total():
     variables = load_variables()
     tables = locate_tables(GOLDEN / "input" / "mimic-iv")
     stays = pd.DataFrame({"stay_id": [30000101], "intime": pd.to_datetime(["2150-01-01 10:00:00"])})
-    values, _ = extract_ehr_values(connect("256MB", 1), tables["icu/chartevents"], stays, variables)
+    values, _ = extract_ehr_values(connect("256MB", 1), tables["icu/chartevents"], stays, variables,
+                                   SETTINGS.window_hours)
     hour2 = dict(zip(variables.names, derive_totals(values, variables)[0, 2], strict=True))
     assert (hour2["gcs_eye"], hour2["gcs_verbal"], hour2["gcs_motor"], hour2["gcs_total"]) == (4, 1, 6, 11)
 
