@@ -13,6 +13,13 @@ from tests.distributed.harness import Case, run_case, run_distributed
 CASES = [
     Case("late_fusion"),
     Case("late_fusion", task_type="multilabel", name="late_fusion-multilabel"),
+    # dist-methods-b: coefficients from the global batch's scores, GE noise drawn once
+    Case("ogm_ge", {"alpha": 0.8}, same_on_every_rank=("coeff_ehr", "coeff_cxr")),
+    Case("ogm_ge", {"alpha": 0.8, "ge": False, "lambda_m": 1.0}, task_type="multilabel",
+         same_on_every_rank=("coeff_ehr", "coeff_cxr"), name="ogm-multilabel"),
+    Case("agm", same_on_every_rank=("coeff_ehr", "coeff_cxr", "target_ratio_ehr")),
+    Case("agm", {"alpha": 2.0}, task_type="binary", same_on_every_rank=("coeff_ehr", "coeff_cxr"),
+         name="agm-binary"),
 ]
 
 TOLERANCE = 1e-9
@@ -30,7 +37,12 @@ def test_two_processes_with_half_batches_end_with_the_parameters_of_one_process_
     for rank, results in enumerate(two_ranks):
         diff = (results[case.id]["params"] - single["params"]).abs().max().item()
         assert diff < TOLERANCE, f"rank {rank}: max |param difference| {diff:.3g}"
-        assert results[case.id]["decisions"] == single["decisions"], f"rank {rank} decided otherwise"
+        decided = results[case.id]["decisions"]
+        assert decided == two_ranks[0][case.id]["decisions"], f"rank {rank} decided otherwise than rank 0"
+        assert [d.keys() for d in decided] == [d.keys() for d in single["decisions"]]
+        worst = max((abs(d[k] - s[k]) for d, s in zip(decided, single["decisions"], strict=True)
+                     for k in d), default=0.0)
+        assert worst <= TOLERANCE, f"rank {rank} decided otherwise than one process (by {worst:.3g})"
 
 
 def test_the_parameters_move_so_the_comparison_is_not_vacuous():
