@@ -20,6 +20,17 @@ CASES = [
     Case("agm", same_on_every_rank=("coeff_ehr", "coeff_cxr", "target_ratio_ehr")),
     Case("agm", {"alpha": 2.0}, task_type="binary", same_on_every_rank=("coeff_ehr", "coeff_cxr"),
          name="agm-binary"),
+    Case("pmr", {"prototype_fraction": 0.5, "per_epochs": 1}, whole_split=True,
+         same_on_every_rank=("dominant", "coef_ehr", "coef_cxr")),
+    Case("pmr", {"prototype_fraction": 1.0, "alpha": 2.0}, task_type="binary", whole_split=True,
+         same_on_every_rank=("dominant", "coef_ehr", "coef_cxr"), name="pmr-binary"),
+    Case("inforeg", {"alpha": 0.9, "history": 1, "threshold": 0.2}, epochs=3,
+         same_on_every_rank=("beta_ehr", "beta_cxr", "fisher_ehr", "fisher_cxr", "in_window_ehr", "in_window_cxr")),
+    Case("inforeg", {"alpha": 0.5, "score_reduction": "sum"}, task_type="multilabel",
+         same_on_every_rank=("beta_ehr", "beta_cxr", "fisher_ehr"), name="inforeg-multilabel"),
+    Case("mmpareto", {"lambda_m": 2.0}, same_on_every_rank=("weight_mm_ehr", "weight_mm_cxr", "conflict_cxr")),
+    Case("mmpareto", {"scale": 1.5}, task_type="multilabel",
+         same_on_every_rank=("weight_mm_ehr", "weight_mm_cxr", "conflict_ehr"), name="mmpareto-multilabel"),
 ]
 
 TOLERANCE = 1e-9
