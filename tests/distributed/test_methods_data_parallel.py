@@ -20,6 +20,10 @@ CASES = [
     Case("agm", same_on_every_rank=("coeff_ehr", "coeff_cxr", "target_ratio_ehr")),
     Case("agm", {"alpha": 2.0}, task_type="binary", same_on_every_rank=("coeff_ehr", "coeff_cxr"),
          name="agm-binary"),
+    # held-out rows leave the shards unequal; estimation batches of 5 leave a rank idle at each epoch's end
+    # (holdout_seed 3: every head gets a weight strictly between 0 and 1 at both estimates)
+    Case("gblend", {"super_epoch": 1, "holdout_fraction": 0.25, "estimate_batch_size": 5, "holdout_seed": 3},
+         task_type="binary", whole_split=True, same_on_every_rank=("weight_fused", "weight_ehr", "weight_cxr")),
     Case("pmr", {"prototype_fraction": 0.5, "per_epochs": 1}, whole_split=True,
          same_on_every_rank=("dominant", "coef_ehr", "coef_cxr")),
     Case("pmr", {"prototype_fraction": 1.0, "alpha": 2.0}, task_type="binary", whole_split=True,
@@ -31,6 +35,10 @@ CASES = [
     Case("mmpareto", {"lambda_m": 2.0}, same_on_every_rank=("weight_mm_ehr", "weight_mm_cxr", "conflict_cxr")),
     Case("mmpareto", {"scale": 1.5}, task_type="multilabel",
          same_on_every_rank=("weight_mm_ehr", "weight_mm_cxr", "conflict_ehr"), name="mmpareto-multilabel"),
+    Case("aug", {"hidden": 3, "max_classifiers": 2}, epochs=3,
+         same_on_every_rank=("classifiers_ehr", "classifiers_cxr", "boosted")),
+    Case("aug", {"hidden": 3, "max_classifiers": 2, "tolerance": 0.001}, task_type="multilabel", epochs=3,
+         same_on_every_rank=("classifiers_ehr", "classifiers_cxr", "boosted"), name="aug-multilabel"),
 ]
 
 TOLERANCE = 1e-9
