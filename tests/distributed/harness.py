@@ -33,8 +33,9 @@ class Case:
         method: `METHODS` key.
         options: the method's keyword options.
         task_type: "multilabel", "binary" or "multiclass".
-        same_on_every_rank: step-metric keys that are decisions (e.g. MASAM's "dominant"):
-            every rank must report the single process's value at every step.
+        same_on_every_rank: step- or epoch-hook-metric keys that are decisions (e.g. MASAM's
+            "dominant", a coefficient, a number of classifiers): every rank must report rank 0's
+            value exactly and the single process's within the tolerance, at every step and hook.
         epochs: epochs of `steps_per_epoch` steps (epoch hooks run around each).
         whole_split: the epoch hooks get the whole training split, as the trainer gives every
             rank its `SplitTensors` (`len`, `.y`, `.present`, `.groups`, `.batch(index)` over
