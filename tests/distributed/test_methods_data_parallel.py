@@ -13,7 +13,8 @@ from tests.distributed.harness import Case, run_case, run_distributed
 CASES = [
     Case("late_fusion"),
     Case("late_fusion", task_type="multilabel", name="late_fusion-multilabel"),
-    # balancing baselines: coefficients, weights and prototypes from the global batch's statistics
+]
+CASES += [  # balancing baselines: coefficients, weights and prototypes from the global batch's statistics
     Case("ogm_ge", {"alpha": 0.8}, same_on_every_rank=("coeff_ehr", "coeff_cxr")),
     Case("ogm_ge", {"alpha": 0.8, "ge": False, "lambda_m": 1.0}, task_type="multilabel",
          same_on_every_rank=("coeff_ehr", "coeff_cxr"), name="ogm-multilabel"),
