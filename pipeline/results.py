@@ -21,7 +21,6 @@ import pandas as pd
 
 from etl.atomic import read_json
 from etl.errors import InputError
-from evaluation.report_data import Predictions
 
 from .data import Cohort
 
@@ -68,11 +67,11 @@ def labels_and_scores(frame: pd.DataFrame, cohort: Cohort) -> tuple[np.ndarray, 
     return frame[[f"label__{n}" for n in names]].to_numpy(int), scores
 
 
-def read_predictions(folder: Path, cohort: Cohort, split: str = "test") -> Predictions:
-    """An evaluated run's predictions on `split` as arrays: labels, probabilities, patient ids."""
+def read_predictions(folder: Path, cohort: Cohort, split: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An evaluated run's predictions on `split`: `[N, K]` labels, `[N, K]` probabilities, `[N]` patient ids."""
     frame = pd.read_parquet(predictions_file(folder, split))
     y, p = labels_and_scores(frame, cohort)
-    return Predictions(y, p, frame["patient_id"].to_numpy())
+    return y, p, frame["patient_id"].to_numpy()
 
 
 def load_evaluations(evals_dirs: list[Path]) -> list[dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from etl.atomic import write_json, write_text
 from evaluation.champion import champion_of
 from evaluation.report import render_report
-from evaluation.report_data import ReportSettings, build_report_data, report_metrics, runs_table
+from evaluation.report_data import Predictions, ReportSettings, build_report_data, report_metrics, runs_table
 from pipeline.data import load_cohort
 from pipeline.manifest import shareable_sources
 from pipeline.results import (
@@ -51,7 +51,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
     manifest = cohort.manifest
     title = TITLES.get((manifest.get("dataset"), manifest.get("task")), cohort.name)
     data = build_report_data(
-        results, [read_predictions(r["_dir"], cohort) for r in results], cohort, title, settings,
+        results, [Predictions(*read_predictions(r["_dir"], cohort)) for r in results], cohort, title, settings,
         sources=shareable_sources(manifest.get("sources", {})),
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         analysis=read_analysis(analysis) if analysis else None, registry_record=read_registry_record(out),
