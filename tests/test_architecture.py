@@ -90,10 +90,23 @@ def test_no_stage_imports_another_stage(path):
                         "pipeline/results.py (files) or evaluation/ (computation)")
 
 
+def _command_line_code(path: Path) -> list[str]:
+    """What in `path` is command-line code: argparse, parser calls, functions taking parsed `args`."""
+    found = ["imports argparse"] if _imports_module(path, "argparse") else []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+                "add_argument", "add_parser", "add_subparsers", "add_mutually_exclusive_group", "parse_args"):
+            found.append(f"line {node.lineno}: .{node.func.attr}()")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and any(
+                a.arg in ("args", "parser") for a in node.args.args + node.args.kwonlyargs):
+            found.append(f"line {node.lineno}: {node.name}() takes parsed arguments or a parser")
+    return found
+
+
 @pytest.mark.parametrize("path", _modules(STAGES), ids=lambda p: p.stem)
-def test_no_stage_imports_argparse(path):
-    assert not _imports_module(path, "argparse"), f"pipeline/stages/{path.name}: command-line parsing belongs in " \
-                                                  "pipeline/commands/"
+def test_no_stage_holds_command_line_code(path):
+    found = _command_line_code(path)
+    assert not found, f"pipeline/stages/{path.name}: {found}; command-line parsing belongs in pipeline/commands/"
 
 
 def test_every_command_is_mapped_to_its_stages():
