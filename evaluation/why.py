@@ -25,7 +25,7 @@ CAPTIONS = {
               "test). Dashed line: the same probe on the encoder trained alone (unimodal baseline), when that run "
               "exists. Above the line = fusion training left the encoder better than training it alone.",
     "label_noise": "Test metric against the fraction of training labels flipped (mean ± std over seeds).",
-    "sensitivity": "MASAM's test metric against alpha, beta and rho (others at their configured values; mean ± std "
+    "sensitivity": "{method}'s test metric against alpha, beta and rho (others at their configured values; mean ± std "
                    "over seeds).",
     "efficiency": "Training step time, inference time per sample and peak memory per method on the same model "
                   "and batch.",
@@ -50,6 +50,9 @@ def why_section(analysis: dict, figures: dict[str, bytes], seed: int | None = No
     flat = [{"method": r["method"], **row} for r in analysis["runs"].values() if r["seed"] == seed
             for row in r["flatness"]]
     eff = analysis.get("efficiency") or {}
-    return {"settings": analysis["settings"], "flatness": flat, "skipped": analysis["skipped"], "captions": CAPTIONS,
+    # the sensitivity runs are those of analyze.sensitivity_method (MASAM by default)
+    method = analysis["settings"]["sensitivity_method"].upper()
+    captions = {name: text.replace("{method}", method) for name, text in CAPTIONS.items()}
+    return {"settings": analysis["settings"], "flatness": flat, "skipped": analysis["skipped"], "captions": captions,
             "figures": {n: base64.b64encode(png).decode() for n, png in figures.items()},
             "efficiency": eff.get("methods"), "efficiency_device": f"{eff.get('device')}, batch {eff.get('batch')}"}
