@@ -135,3 +135,17 @@ def test_dvc_train_stage_names_run_folders_as_the_code_does():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
     name = run_name("${item.method}", "${item.seed}")
     assert f"/{name}" in stage["cmd"] and any(out.endswith(f"/{name}") for out in stage["outs"])
+
+
+# package -> packages of the project it must never import (imports run pipeline -> etl, models, evaluation)
+FORBIDDEN = {"evaluation": {"pipeline"}, "models": {"pipeline"}, "etl": {"pipeline", "models", "evaluation"}}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_imports_run_one_way_from_pipeline_to_etl_models_and_evaluation(package):
+    wrong = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for banned in FORBIDDEN[package]:
+            if _imports_module(path, banned):
+                wrong.append(f"{path.relative_to(ROOT)} imports {banned}")
+    assert not wrong, wrong
