@@ -1,23 +1,28 @@
 """Register a cohort's champion run (best validation metric) in the MLflow model registry.
 
-The name is `<dataset>-<task>`; the version gets a model card (metadata.json) and the
-alias `champion` moves to it only if it beats the current champion on validation.
+The name is `<dataset>-<task>`; the version gets a model card (metadata.json, and as its
+Markdown description) and the alias `champion` moves to it only if it beats the current
+champion on validation. The cohort's report (report.html, its figures as PNG files) is
+logged to the champion run, so the run shows how the model was evaluated.
 """
 
 from __future__ import annotations
 
+import base64
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from etl.atomic import read_json, write_json
+from etl.errors import InputError
 from models.export import ExportableFusion
 from pipeline.champion import champion_of
 from pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
 from pipeline.inference import load_trained_model
 from pipeline.manifest import shareable_sources
 from pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
-from pipeline.stages.report import load_evaluations
+from pipeline.stages.report import load_evaluations, slug
 
 INPUT_DESCRIPTIONS = {
     "ehr": "hourly EHR, first 48 h of the ICU stay: 12 variables z-scored with training statistics "
@@ -87,6 +92,8 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
                         "schema_version": m.get("schema_version"), "sources": shareable_sources(m.get("sources")),
                         "counts": m.get("counts"), "exclusions": m.get("exclusions")},
         "evaluation": {"split": "test", "n": evaluation["n_test"], "headline": {headline: evaluation["test"][headline]},
+                       "test_metrics": {k: v for k, v in evaluation["test"].items()
+                                        if isinstance(v, float) and k.startswith(("macro", "micro", "accuracy"))},
                        "macro_auprc_ci": evaluation["ci"]["macro_auprc_ci"],
                        "macro_auroc_ci": evaluation["ci"]["macro_auroc_ci"],
                        "per_label": evaluation["test"].get("per_label") or evaluation["test"].get("per_class"),
@@ -95,10 +102,53 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
     }
 
 
-def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Path, settings, name: str | None = None
-                      ) -> str:
+def log_report(report_dir: Path) -> int:
+    """Log a cohort's report to the active run under `report/`: report.html, its metrics and tables, the
+    DVC plot data, and each embedded figure as a PNG file (`report/figures/`); returns the figure count."""
     import mlflow
 
+    report_dir = Path(report_dir)
+    html = report_dir / "report.html"
+    for path in [html, *(report_dir / f for f in ("metrics.json", "comparison.csv"))]:
+        if path.is_file():
+            mlflow.log_artifact(str(path), artifact_path="report")
+    if (report_dir / "plots").is_dir():
+        mlflow.log_artifacts(str(report_dir / "plots"), artifact_path="report/plots")
+    figures = embedded_figures(html.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (alt, png) in enumerate(figures, 1):
+            (Path(tmp) / f"{i:02d}-{slug(alt) or 'figure'}.png").write_bytes(png)
+        if figures:
+            mlflow.log_artifacts(tmp, artifact_path="report/figures")
+    return len(figures)
+
+
+def embedded_figures(html: str) -> list[tuple[str, bytes]]:
+    """(alt text, PNG bytes) of every `<img src="data:image/png;base64,...">` in a report, in page order."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[str, bytes]] = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            src = a.get("src") or ""
+            if tag == "img" and src.startswith(PNG_URI):
+                found.append((a.get("alt") or "", base64.b64decode(src[len(PNG_URI):])))
+
+    Images().feed(html)
+    return found
+
+
+PNG_URI = "data:image/png;base64,"
+
+
+def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Path, settings, name: str | None = None,
+                      report_dir: Path | None = None) -> str:
+    """Register the cohort's champion run; with `report_dir`, log the report to the champion's run."""
+    import mlflow
+
+    from pipeline.provenance import git_state
     from pipeline.tracking import setup_mlflow
 
     cohort = load_cohort(cohort_dir)
@@ -110,19 +160,30 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     card = model_card(cohort, config, champion, example, names)
     setup_mlflow(f"clinfuse/{cohort.name}")
     run_id = read_json(run_dir / "train_summary.json").get("mlflow_run_id")
+    commit = None
     try:
-        mlflow.MlflowClient().get_run(run_id)
+        commit = mlflow.MlflowClient().get_run(run_id).data.tags.get("mlflow.source.git.commit")
     except Exception:  # the training run was tracked elsewhere: attach the model to a new run
         run_id = None
+    if commit is None:  # the commit the model was trained at is unknown: name the one registering it, if clean
+        git = git_state()
+        commit = git["commit"] if git["commit"] and not git["dirty"] else None
     name = name or card["name"]
     val = champion["validation"]["value"]  # None when no validation label had both classes
     reg = register_model(exportable, example, names, card, name, float(val) if val is not None else float("-inf"),
-                         run_id)
+                         run_id, git_commit=commit)
+    if report_dir is not None and not (Path(report_dir) / "report.html").is_file():
+        raise InputError(f"{Path(report_dir) / 'report.html'}: missing; run `clinfuse report --out {report_dir}` first")
+    figures = None
+    if report_dir is not None:
+        run = mlflow.MlflowClient().get_model_version(reg.name, str(reg.version)).run_id
+        with mlflow.start_run(run_id=run):
+            figures = log_report(Path(report_dir))
     record = {"name": reg.name, "version": reg.version, "champion": reg.champion_moved,
               "val_metric": reg.val_metric, "previous_champion_val_metric": reg.previous_champion_metric,
               "model_uri": reg.model_uri, "run": str(run_dir), "method": champion["method"], "seed": champion["seed"],
               "test": {champion["test"]["headline"]: champion["test"][champion["test"]["headline"]]},
-              "tracking_uri": mlflow.get_tracking_uri()}
+              "tracking_uri": mlflow.get_tracking_uri(), "report_figures_logged": figures}
     write_json(out, [record])
     moved = "now @champion" if reg.champion_moved else f"champion kept (val {reg.previous_champion_metric:.3f})"
     return (f"registered {reg.name} version {reg.version} from {champion['run']} "
