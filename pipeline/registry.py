@@ -244,7 +244,8 @@ def _ensure_registered_model(client, name: str) -> None:
 
 
 # the multi-class mAP (mean one-vs-rest average precision) is the macro AUPRC: one name, as in the report
-METRIC_NAMES = {"macro_auprc": "macro AUPRC", "macro_map": "macro AUPRC", "macro_auroc": "macro AUROC"}
+METRIC_NAMES = {"macro_auprc": "macro AUPRC", "macro_map": "macro AUPRC", "macro_auroc": "macro AUROC",
+                "micro_auprc": "micro AUPRC", "micro_auroc": "micro AUROC"}
 
 
 def _card_summary(card: dict[str, Any]) -> str:
@@ -308,7 +309,7 @@ def card_markdown(card: dict[str, Any], name: str, git_commit: str | None = None
     if labels:
         lines += ["### Labels", "One probability column per label: " + ", ".join(f"`{x}`" for x in labels) + ".", ""]
     counts = source.get("counts")
-    lines += ["### Data", f"- cohort: `{source.get('cohort', '')}` (created {source.get('created', 'n/a')})",
+    lines += ["### Data", f"- cohort: `{source.get('cohort', '')}` (created {source.get('created') or 'n/a'})",
               f"- synthetic: **{provenance(synthetic)}**"
               + (f" ({', '.join(source.get('synthetic_sources') or [])})" if source.get("synthetic_sources") else ""),
               f"- sources: {', '.join(sorted(source.get('sources') or {})) or 'n/a'}"]
@@ -328,7 +329,9 @@ def card_markdown(card: dict[str, Any], name: str, git_commit: str | None = None
             ci_text = f"{_fmt(ci[0])} to {_fmt(ci[1])}" if ci and ci[0] is not None else "n/a"
             lines.append(f"| {METRIC_NAMES.get(key, key.replace('_', ' '))} | {_fmt(val)} | {ci_text} |")
         val = ev.get("validation", {})
-        lines += ["", f"Validation {val.get('metric', '')}: {_fmt(val.get('value'))} (best epoch "
+        metric = str(val.get("metric", "")).removeprefix("val_")
+        lines += ["", f"Validation {METRIC_NAMES.get(metric, metric.replace('_', ' '))}: {_fmt(val.get('value'))} "
+                  f"(best epoch "
                   f"{val.get('best_epoch', 'n/a')}; selects the champion).", ""]
     lines += ["### Intended use", card.get("intended_use", INTENDED_USE), ""]
     lines += ["### Training", f"method `{training.get('method', '')}`, seed {training.get('seed', 'n/a')}"

@@ -251,14 +251,13 @@ class _Tracker:
         """Loss and validation metric per epoch as a figure (training_curves.png)."""
         if not self.enabled or not history:
             return
-        import base64
         import tempfile
 
-        from evaluation.plots import training_curves_figure
+        from evaluation.training_curves import training_curves_png
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "training_curves.png"
-            path.write_bytes(base64.b64decode(training_curves_figure(history, title)))
+            path.write_bytes(training_curves_png(history, title))
             self.mlflow.log_artifact(str(path))
 
     def end(self, status: str = "FINISHED") -> None:
