@@ -33,6 +33,7 @@ import torch
 from pipeline.champion import beats_champion
 
 CHAMPION = "champion"
+REGISTRY_EXPERIMENT = "clinfuse/registry"  # runs made only to hold a registered model
 CARD_FILE = "metadata.json"
 
 INTENDED_USE = (
@@ -144,6 +145,7 @@ def register_model(
     val_metric: float,
     run_id: str | None = None,
     git_commit: str | None = None,
+    experiment_id: str | None = None,
 ) -> Registration:
     """Log `exportable` (pt2 program with `pytorch` and `python_function` flavors), register it as
     `name`, describe the version with the card, maybe move `champion`.
@@ -159,6 +161,8 @@ def register_model(
         val_metric: validation metric used to decide the champion (higher is better).
         run_id: MLflow run to attach the model to (the training run), or None for a new run.
         git_commit: the commit the model was trained at (version tag `git_commit`), if known.
+        experiment_id: experiment of the new run when `run_id` is None; default `clinfuse/registry`
+            (never MLflow's Default experiment, whose artifacts would land in `./mlruns`).
     """
     import mlflow
 
@@ -175,7 +179,13 @@ def register_model(
     with tempfile.TemporaryDirectory() as tmp:
         card_path = Path(tmp) / CARD_FILE
         card_path.write_text(json.dumps(card, indent=2, default=str))
-        with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f"register-{name}"):
+        if run_id is None and experiment_id is None:
+            from .tracking import setup_mlflow
+
+            experiment_id = setup_mlflow(REGISTRY_EXPERIMENT, "Runs that only hold a registered model: versions "
+                                         "registered without a tracked training run in this store.")
+        with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
+                                                                              run_name=f"register-{name}"):
             info = mlflow.models.Model.log(
                 None,  # artifact_path (deprecated in MLflow 3 for `name`)
                 name="model",

@@ -158,7 +158,7 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     exportable = ExportableFusion(model, cohort.task_type, config["prediction_head"])
     names, example = example_inputs(cohort, settings.example_rows)
     card = model_card(cohort, config, champion, example, names)
-    setup_mlflow(f"clinfuse/{cohort.name}")
+    experiment_id = setup_mlflow(f"clinfuse/{cohort.name}")
     run_id = read_json(run_dir / "train_summary.json").get("mlflow_run_id")
     commit = None
     try:
@@ -171,7 +171,7 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     name = name or card["name"]
     val = champion["validation"]["value"]  # None when no validation label had both classes
     reg = register_model(exportable, example, names, card, name, float(val) if val is not None else float("-inf"),
-                         run_id, git_commit=commit)
+                         run_id, git_commit=commit, experiment_id=experiment_id)
     if report_dir is not None and not (Path(report_dir) / "report.html").is_file():
         raise InputError(f"{Path(report_dir) / 'report.html'}: missing; run `clinfuse report --out {report_dir}` first")
     figures = None

@@ -177,3 +177,29 @@ def test_predict_leaves_the_tracking_store_unchanged(champion, tmp_path):
     assert main(["predict", "--model", f"models:/{record['name']}@champion", "--cohort", str(cohort),
                  "--out", str(tmp_path / "pred.parquet"), "--split", "val"]) == 0
     assert snapshot() == before
+
+
+def test_a_model_registered_without_a_training_run_keeps_its_artifacts_with_the_store(champion, tmp_path,
+                                                                                       monkeypatch):
+    import torch
+
+    from pipeline.registry import REGISTRY_EXPERIMENT, register_model
+
+    root, _, _, client, _ = champion
+    monkeypatch.chdir(tmp_path)  # MLflow's Default experiment would write to ./mlruns here
+
+    class Half(torch.nn.Module):
+        def forward(self, x, has_x):
+            return torch.sigmoid(x.sum(-1, keepdim=True)) * has_x[:, None]
+
+    example = (np.array([[0.5, 0.5], [1.0, -3.0]], np.float32), np.array([1.0, 1.0], np.float32))
+    reg = register_model(Half(), example, ["x", "has_x"], {"training": {"method": "half"}}, "toy-lone", 0.5)
+    run = client.get_run(client.get_model_version("toy-lone", str(reg.version)).run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == REGISTRY_EXPERIMENT
+    assert experiment.artifact_location.startswith((root / "mlartifacts").as_uri())
+    assert not (tmp_path / "mlruns").exists()
+    import mlflow
+
+    served = mlflow.pyfunc.load_model(reg.model_uri).predict({"x": example[0], "has_x": example[1]})
+    np.testing.assert_allclose(served["output_0"].to_numpy(), 1 / (1 + np.exp([-1.0, 2.0])), rtol=1e-6)
