@@ -301,7 +301,7 @@ def card_markdown(card: dict[str, Any], name: str, git_commit: str | None = None
     labels = [str(v) for v in (outputs.get("channel_def") or {}).values()]
     source = card.get("data_source", {})
     synthetic = card.get("synthetic")
-    lines = [f"**{_card_summary(card)}**", ""]
+    lines = [_card_summary(card), ""]  # first: a synthetic-data version says so before anything else
     if synthetic:
         lines += ["> **Synthetic data.** Trained and evaluated on clinfuse's generated exports, not on patients; "
                   "the metrics below say nothing about clinical performance.", ""]
