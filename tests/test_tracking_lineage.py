@@ -113,3 +113,24 @@ def test_training_curves_figure_is_a_png_even_with_undefined_epochs(history):
     from evaluation.training_curves import training_curves_png
 
     assert training_curves_png(history).startswith(b"\x89PNG")
+
+
+def test_the_registered_input_example_holds_sample_values_only_for_a_synthetic_cohort(tmp_path):
+    import json
+
+    from pipeline.data import load_cohort, split_tensors
+    from pipeline.stages.register import example_inputs
+
+    path = write_cohort(tmp_path / "mimic-phenotype", "mimic", n=40)
+    names, arrays = example_inputs(load_cohort(path), 4)
+    assert names == ["ehr", "cxr", "has_ehr", "has_cxr"]
+    assert arrays[0].shape == (4, 48, 24) and arrays[1].shape == (4, 1, 16, 16)
+    assert not arrays[0].any() and not arrays[1].any()
+    assert arrays[2].tolist() == [1, 1, 1, 1] and arrays[3].tolist() == [1, 0, 1, 0]
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "synthetic": True}))
+    cohort = load_cohort(path)
+    _, arrays = example_inputs(cohort, 2)
+    val = split_tensors(cohort, "val").batch(np.arange(2))
+    np.testing.assert_array_equal(arrays[0], val["inputs"]["ehr"].numpy())
+    np.testing.assert_array_equal(arrays[3], val["present"]["cxr"].numpy().astype(np.float32))

@@ -36,13 +36,32 @@ INPUT_DESCRIPTIONS = {
 
 
 def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]]:
-    """A real input example: the first `rows` validation samples, in ExportableFusion's argument order."""
-    t = split_tensors(cohort, "val" if (cohort.samples["split"] == "val").sum() >= rows else "train")
-    batch = t.batch(np.arange(min(rows, len(t))))
+    """The registered model's input example, in ExportableFusion's argument order.
+
+    It is stored with the model (MLflow's input example) and shared with whoever can read the
+    registry, so it never holds patient data: a synthetic cohort gives its first `rows`
+    validation samples; any other cohort gives neutral values of the right shapes (zeros: the
+    training mean of every z-scored feature with no observation, black images), every sample
+    with its first modality and every other sample with the others (presence flags 1/0/1/...).
+    """
     names = list(cohort.modalities) + [f"has_{m}" for m in cohort.modalities]
-    arrays = [batch["inputs"][m].numpy().astype(np.float32) for m in cohort.modalities]
-    arrays += [batch["present"][m].numpy().astype(np.float32) for m in cohort.modalities]
+    if cohort.manifest.get("synthetic") is True:
+        t = split_tensors(cohort, "val" if (cohort.samples["split"] == "val").sum() >= rows else "train")
+        batch = t.batch(np.arange(min(rows, len(t))))
+        arrays = [batch["inputs"][m].numpy().astype(np.float32) for m in cohort.modalities]
+        arrays += [batch["present"][m].numpy().astype(np.float32) for m in cohort.modalities]
+        return names, tuple(arrays)
+    arrays = [np.zeros((rows, *cohort.input_shape(m)), np.float32) for m in cohort.modalities]
+    every_other = (np.arange(rows) % 2 == 0).astype(np.float32)
+    arrays += [np.ones(rows, np.float32) if k == 0 else every_other.copy() for k in range(len(cohort.modalities))]
     return names, tuple(arrays)
+
+
+def example_source(cohort) -> str:
+    """What the input example is (for the model card)."""
+    if cohort.manifest.get("synthetic") is True:
+        return "the first validation samples of the synthetic cohort"
+    return "neutral values, not patient data: zeros (training means, no observations, black images)"
 
 
 def registered_name(manifest: dict) -> str:
@@ -85,6 +104,7 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
                                           "activation": "softmax" if cohort.task_type == "multiclass" else "sigmoid",
                                           "channel_def": dict(enumerate(cohort.label_names))}},
             "argument_order": names,
+            "input_example": example_source(cohort),
         },
         "intended_use": (SYNTHETIC_USE + " " if m.get("synthetic") else "") + INTENDED_USE,
         "data_source": {"cohort": cohort.path.name, "synthetic": m.get("synthetic"),

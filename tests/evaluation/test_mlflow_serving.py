@@ -36,13 +36,31 @@ def champion(pipeline_run):
     return root, cohort, record, client, version
 
 
-def clinfuse_probabilities(root: Path, cohort: Path, record: dict, split: str, n: int) -> np.ndarray:
-    """The eager model's probabilities for the first n rows of a split (what `clinfuse evaluate` computes)."""
-    from pipeline.data import load_cohort
+def clinfuse_probabilities(root: Path, cohort: Path, record: dict, split: str) -> tuple[dict, np.ndarray]:
+    """A split's inputs by name and the eager model's probabilities for them (what `clinfuse evaluate` computes)."""
+    from pipeline.data import load_cohort, split_tensors
     from pipeline.inference import predict_split
 
-    _, probs = predict_split(root / "runs" / f"{record['method']}-s1", load_cohort(cohort), split)
-    return probs[:n]
+    c = load_cohort(cohort)
+    batch = split_tensors(c, split).batch(np.arange(len(c.rows(split))))
+    inputs = {m: batch["inputs"][m].numpy() for m in c.modalities}
+    inputs.update({f"has_{m}": batch["present"][m].numpy().astype(np.float32) for m in c.modalities})
+    _, probs = predict_split(root / "runs" / f"{record['method']}-s1", c, split)
+    return inputs, probs
+
+
+def eager_probabilities(root: Path, record: dict, named: dict) -> np.ndarray:
+    """The trained (not exported) model's probabilities for named input arrays."""
+    import torch
+
+    from pipeline.inference import load_trained_model, probabilities, select_logits
+
+    model, config = load_trained_model(root / "runs" / f"{record['method']}-s1")
+    inputs = {m: torch.from_numpy(np.asarray(named[m], np.float32)) for m in config["modalities"]}
+    present = {m: torch.from_numpy(np.asarray(named[f"has_{m}"])) > 0.5 for m in config["modalities"]}
+    with torch.no_grad():
+        return probabilities(select_logits(model(inputs, present), config["prediction_head"]),
+                             config["task_type"]).numpy()
 
 
 def test_mlflow_models_predict_serves_the_champion_offline_on_its_saved_example(champion, tmp_path):
@@ -63,10 +81,9 @@ def test_mlflow_models_predict_serves_the_champion_offline_on_its_saved_example(
         env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     served = pd.DataFrame(json.loads(out.read_text())["predictions"])
-    assert list(served.columns) == LABELS
-    n = len(served)
-    assert n == 4  # registry.example_rows: the first validation samples
-    np.testing.assert_allclose(served.to_numpy(), clinfuse_probabilities(root, cohort, record, "val", n), atol=1e-5)
+    assert list(served.columns) == LABELS and len(served) == 4  # registry.example_rows
+    named = {k: np.asarray(v, np.float32) for k, v in json.loads(example.read_text())["inputs"].items()}
+    np.testing.assert_allclose(served.to_numpy(), eager_probabilities(root, record, named), atol=1e-5)
 
 
 def test_pyfunc_takes_named_inputs_as_a_dict_or_a_dataframe_and_returns_one_column_per_label(champion):
@@ -77,17 +94,21 @@ def test_pyfunc_takes_named_inputs_as_a_dict_or_a_dataframe_and_returns_one_colu
     assert model.metadata.get_input_schema().input_names() == INPUTS
     example = model.input_example
     assert set(example) == set(INPUTS) and example["ehr"].shape[1:] == (48, 24)
-    expected = clinfuse_probabilities(root, cohort, record, "val", len(example["ehr"]))
-    from_dict = model.predict(example)
+    # the cohort is not marked synthetic: the stored example holds no patient values
+    assert not example["ehr"].any() and not example["cxr"].any()
+    np.testing.assert_allclose(model.predict(example).to_numpy(), eager_probabilities(root, record, example),
+                               atol=1e-5)
+    inputs, expected = clinfuse_probabilities(root, cohort, record, "val")
+    from_dict = model.predict(inputs)
     assert list(from_dict.columns) == LABELS
     np.testing.assert_allclose(from_dict.to_numpy(), expected, atol=1e-5)
-    rows = len(example["ehr"])
-    cells = pd.DataFrame({k: [example[k][i] for i in range(rows)] for k in INPUTS})
+    rows = len(expected)
+    cells = pd.DataFrame({k: [inputs[k][i] for i in range(rows)] for k in INPUTS})
     np.testing.assert_allclose(model.predict(cells).to_numpy(), expected, atol=1e-5)
-    flat = pd.DataFrame({k: [np.ravel(example[k][i]).tolist() if example[k].ndim > 1 else float(example[k][i])
+    flat = pd.DataFrame({k: [np.ravel(inputs[k][i]).tolist() if inputs[k].ndim > 1 else float(inputs[k][i])
                              for i in range(rows)] for k in INPUTS})
     np.testing.assert_allclose(model.predict(flat).to_numpy(), expected, atol=1e-5)
-    one = {k: v[:1] for k, v in example.items()}  # the exported batch axis is dynamic: one sample works
+    one = {k: v[:1] for k, v in inputs.items()}  # the exported batch axis is dynamic: one sample works
     np.testing.assert_allclose(model.predict(one).to_numpy(), expected[:1], atol=1e-5)
 
 
@@ -116,10 +137,10 @@ def test_the_version_keeps_the_torch_native_program_beside_the_pyfunc(champion):
     assert {"pytorch", "python_function"} <= set(info.flavors)
     assert info.flavors["python_function"]["loader_module"] == "pipeline.serving"
     program = mlflow.pytorch.load_model(uri)
-    example = mlflow.pyfunc.load_model(uri).input_example
+    inputs, expected = clinfuse_probabilities(root, cohort, record, "test")
     with torch.no_grad():
-        probs = program(*[torch.from_numpy(example[k]) for k in INPUTS]).numpy()
-    np.testing.assert_allclose(probs, clinfuse_probabilities(root, cohort, record, "val", len(probs)), atol=1e-5)
+        probs = program(*[torch.from_numpy(inputs[k]) for k in INPUTS]).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
 def test_version_description_is_the_model_card_in_markdown_and_key_facts_are_tags(champion):
