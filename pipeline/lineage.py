@@ -89,7 +89,8 @@ def split_datasets(cohort, splits: dict[str, np.ndarray], root: str | Path | Non
     with warnings.catch_warnings():  # MLflow registers its local-artifact source twice and says so
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(str(Path(cohort.path).resolve()))
-    common = {"cohort_sha256": sha, "synthetic": str(cohort.manifest.get("synthetic")).lower(),
+    synthetic = cohort.manifest.get("synthetic")
+    common = {"cohort_sha256": sha, "synthetic": "unknown" if synthetic is None else str(bool(synthetic)).lower(),
               "task": str(cohort.manifest.get("task")), "labels": str(cohort.num_outputs)}
     md5 = dvc_lock_md5(cohort.path, root) if root else None
     if md5:

@@ -94,6 +94,8 @@ def connect() -> str:
     For readers (`clinfuse predict`): no experiment or run is created.
     """
     disable_telemetry()
+    # Progress bars of artifact downloads (carriage returns) would clutter stage logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     uri = resolve_tracking_uri()

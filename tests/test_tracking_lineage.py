@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 
 import numpy as np
@@ -134,3 +135,16 @@ def test_the_registered_input_example_holds_sample_values_only_for_a_synthetic_c
     val = split_tensors(cohort, "val").batch(np.arange(2))
     np.testing.assert_array_equal(arrays[0], val["inputs"]["ehr"].numpy())
     np.testing.assert_array_equal(arrays[3], val["present"]["cxr"].numpy().astype(np.float32))
+
+
+def test_report_figures_are_taken_from_its_embedded_pngs_and_inline_svgs_in_page_order():
+    from pipeline.stages.register import embedded_figures
+
+    png = b"\x89PNG\r\n\x1a\nfake"
+    page = (f'<p>x</p><img alt="Reliability &amp; risk" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            '<img alt="external" src="plot.png">'
+            '<svg xmlns="http://www.w3.org/2000/svg" aria-label="PR curves: CN"><path d="M0 0"/></svg>')
+    assert embedded_figures(page) == [
+        ("Reliability & risk", "png", png),
+        ("PR curves: CN", "svg",
+         b'<svg xmlns="http://www.w3.org/2000/svg" aria-label="PR curves: CN"><path d="M0 0"/></svg>')]

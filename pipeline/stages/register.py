@@ -9,6 +9,8 @@ logged to the champion run, so the run shows how the model was evaluated.
 from __future__ import annotations
 
 import base64
+import html
+import re
 import tempfile
 from pathlib import Path
 
@@ -124,7 +126,8 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
 
 def log_report(report_dir: Path) -> int:
     """Log a cohort's report to the active run under `report/`: report.html, its metrics and tables, the
-    DVC plot data, and each embedded figure as a PNG file (`report/figures/`); returns the figure count."""
+    DVC plot data, and each embedded figure as a file (`report/figures/NN-<name>.png|svg`); returns the
+    number of figures."""
     import mlflow
 
     report_dir = Path(report_dir)
@@ -136,31 +139,32 @@ def log_report(report_dir: Path) -> int:
         mlflow.log_artifacts(str(report_dir / "plots"), artifact_path="report/plots")
     figures = embedded_figures(html.read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (alt, png) in enumerate(figures, 1):
-            (Path(tmp) / f"{i:02d}-{slug(alt) or 'figure'}.png").write_bytes(png)
+        for i, (name, ext, data) in enumerate(figures, 1):
+            (Path(tmp) / f"{i:02d}-{slug(name) or 'figure'}.{ext}").write_bytes(data)
         if figures:
             mlflow.log_artifacts(tmp, artifact_path="report/figures")
     return len(figures)
 
 
-def embedded_figures(html: str) -> list[tuple[str, bytes]]:
-    """(alt text, PNG bytes) of every `<img src="data:image/png;base64,...">` in a report, in page order."""
-    from html.parser import HTMLParser
+_FIGURE = re.compile(r"<img\b[^>]*>|<svg\b[^>]*>.*?</svg>", re.S)
+_PNG_SRC = re.compile(r'src="data:image/png;base64,([^"]+)"')
 
-    found: list[tuple[str, bytes]] = []
 
-    class Images(HTMLParser):
-        def handle_starttag(self, tag, attrs):
-            a = dict(attrs)
-            src = a.get("src") or ""
-            if tag == "img" and src.startswith(PNG_URI):
-                found.append((a.get("alt") or "", base64.b64decode(src[len(PNG_URI):])))
-
-    Images().feed(html)
+def embedded_figures(page: str) -> list[tuple[str, str, bytes]]:
+    """(name, "png" or "svg", file bytes) of every figure a self-contained report embeds, in page order:
+    `<img src="data:image/png;base64,...">` (named by its alt text) and inline `<svg>` (by its aria-label)."""
+    found = []
+    for match in _FIGURE.finditer(page):
+        tag = match.group(0)
+        if tag.startswith("<img"):
+            src = _PNG_SRC.search(tag)
+            if src:
+                alt = re.search(r'alt="([^"]*)"', tag)
+                found.append((html.unescape(alt.group(1)) if alt else "", "png", base64.b64decode(src.group(1))))
+        else:
+            label = re.search(r'aria-label="([^"]*)"', tag)
+            found.append((html.unescape(label.group(1)) if label else "", "svg", tag.encode()))
     return found
-
-
-PNG_URI = "data:image/png;base64,"
 
 
 def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Path, settings, name: str | None = None,
