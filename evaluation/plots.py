@@ -86,33 +86,3 @@ def forest_figure(rows: list[dict], baseline: str, method: str, metric: str = "A
     ax.set(xlabel=f"{metric} difference: {method} - {baseline} (95% CI)", ylim=(-0.7, len(rows) - 0.3))
     ax.set_title(f"{method} - {baseline}, per {unit} (test)")
     return _png(fig)
-
-
-def training_curves_figure(history: list[dict], title: str = "Training curves") -> str:
-    """Per-epoch training losses (left) and validation metrics (right) of one run, best epoch marked.
-
-    history: the trainer's history.json records: {"epoch", "train_<loss>", "val_<metric>", ...};
-    a metric that was not defined in an epoch (None) leaves a gap.
-    """
-    epochs = [r["epoch"] for r in history]
-    losses = sorted({k for r in history for k in r if k.startswith("train_")})
-    metrics = sorted({k for r in history for k in r if k.startswith("val_")})
-    fig, (ax_l, ax_m) = plt.subplots(1, 2, figsize=(9.0, 3.4))
-    for k in losses:
-        ax_l.plot(epochs, [np.nan if r.get(k) is None else r[k] for r in history], marker="o", ms=3, lw=1.3,
-                  label=k.removeprefix("train_"))
-    for k in metrics:
-        ax_m.plot(epochs, [np.nan if r.get(k) is None else r[k] for r in history], marker="o", ms=3, lw=1.3,
-                  label=k.removeprefix("val_"))
-    headline = next((k for k in metrics if k != "val_macro_auroc"), None)
-    values = [r.get(headline) for r in history] if headline else []
-    if any(v is not None for v in values):
-        best = int(np.nanargmax([np.nan if v is None else v for v in values]))
-        ax_m.axvline(epochs[best], c="grey", ls=":", lw=1, label=f"best epoch ({epochs[best]})")
-    ax_l.set(xlabel="epoch", ylabel="mean training loss", title="training")
-    ax_m.set(xlabel="epoch", ylabel="validation metric", title="validation")
-    for ax in (ax_l, ax_m):
-        if ax.lines:
-            ax.legend(loc="best", frameon=False)
-    fig.suptitle(title)
-    return _png(fig)

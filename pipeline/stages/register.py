@@ -2,7 +2,7 @@
 
 The name is `<dataset>-<task>`; the version gets a model card (metadata.json, and as its
 Markdown description) and the alias `champion` moves to it only if it beats the current
-champion on validation. The cohort's report (report.html, its figures as PNG files) is
+champion on validation. The cohort's report (report.html, its figures as PNG/SVG files) is
 logged to the champion run, so the run shows how the model was evaluated.
 """
 
@@ -131,13 +131,13 @@ def log_report(report_dir: Path) -> int:
     import mlflow
 
     report_dir = Path(report_dir)
-    html = report_dir / "report.html"
-    for path in [html, *(report_dir / f for f in ("metrics.json", "comparison.csv"))]:
+    page = report_dir / "report.html"
+    for path in [page, *(report_dir / f for f in ("metrics.json", "comparison.csv"))]:
         if path.is_file():
             mlflow.log_artifact(str(path), artifact_path="report")
     if (report_dir / "plots").is_dir():
         mlflow.log_artifacts(str(report_dir / "plots"), artifact_path="report/plots")
-    figures = embedded_figures(html.read_text())
+    figures = embedded_figures(page.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, ext, data) in enumerate(figures, 1):
             (Path(tmp) / f"{i:02d}-{slug(name) or 'figure'}.{ext}").write_bytes(data)
