@@ -37,6 +37,7 @@ from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .inference import autocast, predict_tensors, prediction_head
 from .label_noise import flip_labels
+from .runs import run_name
 from .settings.methods import MethodConfig
 from .settings.train import TrainSettings
 
@@ -236,6 +237,29 @@ class _Tracker:
         if self.enabled:
             self.mlflow.set_tags(tags)
 
+    def lineage(self, cohort: Cohort, splits: dict[str, np.ndarray], description: str) -> None:
+        """The run's description, git commit, DVC stage/experiment and its data splits as dataset inputs."""
+        if not self.enabled:
+            return
+        from .lineage import log_split_inputs
+        from .tracking import NOTE_TAG, repo_root, run_context_tags, with_retries
+
+        self.mlflow.set_tags({NOTE_TAG: description, **run_context_tags()})
+        with_retries(lambda: log_split_inputs(cohort, splits, repo_root()))
+
+    def curves(self, history: list[dict], title: str) -> None:
+        """Loss and validation metric per epoch as a figure (training_curves.png)."""
+        if not self.enabled or not history:
+            return
+        import tempfile
+
+        from evaluation.training_curves import training_curves_png
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "training_curves.png"
+            path.write_bytes(training_curves_png(history, title))
+            self.mlflow.log_artifact(str(path))
+
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled:
             self.mlflow.end_run(status=status)
@@ -333,11 +357,13 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
         state["mlflow_run_id"] = previous_run  # killed before its first checkpoint: continue that run
     elif track and previous_run and previous_run != state["mlflow_run_id"]:
         _mark_interrupted(previous_run)
-    tracker = _Tracker(track, f"clinfuse/{cohort.name}", f"{spec.method_name}-s{spec.seed}", state["mlflow_run_id"], config)
+    tracker = _Tracker(track, f"clinfuse/{cohort.name}", run_name(spec.method_name, spec.seed), state["mlflow_run_id"], config)
     state["mlflow_run_id"] = tracker.run_id
     if tracker.run_id:
         write_json(run_file, {"run_id": tracker.run_id})
     tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed)})
+    tracker.lineage(cohort, {split: cohort.rows(split) for split in ("train", "val", "test")},
+                    f"{spec.method_name} on {cohort.name}, seed {spec.seed} (clinfuse train)")
     headline = headline_metric(cohort.task_type)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -438,6 +464,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
     tracker.artifact(out / "config.yaml")
     tracker.artifact(out / "history.json")
+    tracker.curves(state["history"], f"{spec.method_name} on {cohort.name}, seed {spec.seed}")
     if (out / "alignment.json").is_file():
         tracker.artifact(out / "alignment.json")
     tracker.end()

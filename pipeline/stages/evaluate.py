@@ -14,8 +14,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from etl.atomic import atomic_dir, read_json, write_json, write_parquet
@@ -29,34 +27,7 @@ from evaluation.presence import presence_blocks
 from evaluation.subgroups import subgroup_metrics
 from pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
 from pipeline.inference import predict_split
-
-
-def prediction_frame(cohort: Cohort, rows: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
-    """The predictions contract: ids, patient_id, split, subgroup columns, has_*, label__/prob__ per output."""
-    s = cohort.samples.iloc[rows].reset_index(drop=True)
-    keep = [c for c in cohort.manifest.id_columns if c in s.columns]
-    keep += [c for c in ("split", "sex", "age", "race") if c in s.columns]
-    keep += [f"has_{m}" for m in cohort.modalities]
-    frame = s[keep].copy()
-    frame.insert(0, "patient_id", s[cohort.manifest.patient_column].to_numpy())
-    names = cohort.label_names
-    if cohort.task_type == "multiclass":
-        frame["label"] = s[cohort.manifest.label_columns[0]].to_numpy()
-    else:
-        for name in names:
-            frame[f"label__{name}"] = s[name].to_numpy().astype(int)
-    for k, name in enumerate(names):
-        frame[f"prob__{name}"] = probs[:, k]
-    return frame
-
-
-def labels_and_scores(frame: pd.DataFrame, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
-    """`[N, K]` 0/1 indicators (one-vs-rest for multi-class) and `[N, K]` probabilities."""
-    names = cohort.label_names
-    scores = frame[[f"prob__{n}" for n in names]].to_numpy(float)
-    if cohort.task_type == "multiclass":
-        return np.eye(len(names), dtype=int)[frame["label"].to_numpy()], scores
-    return frame[[f"label__{n}" for n in names]].to_numpy(int), scores
+from pipeline.results import labels_and_scores, prediction_frame, predictions_file
 
 
 def withheld_modality(cohort: Cohort) -> str | None:
@@ -122,7 +93,7 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
                                              settings.min_subgroup_patients)
     with atomic_dir(out, "evaluations") as tmp:
         for split, frame in frames.items():
-            write_parquet(tmp / f"predictions_{split}.parquet", frame)
+            write_parquet(predictions_file(tmp, split), frame)
         write_json(tmp / "metrics.json", result)
         write_json(tmp / "curves_pr.json", pr)
         write_json(tmp / "curves_roc.json", roc)
