@@ -110,8 +110,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
     forest = _forest(results, cohort, labels, n_resamples)
     paired = next(({"a": f["method"], "b": f["baseline"], "seed": f["seed"], "macro_auprc": f["macro_auprc"],
                     "macro_auroc": f["macro_auroc"]} for f in forest if f["baseline"] == "late_fusion"), None)
-    calibration = [{"method": m, **{k: r["calibration"]["pooled"][k] for k in ("brier", "slope", "intercept")}}
-                   for m, r in best_by_method.items()]
+    calibration = [{"method": m, **{k: r["calibration"]["pooled"][k] for k in ("brier", "slope", "intercept")},
+                    "slope_note": r["calibration"]["pooled"].get("slope_note")} for m, r in best_by_method.items()]
 
     # figures: every label with both classes in the test split, every method's best run
     scored = {}
