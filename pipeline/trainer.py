@@ -30,6 +30,7 @@ from etl.atomic import write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
+from models.encoders.images import channels_last_
 from models.methods import METHODS
 
 from .alignment import gradient_alignment
@@ -122,6 +123,8 @@ def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
     model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
                         task_type=cohort.task_type, options=spec.method.options).to(device)
+    if device.type == "cuda":
+        channels_last_(model)  # NHWC 2D convolutions (cuDNN tensor cores); values unchanged
     s = spec.settings
     if s.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
