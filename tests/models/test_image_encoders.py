@@ -115,3 +115,20 @@ def test_the_torchvision_encoder_starts_from_local_imagenet_weights_with_one_inp
     got = encoder.net.state_dict()[first]
     torch.testing.assert_close(got, imagenet.state_dict()[first].sum(1, keepdim=True))
     assert encoder(torch.rand(2, 1, 64, 64)).shape == (2, 12)
+
+
+def test_torchvisions_old_densenet_names_are_read_as_the_current_ones(tmp_path):
+    from models.encoders.torchvision_images import _OLD_DENSENET_NAME
+
+    def rename(k):
+        return _OLD_DENSENET_NAME.sub(r"\1\2", k)
+
+    assert rename("features.denseblock2.denselayer11.norm.2.running_var") == \
+        "features.denseblock2.denselayer11.norm2.running_var"
+    assert rename("features.denseblock1.denselayer1.conv.1.weight") == "features.denseblock1.denselayer1.conv1.weight"
+    assert rename("features.norm0.weight") == "features.norm0.weight"  # current names pass through
+    # the loader applies a renaming before matching names
+    net = MonaiResNet(depth="resnet18", out_dim=4).net
+    torch.save({"old." + k: v for k, v in net.state_dict().items()}, tmp_path / "prefixed.pth")
+    report = load_local_weights(net, str(tmp_path / "prefixed.pth"), rename=lambda k: k.removeprefix("old."))
+    assert len(report["loaded"]) == len(net.state_dict())
