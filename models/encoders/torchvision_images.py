@@ -33,6 +33,10 @@ def _torchvision():
     except ImportError:
         raise ConfigError("encoder torchvision_*: torchvision is not installed (pip install the torchvision build "
                           "that matches your torch, or use resnet34 / densenet121 from MONAI)") from None
+    except (RuntimeError, OSError) as exc:  # e.g. a CUDA torchvision wheel beside the CPU torch build
+        detail = " ".join(str(exc).split())[:120]
+        raise ConfigError(f"encoder torchvision_*: torchvision is installed but does not load with torch "
+                          f"{torch.__version__} ({detail}); install the torchvision build that matches it") from None
     return torchvision
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import pytest
 import torch
@@ -17,8 +17,6 @@ from models.encoders.images import (
     channels_last_,
     load_local_weights,
 )
-
-HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
 
 def test_summed_rgb_kernels_see_a_grey_film_as_the_rgb_network_sees_it_replicated():
@@ -95,16 +93,31 @@ def test_channels_last_changes_the_layout_of_2d_convolutions_only_never_the_outp
     torch.testing.assert_close(cnn(x.contiguous(memory_format=torch.channels_last)), before, rtol=0, atol=1e-12)
 
 
-@pytest.mark.skipif(HAS_TORCHVISION, reason="torchvision is installed: the encoder is available")
-def test_the_torchvision_encoder_without_torchvision_is_a_one_line_config_error():
+def test_the_torchvision_encoder_without_torchvision_is_a_one_line_config_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as if not installed
     with pytest.raises(ConfigError, match="torchvision is not installed") as info:
         build_encoders({"cxr": {"name": "torchvision_resnet34"}}, ["cxr"], {"cxr": (1, 32, 32)})
     assert "\n" not in str(info.value)
 
 
+def test_a_torchvision_that_does_not_load_with_this_torch_is_a_one_line_config_error(monkeypatch, tmp_path):
+    # a CUDA torchvision wheel beside the CPU torch fails at import with "operator torchvision::nms does not exist"
+    (tmp_path / "torchvision").mkdir()
+    (tmp_path / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"installed but does not load with torch .*torchvision::nms") as info:
+        build_encoders({"cxr": {"name": "torchvision_densenet121"}}, ["cxr"], {"cxr": (1, 32, 32)})
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("arch", ["resnet34", "densenet121"])
 def test_the_torchvision_encoder_starts_from_local_imagenet_weights_with_one_input_channel(tmp_path, arch):
-    torchvision = pytest.importorskip("torchvision")
+    try:
+        import torchvision
+    except (ImportError, RuntimeError, OSError) as exc:  # absent, or a build that does not match torch
+        pytest.skip(f"torchvision is not usable here: {type(exc).__name__}")
     from models.encoders.torchvision_images import TorchvisionImageEncoder
 
     torch.manual_seed(0)
