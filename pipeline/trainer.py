@@ -30,9 +30,11 @@ from etl.atomic import write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
+from models.encoders.images import channels_last_
 from models.methods import METHODS
 
 from .alignment import gradient_alignment
+from .augment import BatchAugment
 from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .inference import autocast, predict_tensors, prediction_head
@@ -121,6 +123,8 @@ def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
     model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
                         task_type=cohort.task_type, options=spec.method.options).to(device)
+    if device.type == "cuda":
+        channels_last_(model)  # NHWC 2D convolutions (cuDNN tensor cores); values unchanged
     s = spec.settings
     if s.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -329,6 +333,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     noise = _apply_label_noise(train, cohort, s.label_noise, spec.seed)
     model, optimizer, scheduler, method = build_for_cohort(spec, cohort, device)
     config = resolved_config(spec, cohort)
+    augment = BatchAugment(s.augment, spec.seed, {m: cohort.input_shape(m) for m in cohort.modalities})
     head = config["prediction_head"]
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -386,6 +391,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 counts: dict[str, int] = {}  # a method may report a key in some steps only (IGM's loss_<m>)
                 epoch_metrics = dict(method.on_epoch_start(epoch, train))
                 for batch in train.batches(s.batch_size, generator):
+                    batch = augment(batch, state["global_step"])  # the same batch when train.augment is off
                     with autocast(device, s.bf16):
                         metrics = method.step(batch)
                     n_steps += 1
