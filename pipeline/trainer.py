@@ -11,6 +11,12 @@ A run folder `runs/<cohort>/<method>-s<seed>/` holds:
 A killed run continued with `resume=True` ends with the same parameters and
 metrics as an uninterrupted one: shuffling is seeded per epoch, and the RNG
 states that dropout uses are saved with every checkpoint.
+
+Data parallel (torchrun, `train.nproc`; docs/distributed.md): every rank builds the same
+model (same seed, then rank 0's copy broadcast), takes its 1/W of each global batch of the
+one-process permutation, and steps identically (the method averages over ranks). Rank 0
+alone logs to MLflow and writes the run folder; the checkpoint does not depend on W, so a
+run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -30,13 +36,24 @@ from etl.atomic import write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
+from models.distributed import broadcast_buffers_, broadcast_module_, rank, world_size
 from models.methods import METHODS
+from models.sync_batchnorm import convert_sync_batchnorm
 
 from .alignment import gradient_alignment
 from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
-from .inference import autocast, predict_tensors, prediction_head
+from .data_parallel import (
+    barrier,
+    first_bad_step,
+    from_rank0,
+    is_main,
+    mean_over_ranks,
+    predict_split_parallel,
+)
+from .inference import autocast, prediction_head
 from .label_noise import flip_labels
+from .launch import process_device, threads_per_process
 from .settings.methods import MethodConfig
 from .settings.train import TrainSettings
 
@@ -66,16 +83,14 @@ class TrainingDiverged(ClinfuseError):
 
 # Settings that may change when a run is resumed: they change where and how fast it runs,
 # not what it computes. Anything else differing from the checkpoint's run is refused.
-RESUMABLE_CHANGES = ("cohort", "train.device", "train.num_threads", "train.eval_batch_size", "train.log_every")
+# The number of processes is one of them: the permutation and the global batches do not depend on it.
+RESUMABLE_CHANGES = ("cohort", "train.device", "train.num_threads", "train.eval_batch_size", "train.log_every",
+                     "train.nproc")
 
 
 def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda was asked for but this PyTorch build sees no CUDA device "
-                          f"(torch {torch.__version__}); use device: cpu or auto")
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """The device this process trains on (cuda:LOCAL_RANK under torchrun)."""
+    return process_device(setting)
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -91,6 +106,9 @@ def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
 def check_resumable(saved: dict, current: dict) -> None:
     """Refuse to resume a run whose configuration differs in anything but RESUMABLE_CHANGES."""
     a, b = _flat(saved), _flat(current)
+    # a setting added after the run started counts as its default (what the run trained with)
+    for k, v in _flat({"train": TrainSettings().model_dump()}).items():
+        a.setdefault(k, v)
     differ = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
     if differ:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:3])
@@ -107,7 +125,8 @@ def seed_everything(seed: int) -> None:
 
 def evaluate_split(model, tensors: SplitTensors, cohort: Cohort, head: str, settings: TrainSettings) -> dict:
     device = next(model.parameters()).device
-    probs = predict_tensors(model, tensors, cohort.task_type, head, settings.eval_batch_size, settings.bf16 and device.type == "cuda")
+    probs = predict_split_parallel(model, tensors, cohort.task_type, head, settings.eval_batch_size,
+                                   settings.bf16 and device.type == "cuda")
     return task_metrics(cohort.task_type, tensors.y.cpu().numpy(), probs, cohort.label_names)
 
 
@@ -122,6 +141,9 @@ def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
                         task_type=cohort.task_type, options=spec.method.options).to(device)
     s = spec.settings
+    if s.sync_batchnorm and world_size() > 1:
+        model = convert_sync_batchnorm(model, device)  # before the optimizer takes the parameters
+    broadcast_module_(model)  # same seed, same model; rank 0's copy makes sure of it
     if s.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     else:
@@ -243,7 +265,7 @@ class _Tracker:
 
 
 def _check_finite(first_bad: torch.Tensor, epoch: int, steps_before_epoch: int) -> None:
-    bad = int(first_bad)
+    bad = first_bad_step(int(first_bad))  # any rank's: every rank stops alike
     if bad >= 0:
         raise TrainingDiverged(f"diverged at epoch {epoch + 1}, step {bad - steps_before_epoch} (global step {bad}): "
                                "the training loss is NaN or infinite; lower train.lr or check the inputs")
@@ -269,7 +291,8 @@ def _apply_label_noise(train: SplitTensors, cohort: Cohort, rate: float, seed: i
         return 0
     noisy, flipped = flip_labels(train.y.cpu().numpy(), rate, cohort.task_type, cohort.num_outputs, seed)
     train.y = torch.from_numpy(noisy).to(train.y.device)
-    print(f"label noise: flipped {flipped} training label entries (rate {rate:g}, seed {seed})")
+    if is_main():
+        print(f"label noise: flipped {flipped} training label entries (rate {rate:g}, seed {seed})")
     return flipped
 
 
@@ -297,7 +320,15 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     """
     started = time.perf_counter()
     s = spec.settings
-    torch.set_num_threads(s.num_threads)
+    world = world_size()
+    threads = threads_per_process(s.num_threads)
+    if threads < s.num_threads and is_main():
+        print(f"train.num_threads: {s.num_threads} per process lowered to {threads} "
+              "so that the processes on this machine share its cores")
+    torch.set_num_threads(threads)
+    if s.batch_size % world:
+        raise ConfigError(f"train.batch_size: {s.batch_size} is the global batch and must be divisible by "
+                          f"the {world} processes (each takes batch_size / {world})")
     device = resolve_device(s.device)
     cohort = load_cohort(spec.cohort_dir)
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
@@ -313,7 +344,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     state = {"epoch": 0, "global_step": 0, "best_metric": -np.inf, "best_epoch": None, "bad_epochs": 0,
              "history": [], "mlflow_run_id": None, "finished": False}
     last = out / CHECKPOINT_LAST
-    if resume and last.exists():
+    if from_rank0(resume and last.exists()):  # rank 0 decides (the run folder is shared across nodes)
         if (out / "config.yaml").is_file():
             check_resumable(yaml.safe_load((out / "config.yaml").read_text()), config)
         ckpt = load_checkpoint(last, device)
@@ -323,20 +354,23 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
         method.load_state_dict(ckpt["method"])
         state = ckpt["state"]
         _set_rng_states(ckpt["rng"])
-    else:
+    elif is_main():
         for stale in (last, out / CHECKPOINT_BEST):
             stale.unlink(missing_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    if is_main():
+        write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     run_file = out / "mlflow_run.json"  # written at once: a kill before the first checkpoint keeps the id
-    previous_run = json.loads(run_file.read_text()).get("run_id") if run_file.is_file() else None
+    previous_run = json.loads(run_file.read_text()).get("run_id") if run_file.is_file() and is_main() else None
     if resume and state["mlflow_run_id"] is None:
         state["mlflow_run_id"] = previous_run  # killed before its first checkpoint: continue that run
     elif track and previous_run and previous_run != state["mlflow_run_id"]:
         _mark_interrupted(previous_run)
-    tracker = _Tracker(track, f"clinfuse/{cohort.name}", f"{spec.method_name}-s{spec.seed}", state["mlflow_run_id"], config)
-    state["mlflow_run_id"] = tracker.run_id
-    if tracker.run_id:
+    # Rank 0 alone talks to MLflow; the others learn the run id from it.
+    tracker = _Tracker(track and is_main(), f"clinfuse/{cohort.name}", f"{spec.method_name}-s{spec.seed}",
+                       state["mlflow_run_id"], config)
+    tracker.run_id = state["mlflow_run_id"] = from_rank0(tracker.run_id)
+    if tracker.run_id and is_main():
         write_json(run_file, {"run_id": tracker.run_id})
     tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed)})
     headline = headline_metric(cohort.task_type)
@@ -345,8 +379,11 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"), transient=True,
+        TextColumn("{task.fields[info]}"), transient=True, disable=not is_main(),
     )
+    # Without SyncBatchNorm each rank's BatchNorm statistics come from its shard: rank 0's are
+    # copied to every rank after each step, as DistributedDataParallel's broadcast_buffers does.
+    share_buffers = world > 1 and not s.sync_batchnorm and any(True for _ in model.buffers())
     try:
         with progress:
             steps_per_epoch = (len(train) + s.batch_size - 1) // s.batch_size
@@ -360,9 +397,11 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 first_bad = torch.full((), -1, dtype=torch.long, device=device)
                 counts: dict[str, int] = {}  # a method may report a key in some steps only (IGM's loss_<m>)
                 epoch_metrics = dict(method.on_epoch_start(epoch, train))
-                for batch in train.batches(s.batch_size, generator):
+                for batch in train.batches(s.batch_size, generator, rank(), world):
                     with autocast(device, s.bf16):
                         metrics = method.step(batch)
+                    if share_buffers:
+                        broadcast_buffers_(model)
                     n_steps += 1
                     state["global_step"] += 1
                     first_bad = torch.where((first_bad < 0) & ~torch.isfinite(metrics["loss_total"].float()),
@@ -374,8 +413,10 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                         _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                         names = list(metrics)
                         values = torch.stack([metrics[k].float() for k in names]).tolist()  # one sync
-                        tracker.metrics({f"step/{k}": v for k, v in zip(names, values, strict=True)}, state["global_step"])
-                        progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
+                        # the global batch's values: the mean over ranks of each rank's shard
+                        step_values = mean_over_ranks(dict(zip(names, values, strict=True)), dict.fromkeys(names, 1))
+                        tracker.metrics({f"step/{k}": v for k, v in step_values.items()}, state["global_step"])
+                        progress.update(task, info=f"loss {step_values['loss_total']:.3f}")
                     if s.alignment_every and state["global_step"] % s.alignment_every == 0:
                         _log_alignment(model, train, cohort.task_type, s.batch_size, state, tracker)
                     progress.advance(task)
@@ -385,8 +426,11 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 names = list(sums)
                 means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []
                 train_means = dict(zip(names, means, strict=True))
+                if world > 1:  # every rank's equal-sized shards: the mean of the ranks' means
+                    train_means = mean_over_ranks({k: v * counts[k] for k, v in train_means.items()}, counts)
                 hook_metrics = _host(epoch_metrics)  # one sync
-                val_metrics = evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None}
+                # every rank predicts part of the split; rank 0's metrics decide for all (early stopping)
+                val_metrics = from_rank0(evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None})
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
                           f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"],
@@ -400,16 +444,20 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                     state["best_metric"] = score if score is not None else state["best_metric"]
                     state["best_epoch"] = epoch + 1
                     state["bad_epochs"] = 0
-                    save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1, "val_metric": score}, out / CHECKPOINT_BEST)
+                    if is_main():
+                        save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1, "val_metric": score},
+                                        out / CHECKPOINT_BEST)
                 else:
                     state["bad_epochs"] += 1
                 state["epoch"] = epoch + 1
                 stop_early = state["bad_epochs"] >= s.patience
                 # A finished run (early-stopped or at its last epoch) stays finished on --resume.
                 state["finished"] = stop_early or state["epoch"] >= s.epochs
-                save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "method": method.state_dict(),
-                       "state": state, "rng": _rng_states(device)}, last)
+                if is_main():
+                    save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "method": method.state_dict(),
+                                     "state": state, "rng": _rng_states(device)}, last)
+                barrier()  # no rank runs ahead of the checkpoint it would resume from
                 progress.remove_task(task)
                 if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                     raise StopTraining(f"stopped after epoch {epoch + 1}")
@@ -422,19 +470,21 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
         tracker.end("FAILED")  # never leave an active MLflow run behind
         raise
 
-    best = load_checkpoint(out / CHECKPOINT_BEST, device)
-    model.load_state_dict(best["model"])
-    write_json(out / "history.json", state["history"])
-    if state.get("alignment"):
-        write_json(out / "alignment.json", state["alignment"])
+    main_rank = is_main()
+    if main_rank:
+        model.load_state_dict(load_checkpoint(out / CHECKPOINT_BEST, device)["model"])
+        write_json(out / "history.json", state["history"])
+        if state.get("alignment"):
+            write_json(out / "alignment.json", state["alignment"])
     summary = {
         "cohort": cohort.name, "method": spec.method_name, "seed": spec.seed,
         "metric": f"val_{headline}", "best_val_metric": None if state["best_metric"] == -np.inf else state["best_metric"],
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "steps": state["global_step"],
         "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
-        "label_noise": {"rate": s.label_noise, "flipped_entries": noise},
+        "label_noise": {"rate": s.label_noise, "flipped_entries": noise}, "processes": world,
     }
-    write_json(out / "train_summary.json", summary)
+    if main_rank:
+        write_json(out / "train_summary.json", summary)
     tracker.metrics({f"best_val_{headline}": summary["best_val_metric"]}, state["epoch"])
     tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
     tracker.artifact(out / "config.yaml")
@@ -442,6 +492,9 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     if (out / "alignment.json").is_file():
         tracker.artifact(out / "alignment.json")
     tracker.end()
+    barrier()  # the run folder is complete when any rank returns
+    if not main_rank:
+        return summary
     best_txt = "n/a" if summary["best_val_metric"] is None else f"{summary['best_val_metric']:.3f}"
     print(f"trained {spec.method_name} on {cohort.name} (seed {spec.seed}): best val {headline} {best_txt} "
           f"at epoch {summary['best_epoch']}/{state['epoch']} in {summary['seconds']:.1f} s -> {out}")
