@@ -4,10 +4,10 @@ Each process sees batch_size / W samples; plain BatchNorm normalises with its ow
 statistics. Synchronised BatchNorm reduces per-channel sums over the processes so that every
 process normalises with the statistics of the whole global batch, exactly as one process
 would. On CUDA this is PyTorch's `nn.SyncBatchNorm`. PyTorch's version refuses CPU tensors,
-so on CPU (gloo) `SumSyncBatchNorm` does the same with two differentiable all-reduces of
-(count, sum, sum of squares) per layer (`torch.distributed.nn.functional.all_reduce`, whose
-backward all-reduces the incoming gradient: the ranks' gradients then average to the
-gradient of the global-batch loss).
+so on CPU (gloo) `SumSyncBatchNorm` does the same with one differentiable all-reduce of
+(sum, sum of squares, count) per layer and pass (`_AllReduceSum`, whose backward all-reduces
+the incoming gradient: the ranks' gradients then average to the gradient of the
+global-batch loss).
 """
 
 from __future__ import annotations
@@ -16,6 +16,22 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """y = sum over ranks of x; dL/dx = sum over ranks of dL_r/dy (each rank's loss depends on y)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 class SumSyncBatchNorm(_BatchNorm):
@@ -33,12 +49,10 @@ class SumSyncBatchNorm(_BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, input.dim())]
         local = torch.tensor(input.numel() // input.shape[1], dtype=input.dtype, device=input.device)
         stats = torch.cat([input.sum(dims), (input * input).sum(dims), local.reshape(1)])
-        stats = all_reduce(stats)  # differentiable: its backward all-reduces the gradient
+        stats = _AllReduceSum.apply(stats)
         c = input.shape[1]
         count = stats[2 * c]
         mean = stats[:c] / count
