@@ -213,7 +213,12 @@ def _step_prefix(key: str) -> str:
 
 
 class _Tracker:
-    """MLflow logging for one run (a no-op when tracking is off)."""
+    """MLflow logging for one run (a no-op when tracking is off).
+
+    Every write goes through `with_retries`: parallel runs (a `dvc queue` with several jobs)
+    share one SQLite store, and SQLite answers "database is locked" at once, without waiting
+    out its busy timeout, when two writers' transactions deadlock.
+    """
 
     def __init__(self, enabled: bool, experiment: str, run_name: str, run_id: str | None, params: dict):
         self.enabled = enabled
@@ -223,12 +228,13 @@ class _Tracker:
             return
         import mlflow
 
-        from .tracking import flatten, setup_mlflow
+        from .tracking import flatten, setup_mlflow, with_retries
 
         self.mlflow = mlflow
+        self.retry = with_retries
         experiment_id = setup_mlflow(experiment)
         if run_id:
-            self.run = mlflow.start_run(run_id=run_id)
+            self.run = with_retries(lambda: mlflow.start_run(run_id=run_id))
             # A resumed run replays the steps after its last checkpoint: do not log them twice.
             client = mlflow.MlflowClient()
             for key in self.run.data.metrics:
@@ -237,8 +243,8 @@ class _Tracker:
                 if history:
                     self.logged_upto[prefix] = max(self.logged_upto.get(prefix, 0), max(m.step for m in history))
         else:
-            self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
-            mlflow.log_params(flatten(params))
+            self.run = with_retries(lambda: mlflow.start_run(experiment_id=experiment_id, run_name=run_name))
+            with_retries(lambda: mlflow.log_params(flatten(params)))
         self.run_id = self.run.info.run_id
 
     def metrics(self, values: dict[str, float], step: int) -> None:
@@ -247,9 +253,7 @@ class _Tracker:
         values = {k: float(v) for k, v in values.items() if v is not None
                   and step > self.logged_upto.get(_step_prefix(k), 0)}
         if values:
-            from .tracking import with_retries
-
-            with_retries(lambda: self.mlflow.log_metrics(values, step=step))  # other runs share the SQLite store
+            self.retry(lambda: self.mlflow.log_metrics(values, step=step))
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if self.enabled:
@@ -257,11 +261,11 @@ class _Tracker:
 
     def tags(self, tags: dict[str, str]) -> None:
         if self.enabled:
-            self.mlflow.set_tags(tags)
+            self.retry(lambda: self.mlflow.set_tags(tags))
 
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled:
-            self.mlflow.end_run(status=status)
+            self.retry(lambda: self.mlflow.end_run(status=status))
 
 
 def _check_finite(first_bad: torch.Tensor, epoch: int, steps_before_epoch: int) -> None:
@@ -275,12 +279,12 @@ def _mark_interrupted(run_id: str) -> None:
     """A run left RUNNING by a killed process is marked KILLED when its folder is trained again."""
     import mlflow
 
-    from .tracking import resolve_tracking_uri
+    from .tracking import resolve_tracking_uri, with_retries
 
     client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri())
     try:
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, status="KILLED")
+        if with_retries(lambda: client.get_run(run_id)).info.status == "RUNNING":
+            with_retries(lambda: client.set_terminated(run_id, status="KILLED"))
     except mlflow.exceptions.MlflowException:
         pass  # the store was reset or moved: nothing to mark
 
