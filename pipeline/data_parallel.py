@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from models.distributed import is_distributed, rank, world_size
 
-from .data import SplitTensors
+from .data import SplitTensors, shard_bounds
 from .inference import predict_tensors
 
 T = TypeVar("T")
@@ -79,3 +79,36 @@ def predict_split_parallel(model, tensors: SplitTensors, task_type: str, head: s
     part = predict_tensors(model, tensors.shard(rank(), world_size()), task_type, head, batch_size, bf16)
     return np.concatenate(gathered(part), axis=0)
 
+
+
+class RankSplit:
+    """The training split as a method's epoch hook sees it on rank `rank` of `world`.
+
+    Everything of the whole split (`len`, `rows`, `inputs`, `present`, `y`, `groups`,
+    `batch(index)`: every rank holds all of it), except that `.batches(batch_size, generator)`
+    yields this rank's contiguous part of each global batch, so that a pass over the split
+    split over the ranks, with its sums and counts added over ranks, is the one-process pass.
+    The parts differ in size by at most one (never padded: sums stay exact); an empty part
+    is skipped. `rank_samples` is the number of samples this rank trains on per epoch (the
+    trainer's padded shares of the global batches of `batch_size`).
+    """
+
+    def __init__(self, split: SplitTensors, batch_size: int, rank: int, world: int):
+        self.split, self.rank, self.world = split, rank, world
+        n = len(split)
+        last = n % batch_size or batch_size
+        self.rank_samples = (n - last) // world + -(-last // world) if n else 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.split, name)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def batches(self, batch_size: int, generator=None):
+        for batch in self.split.batches(batch_size, generator):
+            index = batch["index"]
+            bounds = shard_bounds(len(index), self.world)
+            part = index[bounds[self.rank] : bounds[self.rank + 1]]
+            if len(part):
+                yield self.split.batch(part)

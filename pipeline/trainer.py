@@ -44,6 +44,7 @@ from .alignment import gradient_alignment
 from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .data_parallel import (
+    RankSplit,
     barrier,
     first_bad_step,
     from_rank0,
@@ -388,6 +389,8 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     # Without SyncBatchNorm each rank's BatchNorm statistics come from its shard: rank 0's are
     # copied to every rank after each step, as DistributedDataParallel's broadcast_buffers does.
     share_buffers = world > 1 and not s.sync_batchnorm and any(True for _ in model.buffers())
+    # Epoch hooks see the whole split; a pass over it with `.batches` takes this rank's part.
+    hook_train = train if world == 1 else RankSplit(train, s.batch_size, rank(), world)
     try:
         with progress:
             steps_per_epoch = (len(train) + s.batch_size - 1) // s.batch_size
@@ -400,7 +403,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 # First step whose loss was not finite, kept on the device (read at the syncs we already make).
                 first_bad = torch.full((), -1, dtype=torch.long, device=device)
                 counts: dict[str, int] = {}  # a method may report a key in some steps only (IGM's loss_<m>)
-                epoch_metrics = dict(method.on_epoch_start(epoch, train))
+                epoch_metrics = dict(method.on_epoch_start(epoch, hook_train))
                 for batch in train.batches(s.batch_size, generator, rank(), world):
                     with autocast(device, s.bf16):
                         metrics = method.step(batch)
@@ -425,7 +428,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                         _log_alignment(model, train, cohort.task_type, s.batch_size, state, tracker)
                     progress.advance(task)
                 _check_finite(first_bad, epoch, state["global_step"] - n_steps)
-                epoch_metrics.update(method.on_epoch_end(epoch, train))
+                epoch_metrics.update(method.on_epoch_end(epoch, hook_train))
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []

@@ -21,6 +21,7 @@ from pipeline.checkpoints import CHECKPOINT_LAST, load_checkpoint
 from pipeline.cli import main
 from pipeline.config import load_section
 from pipeline.data import SplitTensors, shard_bounds
+from pipeline.data_parallel import RankSplit
 from pipeline.launch import threads_per_process, torchrun_arguments
 from pipeline.settings.methods import MethodConfig, method_path
 from pipeline.settings.train import TrainSettings
@@ -171,6 +172,23 @@ def test_validation_shards_concatenate_to_the_split_in_row_order():
     parts = [split.shard(r, 3) for r in range(3)]
     assert torch.cat([p.y for p in parts]).tolist() == list(range(7))
     assert sum(len(p) for p in parts) == 7
+
+
+def test_an_epoch_hook_sees_the_whole_split_and_passes_over_its_rank_part_of_each_batch():
+    split = _split(11)
+    views = [RankSplit(split, 4, r, 3) for r in range(3)]
+    assert all(len(v) == 11 and v.y is split.y for v in views)  # the whole split's rows
+    parts = [[b["index"].tolist() for b in v.batches(5)] for v in views]
+    # batches of 5, 5, 1 rows (in order: no generator), each cut into parts of 2, 2, 1 rows
+    assert parts == [[[0, 1], [5, 6], [10]], [[2, 3], [7, 8]], [[4], [9]]]
+
+
+@pytest.mark.parametrize("n", [13, 14, 16])
+def test_a_hook_knows_how_many_samples_its_rank_trains_on_per_epoch(n):
+    split = _split(n)
+    for r in range(2):
+        trained = sum(len(b["y"]) for b in split.batches(4, torch.Generator().manual_seed(1), r, 2))
+        assert RankSplit(split, 4, r, 2).rank_samples == trained
 
 
 def test_processes_on_one_machine_share_its_cores(monkeypatch):
