@@ -36,7 +36,7 @@ from etl.atomic import write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
-from models.distributed import broadcast_buffers_, broadcast_module_, rank, world_size
+from models.distributed import broadcast_module_, rank, world_size
 from models.methods import METHODS
 from models.sync_batchnorm import convert_sync_batchnorm
 
@@ -46,6 +46,7 @@ from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .data_parallel import (
     RankSplit,
     barrier,
+    broadcast_buffers,
     first_bad_step,
     from_rank0,
     is_main,
@@ -408,7 +409,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                     with autocast(device, s.bf16):
                         metrics = method.step(batch)
                     if share_buffers:
-                        broadcast_buffers_(model)
+                        broadcast_buffers(model)
                     n_steps += 1
                     state["global_step"] += 1
                     first_bad = torch.where((first_bad < 0) & ~torch.isfinite(metrics["loss_total"].float()),

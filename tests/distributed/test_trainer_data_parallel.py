@@ -21,7 +21,7 @@ from pipeline.checkpoints import CHECKPOINT_LAST, load_checkpoint
 from pipeline.cli import main
 from pipeline.config import load_section
 from pipeline.data import SplitTensors, shard_bounds
-from pipeline.data_parallel import RankSplit
+from pipeline.data_parallel import RankSplit, broadcast_buffers
 from pipeline.launch import threads_per_process, torchrun_arguments
 from pipeline.settings.methods import MethodConfig, method_path
 from pipeline.settings.train import TrainSettings
@@ -41,8 +41,9 @@ METRIC_TOLERANCE = 1e-6
 
 def run_spec(cohort, out, epochs=3, **train):
     cfg = load_section(MethodConfig, method_path("late_fusion")).check("late_fusion")
+    train = {"sync_batchnorm": True, **train}
     settings = TrainSettings(epochs=epochs, batch_size=8, num_threads=1, patience=10, device="cpu",
-                             optimizer="sgd", lr=0.05, sync_batchnorm=True, **train)
+                             optimizer="sgd", lr=0.05, **train)
     return RunSpec(cohort, "late_fusion", cfg, "tiny", NO_DROPOUT, settings, 3, out)
 
 
@@ -55,6 +56,14 @@ def _worker(rank: int, world: int, init_file: str, cohort: str, out_dir: str) ->
             fit(run_spec(cohort, f"{out_dir}/killed"), track=False, stop_after_epoch=1)
         except StopTraining:
             summaries["killed"] = "stopped"
+        # the default: each rank's own BatchNorm statistics, rank 0's copied to all after each step
+        summaries["shard_bn"] = fit(run_spec(cohort, f"{out_dir}/shard-bn", epochs=2, sync_batchnorm=False),
+                                    track=False)
+        norm = torch.nn.BatchNorm1d(3)
+        norm.running_mean.fill_(float(rank + 1))
+        norm.num_batches_tracked.fill_(10 * (rank + 1))
+        broadcast_buffers(norm)
+        summaries["buffers"] = (norm.running_mean.tolist(), int(norm.num_batches_tracked))
         torch.save(summaries, f"{out_dir}/summary-rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -133,6 +142,13 @@ def test_a_run_killed_on_two_processes_resumes_on_one_to_the_same_result(two_pro
     resumed = fit(run_spec(mimic_cohort, two_dir / "killed", nproc=2), resume=True, track=False)
     assert resumed["best_val_metric"] == pytest.approx(single["best_val_metric"], abs=METRIC_TOLERANCE)
     _assert_same_training(two_dir / "killed", one_dir / "full")
+
+
+def test_without_sync_batchnorm_every_rank_takes_rank_0s_batchnorm_statistics(two_processes):
+    _, summaries = two_processes
+    assert [s["buffers"] for s in summaries] == [([1.0, 1.0, 1.0], 10)] * 2
+    assert summaries[0]["shard_bn"]["epochs_run"] == summaries[1]["shard_bn"]["epochs_run"] == 2
+    assert summaries[0]["shard_bn"]["best_val_metric"] == summaries[1]["shard_bn"]["best_val_metric"]
 
 
 # --- the pieces, in one process -----------------------------------------------------
