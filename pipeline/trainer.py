@@ -56,6 +56,7 @@ from .data_parallel import (
 from .inference import autocast, prediction_head
 from .label_noise import flip_labels
 from .launch import process_device, threads_per_process
+from .runs import run_name
 from .settings.methods import MethodConfig
 from .settings.train import TrainSettings
 
@@ -373,7 +374,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     elif track and previous_run and previous_run != state["mlflow_run_id"]:
         _mark_interrupted(previous_run)
     # Rank 0 alone talks to MLflow; the others learn the run id from it.
-    tracker = _Tracker(track and is_main(), f"clinfuse/{cohort.name}", f"{spec.method_name}-s{spec.seed}",
+    tracker = _Tracker(track and is_main(), f"clinfuse/{cohort.name}", run_name(spec.method_name, spec.seed),
                        state["mlflow_run_id"], config)
     tracker.run_id = state["mlflow_run_id"] = from_rank0(tracker.run_id)
     if tracker.run_id and is_main():

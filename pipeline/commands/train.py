@@ -21,6 +21,7 @@ from pathlib import Path
 
 from etl.errors import ConfigError
 from pipeline.config import load_params, load_section
+from pipeline.runs import run_dir
 from pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
 
 NAME = "train"
@@ -68,7 +69,7 @@ def run(args) -> int:
     preset = load_section(ModelPreset, preset_path(settings.preset))
     seed = args.seed if args.seed is not None else params.sweep.seeds[0]
     cohort = Path(args.cohort)
-    out = Path(args.out) if args.out else Path(params.paths.runs) / cohort.name / f"{args.method}-s{seed}"
+    out = Path(args.out) if args.out else run_dir(params.paths.runs, cohort.name, args.method, seed)
     world = launched_world_size() if inside_torchrun() else settings.nproc
     if settings.batch_size % world:
         raise ConfigError(f"train.batch_size: {settings.batch_size} is the global batch and must be divisible by "
