@@ -13,6 +13,7 @@ Backend: NCCL on CUDA (one GPU per process: cuda:LOCAL_RANK), gloo on CPU.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -59,6 +60,9 @@ def relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
 
     print(f"clinfuse: starting {nproc} processes with torchrun (train.nproc: {nproc})", file=sys.stderr, flush=True)
     args = get_args_parser().parse_args(torchrun_arguments(nproc, argv))
+    # the ranks print their own errors and this prints the one-line outcome: not torchrun's
+    # warnings about stopping the other ranks
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         run(args)
     except ChildFailedError as exc:

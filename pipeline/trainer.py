@@ -133,13 +133,18 @@ def evaluate_split(model, tensors: SplitTensors, cohort: Cohort, head: str, sett
     return task_metrics(cohort.task_type, tensors.y.cpu().numpy(), probs, cohort.label_names)
 
 
+def check_method_task(method_name: str, method: MethodConfig, cohort: Cohort) -> None:
+    """ConfigError naming the method and cohort when the method is undefined for the cohort's task."""
+    try:
+        METHODS[method.method].check_task(cohort.task_type)
+    except ValueError as exc:
+        raise ConfigError(f"method {method_name!r} on cohort {cohort.name}: {exc}") from None
+
+
 def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     """Model, optimizer, scheduler and method for a run (deterministic given the seed)."""
     seed_everything(spec.seed)
-    try:
-        METHODS[spec.method.method].check_task(cohort.task_type)
-    except ValueError as exc:
-        raise ConfigError(f"method {spec.method_name!r} on cohort {cohort.name}: {exc}") from None
+    check_method_task(spec.method_name, spec.method, cohort)
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
     model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
                         task_type=cohort.task_type, options=spec.method.options).to(device)

@@ -76,8 +76,10 @@ def run(args) -> int:
                           f"the {world} processes (each takes batch_size / {world})")
     if settings.nproc > 1 and not inside_torchrun():
         from pipeline.data import load_cohort
+        from pipeline.trainer import check_method_task
 
-        load_cohort(cohort)  # a missing or broken cohort is one line here, not one per process
+        # a missing cohort or a method undefined for its task is one line here, not one per process
+        check_method_task(args.method, method, load_cohort(cohort))
         return relaunch_under_torchrun(settings.nproc, args.argv)
 
     from pipeline.trainer import RunSpec, fit

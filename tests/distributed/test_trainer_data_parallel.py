@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -260,3 +261,22 @@ def test_clinfuse_train_with_nproc_2_runs_under_torchrun_and_writes_one_run_fold
     assert done.stdout.count("trained late_fusion") == 1  # rank 0 alone reports
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["processes"] == 2 and summary["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_an_error_inside_the_ranks_ends_the_launch_with_its_one_line_and_exit_code_2(mimic_cohort, tmp_path):
+    import subprocess
+    import sys
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  epochs: 1\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n  nproc: 2\n")
+    fit(run_spec(mimic_cohort, tmp_path / "run", epochs=1), track=False)  # a finished run, trained with other settings
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--params", str(params), "train", "--cohort",
+                           str(mimic_cohort), "--method", "late_fusion", "--no-tracking", "--resume", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2
+    assert "clinfuse train: error: cannot resume: the run's configuration changed" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"clinfuse: rank [01] of 2 exited with code 2; its message is above", last), last
+    assert "Traceback" not in done.stderr
