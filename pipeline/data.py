@@ -159,15 +159,14 @@ class SplitTensors:
             raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        order = order.to(self.y.device)
         for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
+            index = order[start : start + batch_size]  # on the host: the rank's part costs no device sync
             if world > 1:
                 pad = -len(index) % world
                 if pad:  # (a split smaller than the padding repeats itself)
                     index = torch.cat([index, order.repeat(-(-pad // n))[:pad]])
                 index = index.view(world, -1)[rank]
-            yield self.batch(index)
+            yield self.batch(index.to(self.y.device))
 
     def shard(self, rank: int, world: int) -> SplitTensors:
         """Rank `rank`'s contiguous part of the rows (views, no copy); parts differ in size by at most one.
