@@ -107,12 +107,14 @@ class RankSplit:
         return len(self.split)
 
     def batches(self, batch_size: int, generator=None):
-        for batch in self.split.batches(batch_size, generator):
-            index = batch["index"]
+        n = len(self.split)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]  # the one-process batch (host positions)
             bounds = shard_bounds(len(index), self.world)
             part = index[bounds[self.rank] : bounds[self.rank + 1]]
             if len(part):
-                yield self.split.batch(part)
+                yield self.split.batch(part.to(self.split.y.device), part)
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:
