@@ -282,7 +282,8 @@ class _Tracker:
         from .lineage import log_split_inputs
         from .tracking import NOTE_TAG, repo_root, run_context_tags, with_retries
 
-        self.mlflow.set_tags({NOTE_TAG: description, **run_context_tags()})
+        tags = {NOTE_TAG: description, **run_context_tags()}
+        with_retries(lambda: self.mlflow.set_tags(tags))
         with_retries(lambda: log_split_inputs(cohort, splits, repo_root()))
 
     def curves(self, history: list[dict], title: str) -> None:
