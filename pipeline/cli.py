@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a command may start itself again (torchrun)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USER_ERROR

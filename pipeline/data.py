@@ -151,13 +151,49 @@ class SplitTensors:
             "index": torch.as_tensor(index, device=self.y.device),
         }
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[dict]:
-        """Shuffled batches when a generator is given, in order otherwise."""
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, rank: int = 0,
+                world: int = 1) -> Iterator[dict]:
+        """Shuffled batches when a generator is given, in order otherwise.
+
+        With `world` > 1 (data parallel), `batch_size` is the GLOBAL batch: the permutation and
+        the global batches are those of one process, and rank `rank` takes the contiguous
+        `rank`-th of `world` equal parts of each (batch_size / world samples), so the ranks
+        together see exactly one process's batch at every step. A last global batch whose size
+        is not a multiple of `world` is padded, as `DistributedSampler` pads an epoch, with
+        the first samples of the epoch's permutation (at most world - 1 repeats per epoch).
+        """
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
         n = len(self)
-        host_order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        order = host_order.to(self.y.device)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         for start in range(0, n, batch_size):
-            yield self.batch(order[start : start + batch_size], host_order[start : start + batch_size])
+            index = order[start : start + batch_size]  # on the host: the rank's part costs no device sync
+            if world > 1:
+                pad = -len(index) % world
+                if pad:  # (a split smaller than the padding repeats itself)
+                    index = torch.cat([index, order.repeat(-(-pad // n))[:pad]])
+                index = index.view(world, -1)[rank]
+            yield self.batch(index.to(self.y.device), index)
+
+    def shard(self, rank: int, world: int) -> SplitTensors:
+        """Rank `rank`'s contiguous part of the rows (views, no copy); parts differ in size by at most one.
+
+        Concatenating the parts of ranks 0..world-1 gives the split in its original row order.
+        """
+        bounds = shard_bounds(len(self), world)
+        part = slice(bounds[rank], bounds[rank + 1])
+        groups = None if self.groups is None else self.groups[part]
+        return SplitTensors(self.rows[part], {m: x[part] for m, x in self.inputs.items()},
+                            {m: p[part] for m, p in self.present.items()}, self.y[part], groups)
+
+
+def shard_bounds(n: int, world: int) -> list[int]:
+    """Start of each of `world` contiguous parts of `n` rows, plus n (the first n % world parts get one more)."""
+    base, extra = divmod(n, world)
+    bounds = [0]
+    for r in range(world):
+        bounds.append(bounds[-1] + base + (r < extra))
+    return bounds
 
 
 def gather_to_device(x: torch.Tensor, host_index: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -11,6 +11,12 @@ A run folder `runs/<cohort>/<method>-s<seed>/` holds:
 A killed run continued with `resume=True` ends with the same parameters and
 metrics as an uninterrupted one: shuffling is seeded per epoch, and the RNG
 states that dropout uses are saved with every checkpoint.
+
+Data parallel (torchrun, `train.nproc`; docs/distributed.md): every rank builds the same
+model (same seed, then rank 0's copy broadcast), takes its 1/W of each global batch of the
+one-process permutation, and steps identically (the method averages over ranks). Rank 0
+alone logs to MLflow and writes the run folder; the checkpoint does not depend on W, so a
+run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -30,15 +36,28 @@ from etl.atomic import write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
+from models.distributed import broadcast_module_, rank, world_size
 from models.encoders.images import channels_last_
 from models.methods import METHODS
+from models.sync_batchnorm import convert_sync_batchnorm
 
 from .alignment import gradient_alignment
 from .augment import BatchAugment
 from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
-from .inference import autocast, predict_tensors, prediction_head
+from .data_parallel import (
+    RankSplit,
+    barrier,
+    broadcast_buffers,
+    first_bad_step,
+    from_rank0,
+    is_main,
+    mean_over_ranks,
+    predict_split_parallel,
+)
+from .inference import autocast, prediction_head
 from .label_noise import flip_labels
+from .launch import process_device, threads_per_process
 from .runs import run_name
 from .settings.methods import MethodConfig
 from .settings.train import TrainSettings
@@ -68,16 +87,14 @@ class TrainingDiverged(ClinfuseError):
 
 # Settings that may change when a run is resumed: they change where and how fast it runs,
 # not what it computes. Anything else differing from the checkpoint's run is refused.
-RESUMABLE_CHANGES = ("cohort", "train.device", "train.num_threads", "train.eval_batch_size", "train.log_every")
+# The number of processes is one of them: the permutation and the global batches do not depend on it.
+RESUMABLE_CHANGES = ("cohort", "train.device", "train.num_threads", "train.eval_batch_size", "train.log_every",
+                     "train.nproc")
 
 
 def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda was asked for but this PyTorch build sees no CUDA device "
-                          f"(torch {torch.__version__}); use device: cpu or auto")
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """The device this process trains on (cuda:LOCAL_RANK under torchrun)."""
+    return process_device(setting)
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -93,6 +110,9 @@ def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
 def check_resumable(saved: dict, current: dict) -> None:
     """Refuse to resume a run whose configuration differs in anything but RESUMABLE_CHANGES."""
     a, b = _flat(saved), _flat(current)
+    # a setting added after the run started counts as its default (what the run trained with)
+    for k, v in _flat({"train": TrainSettings().model_dump()}).items():
+        a.setdefault(k, v)
     differ = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES)]
     if differ:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:3])
@@ -109,23 +129,32 @@ def seed_everything(seed: int) -> None:
 
 def evaluate_split(model, tensors: SplitTensors, cohort: Cohort, head: str, settings: TrainSettings) -> dict:
     device = next(model.parameters()).device
-    probs = predict_tensors(model, tensors, cohort.task_type, head, settings.eval_batch_size, settings.bf16 and device.type == "cuda")
+    probs = predict_split_parallel(model, tensors, cohort.task_type, head, settings.eval_batch_size,
+                                   settings.bf16 and device.type == "cuda")
     return task_metrics(cohort.task_type, tensors.y.cpu().numpy(), probs, cohort.label_names)
+
+
+def check_method_task(method_name: str, method: MethodConfig, cohort: Cohort) -> None:
+    """ConfigError naming the method and cohort when the method is undefined for the cohort's task."""
+    try:
+        METHODS[method.method].check_task(cohort.task_type)
+    except ValueError as exc:
+        raise ConfigError(f"method {method_name!r} on cohort {cohort.name}: {exc}") from None
 
 
 def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     """Model, optimizer, scheduler and method for a run (deterministic given the seed)."""
     seed_everything(spec.seed)
-    try:
-        METHODS[spec.method.method].check_task(cohort.task_type)
-    except ValueError as exc:
-        raise ConfigError(f"method {spec.method_name!r} on cohort {cohort.name}: {exc}") from None
+    check_method_task(spec.method_name, spec.method, cohort)
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
     model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
                         task_type=cohort.task_type, options=spec.method.options).to(device)
     if device.type == "cuda":
         channels_last_(model)  # NHWC 2D convolutions (cuDNN tensor cores); values unchanged
     s = spec.settings
+    if s.sync_batchnorm and world_size() > 1:
+        model = convert_sync_batchnorm(model, device)  # before the optimizer takes the parameters
+    broadcast_module_(model)  # same seed, same model; rank 0's copy makes sure of it
     if s.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     else:
@@ -195,7 +224,12 @@ def _step_prefix(key: str) -> str:
 
 
 class _Tracker:
-    """MLflow logging for one run (a no-op when tracking is off)."""
+    """MLflow logging for one run (a no-op when tracking is off).
+
+    Every write goes through `with_retries`: parallel runs (a `dvc queue` with several jobs)
+    share one SQLite store, and SQLite answers "database is locked" at once, without waiting
+    out its busy timeout, when two writers' transactions deadlock.
+    """
 
     def __init__(self, enabled: bool, experiment: str, run_name: str, run_id: str | None, params: dict):
         self.enabled = enabled
@@ -205,12 +239,13 @@ class _Tracker:
             return
         import mlflow
 
-        from .tracking import flatten, setup_mlflow
+        from .tracking import flatten, setup_mlflow, with_retries
 
         self.mlflow = mlflow
+        self.retry = with_retries
         experiment_id = setup_mlflow(experiment)
         if run_id:
-            self.run = mlflow.start_run(run_id=run_id)
+            self.run = with_retries(lambda: mlflow.start_run(run_id=run_id))
             # A resumed run replays the steps after its last checkpoint: do not log them twice.
             client = mlflow.MlflowClient()
             for key in self.run.data.metrics:
@@ -219,8 +254,8 @@ class _Tracker:
                 if history:
                     self.logged_upto[prefix] = max(self.logged_upto.get(prefix, 0), max(m.step for m in history))
         else:
-            self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
-            mlflow.log_params(flatten(params))
+            self.run = with_retries(lambda: mlflow.start_run(experiment_id=experiment_id, run_name=run_name))
+            with_retries(lambda: mlflow.log_params(flatten(params)))
         self.run_id = self.run.info.run_id
 
     def metrics(self, values: dict[str, float], step: int) -> None:
@@ -229,9 +264,7 @@ class _Tracker:
         values = {k: float(v) for k, v in values.items() if v is not None
                   and step > self.logged_upto.get(_step_prefix(k), 0)}
         if values:
-            from .tracking import with_retries
-
-            with_retries(lambda: self.mlflow.log_metrics(values, step=step))  # other runs share the SQLite store
+            self.retry(lambda: self.mlflow.log_metrics(values, step=step))
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if self.enabled:
@@ -239,7 +272,7 @@ class _Tracker:
 
     def tags(self, tags: dict[str, str]) -> None:
         if self.enabled:
-            self.mlflow.set_tags(tags)
+            self.retry(lambda: self.mlflow.set_tags(tags))
 
     def lineage(self, cohort: Cohort, splits: dict[str, np.ndarray], description: str) -> None:
         """The run's description, git commit, DVC stage/experiment and its data splits as dataset inputs."""
@@ -248,7 +281,8 @@ class _Tracker:
         from .lineage import log_split_inputs
         from .tracking import NOTE_TAG, repo_root, run_context_tags, with_retries
 
-        self.mlflow.set_tags({NOTE_TAG: description, **run_context_tags()})
+        tags = {NOTE_TAG: description, **run_context_tags()}
+        with_retries(lambda: self.mlflow.set_tags(tags))
         with_retries(lambda: log_split_inputs(cohort, splits, repo_root()))
 
     def curves(self, history: list[dict], title: str) -> None:
@@ -266,11 +300,11 @@ class _Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled:
-            self.mlflow.end_run(status=status)
+            self.retry(lambda: self.mlflow.end_run(status=status))
 
 
 def _check_finite(first_bad: torch.Tensor, epoch: int, steps_before_epoch: int) -> None:
-    bad = int(first_bad)
+    bad = first_bad_step(int(first_bad))  # any rank's: every rank stops alike
     if bad >= 0:
         raise TrainingDiverged(f"diverged at epoch {epoch + 1}, step {bad - steps_before_epoch} (global step {bad}): "
                                "the training loss is NaN or infinite; lower train.lr or check the inputs")
@@ -280,12 +314,12 @@ def _mark_interrupted(run_id: str) -> None:
     """A run left RUNNING by a killed process is marked KILLED when its folder is trained again."""
     import mlflow
 
-    from .tracking import resolve_tracking_uri
+    from .tracking import resolve_tracking_uri, with_retries
 
     client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri())
     try:
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, status="KILLED")
+        if with_retries(lambda: client.get_run(run_id)).info.status == "RUNNING":
+            with_retries(lambda: client.set_terminated(run_id, status="KILLED"))
     except mlflow.exceptions.MlflowException:
         pass  # the store was reset or moved: nothing to mark
 
@@ -296,7 +330,8 @@ def _apply_label_noise(train: SplitTensors, cohort: Cohort, rate: float, seed: i
         return 0
     noisy, flipped = flip_labels(train.y.cpu().numpy(), rate, cohort.task_type, cohort.num_outputs, seed)
     train.y = torch.from_numpy(noisy).to(train.y.device)
-    print(f"label noise: flipped {flipped} training label entries (rate {rate:g}, seed {seed})")
+    if is_main():
+        print(f"label noise: flipped {flipped} training label entries (rate {rate:g}, seed {seed})")
     return flipped
 
 
@@ -324,7 +359,15 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     """
     started = time.perf_counter()
     s = spec.settings
-    torch.set_num_threads(s.num_threads)
+    world = world_size()
+    threads = threads_per_process(s.num_threads)
+    if threads < s.num_threads and is_main():
+        print(f"train.num_threads: {s.num_threads} per process lowered to {threads} "
+              "so that the processes on this machine share its cores")
+    torch.set_num_threads(threads)
+    if s.batch_size % world:
+        raise ConfigError(f"train.batch_size: {s.batch_size} is the global batch and must be divisible by "
+                          f"the {world} processes (each takes batch_size / {world})")
     device = resolve_device(s.device)
     cohort = load_cohort(spec.cohort_dir)
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
@@ -341,7 +384,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     state = {"epoch": 0, "global_step": 0, "best_metric": -np.inf, "best_epoch": None, "bad_epochs": 0,
              "history": [], "mlflow_run_id": None, "finished": False}
     last = out / CHECKPOINT_LAST
-    if resume and last.exists():
+    if from_rank0(resume and last.exists()):  # rank 0 decides (the run folder is shared across nodes)
         if (out / "config.yaml").is_file():
             check_resumable(yaml.safe_load((out / "config.yaml").read_text()), config)
         ckpt = load_checkpoint(last, device)
@@ -351,20 +394,23 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
         method.load_state_dict(ckpt["method"])
         state = ckpt["state"]
         _set_rng_states(ckpt["rng"])
-    else:
+    elif is_main():
         for stale in (last, out / CHECKPOINT_BEST):
             stale.unlink(missing_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    if is_main():
+        write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     run_file = out / "mlflow_run.json"  # written at once: a kill before the first checkpoint keeps the id
-    previous_run = json.loads(run_file.read_text()).get("run_id") if run_file.is_file() else None
+    previous_run = json.loads(run_file.read_text()).get("run_id") if run_file.is_file() and is_main() else None
     if resume and state["mlflow_run_id"] is None:
         state["mlflow_run_id"] = previous_run  # killed before its first checkpoint: continue that run
     elif track and previous_run and previous_run != state["mlflow_run_id"]:
         _mark_interrupted(previous_run)
-    tracker = _Tracker(track, f"clinfuse/{cohort.name}", run_name(spec.method_name, spec.seed), state["mlflow_run_id"], config)
-    state["mlflow_run_id"] = tracker.run_id
-    if tracker.run_id:
+    # Rank 0 alone talks to MLflow; the others learn the run id from it.
+    tracker = _Tracker(track and is_main(), f"clinfuse/{cohort.name}", run_name(spec.method_name, spec.seed),
+                       state["mlflow_run_id"], config)
+    tracker.run_id = state["mlflow_run_id"] = from_rank0(tracker.run_id)
+    if tracker.run_id and is_main():
         write_json(run_file, {"run_id": tracker.run_id})
     tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed)})
     tracker.lineage(cohort, {split: cohort.rows(split) for split in ("train", "val", "test")},
@@ -375,8 +421,13 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"), transient=True,
+        TextColumn("{task.fields[info]}"), transient=True, disable=not is_main(),
     )
+    # Without SyncBatchNorm each rank's BatchNorm statistics come from its shard: rank 0's are
+    # copied to every rank after each step, as DistributedDataParallel's broadcast_buffers does.
+    share_buffers = world > 1 and not s.sync_batchnorm and any(True for _ in model.buffers())
+    # Epoch hooks see the whole split; a pass over it with `.batches` takes this rank's part.
+    hook_train = train if world == 1 else RankSplit(train, s.batch_size, rank(), world)
     try:
         with progress:
             steps_per_epoch = (len(train) + s.batch_size - 1) // s.batch_size
@@ -389,11 +440,13 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 # First step whose loss was not finite, kept on the device (read at the syncs we already make).
                 first_bad = torch.full((), -1, dtype=torch.long, device=device)
                 counts: dict[str, int] = {}  # a method may report a key in some steps only (IGM's loss_<m>)
-                epoch_metrics = dict(method.on_epoch_start(epoch, train))
-                for batch in train.batches(s.batch_size, generator):
+                epoch_metrics = dict(method.on_epoch_start(epoch, hook_train))
+                for batch in train.batches(s.batch_size, generator, rank(), world):
                     batch = augment(batch, state["global_step"])  # the same batch when train.augment is off
                     with autocast(device, s.bf16):
                         metrics = method.step(batch)
+                    if share_buffers:
+                        broadcast_buffers(model)
                     n_steps += 1
                     state["global_step"] += 1
                     first_bad = torch.where((first_bad < 0) & ~torch.isfinite(metrics["loss_total"].float()),
@@ -405,19 +458,24 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                         _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                         names = list(metrics)
                         values = torch.stack([metrics[k].float() for k in names]).tolist()  # one sync
-                        tracker.metrics({f"step/{k}": v for k, v in zip(names, values, strict=True)}, state["global_step"])
-                        progress.update(task, info=f"loss {values[names.index('loss_total')]:.3f}")
+                        # the global batch's values: the mean over ranks of each rank's shard
+                        step_values = mean_over_ranks(dict(zip(names, values, strict=True)), dict.fromkeys(names, 1))
+                        tracker.metrics({f"step/{k}": v for k, v in step_values.items()}, state["global_step"])
+                        progress.update(task, info=f"loss {step_values['loss_total']:.3f}")
                     if s.alignment_every and state["global_step"] % s.alignment_every == 0:
                         _log_alignment(model, train, cohort.task_type, s.batch_size, state, tracker)
                     progress.advance(task)
                 _check_finite(first_bad, epoch, state["global_step"] - n_steps)
-                epoch_metrics.update(method.on_epoch_end(epoch, train))
+                epoch_metrics.update(method.on_epoch_end(epoch, hook_train))
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []
                 train_means = dict(zip(names, means, strict=True))
+                if world > 1:  # every rank's equal-sized shards: the mean of the ranks' means
+                    train_means = mean_over_ranks({k: v * counts[k] for k, v in train_means.items()}, counts)
                 hook_metrics = _host(epoch_metrics)  # one sync
-                val_metrics = evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None}
+                # every rank predicts part of the split; rank 0's metrics decide for all (early stopping)
+                val_metrics = from_rank0(evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None})
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
                           f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"],
@@ -431,16 +489,20 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                     state["best_metric"] = score if score is not None else state["best_metric"]
                     state["best_epoch"] = epoch + 1
                     state["bad_epochs"] = 0
-                    save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1, "val_metric": score}, out / CHECKPOINT_BEST)
+                    if is_main():
+                        save_checkpoint({"model": model.state_dict(), "epoch": epoch + 1, "val_metric": score},
+                                        out / CHECKPOINT_BEST)
                 else:
                     state["bad_epochs"] += 1
                 state["epoch"] = epoch + 1
                 stop_early = state["bad_epochs"] >= s.patience
                 # A finished run (early-stopped or at its last epoch) stays finished on --resume.
                 state["finished"] = stop_early or state["epoch"] >= s.epochs
-                save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "method": method.state_dict(),
-                       "state": state, "rng": _rng_states(device)}, last)
+                if is_main():
+                    save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "method": method.state_dict(),
+                                     "state": state, "rng": _rng_states(device)}, last)
+                barrier()  # no rank runs ahead of the checkpoint it would resume from
                 progress.remove_task(task)
                 if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                     raise StopTraining(f"stopped after epoch {epoch + 1}")
@@ -453,19 +515,21 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
         tracker.end("FAILED")  # never leave an active MLflow run behind
         raise
 
-    best = load_checkpoint(out / CHECKPOINT_BEST, device)
-    model.load_state_dict(best["model"])
-    write_json(out / "history.json", state["history"])
-    if state.get("alignment"):
-        write_json(out / "alignment.json", state["alignment"])
+    main_rank = is_main()
+    if main_rank:
+        model.load_state_dict(load_checkpoint(out / CHECKPOINT_BEST, device)["model"])
+        write_json(out / "history.json", state["history"])
+        if state.get("alignment"):
+            write_json(out / "alignment.json", state["alignment"])
     summary = {
         "cohort": cohort.name, "method": spec.method_name, "seed": spec.seed,
         "metric": f"val_{headline}", "best_val_metric": None if state["best_metric"] == -np.inf else state["best_metric"],
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "steps": state["global_step"],
         "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
-        "label_noise": {"rate": s.label_noise, "flipped_entries": noise},
+        "label_noise": {"rate": s.label_noise, "flipped_entries": noise}, "processes": world,
     }
-    write_json(out / "train_summary.json", summary)
+    if main_rank:
+        write_json(out / "train_summary.json", summary)
     tracker.metrics({f"best_val_{headline}": summary["best_val_metric"]}, state["epoch"])
     tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
     tracker.artifact(out / "config.yaml")
@@ -474,6 +538,9 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     if (out / "alignment.json").is_file():
         tracker.artifact(out / "alignment.json")
     tracker.end()
+    barrier()  # the run folder is complete when any rank returns
+    if not main_rank:
+        return summary
     best_txt = "n/a" if summary["best_val_metric"] is None else f"{summary['best_val_metric']:.3f}"
     print(f"trained {spec.method_name} on {cohort.name} (seed {spec.seed}): best val {headline} {best_txt} "
           f"at epoch {summary['best_epoch']}/{state['epoch']} in {summary['seconds']:.1f} s -> {out}")

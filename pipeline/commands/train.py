@@ -7,6 +7,12 @@
 masam_no_aps); `--config FILE` uses another method YAML. Training settings come
 from params.yaml `train:`; `--epochs` and `--device` override them. `--resume`
 continues a killed run from its last checkpoint to the same result.
+
+Several processes (data parallel, one per GPU): `train.nproc: N` in params.yaml or
+`--nproc N` starts this command N times under torchrun on this machine; or start it
+with torchrun yourself (several machines: docs/distributed.md):
+
+  torchrun --standalone --nproc_per_node 4 -m pipeline train --cohort ... --method masam
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="override train.device")
+    parser.add_argument("--nproc", type=int, default=None,
+                        help="override train.nproc: processes on this machine, started with torchrun")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
 
 def run(args) -> int:
-    from pipeline.trainer import RunSpec, fit
+    from pipeline.launch import inside_torchrun, launched_world_size, process_group, relaunch_under_torchrun
 
     params = load_params(args.params)
     settings = params.train.model_copy()
@@ -43,6 +51,10 @@ def run(args) -> int:
         settings.epochs = args.epochs
     if args.device is not None:
         settings.device = args.device
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc {args.nproc}: expected a number of processes >= 1")
+        settings.nproc = args.nproc
     method_file = Path(args.config) if args.config else method_path(args.method)
     if not method_file.is_file():
         raise ConfigError(
@@ -58,6 +70,21 @@ def run(args) -> int:
     seed = args.seed if args.seed is not None else params.sweep.seeds[0]
     cohort = Path(args.cohort)
     out = Path(args.out) if args.out else run_dir(params.paths.runs, cohort.name, args.method, seed)
+    world = launched_world_size() if inside_torchrun() else settings.nproc
+    if settings.batch_size % world:
+        raise ConfigError(f"train.batch_size: {settings.batch_size} is the global batch and must be divisible by "
+                          f"the {world} processes (each takes batch_size / {world})")
+    if settings.nproc > 1 and not inside_torchrun():
+        from pipeline.data import load_cohort
+        from pipeline.trainer import check_method_task
+
+        # a missing cohort or a method undefined for its task is one line here, not one per process
+        check_method_task(args.method, method, load_cohort(cohort))
+        return relaunch_under_torchrun(settings.nproc, args.argv)
+
+    from pipeline.trainer import RunSpec, fit
+
     spec = RunSpec(cohort, args.method, method, settings.preset, preset.encoders, settings, seed, out)
-    fit(spec, resume=args.resume, track=not args.no_tracking)
+    with process_group(settings.device):
+        fit(spec, resume=args.resume, track=not args.no_tracking)
     return 0

@@ -41,7 +41,14 @@ class TrainSettings(StrictModel):
     patience: int = Field(6, ge=1)  # early stopping, in epochs without validation improvement
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # autocast on CUDA only
-    num_threads: int = Field(2, ge=1)  # torch CPU threads
+    num_threads: int = Field(2, ge=1)  # torch CPU threads per process (lowered to cores / processes on a node)
+    # Processes on this machine (data parallel, one per GPU): `clinfuse train` starts itself under
+    # torchrun when > 1. batch_size stays the GLOBAL batch; each process takes batch_size / nproc.
+    nproc: int = Field(1, ge=1)
+    # Batch statistics over the global batch (SyncBatchNorm) instead of each process's shard; off by
+    # default: it adds a collective to every BatchNorm layer in every forward and backward pass, and
+    # pays only when the per-process batch is small (a few images per GPU) and the statistics noisy.
+    sync_batchnorm: bool = False
     log_every: int = Field(5, ge=1)  # MLflow step-metric interval, in optimizer steps
     # Gradient alignment probe (paper Fig. 15): every N optimizer steps, gamma_m =
     # cos(dL_fuse/dtheta_m, dL_m/dtheta_m) on a fixed training batch, for any method; 0 = off.

@@ -80,3 +80,32 @@ def test_concurrent_registrations_always_leave_the_better_version_as_champion(tm
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         assert int(client.get_model_version_by_alias("m", "champion").version) == 1
         client.delete_registered_model_alias("m", "champion")
+
+
+def test_parallel_training_runs_log_every_metric_to_one_store_without_database_is_locked(tmp_path):
+    """A `dvc queue start --jobs 2` sweep: two trainings log to one SQLite store at the same time,
+    through the trainer's own tracker (start, params, tags, a metric every step, end)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = textwrap.dedent("""
+        from pipeline.trainer import _Tracker
+        params = {"method": {"method": "masam", "options": {"rho": 0.3}}, "train": {"lr": 0.002}}
+        tracker = _Tracker(True, "clinfuse/sweep", "masam-s{seed}", None, params)
+        tracker.tags({"seed": "{seed}"})
+        for step in range(1, 41):
+            tracker.metrics({"step/loss_total": 1.0 / step, "step/gamma_cxr": 0.5}, step)
+        tracker.end()
+        print(tracker.run_id)
+    """)
+    results = _run_all([script.replace("{seed}", str(seed)) for seed in (42, 123)], uri)
+    for r in results:
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "database is locked" not in r.stderr
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    for r in results:
+        run = client.get_run(r.stdout.strip().splitlines()[-1])
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "step/loss_total")] == list(range(1, 41))
+    assert sorted(client.get_run(r.stdout.strip().splitlines()[-1]).data.tags["seed"] for r in results) == [
+        "123", "42"]
