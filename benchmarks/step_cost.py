@@ -178,7 +178,8 @@ def run_model(label, spec, size, batch, device, warmup, steps, methods=None) -> 
              ("late_fusion (binary)", "late_fusion", {}, None, "binary"), ("pmr (binary)", "pmr", {}, None, "binary"),
              ("medfuse (fusion stage)", "medfuse", {"pretrain_epochs": 0}, None), ("drfuse", "drfuse", {}, None)]
     if methods is not None:
-        cases = [c for c in cases if c[1] in methods or c[1] == "late_fusion"]
+        keep = methods | {"late_fusion"}
+        cases = [c for c in cases if c[1] in keep and (c[0] != "late_fusion (binary)" or "pmr" in methods)]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
     for case, name, options, active, *task in cases:

@@ -218,8 +218,9 @@ class MLA(Method):
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             with torch.no_grad():
                 if project:
-                    mask = present[m].to(z.dtype)[:, None]
-                    total = torch.cat([(z.detach() * mask).sum(0), mask.sum(0)])  # [D + 1]: sum, count
+                    z_full = upcast(z.detach())  # a bf16 (autocast) count would be inexact past 256
+                    mask = present[m].to(z_full.dtype)[:, None]
+                    total = torch.cat([(z_full * mask).sum(0), mask.sum(0)])  # [D + 1]: sum, count
                     grads.append(total)
                 all_reduce_mean_(grads)  # rank means; the sum/count ratio is unchanged by averaging both
             if project:
