@@ -5,8 +5,11 @@
 
 `--method` names a config in configs/methods/ (e.g. masam, masam_reference,
 masam_no_aps); `--config FILE` uses another method YAML. Training settings come
-from params.yaml `train:`; `--epochs` and `--device` override them. `--resume`
-continues a killed run from its last checkpoint to the same result.
+from params.yaml `train:`; `--epochs` and `--device` override them. An interrupted
+run in `--out` with the same configuration resumes from its last checkpoint to the
+same result as an uninterrupted one (`dvc repro` after a kill); a changed
+configuration, a rebuilt cohort or a finished run starts afresh (the old run folder
+is removed). `--resume` insists on resuming, `--fresh` on starting afresh.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed (default: first of params sweep.seeds)")
     parser.add_argument("--config", default=None, help="method YAML (default: configs/methods/<method>.yaml)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<cohort>/<method>-s<seed>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run folder's last checkpoint (fail if its configuration changed)")
+    parser.add_argument("--fresh", action="store_true", help="start afresh even if an interrupted run could resume")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="override train.device")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
@@ -58,5 +63,9 @@ def run(args) -> int:
     cohort = Path(args.cohort)
     out = Path(args.out) if args.out else Path(params.paths.runs) / cohort.name / f"{args.method}-s{seed}"
     spec = RunSpec(cohort, args.method, method, settings.preset, preset.encoders, settings, seed, out)
-    fit(spec, resume=args.resume, track=not args.no_tracking)
+    if args.resume and args.fresh:
+        raise ConfigError("--resume and --fresh: choose one")
+    # By default an interrupted run of the same configuration resumes (dvc repro after a kill), and a
+    # changed or finished one starts afresh.
+    fit(spec, resume=True if args.resume else False if args.fresh else "auto", track=not args.no_tracking)
     return 0

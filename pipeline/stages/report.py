@@ -2,7 +2,10 @@
 
 Output folder (reports/<cohort>/):
   report.html        self-contained page for a clinical reader
-  metrics.json       per-method mean/std over seeds and the champion (for `dvc metrics`)
+  metrics.json       numbers only (for `dvc metrics` / `dvc exp show`): the champion's and each method's
+                     headline (mean/std over seeds), named `headline` in every cohort
+  metrics_about.json what those numbers are: which metric `headline` is (macro_auprc or macro_map), the
+                     champion's method, the paired comparison's methods (text stays out of metrics.json)
   comparison.csv     one row per (method, seed) with test metrics
   plots/pr/*.json, plots/roc/*.json   the champion's per-label curves (for `dvc plots`)
 """
@@ -14,6 +17,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -177,18 +181,9 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, method_ord
     )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
-    metrics = {"cohort": cohort.name, "headline": headline,
-               "champion": {"method": champion["method"], "seed": champion["seed"],
-                            f"test_{headline}": champion["test"][headline],
-                            "val": champion["validation"]["value"]},
-               "methods": {c["method"]: {f"test_{headline}_mean": c["headline_mean"],
-                                         f"test_{headline}_std": c["headline_std"],
-                                         "test_macro_auroc_mean": c["auroc_mean"],
-                                         "avg_rank_auprc": c["rank_auprc"], "n_seeds": c["n_seeds"]}
-                           for c in comparison}}
-    if paired:
-        metrics["paired_difference"] = {k: paired[k] for k in ("a", "b", "seed", "macro_auprc", "macro_auroc")}
+    metrics, about = dvc_metrics(cohort.name, headline, champion, comparison, paired)
     write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics_about.json", about)
     write_text(out / "comparison.csv", long.to_csv(index=False))
     for kind in ("pr", "roc"):
         records = json.loads((champion["_dir"] / f"curves_{kind}.json").read_text())
@@ -314,6 +309,36 @@ def _forest(results: list[dict], cohort, labels: list[str], n_resamples: int) ->
         out.append({"method": "masam", "baseline": b, "seed": seed, "rows": rows,
                     "macro_auprc": diff["macro_auprc"], "macro_auroc": diff["macro_auroc"]})
     return out
+
+
+def dvc_metrics(cohort: str, headline: str, champion: dict, comparison: list[dict],
+                paired: dict | None) -> tuple[dict, dict]:
+    """(metrics.json, metrics_about.json) for DVC.
+
+    DVC compares metrics files key by key across experiments, and `dvc exp show` makes a column of
+    every key, so metrics.json holds numbers only and names each quantity the same in every cohort:
+    the model-selection metric is `headline` whether it is macro AUPRC (MIMIC tasks) or macro mAP
+    (ADNI's classes). metrics_about.json says which metric that is, and the text (method names).
+    """
+    metrics: dict[str, Any] = {
+        "champion": {"test_headline": champion["test"][headline], "val_headline": champion["validation"]["value"],
+                     "seed": champion["seed"]},
+        "methods": {c["method"]: {"test_headline_mean": c["headline_mean"], "test_headline_std": c["headline_std"],
+                                  "test_macro_auroc_mean": c["auroc_mean"], "avg_rank_auprc": c["rank_auprc"],
+                                  "n_seeds": c["n_seeds"]}
+                    for c in comparison},
+    }
+    about: dict[str, Any] = {"cohort": cohort, "headline": headline, "champion_method": champion["method"],
+                             "validation_metric": champion["validation"]["metric"]}
+    if paired:
+        # {difference, ci: [lo, hi], ...} -> flat numbers: DVC makes a column per key, not per list item
+        metrics["paired_difference"] = {
+            m: {"difference": paired[m]["difference"], "ci_low": paired[m]["ci"][0], "ci_high": paired[m]["ci"][1],
+                "p_le_zero": paired[m]["p_le_zero"]}
+            for m in ("macro_auprc", "macro_auroc")}
+        about["paired_difference"] = {"a": paired["a"], "b": paired["b"], "seed": paired["seed"],
+                                      "meaning": "test macro AUPRC/AUROC of a minus b (same seed, same patients)"}
+    return metrics, about
 
 
 def _number_or_none(v):
