@@ -20,8 +20,16 @@ fusion on that binary task; its once-per-epoch prototype pass is not in the step
 Methods' epoch-start hooks (prototypes, windows, anchors) run once before timing, untimed.
 On CUDA each step runs as the trainer runs it: under bf16 autocast (--no-bf16: fp32) with 2D
 convolutions channels-last.
-Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N] [--no-bf16]
-(--quick: batch 8 at 160 px for the paper-size model, fewer steps.)
+MASAM's g_fuse,m and g_uni,m are two vector-Jacobian products through encoder m. `--vjp`
+also times them taken separately (what `models/methods/masam.py` does) against one batched
+VJP (`torch.autograd.grad(..., is_grads_batched=True)` with the two cotangents stacked) on
+the paper-size encoders, and prints the ratio batched/separate. On CPU (torch 2.13, 2 cores)
+the batched form was no faster (paper size, 160 px, batch 8: 42.4 s vs 34.5 s, and 36.0 s as
+one call over both encoders, on a heavily shared machine), so MASAM keeps the separate
+products; CUDA is unmeasured here (run `--device cuda --vjp`).
+Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N] [--no-bf16] [--methods a,b] [--vjp]
+(--quick: batch 8 at 160 px for the paper-size model, fewer steps; --methods: time only these
+methods, late fusion always included.)
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import torch
 
 from models.build import build_model
 from models.encoders.images import channels_last_
+from models.losses import task_loss
 from models.methods import METHODS
 from pipeline.config import load_section
 from pipeline.data import SplitTensors
@@ -132,7 +141,46 @@ def time_feature_pass(spec, size, batch, device, warmup, steps) -> float:
     return statistics.median(times)
 
 
-def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
+def time_vjp_forms(spec, size, batch, device, warmup, steps) -> tuple[float, float]:
+    """MASAM's per-encoder g_fuse,m and g_uni,m: (separate VJPs, one batched VJP) seconds, summed over encoders."""
+    torch.manual_seed(0)
+    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, 25, method="masam",
+                        task_type="multilabel").to(device).train()
+    b = make_batch(batch, size, device)
+    mods = model.modalities
+    params = {m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in mods}
+    feats = {m: model.encode(m, b["inputs"][m]) for m in mods}
+    out = model.heads(feats, b["present"])
+    dz_fuse = torch.autograd.grad(task_loss(out.fused, b["y"], "multilabel"), [feats[m] for m in mods],
+                                  retain_graph=True)
+    dz_uni = [torch.autograd.grad(task_loss(out.unimodal[m], b["y"], "multilabel"), feats[m], retain_graph=True)[0]
+              for m in mods]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def separate():
+        for i, m in enumerate(mods):
+            torch.autograd.grad(feats[m], params[m], dz_fuse[i], retain_graph=True)
+            torch.autograd.grad(feats[m], params[m], dz_uni[i], retain_graph=True)
+
+    def batched():
+        for i, m in enumerate(mods):
+            torch.autograd.grad(feats[m], params[m], torch.stack([dz_fuse[i], dz_uni[i]]), retain_graph=True,
+                                is_grads_batched=True)
+
+    result = []
+    for fn in (separate, batched):
+        times = []
+        for i in range(warmup + steps):
+            t = time.perf_counter()
+            fn()
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+        result.append(statistics.median(times))
+    return result[0], result[1]
+
+
+def run_model(label, spec, size, batch, device, warmup, steps, methods=None) -> dict:
     igm_inner = {"inner_iters": 10**9}
     cases = [("late_fusion", "late_fusion", {}, None), ("sam", "sam", {}, None),
              ("masam (ehr dominant)", "masam", {"dominant": "ehr"}, None),
@@ -144,6 +192,9 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
              ("aug (1 extra/modality)", "aug", {}, None), ("inforeg", "inforeg", {}, None),
              ("late_fusion (binary)", "late_fusion", {}, None, "binary"), ("pmr (binary)", "pmr", {}, None, "binary"),
              ("medfuse (fusion stage)", "medfuse", {"pretrain_epochs": 0}, None), ("drfuse", "drfuse", {}, None)]
+    if methods is not None:
+        keep = methods | {"late_fusion"}
+        cases = [c for c in cases if c[1] in keep and (c[0] != "late_fusion (binary)" or "pmr" in methods)]
     out = {}
     peak_note = "peak GPU memory" if device.type == "cuda" else "process peak RSS"
     for case, name, options, active, *task in cases:
@@ -153,6 +204,8 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
         reference = out["late_fusion (binary)"] if task_type == "binary" else out["late_fusion"]
         print(f"{label}: {case:24s} {t * 1000:9.1f} ms/step  ratio {t / reference:.2f}  "
               f"{peak_note} {peak:,.0f} MiB", flush=True)
+    if "igm (ehr phase)" not in out:
+        return out
     passes = time_feature_pass(spec, size, batch, device, warmup, steps)
     out["igm"] = (out["igm (ehr phase)"] + out["igm (cxr phase)"]) / 2 + passes
     print(f"{label}: {'igm feature passes':22s} {passes * 1000:9.1f} ms/step", flush=True)
@@ -161,12 +214,34 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
     return out
 
 
+def print_summary(label: str, r: dict) -> None:
+    """Ratios to late fusion of the methods timed (a method not timed is left out)."""
+
+    def ratio(case: str, reference: str = "late_fusion") -> str:
+        return f"{r[case] / r[reference]:.2f}"
+
+    pairs = [("ogm_ge", "ogm_ge"), ("agm", "agm"), ("gblend", "gblend"), ("mla", "mla"), ("mmpareto", "mmpareto"),
+             ("aug", "aug (1 extra/modality)"), ("inforeg", "inforeg"), ("medfuse", "medfuse (fusion stage)"),
+             ("drfuse", "drfuse"), ("sam", "sam"), ("igm", "igm")]
+    parts = [f"{name}/late_fusion {ratio(case)}" for name, case in pairs if case in r]
+    if "pmr (binary)" in r:
+        parts.append(f"pmr/late_fusion (binary) {ratio('pmr (binary)', 'late_fusion (binary)')}")
+    if "masam (APS decides)" in r:
+        forced = (r["masam (ehr dominant)"] + r["masam (cxr dominant)"]) / 2 / r["late_fusion"]
+        parts.append(f"masam/late_fusion ehr-dominant {ratio('masam (ehr dominant)')}, "
+                     f"cxr-dominant {ratio('masam (cxr dominant)')}, APS {ratio('masam (APS decides)')}, "
+                     f"mean of forced {forced:.2f}")
+    print(f"{label}: " + "; ".join(parts), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="no bf16 autocast on CUDA")
+    parser.add_argument("--methods", default=None, help="comma-separated METHODS keys to time (late_fusion always)")
+    parser.add_argument("--vjp", action="store_true", help="also time MASAM's encoder VJPs, separate vs batched")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"--device cuda: this PyTorch build sees no CUDA device (torch {torch.__version__}); use --device cpu",
@@ -181,25 +256,20 @@ def main() -> None:
     size, batch = (160, 8) if args.quick else (224, 16)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           f"{', bf16 autocast' if BF16 and device.type == 'cuda' else ''}", flush=True)
-    small = run_model("small preset (64 px, batch 32)", SMALL, 64, 32, device, warmup, steps * 3)
-    paper = run_model(f"paper size ({size} px, batch {batch})", PAPER, size, batch, device, warmup, steps)
+    methods = None if args.methods is None else set(args.methods.split(","))
+    unknown = (methods or set()) - set(METHODS)
+    if unknown:
+        parser.error(f"--methods: unknown {sorted(unknown)}; known: {sorted(METHODS)}")
+    small = run_model("small preset (64 px, batch 32)", SMALL, 64, 32, device, warmup, steps * 3, methods)
+    paper = run_model(f"paper size ({size} px, batch {batch})", PAPER, size, batch, device, warmup, steps, methods)
     for label, r in (("small preset", small), ("paper size", paper)):
-        print(f"{label}: " + ", ".join(f"{name}/late_fusion {r[case] / r['late_fusion']:.2f}" for name, case in
-                                        (("ogm_ge", "ogm_ge"), ("agm", "agm"), ("gblend", "gblend"), ("mla", "mla"),
-                                         ("mmpareto", "mmpareto"), ("aug", "aug (1 extra/modality)"),
-                                         ("inforeg", "inforeg")))
-              + f", pmr/late_fusion (binary) {r['pmr (binary)'] / r['late_fusion (binary)']:.2f}")
-        print(f"{label}: medfuse/late_fusion {r['medfuse (fusion stage)'] / r['late_fusion']:.2f}; "
-              f"drfuse/late_fusion {r['drfuse'] / r['late_fusion']:.2f}")
-        aps = r["masam (APS decides)"] / r["late_fusion"]
-        forced = (r["masam (ehr dominant)"] + r["masam (cxr dominant)"]) / 2 / r["late_fusion"]
-        print(f"{label}: medfuse/late_fusion {r['medfuse (fusion stage)'] / r['late_fusion']:.2f}; "
-              f"drfuse/late_fusion {r['drfuse'] / r['late_fusion']:.2f}")
-        print(f"{label}: sam/late_fusion {r['sam'] / r['late_fusion']:.2f}; masam/late_fusion "
-              f"ehr-dominant {r['masam (ehr dominant)'] / r['late_fusion']:.2f}, "
-              f"cxr-dominant {r['masam (cxr dominant)'] / r['late_fusion']:.2f}, APS {aps:.2f}, "
-              f"mean of forced {forced:.2f}; igm/late_fusion {r['igm'] / r['late_fusion']:.2f}")
-    print(f"masam/late_fusion step-time ratio: {paper['masam (cxr dominant)'] / paper['late_fusion']:.2f}")
+        print_summary(label, r)
+    if args.vjp:
+        separate, batched = time_vjp_forms(PAPER, size, batch, device, warmup, steps)
+        print(f"paper size: masam encoder VJPs separate {separate * 1000:.1f} ms, batched {batched * 1000:.1f} ms, "
+              f"batched/separate {batched / separate:.2f}")
+    if "masam (cxr dominant)" in paper:
+        print(f"masam/late_fusion step-time ratio: {paper['masam (cxr dominant)'] / paper['late_fusion']:.2f}")
 
 
 if __name__ == "__main__":

@@ -228,22 +228,36 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
     )
 
 
-def report_metrics(data: ReportData, cohort_name: str) -> dict:
-    """The report's DVC metrics (metrics.json): the champion, per-method means over seeds, the paired difference."""
-    headline = data.headline_metric
+def report_metrics(data: ReportData, cohort_name: str) -> tuple[dict, dict]:
+    """The report's DVC metrics: (metrics.json, metrics_about.json).
+
+    DVC compares metrics files key by key across commits and experiments, and `dvc exp show` makes
+    a column of every key, so metrics.json holds numbers only and names each quantity the same in
+    every cohort: the model-selection metric is `headline` whether it is macro AUPRC (the MIMIC tasks)
+    or macro mAP (ADNI's classes). metrics_about.json says which metric that is, and holds the text
+    (the champion's method, the paired comparison's methods).
+    """
     champion = next(r for r in data.runs if r["champion"])
-    metrics = {"cohort": cohort_name, "headline": headline,
-               "champion": {"method": champion["method"], "seed": champion["seed"],
-                            f"test_{headline}": data.champion["value"], "val": champion["val"]},
-               "methods": {c["method"]: {f"test_{headline}_mean": c["headline_mean"],
-                                         f"test_{headline}_std": c["headline_std"],
-                                         "test_macro_auroc_mean": c["auroc_mean"],
-                                         "avg_rank_auprc": c["rank_auprc"], "n_seeds": c["n_seeds"]}
-                           for c in data.comparison}}
-    if data.paired_difference:
-        metrics["paired_difference"] = {k: data.paired_difference[k]
-                                        for k in ("a", "b", "seed", "macro_auprc", "macro_auroc")}
-    return metrics
+    metrics: dict[str, Any] = {
+        "champion": {"test_headline": data.champion["value"], "val_headline": champion["val"],
+                     "seed": champion["seed"]},
+        "methods": {c["method"]: {"test_headline_mean": c["headline_mean"], "test_headline_std": c["headline_std"],
+                                  "test_macro_auroc_mean": c["auroc_mean"], "avg_rank_auprc": c["rank_auprc"],
+                                  "n_seeds": c["n_seeds"]}
+                    for c in data.comparison},
+    }
+    about: dict[str, Any] = {"cohort": cohort_name, "headline": data.headline_metric,
+                             "champion_method": champion["method"], "validation_metric": champion["val_metric"]}
+    paired = data.paired_difference
+    if paired:
+        # {difference, ci: [lo, hi], ...} -> flat numbers: DVC makes a column per key, not per list item
+        metrics["paired_difference"] = {
+            m: {"difference": paired[m]["difference"], "ci_low": paired[m]["ci"][0], "ci_high": paired[m]["ci"][1],
+                "p_le_zero": paired[m]["p_le_zero"]}
+            for m in ("macro_auprc", "macro_auroc")}
+        about["paired_difference"] = {"a": paired["a"], "b": paired["b"], "seed": paired["seed"],
+                                      "meaning": "test macro AUPRC/AUROC of a minus b (same seed, same patients)"}
+    return metrics, about
 
 
 # rows of the settings table that describe training: shown from the champion run's own config when it has one

@@ -16,6 +16,23 @@ Every function is a no-op in a single process (no process group), so a method wr
 with them runs unchanged on one CPU. Gradients are averaged as DDP averages them: the
 mean over ranks of each rank's mean-over-local-batch gradient, which equals the
 whole-batch gradient when the shards have equal size.
+
+Means over PRESENT samples (a unimodal loss L_m over the samples where modality m is
+present, and its gradient; a mean feature) follow the same rule: each rank takes its
+own mean over its present samples and the ranks' means are averaged, exactly what
+DDP does with such a loss. This equals the whole batch's mean when every shard has
+the same number of samples with m present (always true with complete modalities);
+otherwise each present sample of a rank with fewer of them weighs more. Making it
+exact would need the global count before the backward (one more collective per step
+in every method); it is done only where a statistic is not a mean over samples at
+all and so would differ even with complete modalities (DrFuse's ranking loss,
+normalised by the number of positive hinges), or where the sum and count travel in
+a collective the method makes anyway (IGM's feature matrix, MLA's mean feature).
+
+Epoch schedules (IGM's modality phases, MLA's alpha) count this rank's samples, so
+they are identical on every rank only when the shards have the same size, which
+`DistributedSampler` guarantees (it pads the last shard); `check_same_on_every_rank`
+refuses otherwise rather than let ranks drift apart or wait on each other forever.
 """
 
 from __future__ import annotations
@@ -77,6 +94,26 @@ def all_reduce_sum_(tensors: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
     if is_distributed():
         _all_reduce_flat(tensors, dist.ReduceOp.SUM, None)
     return tensors
+
+
+def min_max_over_ranks(value: int) -> tuple[int, int]:
+    """(min, max) of an integer over ranks (one collective and one host sync; (value, value) in one process)."""
+    if not is_distributed():
+        return value, value
+    t = torch.tensor([value, -value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    high, neg_low = t.tolist()
+    return -neg_low, high
+
+
+def check_same_on_every_rank(value: int, what: str) -> None:
+    """ValueError naming `what` when `value` differs between ranks (e.g. a method's epoch size)."""
+    low, high = min_max_over_ranks(value)
+    if low != high:
+        raise ValueError(f"{what} differs between data-parallel ranks (from {low} to {high}); "
+                         "shard the data with DistributedSampler, which gives every rank the same number")
 
 
 def average_gradients(params: Iterable[torch.Tensor]) -> None:

@@ -125,6 +125,12 @@ class SplitTensors:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def rank_samples(self) -> int:
+        """Samples this process steps on per epoch: all of them in one process (under torchrun the
+        trainer hands epoch hooks a `pipeline.data_parallel.RankSplit` with this rank's share)."""
+        return len(self)
+
     def batch(self, index: torch.Tensor, host_index: torch.Tensor | None = None) -> dict[str, Any]:
         """The batch contract: images as float `[B, 1, ...]` in [0, 1], on the device.
 

@@ -10,7 +10,9 @@ A run folder `runs/<cohort>/<method>-s<seed>/` holds:
 
 A killed run continued with `resume=True` ends with the same parameters and
 metrics as an uninterrupted one: shuffling is seeded per epoch, and the RNG
-states that dropout uses are saved with every checkpoint.
+states that dropout uses are saved with every checkpoint. `resume="auto"` (what
+`clinfuse train`, hence `dvc repro`, uses) resumes an interrupted run of the same
+configuration and starts a changed or already finished one afresh.
 
 Data parallel (torchrun, `train.nproc`; docs/distributed.md): every rank builds the same
 model (same seed, then rank 0's copy broadcast), takes its 1/W of each global batch of the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 import yaml
 
-from etl.atomic import write_json, write_text
+from etl.atomic import MARKER, output_kind, write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
@@ -119,6 +122,47 @@ def check_resumable(saved: dict, current: dict) -> None:
         more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
         raise ConfigError(f"cannot resume: the run's configuration changed ({shown}{more}); "
                           "resume with the original settings or train into a new --out")
+
+
+RUN_KIND = "run"  # the marker kind of a run folder (etl.atomic.MARKER)
+
+
+def resume_or_start_afresh(out: Path, config: dict, cohort_dir: Path, track: bool) -> bool:
+    """Decide `resume="auto"`: True to continue the run in `out`, False to start afresh.
+
+    `dvc repro` keeps run folders (`persist: true`) and runs the train stage again when it was
+    interrupted or when a dependency changed. So: a run with a last checkpoint, no train summary
+    (it did not finish), the same configuration (check_resumable) and a cohort no newer than that
+    checkpoint resumes. Anything else starts afresh; a run folder with a checkpoint is then removed
+    first, but only one clinfuse wrote (its marker), so a wrong --out is never deleted.
+    """
+    last = out / CHECKPOINT_LAST
+    if not last.is_file():
+        return False
+    reason = None
+    if (out / "train_summary.json").is_file():
+        reason = "the run had finished and is trained again"
+    elif (Path(cohort_dir) / "manifest.json").stat().st_mtime > last.stat().st_mtime:
+        reason = f"the cohort {cohort_dir} was rebuilt after the last checkpoint"
+    elif (out / "config.yaml").is_file():
+        try:
+            check_resumable(yaml.safe_load((out / "config.yaml").read_text()), config)
+        except ConfigError as exc:
+            reason = str(exc).removeprefix("cannot resume: ").split(";")[0]
+    if reason is None:
+        print(f"{out}: resuming from {CHECKPOINT_LAST} (same configuration)")
+        return True
+    if output_kind(out) != RUN_KIND:
+        raise InputError(f"{out}: holds a checkpoint but no clinfuse run marker ({MARKER}); "
+                         "refusing to replace it (remove it yourself or train into a new --out)")
+    run_file = out / "mlflow_run.json"
+    if track and run_file.is_file():
+        previous = json.loads(run_file.read_text()).get("run_id")
+        if previous:
+            _mark_interrupted(previous)
+    print(f"{out}: {reason}; starting afresh")
+    shutil.rmtree(out)
+    return False
 
 
 def seed_everything(seed: int) -> None:
@@ -348,12 +392,13 @@ def _log_alignment(model, train: SplitTensors, task_type: str, batch_size: int, 
     tracker.metrics({f"align/gamma_{m}": v for m, v in zip(names, values, strict=True)}, state["global_step"])
 
 
-def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoch: int | None = None) -> dict:
+def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_after_epoch: int | None = None) -> dict:
     """Train one run and write its folder; returns the train summary.
 
     Args:
         spec: the run.
-        resume: continue from `checkpoint_last.pt` if present.
+        resume: continue from `checkpoint_last.pt` if present; "auto": continue an interrupted run of
+            the same configuration, else start afresh (resume_or_start_afresh).
         track: log to MLflow.
         stop_after_epoch: raise StopTraining after this epoch's checkpoint (tests simulate a kill).
     """
@@ -379,7 +424,13 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     augment = BatchAugment(s.augment, spec.seed, {m: cohort.input_shape(m) for m in cohort.modalities})
     head = config["prediction_head"]
     out = Path(spec.out_dir)
+    if resume == "auto":
+        # rank 0 decides (and, starting afresh, removes the old folder) before any rank goes on
+        resume = from_rank0(resume_or_start_afresh(out, config, spec.cohort_dir, track) if is_main() else False)
+    new_folder = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
+    if new_folder and is_main():  # marks it as ours: resume_or_start_afresh may remove it later, never a folder we did not make
+        write_json(out / MARKER, {"kind": RUN_KIND, "written_by": "clinfuse"})
 
     state = {"epoch": 0, "global_step": 0, "best_metric": -np.inf, "best_epoch": None, "bad_epochs": 0,
              "history": [], "mlflow_run_id": None, "finished": False}
@@ -395,7 +446,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
         state = ckpt["state"]
         _set_rng_states(ckpt["rng"])
     elif is_main():
-        for stale in (last, out / CHECKPOINT_BEST):
+        for stale in (last, out / CHECKPOINT_BEST, out / "train_summary.json"):
             stale.unlink(missing_ok=True)
     if is_main():
         write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))

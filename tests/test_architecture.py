@@ -134,7 +134,8 @@ def test_a_command_imports_no_stage_but_its_own(path):
 def test_dvc_train_stage_names_run_folders_as_the_code_does():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
     name = run_name("${item.method}", "${item.seed}")
-    assert f"/{name}" in stage["cmd"] and any(out.endswith(f"/{name}") for out in stage["outs"])
+    outs = [out if isinstance(out, str) else next(iter(out)) for out in stage["outs"]]  # path or {path: flags}
+    assert f"/{name}" in stage["cmd"] and any(out.endswith(f"/{name}") for out in outs)
 
 
 # package -> packages of the project it must never import (imports run pipeline -> etl, models, evaluation)

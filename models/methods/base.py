@@ -193,13 +193,19 @@ class Method:
         l_fuse, l_uni = self.fusion_loss(out, batch), self.unimodal_losses(out, batch)
         return out, l_fuse, l_uni, self.total_loss(l_fuse, l_uni)
 
-    def apply_gradients(self) -> None:
+    def apply_gradients(self, averaged: bool = False) -> None:
         """Average `p.grad` over data-parallel ranks (a no-op in one process), then step the optimizer.
 
         Every method ends its step here rather than calling `optimizer.step()` itself, so that
         under torchrun all ranks apply the same update (see `models.distributed`).
+
+        Args:
+            averaged: the method has already rank-averaged every `p.grad` it set (in one
+                collective with its own statistics, `models.distributed.all_reduce_mean_`),
+                so only the optimizer steps: each gradient is averaged exactly once.
         """
-        average_gradients(self.model.parameters())
+        if not averaged:
+            average_gradients(self.model.parameters())
         self.optimizer.step()
 
     def logits(self, out: FusionOutput) -> torch.Tensor:

@@ -38,6 +38,15 @@ Loss (all coefficients 1, as in the paper):
     pair's hinges are summed and divided by the number of positive hinges, and
     the three pairs averaged.
 
+Data-parallel training (torchrun, `models.distributed`): one backward, the
+gradients averaged over ranks before the step. The masked means (L_m, L_orth,m,
+L_jsd) are each rank's mean, averaged, as DDP averages them. The ranking loss is
+not a mean over samples but a sum of hinges divided by the number of positive
+hinges; a per-rank count would change it even with complete modalities, so the
+three counts are summed over ranks (one collective, before the backward) and each
+rank's loss is W * (its hinge sum) / (global count), whose rank mean is the whole
+batch's loss (the logged `loss_rank` of a rank is that share).
+
 Multi-class tasks (ADNI CN/MCI/AD): the paper defines DrFuse for sigmoid labels.
 Its representation terms (logit pooling, JSD, orthogonality) do not involve the
 labels and carry over unchanged. The analogue used here: the attention has one
@@ -73,6 +82,7 @@ from torch import nn
 
 from etl.errors import ConfigError
 
+from ..distributed import all_reduce_sum_, is_distributed, world_size
 from ..fusion import FusionOutput
 from ..losses import task_loss
 from .base import Method
@@ -129,9 +139,16 @@ def ranking_hinge(alpha_x: torch.Tensor, alpha_y: torch.Tensor, loss_x: torch.Te
 
     All `[B, K]`; `mask` `[B]` selects the samples. Sum of hinges / number of positive hinges.
     """
+    total, positives = hinge_sum_and_count(alpha_x, alpha_y, loss_x, loss_y, mask)
+    return total / positives.clamp(min=1)
+
+
+def hinge_sum_and_count(alpha_x: torch.Tensor, alpha_y: torch.Tensor, loss_x: torch.Tensor, loss_y: torch.Tensor,
+                        mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ranking_hinge`'s numerator (sum of hinges, 0-d) and denominator (number of positive hinges, 0-d int)."""
     target = torch.sign(loss_y - loss_x)
     hinge = torch.relu(-target * (alpha_x - alpha_y)) * mask.unsqueeze(1).to(alpha_x.dtype)
-    return hinge.sum() / (hinge > 0).sum().clamp(min=1)
+    return hinge.sum(), (hinge > 0).sum()
 
 
 class DrFuseModel(nn.Module):
@@ -239,8 +256,14 @@ class DrFuse(Method):
             l_s = per_label_losses(out.extras["shared_logits"], y, tt)
         alpha = full(out.extras["attention"])
         al_a, al_s, al_b = alpha[..., 0], alpha[..., 1], alpha[..., 2]
-        terms["rank"] = (ranking_hinge(al_b, al_a, l_b, l_a, paired) + ranking_hinge(al_s, al_a, l_s, l_a, paired)
-                         + ranking_hinge(al_s, al_b, l_s, l_b, paired)) / 3
+        pairs = ((al_b, al_a, l_b, l_a), (al_s, al_a, l_s, l_a), (al_s, al_b, l_s, l_b))
+        if not is_distributed():
+            terms["rank"] = sum(ranking_hinge(*pair, paired) for pair in pairs) / 3
+            return terms
+        sums, counts = zip(*(hinge_sum_and_count(*pair, paired) for pair in pairs), strict=True)
+        counts = torch.stack(counts).to(alpha.dtype)
+        all_reduce_sum_([counts])  # positive hinges of the whole batch, per pair
+        terms["rank"] = sum(world_size() * h / n.clamp(min=1) for h, n in zip(sums, counts, strict=True)) / 3
         return terms
 
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -256,7 +279,7 @@ class DrFuse(Method):
         terms = self.losses(out, batch)
         loss = self.total(terms)
         loss.backward()
-        self.optimizer.step()
+        self.apply_gradients()
         metrics = {"loss_total": loss.detach(), **{f"loss_{k}": v.detach() for k, v in terms.items()}}
         alpha = out.extras["attention"].detach().float().mean(1)  # [B, 3], mean over labels
         paired = (batch["present"][self.model.modalities[0]] & batch["present"][self.model.modalities[1]])

@@ -70,6 +70,14 @@ this module follows the paper and does none of it:
   e. alternation per stage of tens of epochs with a new model copy, optimizer
      and StepLR(40, 0.1) each stage, two modalities only;
   f. the best model is selected on the test set (here: on validation).
+Data-parallel training (torchrun, `models.distributed`): SAM's first gradient is
+averaged over ranks before eps is computed (every rank ascends to the same point)
+and g' before the T modification and the step (one collective each); the pass for
+Y_k sums each mini-batch's feature sum and present count over ranks (one
+collective per pass) before zbar is formed, so Y_k, T_k and the spectra are the
+whole data's on every rank. Each rank passes over its own shard, its k-th batch
+being its part of the k-th global batch. The phase schedule counts this rank's
+samples and needs equal shards (checked once per epoch).
 Missing modalities, which the paper does not consider, are masked as above; the
 encoders still see the zero-filled inputs of absent samples, as in every other
 method of the project.
@@ -84,6 +92,7 @@ from torch import nn
 
 from etl.errors import ConfigError
 
+from ..distributed import all_reduce_mean_, all_reduce_sum_, check_same_on_every_rank, min_max_over_ranks
 from ..fusion import FusionOutput, average_probabilities
 from ..losses import task_loss
 from .base import Method, frozen_batchnorm_stats, grads_or_zeros, norm, rng_state, set_rng_state
@@ -283,6 +292,7 @@ class IGM(Method):
         if self.rho > 0:
             # Eqs. 6-8: ascend to theta_j + rho g/||g||, take the gradient there, come back.
             g = grads_or_zeros(torch.autograd.grad(loss, params, allow_unused=True), params)
+            all_reduce_mean_(g)  # the global batch's ascent direction
             after_first = rng_state(device)
             eps = torch._foreach_mul(g, self.rho / (norm(g) + 1e-12))
             saved = [p.detach().clone() for p in params]
@@ -298,13 +308,14 @@ class IGM(Method):
             set_rng_state(after_first, device)
         else:
             grads = grads_or_zeros(torch.autograd.grad(loss, params, allow_unused=True), params)
+        all_reduce_mean_(grads)
 
         # Eq. 5: the first classifier layer's weight gradient, right-multiplied by T_k.
         weight = model.first_linear(j).weight
         t_k = self.projections[mods[self.previous(self.active)]]
         for p, gp in zip(params, grads, strict=True):
             p.grad = gp @ t_k.to(gp.dtype) if p is weight else gp
-        self.optimizer.step()
+        self.apply_gradients(averaged=True)
         self.optimizer.zero_grad(set_to_none=True)
 
         self.phase_steps += 1
@@ -347,22 +358,36 @@ class IGM(Method):
         self.model.eval()
         d = self.model.first_linear(modality).in_features
         device = self.model.first_linear(modality).weight.device
-        y = torch.zeros(d, d, dtype=torch.float64, device=device)
+        sums, counts = [], []  # per mini-batch: feature sum over present samples [d], their number
         # full precision whether the pass runs inside the trainer's bf16 autocast (a phase ending
         # mid-epoch) or outside it (on_epoch_end), so every T_k is computed alike
         with torch.autocast(device.type, enabled=False):
             for batch in tensors.batches(self.pass_batch_size or 256):
                 z = self.model.encode(modality, batch["inputs"][modality]).double()  # [B, d]
                 w = batch["present"][modality].to(z.dtype)  # [B]
-                zbar = (w[:, None] * z).sum(0) / w.sum().clamp(min=1.0)  # zero when nobody is present
-                y += torch.outer(zbar, zbar)
+                sums.append((w[:, None] * z).sum(0))
+                counts.append(w.sum())
         self.model.train(was_training)
+        # data parallel: the k-th global batch is the union of every rank's k-th batch, so sum
+        # each batch's sum and count over ranks (a rank with fewer batches adds zeros)
+        _, batches = min_max_over_ranks(len(sums))
+        sums += [torch.zeros(d, dtype=torch.float64, device=device)] * (batches - len(sums))
+        counts += [torch.zeros((), dtype=torch.float64, device=device)] * (batches - len(counts))
+        y = torch.zeros(d, d, dtype=torch.float64, device=device)
+        if batches:
+            sums_t, counts_t = torch.stack(sums), torch.stack(counts)  # [N, d], [N]
+            all_reduce_sum_([sums_t, counts_t])
+            for s, n in zip(sums_t, counts_t, strict=True):
+                zbar = s / n.clamp(min=1.0)  # zero when nobody is present
+                y += torch.outer(zbar, zbar)
         return y
 
     # epoch hooks ----------------------------------------------------------------------
     def on_epoch_start(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
         self.train_tensors = train_tensors
-        self.epoch_size, self.epoch_seen, self.epoch_phase = len(train_tensors), 0, 0
+        # phases are cut on the samples THIS process steps on (its share under torchrun)
+        self.epoch_size, self.epoch_seen, self.epoch_phase = train_tensors.rank_samples, 0, 0
+        check_same_on_every_rank(self.epoch_size, "igm: the training shard size (which sets the phases)")
         return {}
 
     def on_epoch_end(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:

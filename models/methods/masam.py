@@ -62,12 +62,32 @@ paper:
      heads keep their unperturbed gradients.
 Both variants replay dropout masks and freeze BatchNorm statistics in the
 second pass (the released code intends to but never calls its fix).
+
+Data-parallel training (torchrun, `models.distributed`). The per-encoder gradients
+come from `torch.autograd.grad`, which DDP's reducer never sees, so the step
+averages over ranks explicitly, in two collectives and no added host sync:
+  1. after step 2: g_f,m and g_u,m of every encoder, the heads' gradients, the
+     unimodal losses L_m that feed MA_m and Decay_m (step 3) and, with score
+     "ogm", the modality scores. So gamma_m, APS_m, the dominant modality d and
+     eps (steps 2-4, the paper's Eqs. 8-13) are computed from the global batch's
+     gradients and are identical on every rank: every rank picks the same d and
+     perturbs encoder d by the same eps (gamma is a cosine, not linear in the
+     gradients: a mean of per-rank gammas is neither the whole batch's gamma nor
+     sure to give every rank the same d);
+  2. after step 5: the perturbed-point gradient g' (of every perturbed encoder;
+     of every encoder in the reference variant).
+The update of step 6 is then assembled from averaged terms only, and the
+optimizer steps without averaging again. Averages are means of per-rank means,
+as DDP's: with equal shards (DistributedSampler) and every modality present they
+equal the whole-batch values; where shards differ in presence counts, L_m and
+g_u,m are means of each rank's mean over its present samples.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..distributed import all_reduce_mean_
 from .base import (
     Method,
     check_range,
@@ -212,10 +232,16 @@ class MASAM(Method):
                 torch.autograd.grad(features[m], params[m], dz_uni[m], retain_graph=True, allow_unused=True),
                 params[m],
             )
+        # Rank averages (one collective) of everything the decisions below are computed from.
+        stats = [l_uni[m].detach() for m in mods]  # L_m for the moving averages, [M]
+        if self.score == "ogm":
+            stats += list(ogm_scores(out, batch, mods, self.task_type).unbind())
+        stats = torch.stack(stats)
+        all_reduce_mean_(list(head_grads.values()) + [t for m in mods for t in g_f[m] + g_u[m]] + [stats])
         gamma = torch.stack([self._gamma(g_f[m], g_u[m]) for m in mods])  # [M]
 
         # 3. Adaptive Perturbation Score.
-        losses = torch.stack([l_uni[m].detach() for m in mods])  # [M]
+        losses = stats[: len(mods)]  # [M]
         if self.moving_average is None:
             self.moving_average = losses.clone()
             decay = torch.zeros_like(losses)
@@ -223,7 +249,7 @@ class MASAM(Method):
             self.moving_average = self.beta * self.moving_average + (1 - self.beta) * losses
             decay = (self.previous_loss - self.moving_average).clamp(min=0)
         self.previous_loss = losses
-        aps = self._score(decay, gamma, out, batch)
+        aps = self._score(decay, gamma, stats[len(mods):])
         if self.dominant is not None:
             d_index = torch.tensor(mods.index(self.dominant), device=device)
         else:
@@ -266,6 +292,7 @@ class MASAM(Method):
                 for m in perturbed:
                     torch._foreach_copy_(params[m], saved[m])
         set_rng_state(rng_after, device)
+        all_reduce_mean_([t for m in g_sharp for t in g_sharp[m]])  # the perturbed-point gradient
 
         # 6. Assemble gradients and take one base-optimizer step.
         for m in mods:
@@ -278,7 +305,7 @@ class MASAM(Method):
                 p.grad = g
         for p, g in head_grads.items():
             p.grad = g
-        self.optimizer.step()
+        self.apply_gradients(averaged=True)  # every term above is already rank-averaged
         self.optimizer.zero_grad(set_to_none=True)
 
         metrics = self.loss_metrics(l_total, l_fuse, l_uni)
@@ -324,12 +351,12 @@ class MASAM(Method):
             c = torch.ones((), device=u_norm.device, dtype=u_norm.dtype)
         return torch._foreach_mul(u, self.rho * c / u_norm)
 
-    def _score(self, decay, gamma, out, batch) -> torch.Tensor:
-        """The dominant-modality score `[M]`: APS, gamma alone, or OGM-GE's score (paper Table 8)."""
+    def _score(self, decay, gamma, ogm) -> torch.Tensor:
+        """The dominant-modality score `[M]`: APS, gamma alone, or OGM-GE's score `ogm` (paper Table 8)."""
         if self.score == "gamma":
             return gamma
         if self.score == "ogm":
-            return ogm_scores(out, batch, self.model.modalities, self.task_type)
+            return ogm
         return self.alpha * decay + (1 - self.alpha) * gamma
 
     # resumable state ----------------------------------------------------------------------

@@ -151,7 +151,7 @@ class MedFuse(Method):
             l_fuse = task_loss(out.fused, batch["y"], self.task_type)
             loss = l_fuse
         loss.backward()
-        self.optimizer.step()
+        self.apply_gradients()
         metrics = {"loss_total": loss.detach(), "loss_fuse": l_fuse.detach(),
                    "pretraining": torch.tensor(float(self.pretraining), device=loss.device)}
         metrics.update({f"loss_{m}": v.detach() for m, v in l_uni.items()})

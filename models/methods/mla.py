@@ -31,6 +31,15 @@ The shared head needs every encoder to emit the same width D. When widths differ
 `shared_dim` adds one linear projection per modality to D = shared_dim (not in the
 paper, whose encoders share a width); without it the model refuses in one line.
 
+Data-parallel training (torchrun, `models.distributed`): after each modality's
+backward, ONE collective averages the gradients and the batch's feature sum and
+present count over ranks (the ratio of the averaged sum and count is the global
+batch's mean feature r, exactly), so every rank updates P with the same r, projects
+the same averaged gradient and applies the same update; P stays identical on every
+rank without being communicated. The alternation order and the alpha schedule are
+the same on every rank as long as their shards have the same size (checked once per
+epoch; DistributedSampler guarantees it).
+
 Switched off (`projection=False`) MLA is plain alternating unimodal training of a
 shared head (the released code's actual behaviour, see below).
 
@@ -51,6 +60,7 @@ from torch import nn
 
 from etl.errors import ConfigError
 
+from ..distributed import all_reduce_mean_, check_same_on_every_rank
 from ..fusion import FusionOutput, average_probabilities
 from ..losses import task_loss
 from .base import Method, option, upcast
@@ -185,7 +195,9 @@ class MLA(Method):
         self.seen = 0  # samples already stepped on in this epoch
 
     def on_epoch_start(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
-        self.epoch_samples, self.seen = len(train_tensors), 0
+        # alpha follows the samples THIS process steps on (its share under torchrun)
+        self.epoch_samples, self.seen = train_tensors.rank_samples, 0
+        check_same_on_every_rank(self.epoch_samples, "mla: the training shard size (which sets alpha)")
         return {}
 
     def alpha(self) -> float:
@@ -202,15 +214,25 @@ class MLA(Method):
             z = model.encode(m, batch["inputs"][m])
             loss = task_loss(model.head(z), batch["y"], self.task_type, present[m])
             loss.backward()
-            if self.projection and self.head_updates > 0:
+            project = self.projection and self.head_updates > 0
+            # the parameters L_m reaches (encoder m and the head): the same on every rank
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            with torch.no_grad():
+                if project:
+                    z_full = upcast(z.detach())  # a bf16 (autocast) count would be inexact past 256
+                    mask = present[m].to(z_full.dtype)[:, None]
+                    total = torch.cat([(z_full * mask).sum(0), mask.sum(0)])  # [D + 1]: sum, count
+                    grads.append(total)
+                all_reduce_mean_(grads)  # rank means; the sum/count ratio is unchanged by averaging both
+            if project:
                 with torch.no_grad():
-                    mask = present[m].to(z.dtype)[:, None]
-                    r = (z.detach() * mask).sum(0) / mask.sum().clamp(min=1.0)  # mean over present samples
+                    # mean over present samples; a batch with none gives 0 / tiny = 0
+                    r = total[:-1] / total[-1].clamp(min=torch.finfo(total.dtype).tiny)
                     self.P = owm_update(self.P, r.to(self.P.dtype), alpha)
                     grad = model.head.weight.grad
                     model.head.weight.grad = (grad @ self.P.T.to(grad.dtype)).contiguous()
             self.head_updates += 1
-            self.optimizer.step()
+            self.apply_gradients(averaged=True)
             metrics[f"loss_{m}"] = loss.detach()
         self.optimizer.zero_grad(set_to_none=True)
         self.seen += int(batch["y"].shape[0])

@@ -2,6 +2,9 @@
 
 1. g = dL_total/dtheta at theta; e = rho * g / ||g|| (one global norm).
 2. g' = dL_total/dtheta at theta + e; restore theta; base-optimizer step with g'.
+Data-parallel (torchrun): g is averaged over ranks BEFORE e is computed, so every
+rank ascends to the same theta + e; g' is averaged before the step. Each is one
+collective (`models.distributed.all_reduce_mean_`), no host sync.
 Unlike the reference optimizer, the second pass replays the first pass's
 dropout masks and leaves BatchNorm running statistics untouched, so the only
 difference between the passes is the perturbation.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import all_reduce_mean_
 from .base import Method, check_range, frozen_batchnorm_stats, grads_or_zeros, norm, rng_state, set_rng_state
 
 
@@ -33,6 +37,7 @@ class SAM(Method):
         state = rng_state(device)
         l_total, l_fuse, l_uni = self._loss(batch)
         g = grads_or_zeros(torch.autograd.grad(l_total, params, allow_unused=True), params)
+        all_reduce_mean_(g)  # the ascent direction of the whole global batch
         after_first = rng_state(device)
 
         g_norm = norm(g)
@@ -48,9 +53,10 @@ class SAM(Method):
             torch._foreach_copy_(params, saved)
         set_rng_state(after_first, device)
 
+        all_reduce_mean_(g_sharp)
         for p, gp in zip(params, g_sharp, strict=True):
             p.grad = gp
-        self.optimizer.step()
+        self.apply_gradients(averaged=True)
         self.optimizer.zero_grad(set_to_none=True)
         metrics = self.loss_metrics(l_total, l_fuse, l_uni)
         metrics["perturbation_norm"] = (self.rho * g_norm / (g_norm + 1e-12)).detach()

@@ -27,7 +27,7 @@ class Unimodal(Method):
         logits = self.model.unimodal_heads[m](z)
         loss = task_loss(logits, batch["y"], self.task_type, batch["present"][m])
         loss.backward()
-        self.optimizer.step()
+        self.apply_gradients()
         return {"loss_total": loss.detach(), f"loss_{m}": loss.detach()}
 
     def logits(self, out):

@@ -5,8 +5,11 @@
 
 `--method` names a config in configs/methods/ (e.g. masam, masam_reference,
 masam_no_aps); `--config FILE` uses another method YAML. Training settings come
-from params.yaml `train:`; `--epochs` and `--device` override them. `--resume`
-continues a killed run from its last checkpoint to the same result.
+from params.yaml `train:`; `--epochs` and `--device` override them. An interrupted
+run in `--out` with the same configuration resumes from its last checkpoint to the
+same result as an uninterrupted one (`dvc repro` after a kill); a changed
+configuration, a rebuilt cohort or a finished run starts afresh (the old run folder
+is removed). `--resume` insists on resuming, `--fresh` on starting afresh.
 
 Several processes (data parallel, one per GPU): `train.nproc: N` in params.yaml or
 `--nproc N` starts this command N times under torchrun on this machine; or start it
@@ -34,7 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed (default: first of params sweep.seeds)")
     parser.add_argument("--config", default=None, help="method YAML (default: configs/methods/<method>.yaml)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<cohort>/<method>-s<seed>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run folder's last checkpoint (fail if its configuration changed)")
+    parser.add_argument("--fresh", action="store_true", help="start afresh even if an interrupted run could resume")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="override train.device")
     parser.add_argument("--nproc", type=int, default=None,
@@ -70,6 +75,8 @@ def run(args) -> int:
     seed = args.seed if args.seed is not None else params.sweep.seeds[0]
     cohort = Path(args.cohort)
     out = Path(args.out) if args.out else run_dir(params.paths.runs, cohort.name, args.method, seed)
+    if args.resume and args.fresh:
+        raise ConfigError("--resume and --fresh: choose one")
     world = launched_world_size() if inside_torchrun() else settings.nproc
     if settings.batch_size % world:
         raise ConfigError(f"train.batch_size: {settings.batch_size} is the global batch and must be divisible by "
@@ -85,6 +92,8 @@ def run(args) -> int:
     from pipeline.trainer import RunSpec, fit
 
     spec = RunSpec(cohort, args.method, method, settings.preset, preset.encoders, settings, seed, out)
+    # By default an interrupted run of the same configuration resumes (dvc repro after a kill), and a
+    # changed or finished one starts afresh.
     with process_group(settings.device):
-        fit(spec, resume=args.resume, track=not args.no_tracking)
+        fit(spec, resume=True if args.resume else False if args.fresh else "auto", track=not args.no_tracking)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from etl.errors import ConfigError
 
 from .base import StrictModel
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# The shipped configs package (a folder in a checkout, package data in an installed wheel), never the CWD.
+CONFIG_DIR = Path(str(files("configs")))
 NOT_OPTIONS = {"self", "model", "optimizer", "task_type"}  # a method constructor's non-option arguments
 
 

@@ -2,7 +2,10 @@
 
 Output folder (reports/<cohort>/):
   report.html        self-contained page for a clinical reader
-  metrics.json       per-method mean/std over seeds and the champion (for `dvc metrics`)
+  metrics.json       numbers only (for `dvc metrics` / `dvc exp show`): the champion's and each method's
+                     headline (mean/std over seeds), named `headline` in every cohort
+  metrics_about.json what those numbers are: which metric `headline` is (macro_auprc or macro_map), the
+                     champion's method, the paired comparison's methods (text stays out of metrics.json)
   comparison.csv     one row per (method, seed) with test metrics
   plots/pr/*.json, plots/roc/*.json   the champion's per-label curves (for `dvc plots`)
 """
@@ -56,7 +59,9 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
         provenance=provenance, summary_link=summary_link)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
-    write_json(out / "metrics.json", report_metrics(data, cohort.name))
+    metrics, about = report_metrics(data, cohort.name)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics_about.json", about)
     write_text(out / "comparison.csv", runs_table(results).to_csv(index=False))
     champion = champion_of(results)
     for kind in ("pr", "roc"):

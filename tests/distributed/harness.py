@@ -114,6 +114,11 @@ class _Train:
     def __len__(self) -> int:
         return sum(len(b["y"]) for b in self._batches)
 
+    @property
+    def rank_samples(self) -> int:
+        """Samples this rank steps on per epoch (the trainer's `RankSplit.rank_samples`)."""
+        return sum(len(b["y"]) for b in self._batches)
+
     def batches(self, batch_size: int, generator=None):
         yield from self._batches
 

@@ -13,6 +13,24 @@ from tests.distributed.harness import Case, run_case, run_distributed
 CASES = [
     Case("late_fusion"),
     Case("late_fusion", task_type="multilabel", name="late_fusion-multilabel"),
+    Case("unimodal", {"modality": "cxr"}),
+    Case("sam", {"rho": 0.05}),
+    Case("sam", {"rho": 0.05}, task_type="multilabel", name="sam-multilabel"),
+    # beta, alpha chosen so that the dominant modality changes between steps (the decision is exercised)
+    Case("masam", {"rho": 0.3, "beta": 0.5}, task_type="multilabel",
+         same_on_every_rank=("dominant", "negative_gamma"), name="masam-paper"),
+    Case("masam", {"rho": 0.3, "variant": "reference", "alpha": 0.9, "beta": 0.5},
+         same_on_every_rank=("dominant", "negative_gamma"), name="masam-reference"),
+    Case("masam", {"rho": 0.3, "score": "ogm"}, task_type="binary", same_on_every_rank=("dominant",),
+         name="masam-ogm-score"),
+    Case("masam", {"rho": 0.3, "aps": False}, same_on_every_rank=("negative_gamma",), name="masam-no-aps"),
+    Case("igm", {"hidden": 4}, whole_split=True),
+    Case("igm", {"hidden": 4, "inner_iters": 2}, task_type="multilabel", name="igm-inner-iters"),
+    Case("medfuse", {"pretrain_epochs": 1}),
+    Case("drfuse", task_type="multilabel"),
+    Case("drfuse", name="drfuse-multiclass"),
+    Case("mla", whole_split=True),
+    Case("mla", task_type="multilabel", name="mla-multilabel"),
 ]
 CASES += [  # balancing baselines: coefficients, weights and prototypes from the global batch's statistics
     Case("ogm_ge", {"alpha": 0.8}, same_on_every_rank=("coeff_ehr", "coeff_cxr")),

@@ -77,10 +77,11 @@ def test_the_method_order_is_the_settings_order_then_the_rest_by_name(evaluated)
 def test_the_dvc_metrics_and_comparison_table_come_from_the_same_runs(evaluated):
     results = evaluated[0]
     data = _build(evaluated)
-    metrics = report_metrics(data, "tiny")
+    metrics, about = report_metrics(data, "tiny")
     champion = next(r for r in data.runs if r["champion"])
-    assert metrics["champion"] == {"method": champion["method"], "seed": champion["seed"],
-                                   f"test_{data.headline_metric}": champion["test"], "val": champion["val"]}
+    assert metrics["champion"] == {"test_headline": champion["test"], "val_headline": champion["val"],
+                                   "seed": champion["seed"]}
+    assert about["champion_method"] == champion["method"] and about["headline"] == data.headline_metric
     assert sorted(metrics["methods"]) == ["late_fusion", "masam"]
     table = runs_table(results)
     assert list(table.columns) == ["method", "seed", "headline", "auroc"] and len(table) == len(results)

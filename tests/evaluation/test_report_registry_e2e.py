@@ -50,6 +50,12 @@ class Tables(HTMLParser):
             self.tables[self._current]["headers"][-1] += data.strip()
 
 
+def _leaves(tree, out: list) -> None:
+    """Every leaf value of a nested dict."""
+    for value in tree.values():
+        _leaves(value, out) if isinstance(value, dict) else out.append(value)
+
+
 def test_evaluation_writes_predictions_in_the_contract_layout(pipeline_run):
     root, _, _ = pipeline_run
     pred = pd.read_parquet(root / "eval" / "masam-s1" / "predictions_test.parquet")
@@ -72,6 +78,13 @@ def test_report_renders_tables_and_embedded_figures(pipeline_run):
     assert parser.images >= 2 and parser.external == []
     metrics = json.loads((root / "report" / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"late_fusion", "masam"} and "paired_difference" in metrics
+    numbers = []
+    _leaves(metrics, numbers)
+    assert numbers and all(v is None or isinstance(v, (int, float)) for v in numbers)  # DVC compares numbers only
+    about = json.loads((root / "report" / "metrics_about.json").read_text())
+    champion = json.loads((root / "eval" / f"{about['champion_method']}-s1" / "metrics.json").read_text())
+    assert metrics["champion"]["test_headline"] == pytest.approx(champion["test"]["macro_auprc"])
+    assert about["headline"] == "macro_auprc" and about["champion_method"] in {"late_fusion", "masam"}
 
 
 def test_registered_champion_loads_and_predicts(pipeline_run, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -108,7 +109,7 @@ def test_alternating_steps_with_projected_head_gradient_match_the_plain_loop(pro
 def test_projection_regulariser_follows_the_share_of_the_epoch_already_seen():
     a, b = mla_model(), mla_model()
     m = method(a)
-    m.on_epoch_start(0, range(6))  # an epoch of 6 samples: alpha = 0.1, then 0.1^1.5
+    m.on_epoch_start(0, SimpleNamespace(rank_samples=6))  # an epoch of 6 samples: alpha = 0.1, then 0.1^1.5
     m.step(batch())
     m.step(batch())
     naive_alternation(b, batch(), steps=2, n_samples=6)
