@@ -28,6 +28,11 @@ One step, in the paper's notation, for modalities 1..M:
   A batch in which some modality is present for no sample gives no s_m for it: that
   step is not modulated (k = 1) and the running means are not updated.
 
+Data-parallel runs (torchrun): s_m is a mean over the present samples of every rank (sums
+and counts added over ranks in one collective before r, r* and k), so every rank computes
+the global batch's coefficients and updates the same running means t_m; k_m scales the
+gradient linearly, so the gradients are then averaged once, as late fusion's.
+
 `alpha = 0` is late fusion with the same `lambda_m` (k = 1).
 
 Logged every step: `contribution_loss_<m>` (s_m), `ratio_<m>`, `target_ratio_<m>`,
@@ -56,7 +61,7 @@ import torch
 
 from ..losses import per_sample_loss, task_loss
 from .base import Method
-from .modality_scores import masked_mean, mean_of_others, scale_gradient
+from .modality_scores import masked_sum, mean_of_others, scale_gradient, summed_over_ranks
 
 
 def shapley_contributions(model, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]):
@@ -113,14 +118,14 @@ class AGM(Method):
         self.steps: torch.Tensor | None = None  # number of steps averaged into t_m, 0-d
 
     def contributions(self, out, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """(phi `{m: [B, K]}`, s `[M]` detached, valid 0-d bool)."""
+        """(phi `{m: [B, K]}`, s `[M]` detached, valid 0-d bool); s and valid over every rank's samples."""
         mods, present = self.model.modalities, batch["present"]
         phi = shapley_contributions(self.model, out.features, present)
         with torch.no_grad():
-            s = torch.stack(
-                [masked_mean(per_sample_loss(phi[m], batch["y"], self.task_type), present[m]) for m in mods]
-            )
-            valid = torch.stack([present[m].sum() for m in mods]).gt(0).all()
+            sums, counts = zip(*(masked_sum(per_sample_loss(phi[m], batch["y"], self.task_type), present[m])
+                                 for m in mods), strict=True)
+            s, counts = summed_over_ranks(torch.stack(sums), torch.stack(counts))
+            valid = counts.gt(0).all()
         return phi, s, valid
 
     def coefficients(self, s: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -150,7 +155,7 @@ class AGM(Method):
         l_uni = self.unimodal_losses(out, batch)
         l_total = self.total_loss(l_fuse, l_uni)
         l_total.backward()
-        self.optimizer.step()
+        self.apply_gradients()
         metrics = self.loss_metrics(l_total, l_fuse, l_uni)
         for i, m in enumerate(mods):
             metrics[f"contribution_loss_{m}"] = s[i]

@@ -40,6 +40,12 @@ labels of y p + (1 - y)(1 - p), p = sigmoid; the boosted loss weights each label
 BCE by (1 - beta (y p + (1 - y)(1 - p))) before the label mean; softmax CE and
 p_y otherwise.
 
+Data-parallel runs (torchrun): each modality's update averages its gradients over ranks
+(one step per modality, as in one process), and the epoch's score sums and counts are
+added over ranks at the epoch's end (one collective), so every rank makes the same
+assignment and grows the same network; the checkpoint written after the epoch holds the
+global sums, so a run resumes alike on any number of processes.
+
 Switched off (`max_classifiers=0`) AUG is alternating unimodal training of the
 base branches with the shared classifier.
 
@@ -63,6 +69,7 @@ from torch import nn
 
 from etl.errors import ConfigError
 
+from ..distributed import all_reduce_sum_
 from ..fusion import FusionOutput
 from ..losses import per_sample_loss
 from .base import Method, option, upcast
@@ -227,7 +234,7 @@ class AUG(Method):
             z = model.encoders[m](batch["inputs"][m])
             loss, out, weight = self.modality_loss(m, z, batch, counts[i])
             loss.backward()
-            self.optimizer.step()
+            self.apply_gradients()
             metrics[f"loss_{m}"] = loss.detach()
             metrics[f"boost_weight_{m}"] = weight.detach()
             with torch.no_grad():
@@ -263,6 +270,11 @@ class AUG(Method):
         self.score_sum.zero_()
         self.score_count.zero_()
         return metrics
+
+    def on_epoch_end(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
+        # the epoch's scores over every rank's samples, before the next epoch's assignment
+        all_reduce_sum_([self.score_sum, self.score_count])
+        return {}
 
     def state_dict(self) -> dict:
         return {"score_sum": self.score_sum.clone(), "score_count": self.score_count.clone()}

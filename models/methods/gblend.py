@@ -37,6 +37,16 @@ Details the paper leaves open, fixed here:
   - before the first estimate (or with an empty held-out part) the weights are equal.
 Sigmoid tasks use BCE (averaged over labels) where the paper has softmax CE.
 
+Data-parallel runs (torchrun): every rank holds the whole training split (the same
+held-out rows, drawn with `holdout_seed`) and does 1/W of every estimation pass: the L^T
+and L^V passes add each rank's loss sums and counts (one collective per pass), and each
+estimation copy is trained data-parallel on the same global batches (the same seeded
+order on every rank), its gradients averaged over ranks at every step, so every rank
+gets the weights one process would and the estimate costs 1/W of its time. The blended
+loss of a main step is the mean over the training rows of the whole global batch (the
+kept-row counts of every rank are added in one collective before the loss), since
+removing held-out rows leaves the ranks' shards unequal; then its gradient is averaged.
+
 Estimation cost: each re-estimation trains M + 1 copies for n epochs on the training
 part (the unimodal copies run one encoder only) plus 2 (M + 1) eval passes, so a run
 of E epochs costs about E (main) + (M + 1) E (estimates, ~half of it with one encoder)
@@ -63,7 +73,8 @@ import math
 import numpy as np
 import torch
 
-from ..losses import per_sample_loss, task_loss
+from ..distributed import all_reduce_sum_, average_gradients, rank, world_size
+from ..losses import per_sample_loss
 from .base import Method
 
 FUSED = "fused"
@@ -128,11 +139,28 @@ class GBlend(Method):
         return {f"weight_{h}": self.weights[i] for i, h in enumerate(self.heads)}
 
     # --- losses -------------------------------------------------------------------------
-    def head_losses(self, out, batch) -> list[torch.Tensor]:
-        """[L_fuse, L_m1, ...] for a batch (unimodal losses over present samples)."""
-        losses = [task_loss(out.fused, batch["y"], self.task_type)]
-        losses += [task_loss(out.unimodal[m], batch["y"], self.task_type, batch["present"][m])
-                   for m in self.model.modalities]
+    def head_masks(self, batch) -> list[torch.Tensor]:
+        """`[B]` bool per head: the samples its loss averages over (every one; those with m present)."""
+        everyone = torch.ones(len(batch["y"]), dtype=torch.bool, device=batch["y"].device)
+        return [everyone] + [batch["present"][m] for m in self.model.modalities]
+
+    def head_losses(self, out, batch, counts: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """[L_fuse, L_m1, ...] for a batch (unimodal losses over present samples).
+
+        Args:
+            counts: `[H]` each head's number of samples in the global batch (every rank's);
+                default this batch's. Each loss is this batch's sum over the count, times the
+                number of ranks, so that the rank average of the losses (and of their gradients)
+                is the global batch's mean.
+        """
+        masks = self.head_masks(batch)
+        if counts is None:
+            counts = torch.stack([mask.sum() for mask in masks])
+        logits = [out.fused] + [out.unimodal[m] for m in self.model.modalities]
+        losses = []
+        for i, (lg, mask) in enumerate(zip(logits, masks, strict=True)):
+            per = per_sample_loss(lg, batch["y"], self.task_type)
+            losses.append((per * mask.to(per.dtype)).sum() / counts[i].clamp(min=1).to(per.dtype) * world_size())
         return losses
 
     def blended(self, losses: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
@@ -140,22 +168,26 @@ class GBlend(Method):
 
     @torch.no_grad()
     def mean_losses(self, model, train, rows: torch.Tensor) -> torch.Tensor:
-        """`[H]` mean per-sample loss of every head over `rows` of `train`, in eval mode."""
+        """`[H]` mean per-sample loss of every head over `rows` of `train`, in eval mode.
+
+        Each rank evaluates its contiguous part of `rows`; sums and counts are added over ranks.
+        """
         was_training = model.training
         model.eval()
         sums = torch.zeros(len(self.heads), dtype=torch.float64, device=rows.device)
         counts = torch.zeros_like(sums)
-        for start in range(0, len(rows), self.estimate_batch_size):
-            b = train.batch(rows[start : start + self.estimate_batch_size])
+        mine = torch.tensor_split(rows, world_size())[rank()]
+        for start in range(0, len(mine), self.estimate_batch_size):
+            b = train.batch(mine[start : start + self.estimate_batch_size])
             out = model(b["inputs"], b["present"])
-            everyone = torch.ones(len(b["y"]), dtype=torch.bool, device=rows.device)
-            masks = [everyone] + [b["present"][m] for m in self.model.modalities]
+            masks = self.head_masks(b)
             logits = [out.fused] + [out.unimodal[m] for m in self.model.modalities]
             for i, (lg, mask) in enumerate(zip(logits, masks, strict=True)):
                 per = per_sample_loss(lg, b["y"], self.task_type).double()
                 sums[i] += (per * mask).sum()
                 counts[i] += mask.sum()
         model.train(was_training)
+        all_reduce_sum_([sums, counts])  # one collective: every rank's rows
         return sums / counts.clamp(min=1)
 
     # --- GB-Estimate ----------------------------------------------------------------------
@@ -165,21 +197,34 @@ class GBlend(Method):
         return type(self.optimizer)(params, **{k: v for k, v in group.items() if k in accepted})
 
     def train_copy(self, head: str, train, rows: torch.Tensor, generator: torch.Generator):
-        """A copy of the network trained `super_epoch` epochs on loss `head` alone."""
+        """A copy of the network trained `super_epoch` epochs on loss `head` alone.
+
+        Data parallel: every rank draws the same order; each takes its contiguous part of every
+        batch and the gradients are averaged over ranks, so the copy trains on whole batches.
+        """
         net = copy.deepcopy(self.model)
         net.train()
         opt = self.fresh_optimizer(net.parameters())
         for _ in range(self.super_epoch):
             order = rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
             for start in range(0, len(order), self.estimate_batch_size):
-                b = train.batch(order[start : start + self.estimate_batch_size])
+                whole = order[start : start + self.estimate_batch_size]
+                mine = torch.tensor_split(whole, world_size())[rank()]
                 opt.zero_grad(set_to_none=True)
-                if head == FUSED:
-                    loss = task_loss(net(b["inputs"], b["present"]).fused, b["y"], self.task_type)
-                else:  # only encoder `head` and its own classifier take part
-                    logits = net.unimodal_heads[head](net.encode(head, b["inputs"][head]))
-                    loss = task_loss(logits, b["y"], self.task_type, b["present"][head])
-                loss.backward()
+                if len(mine):  # (a batch smaller than the number of ranks leaves some idle)
+                    b = train.batch(mine)
+                    if head == FUSED:
+                        logits, mask, count = net(b["inputs"], b["present"]).fused, None, len(whole)
+                    else:  # only encoder `head` and its own classifier take part
+                        logits = net.unimodal_heads[head](net.encode(head, b["inputs"][head]))
+                        mask, count = b["present"][head], train.present[head][whole].sum()
+                    per = per_sample_loss(logits, b["y"], self.task_type)
+                    if mask is not None:
+                        per = per * mask.to(per.dtype)
+                    # the whole batch's mean once the ranks' gradients are averaged
+                    loss = per.sum() / torch.as_tensor(count, device=per.device).clamp(min=1) * world_size()
+                    loss.backward()
+                average_gradients(net.parameters())
                 opt.step()
         return net
 
@@ -214,16 +259,19 @@ class GBlend(Method):
                 raise ValueError("gblend: batches need 'index' (split positions) to leave out the held-out rows")
             keep = torch.nonzero(~self.holdout[batch["index"]]).squeeze(1)  # one host sync
             batch = _select(batch, keep)
-        if len(batch["y"]) == 0:  # every row of this batch is held out: nothing to learn from
+        # every head's sample count over every rank's kept rows (one collective; a no-op in one process)
+        counts = torch.stack([mask.sum() for mask in self.head_masks(batch)]).float()
+        all_reduce_sum_([counts])
+        if len(batch["y"]) == 0:  # every row of this shard is held out: nothing to learn from here
             zero = torch.zeros((), device=self.weights.device)
             losses = [zero] * len(self.heads)
         else:
             out = model(batch["inputs"], batch["present"])
-            losses = self.head_losses(out, batch)
+            losses = self.head_losses(out, batch, counts)
         l_total = self.blended(losses, self.weights)
         if l_total.requires_grad:
             l_total.backward()
-            self.optimizer.step()
+        self.apply_gradients()  # on every rank, even one with nothing to learn from (the average needs it)
         metrics = self.loss_metrics(l_total, losses[0], dict(zip(self.model.modalities, losses[1:], strict=True)))
         metrics.update({f"weight_{h}": self.weights[i] for i, h in enumerate(self.heads)})
         return metrics

@@ -34,6 +34,13 @@ sum favours the modality present in more samples, and a sum saturates tanh(g) so
 that beta is alpha*e whenever one modality leads (a batch of 64 gives gaps of
 several units).
 
+Data-parallel runs (torchrun): the scores S_m are sums (and counts) over every rank's
+samples, added in one collective before the leader and beta are chosen; the gradient is
+averaged over ranks BEFORE its squared norm enters the trace, so F_m is the information
+of the global batch (the mean of per-rank squared norms would not be) and the epoch
+windows agree on every rank; the proximal term, the same on every rank (identical
+parameters, anchor and beta), is added to the averaged gradient, which is not averaged again.
+
 Where the released code (github GeWu-Lab/InfoReg_CVPR2025 @939b2ed, main.py)
 departs from the paper, and what this module does:
   a. Only the audio encoder's trace decides the window of BOTH modalities; here
@@ -57,6 +64,7 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import all_reduce_sum_, average_gradients
 from .base import Method
 
 REDUCTIONS = ("mean", "sum")
@@ -142,8 +150,8 @@ class InfoReg(Method):
 
     # --- scores --------------------------------------------------------------------------------
     def scores(self, unimodal: dict[str, torch.Tensor], present, y) -> torch.Tensor:
-        """S_m `[M]` (detached) from the unimodal heads' logits."""
-        out = []
+        """S_m `[M]` (detached) from the unimodal heads' logits, over the samples of every rank."""
+        sums, counts = [], []
         for m in self.model.modalities:
             logits = unimodal[m].detach()
             logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
@@ -154,9 +162,11 @@ class InfoReg(Method):
                 match = t * p + (1 - t) * (1 - p)
                 per_sample = match.mean(1) if self.reduction == "mean" else match.sum(1)
             w = present[m].to(per_sample.dtype)
-            total = (per_sample * w).sum()
-            out.append(total / w.sum().clamp(min=1.0) if self.reduction == "mean" else total)
-        return torch.stack(out)
+            sums.append((per_sample * w).sum())
+            counts.append(w.sum())
+        both = torch.stack([torch.stack(sums), torch.stack(counts)])
+        all_reduce_sum_([both])  # one collective: the global batch's sums and counts
+        return both[0] / both[1].clamp(min=1.0) if self.reduction == "mean" else both[0]
 
     def coefficients(self, scores: torch.Tensor) -> torch.Tensor:
         """beta_m `[M]`: alpha_d exp(tanh(g)) for the leader d when ahead and in its window, else 0."""
@@ -177,7 +187,11 @@ class InfoReg(Method):
             raise RuntimeError("inforeg: the epoch anchor is set in on_epoch_start; call it before step")
         mods = self.model.modalities
         out, l_fuse, l_uni, l_total = self.forward_losses(batch)
+        scores = self.scores(out.unimodal, batch["present"], batch["y"])
         l_total.backward()
+        # the global batch's gradient: its squared norm is the step's information, and the
+        # proximal term (the same on every rank) is added to it after the average
+        average_gradients(self.model.parameters())
 
         params = {m: self.encoder_params(m) for m in mods}
         with torch.no_grad():
@@ -192,7 +206,6 @@ class InfoReg(Method):
                 self.fisher_sum = {m: self.fisher_sum[m] + fisher[m] for m in mods}
             self.steps += 1
 
-            scores = self.scores(out.unimodal, batch["present"], batch["y"])
             beta = self.coefficients(scores)
             if any(self.window.values()):  # host-known: no proximal work outside every window
                 for i, m in enumerate(mods):
@@ -203,7 +216,7 @@ class InfoReg(Method):
                         if p.grad is None:
                             p.grad = torch.zeros_like(p)
                     torch._foreach_add_([p.grad for p in params[m]], torch._foreach_mul(diff, beta[i]))
-        self.optimizer.step()
+        self.optimizer.step()  # averaged once, above
 
         metrics = self.loss_metrics(l_total, l_fuse, l_uni)
         for i, m in enumerate(mods):

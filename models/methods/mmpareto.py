@@ -24,6 +24,12 @@ One step, per encoder m with parameters theta_m:
 Logged per modality: `cos_<m>`, the chosen weights `weight_mm_<m>` and `weight_uni_<m>`,
 and `conflict_<m>` (1 when cos <= 0).
 
+Data-parallel runs (torchrun): the per-loss encoder gradients g_mm,m and g_m and the head
+gradients are averaged over ranks in ONE collective before any cosine or weight is
+computed (the Pareto weights of the averaged vectors are not the average of per-rank
+weights), so every rank integrates the global batch's gradients alike; the integrated
+gradient is then not averaged again.
+
 Multilabel and binary tasks: the losses are sigmoid BCE instead of softmax CE;
 nothing else in the rule depends on the loss, so it applies unchanged.
 
@@ -44,6 +50,7 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import all_reduce_mean_
 from .base import Method, dot, grads_or_zeros, norm
 
 
@@ -113,15 +120,20 @@ class MMPareto(Method):
             dz_uni[m] = gm[0] * self.lambdas[m]
             head_grads.update({p: self.lambdas[m] * gp for p, gp in zip(uni_params, gm[1:], strict=True)})
 
-        metrics = self.loss_metrics(l_total, l_fuse, l_uni)
+        g_mm, g_u = {}, {}
         for m in mods:
-            g_mm = grads_or_zeros(
+            g_mm[m] = grads_or_zeros(
                 torch.autograd.grad(features[m], params[m], dz_mm[m], retain_graph=True, allow_unused=True), params[m]
             )
-            g_u = grads_or_zeros(
+            g_u[m] = grads_or_zeros(
                 torch.autograd.grad(features[m], params[m], dz_uni[m], retain_graph=True, allow_unused=True), params[m]
             )
-            h, cos, c_mm, c_u = self.integrate(g_mm, g_u)
+        # the global batch's gradients, before the Pareto weights (one collective for all of them)
+        all_reduce_mean_([g for m in mods for g in g_mm[m] + g_u[m]] + list(head_grads.values()))
+
+        metrics = self.loss_metrics(l_total, l_fuse, l_uni)
+        for m in mods:
+            h, cos, c_mm, c_u = self.integrate(g_mm[m], g_u[m])
             for p, gp in zip(params[m], h, strict=True):
                 p.grad = gp
             metrics[f"cos_{m}"] = cos.detach()
@@ -130,6 +142,6 @@ class MMPareto(Method):
             metrics[f"conflict_{m}"] = (cos <= 0).float().detach()
         for p, gp in head_grads.items():
             p.grad = gp
-        self.optimizer.step()
+        self.optimizer.step()  # every gradient was averaged over ranks above, once
         self.optimizer.zero_grad(set_to_none=True)
         return metrics

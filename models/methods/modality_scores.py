@@ -8,11 +8,20 @@ sigmoid tasks (multilabel, binary) use the match score of the MASAM code
 
 the expected number of labels predicted right; for one binary label it is the
 probability given to the true outcome, exactly the softmax rule's analogue.
+
+Data-parallel runs (torchrun): a score is a mean over the samples of the GLOBAL batch,
+so each rank sums its samples and `summed_over_ranks` adds the sums and counts of every
+rank (one collective) before any ratio or coefficient is taken; every rank then decides
+alike, exactly as one process given the whole batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+from ..distributed import all_reduce_sum_
 
 
 def slice_logits(model, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -57,6 +66,30 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `values` `[B]` over `mask` `[B]` (0 when nothing is masked in; no host sync)."""
     weight = mask.to(values.dtype)
     return (values * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of `values` `[B]` over `mask` `[B]`, number masked in), 0-d tensors of `values`' dtype."""
+    weight = mask.to(values.dtype)
+    return (values * weight).sum(), weight.sum()
+
+
+def summed_over_ranks(
+    sums: torch.Tensor, counts: torch.Tensor, extra: Sequence[torch.Tensor] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(means `[M]`, counts `[M]`) over the samples of every data-parallel rank.
+
+    Args:
+        sums: `[M]` this rank's sums (e.g. of a score over its present samples).
+        counts: `[M]` this rank's sample counts.
+        extra: tensors of `sums`' dtype summed over ranks in the same collective (in place).
+    Returns:
+        the means (0 where the count is 0) and the global counts; in one process, this
+        rank's (no collective).
+    """
+    both = torch.stack([sums, counts.to(sums.dtype)])
+    all_reduce_sum_([both, *extra])
+    return both[0] / both[1].clamp(min=1.0), both[1]
 
 
 def mean_of_others(values: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,14 @@ One step, in the paper's notation, for a concat fusion head W[z_1||...||z_M] + b
   A batch in which some modality is present for no sample has no score for it: that
   step is not modulated (k = 1, no noise).
 
+Data-parallel runs (torchrun): the scores are sums and counts over every rank's samples
+(one collective, before any ratio), so every rank computes the coefficients of the whole
+global batch; the encoder gradients are rank-averaged BEFORE they are modulated, because
+the GE noise scale is the std of the whole batch's gradient, and are averaged only then.
+The noise itself is rank 0's draw, summed with the other ranks' zeros in the scores'
+collective, so every rank adds the same noise (an independent draw per rank would make
+the replicas drift apart).
+
 Prediction: the fused logits (the paper's). `alpha = 0` and `ge = False` is late fusion
 with the same `lambda_m` (k = 1 everywhere).
 
@@ -45,8 +53,9 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import average_gradients, rank
 from .base import Method
-from .modality_scores import masked_mean, match_score, mean_of_others, slice_logits
+from .modality_scores import masked_sum, match_score, mean_of_others, slice_logits, summed_over_ranks
 
 
 class OGMGE(Method):
@@ -87,38 +96,55 @@ class OGMGE(Method):
     def in_window(self) -> bool:
         return self.modulation_starts <= self.epoch <= self.modulation_ends
 
-    def coefficients(self, features, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(scores S `[M]`, ratios rho `[M]`, coefficients k `[M]`, valid 0-d bool), all detached."""
+    def coefficients(self, features, batch, noise: list[torch.Tensor] = ()):
+        """(scores S `[M]`, ratios rho `[M]`, coefficients k `[M]`, valid 0-d bool), all detached.
+
+        S_m is the mean over the present samples of every data-parallel rank; `noise` tensors
+        travel in the same collective (summed over ranks).
+        """
         mods, present = self.model.modalities, batch["present"]
         with torch.no_grad():
             slices = slice_logits(self.model, features, present)
-            scores = torch.stack(
-                [masked_mean(match_score(slices[m], batch["y"], self.task_type), present[m]) for m in mods]
-            )
-            counts = torch.stack([present[m].sum() for m in mods])
+            sums, counts = zip(*(masked_sum(match_score(slices[m], batch["y"], self.task_type), present[m])
+                                 for m in mods), strict=True)
+            scores, counts = summed_over_ranks(torch.stack(sums), torch.stack(counts), noise)
             valid = (counts > 0).all()
             ratio = scores / mean_of_others(scores).clamp(min=1e-12)
             coeff = torch.where(ratio > 1, 1 - torch.tanh(self.alpha * ratio), torch.ones_like(ratio))
             coeff = torch.where(valid, coeff, torch.ones_like(coeff))
         return scores, ratio, coeff, valid
 
+    def noise_draws(self) -> list[torch.Tensor]:
+        """Standard normal draws, one per encoder parameter in modality then parameter order:
+        rank 0's, zeros on the other ranks (summed over ranks, every rank gets rank 0's)."""
+        draw = torch.randn_like if rank() == 0 else torch.zeros_like
+        return [draw(p) for m in self.model.modalities for p in self.encoder_params(m)]
+
     def step(self, batch):
         mods = self.model.modalities
         out, l_fuse, l_uni, l_total = self.forward_losses(batch)
-        scores, ratio, coeff, valid = self.coefficients(out.features, batch)
+        modulate = self.in_window()
+        noise = self.noise_draws() if modulate and self.ge else []
+        scores, ratio, coeff, valid = self.coefficients(out.features, batch, noise)
         l_total.backward()
-        if self.in_window():
-            noise_on = valid.to(coeff.dtype) if self.ge else None
+        # Averaged over ranks before the modulation (the noise scale is the std of the whole
+        # batch's gradient); the optimizer then steps on it as it is (averaged once).
+        average_gradients(self.model.parameters())
+        if modulate:
+            draws = iter(noise)
             for i, m in enumerate(mods):
-                grads = [p.grad for p in self.encoder_params(m) if p.grad is not None]
-                if not grads:
+                pairs = [(p.grad, next(draws) if self.ge else None) for p in self.encoder_params(m)]
+                pairs = [(g, eps) for g, eps in pairs if g is not None]
+                if not pairs:
                     continue
+                grads = [g for g, _ in pairs]
                 # std of the unmodulated gradient, taken before the gradient is scaled
                 stds = [g.std() if g.numel() > 1 else torch.zeros((), device=g.device, dtype=g.dtype) for g in grads]
                 torch._foreach_mul_(grads, coeff[i].to(grads[0].dtype))
-                if noise_on is not None:
-                    for g, s in zip(grads, stds, strict=True):
-                        g.add_(torch.randn_like(g) * ((s + 1e-8) * noise_on))
+                if self.ge:
+                    noise_on = valid.to(coeff.dtype)
+                    for (g, eps), s in zip(pairs, stds, strict=True):
+                        g.add_(eps * ((s + 1e-8) * noise_on))
         self.optimizer.step()
         metrics = self.loss_metrics(l_total, l_fuse, l_uni)
         for i, m in enumerate(mods):

@@ -40,6 +40,14 @@ H_m or s_m (means over the samples where m is present). A class with no training
 sample that has modality m (after falling back from the subset to the whole
 training split) has no prototype: that is an error naming the modality and class.
 
+Data-parallel runs (torchrun): every rank holds the whole training split; each averages
+the features of its contiguous part of the prototype subset and the class sums and
+counts are added over ranks (one collective), so every rank has the same prototypes,
+those of one process over the whole subset (which is the same on every rank when the
+ranks share the run's seed; were it not, the prototypes would still agree across ranks).
+The scores s_m of a step are sums and counts over every rank's samples (one collective),
+so the dominant modality and b agree on every rank; the gradients are averaged once.
+
 Where the released code (github fanyunfeng-bit/Modal-Imbalance-PMR @3615e48,
 main_Prototype_grad.py) departs from the paper, and what this module does:
   a. It has no PER term (main_Proto_PER.py is named in bash.sh but not
@@ -69,7 +77,9 @@ import math
 
 import torch
 
+from ..distributed import all_reduce_sum_, rank, world_size
 from .base import Method
+from .modality_scores import summed_over_ranks
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
@@ -165,17 +175,25 @@ class PMR(Method):
             model.train(was_training)
 
     def _class_sums(self, train_tensors, rows: torch.Tensor, chunk: int):
+        """Per modality, class sums `[K, H_m]` and counts `[K]` of the features of `rows`, over every rank
+        (each rank encodes its contiguous part of `rows`; one collective adds them up)."""
         model, device = self.model, train_tensors.y.device
         sums, counts = {}, {}
-        for start in range(0, len(rows), chunk):
-            batch = train_tensors.batch(rows[start : start + chunk].to(device))
+        for m in model.modalities:
+            params = [p for p in model.encoders[m].parameters() if p.is_floating_point()]
+            dtype = full_precision(params[0]).dtype if params else torch.float32
+            sums[m] = torch.zeros(self.num_classes, model.encoders[m].out_dim, dtype=dtype, device=device)
+            counts[m] = torch.zeros(self.num_classes, dtype=dtype, device=device)
+        mine = torch.tensor_split(rows, world_size())[rank()]
+        for start in range(0, len(mine), chunk):
+            batch = train_tensors.batch(mine[start : start + chunk].to(device))
             onehot = torch.nn.functional.one_hot(self.classes(batch["y"]), self.num_classes)
             for m in model.modalities:
                 z = full_precision(model.encode(m, batch["inputs"][m]))
                 w = onehot * batch["present"][m].unsqueeze(1)  # [B, K]: present samples of class k
-                s, c = w.T.to(z.dtype) @ z, w.sum(0)
-                sums[m] = sums[m] + s if m in sums else s
-                counts[m] = counts[m] + c if m in counts else c
+                sums[m] += (w.T.to(z.dtype) @ z).to(sums[m].dtype)
+                counts[m] += w.sum(0).to(counts[m].dtype)
+        all_reduce_sum_([*sums.values(), *counts.values()])
         return sums, counts
 
     def on_epoch_start(self, epoch: int, train_tensors) -> dict[str, torch.Tensor]:
@@ -201,7 +219,7 @@ class PMR(Method):
         return -sq.clamp(min=1e-12).sqrt()
 
     def prototype_terms(self, features, present, y):
-        """Per modality: PCE_m, H_m and s_m (means over present samples), as 0-d tensors."""
+        """Per modality: PCE_m, H_m (means over this rank's present samples) and s_m (over every rank's), 0-d."""
         cls = self.classes(y)
         pce, entropy, score = {}, {}, {}
         for m in self.model.modalities:
@@ -212,8 +230,10 @@ class PMR(Method):
             nll = -logp.gather(1, cls.unsqueeze(1)).squeeze(1)
             pce[m] = (nll * w).sum() / n
             entropy[m] = (-(logp.exp() * logp).sum(1) * w).sum() / n
-            score[m] = ((-nll).exp().detach() * w).sum() / n
-        return pce, entropy, score
+            score[m] = (((-nll).exp().detach() * w).sum(), w.sum())
+        # s_m over every rank's present samples (one collective), so that all ranks rebalance alike
+        means, _ = summed_over_ranks(*(torch.stack(t) for t in zip(*score.values(), strict=True)))
+        return pce, entropy, dict(zip(self.model.modalities, means, strict=True))
 
     @staticmethod
     def coefficients(score: torch.Tensor):
@@ -239,7 +259,7 @@ class PMR(Method):
             h_dominant = torch.stack([entropy[m] for m in mods])[dominant]
             loss = loss - self.mu_per * b.max() * h_dominant
         loss.backward()
-        self.optimizer.step()
+        self.apply_gradients()
 
         metrics = self.loss_metrics(l_total, l_fuse, l_uni)
         metrics["loss_pmr"] = loss.detach()

@@ -33,9 +33,15 @@ class Case:
         method: `METHODS` key.
         options: the method's keyword options.
         task_type: "multilabel", "binary" or "multiclass".
-        same_on_every_rank: step-metric keys that are decisions (e.g. MASAM's "dominant"):
-            every rank must report the single process's value at every step.
+        same_on_every_rank: step- or epoch-hook-metric keys that are decisions (e.g. MASAM's
+            "dominant", a coefficient, a number of classifiers): every rank must report rank 0's
+            value exactly and the single process's within the tolerance, at every step and hook.
         epochs: epochs of `steps_per_epoch` steps (epoch hooks run around each).
+        whole_split: the epoch hooks get the whole training split, as the trainer gives every
+            rank its `SplitTensors` (`len`, `.y`, `.present`, `.groups`, `.batch(index)` over
+            every row of the run, `index` being `batch["index"]`), for methods that compute
+            over the training split in a hook (prototypes, held-out estimates); else only
+            this rank's shards of the epoch's batches.
     """
 
     method: str
@@ -44,6 +50,7 @@ class Case:
     same_on_every_rank: tuple[str, ...] = ()
     epochs: int = 2
     steps_per_epoch: int = 3
+    whole_split: bool = False
     name: str = ""
 
     @property
@@ -111,23 +118,52 @@ class _Train:
         yield from self._batches
 
 
+class _Split(_Train):
+    """The whole training split (every row of every global batch, at its `index`), as the
+    trainer's `SplitTensors` that every rank holds; `.batches` still yields this rank's shards."""
+
+    def __init__(self, batches: list[dict], rows: list[dict]):
+        super().__init__(batches)
+        self.inputs = {m: torch.cat([b["inputs"][m] for b in rows]) for m in MODALITIES}
+        self.present = {m: torch.cat([b["present"][m] for b in rows]) for m in MODALITIES}
+        self.y = torch.cat([b["y"] for b in rows])
+        self.groups = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, index: torch.Tensor) -> dict:
+        return {"inputs": {m: x[index] for m, x in self.inputs.items()},
+                "present": {m: p[index] for m, p in self.present.items()},
+                "y": self.y[index], "index": index}
+
+
+def _decisions(case: Case, metrics: dict) -> dict[str, float]:
+    return {k: float(metrics[k]) for k in case.same_on_every_rank if k in metrics}
+
+
 def run_case(case: Case, rank: int, world: int) -> dict[str, Any]:
-    """Train `case` on this rank's shards; return final parameters and decision metrics per step."""
+    """Train `case` on this rank's shards; return final parameters and the decision metrics
+    (`case.same_on_every_rank`) of every epoch hook and step, in order."""
     torch.manual_seed(0)
     encoders = {m: LinearEncoder(IN_FEATURES[m], HIDDEN) for m in MODALITIES}
     cls = METHODS[case.method]
     model = cls.build_model(encoders, num_outputs(case.task_type), case.task_type, dict(case.options)).double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     method = cls(model, optimizer, case.task_type, **case.options)
-    batches = [shard(b, rank, world) for b in global_batches(case)]
+    whole = global_batches(case)
+    batches = [shard(b, rank, world) for b in whole]
     decisions: list[dict[str, float]] = []
     for epoch in range(case.epochs):
         epoch_batches = batches[epoch * case.steps_per_epoch:(epoch + 1) * case.steps_per_epoch]
-        method.on_epoch_start(epoch, _Train(epoch_batches))
+        train = _Split(epoch_batches, whole) if case.whole_split else _Train(epoch_batches)
+        decisions.append(_decisions(case, method.on_epoch_start(epoch, train)))
         for batch in epoch_batches:
-            metrics = method.step(batch)
-            decisions.append({k: float(metrics[k]) for k in case.same_on_every_rank})
-        method.on_epoch_end(epoch, _Train(epoch_batches))
+            decisions.append(_decisions(case, method.step(batch)))
+        decisions.append(_decisions(case, method.on_epoch_end(epoch, train)))
+    reported = {k for d in decisions for k in d}
+    if case.epochs and set(case.same_on_every_rank) - reported:  # a misspelt key would check nothing
+        raise KeyError(f"{case.id}: no hook or step reported {sorted(set(case.same_on_every_rank) - reported)}")
     params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     return {"params": params, "decisions": decisions}
 
