@@ -6,6 +6,7 @@ and every multi-series figure a legend. Methods keep one colour across figures.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import matplotlib
@@ -14,7 +15,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8})
+# Text sizes of these figures (smaller than the report's own: they hold more panels).
+STYLE = {"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8}
+
+
+def _styled(draw):
+    """Draw under STYLE only (plt.rc_context): importing another figure module changes nothing here."""
+    @functools.wraps(draw)
+    def styled(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return styled
 
 
 def _png(fig) -> bytes:
@@ -29,6 +40,7 @@ def _colors(methods: list[str]) -> dict[str, str]:
     return {m: cycle[i % len(cycle)] for i, m in enumerate(methods)}
 
 
+@_styled
 def flatness_figure(rows: list[dict]) -> bytes:
     """Per-encoder Hessian trace / #params (+-1 SE) and top eigenvalue, bars per method.
 
@@ -55,6 +67,7 @@ def flatness_figure(rows: list[dict]) -> bytes:
     return _png(fig)
 
 
+@_styled
 def landscape_1d_figure(curves: dict[str, dict[str, dict[str, list[float]]]], alphas: list[float]) -> bytes:
     """Loss along one filter-normalised direction; one panel per scope, solid = train, dashed = test.
 
@@ -75,6 +88,7 @@ def landscape_1d_figure(curves: dict[str, dict[str, dict[str, list[float]]]], al
     return _png(fig)
 
 
+@_styled
 def landscape_2d_figure(grids: dict[str, dict[str, list[list[float]]]], alphas: list[float], betas: list[float],
                         split: str) -> bytes:
     """Contours of the loss over two filter-normalised directions; rows = scope, columns = method.
@@ -106,6 +120,7 @@ def landscape_2d_figure(grids: dict[str, dict[str, list[list[float]]]], alphas: 
     return _png(fig)
 
 
+@_styled
 def landscape_surface_figure(grids: dict[str, list[list[float]]], alphas: list[float], betas: list[float],
                              title: str) -> bytes:
     """3D surfaces of the loss over two directions, one panel per method (same z range)."""
@@ -123,6 +138,7 @@ def landscape_surface_figure(grids: dict[str, list[list[float]]], alphas: list[f
     return _png(fig)
 
 
+@_styled
 def alignment_figure(series: dict[str, list[dict]]) -> bytes:
     """gamma_m = cos(g_fuse,m, g_uni,m) over training steps; one panel per method, one line per modality.
 
@@ -142,6 +158,7 @@ def alignment_figure(series: dict[str, list[dict]]) -> bytes:
     return _png(fig)
 
 
+@_styled
 def probe_figure(rows: list[dict], metric: str) -> bytes:
     """Linear-probe test score per modality: bars per method, the unimodal baseline as a line.
 
@@ -164,6 +181,7 @@ def probe_figure(rows: list[dict], metric: str) -> bytes:
     return _png(fig)
 
 
+@_styled
 def metric_vs_figure(series: dict[str, list[tuple[float, float, float]]], xlabel: str, metric: str,
                      title: str) -> bytes:
     """Metric (mean +- std over seeds) against one setting; one line per method.
@@ -180,6 +198,7 @@ def metric_vs_figure(series: dict[str, list[tuple[float, float, float]]], xlabel
     return _png(fig)
 
 
+@_styled
 def sensitivity_figure(panels: dict[str, list[tuple[float, float, float]]], metric: str, method: str) -> bytes:
     """Metric (mean +- std over seeds) against each option (alpha, beta, rho), one panel each."""
     names = list(panels)
@@ -192,6 +211,7 @@ def sensitivity_figure(panels: dict[str, list[tuple[float, float, float]]], metr
     return _png(fig)
 
 
+@_styled
 def efficiency_figure(rows: dict[str, dict], device: str) -> bytes:
     """Step time, inference time per sample and peak memory per method (same model and batch)."""
     methods = list(rows)

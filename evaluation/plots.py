@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 
 import matplotlib
@@ -21,11 +22,21 @@ def _png(fig) -> str:
 
 # Sizes chosen so that the PNGs, shown at their native width (about 640 px), keep
 # text at 10-11 pt: legible at 100 % zoom without enlarging the page.
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-                     "xtick.labelsize": 9, "ytick.labelsize": 9})
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+         "xtick.labelsize": 9, "ytick.labelsize": 9}
 DPI = 100
 
 
+def _styled(draw):
+    """Draw under STYLE only (plt.rc_context): importing another figure module changes nothing here."""
+    @functools.wraps(draw)
+    def styled(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return styled
+
+
+@_styled
 def reliability_figure(curves: dict[str, list[dict]], histograms: dict[str, dict] | None = None,
                        title: str = "Reliability (all labels pooled)") -> str:
     """Reliability diagram (quantile bins; marker area grows with the bin's count) over a histogram of
@@ -49,6 +60,7 @@ def reliability_figure(curves: dict[str, list[dict]], histograms: dict[str, dict
     return _png(fig)
 
 
+@_styled
 def decision_curve_figure(curves: dict[str, dict[str, list[float]]], label: str) -> str:
     """Net benefit vs threshold probability per method, with "treat all" and "treat none".
 
@@ -68,6 +80,7 @@ def decision_curve_figure(curves: dict[str, dict[str, list[float]]], label: str)
     return _png(fig)
 
 
+@_styled
 def forest_figure(rows: list[dict], baseline: str, method: str, metric: str = "AUPRC", unit: str = "label") -> str:
     """Per-label difference (method - baseline) with its paired-bootstrap 95 % CI; a line at 0.
 

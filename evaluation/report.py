@@ -44,7 +44,7 @@ class ReportData:
     label_rows: list[LabelRow]
     excluded_labels: list[str]
     comparison: list[dict[str, Any]]  # method, n_seeds, headline mean/std, auroc mean/std, ranks
-    paired_difference: dict[str, Any] | None  # MASAM vs late fusion
+    paired_difference: dict[str, Any] | None  # first proposed method minus the reference method
     calibration: list[dict[str, Any]]  # method -> brier, slope, intercept
     subgroups: list[dict[str, Any]]  # records from evaluation.subgroups, for the champion run
     figures: dict[str, str] = field(default_factory=dict)  # name -> base64 PNG
@@ -62,13 +62,13 @@ class ReportData:
     features: dict[str, Any] | None = None  # tabular features used / excluded (ADNI)
     operating_points: dict[str, Any] | None = None  # champion's validation-chosen thresholds applied to test
     reliability_bins: list[dict[str, Any]] = field(default_factory=list)  # champion's quantile bins with counts
-    forest: list[dict[str, Any]] = field(default_factory=list)  # per baseline: per-label paired differences
+    forest: list[dict[str, Any]] = field(default_factory=list)  # per (proposed, baseline): per-label differences
     curves: list[tuple[str, str]] = field(default_factory=list)  # (label, inline SVG + legend) per evaluable label
     min_events: int = 5
     n_resamples: int = 1000
     design_alternatives: list[dict[str, Any]] = field(default_factory=list)  # MASAM vs its Table 8 designs
     presence: list[dict[str, Any]] = field(default_factory=list)  # evaluation.presence.presence_rows
-    why: dict[str, Any] | None = None  # the "Why" section (pipeline.stages.analyze), figures as base64 PNG
+    why: dict[str, Any] | None = None  # the "Why" section (evaluation.why), figures as base64 PNG
     summary_link: str | None = None  # relative link to the cross-cohort summary page
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.champion import beats_champion
+from evaluation.champion import beats_champion
 
 CHAMPION = "champion"
 CARD_FILE = "metadata.json"

@@ -37,6 +37,7 @@ from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .inference import autocast, predict_tensors, prediction_head
 from .label_noise import flip_labels
+from .runs import run_name
 from .settings.methods import MethodConfig
 from .settings.train import TrainSettings
 
@@ -334,7 +335,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
         state["mlflow_run_id"] = previous_run  # killed before its first checkpoint: continue that run
     elif track and previous_run and previous_run != state["mlflow_run_id"]:
         _mark_interrupted(previous_run)
-    tracker = _Tracker(track, f"clinfuse/{cohort.name}", f"{spec.method_name}-s{spec.seed}", state["mlflow_run_id"], config)
+    tracker = _Tracker(track, f"clinfuse/{cohort.name}", run_name(spec.method_name, spec.seed), state["mlflow_run_id"], config)
     state["mlflow_run_id"] = tracker.run_id
     if tracker.run_id:
         write_json(run_file, {"run_id": tracker.run_id})

@@ -87,3 +87,25 @@ def test_stage_deps_cover_every_project_file_its_command_imports(stage, words, d
     missing = sorted(str(f.relative_to(ROOT)) for f in import_closure(start)
                      if not any(f == c or c in f.parents for c in covered))
     assert not missing, f"stage {stage}: deps miss files its command imports: {missing}"
+
+
+@pytest.mark.parametrize(("stage", "words", "deps"), list(_stages()), ids=[s for s, *_ in _stages()])
+def test_stage_deps_list_no_project_code_its_command_does_not_import(stage, words, deps):
+    # A code dep the command never imports re-runs the stage for nothing (evaluate after a template edit,
+    # register after a change to the report). A folder dep must hold an imported module, or data the
+    # stage reads (templates, etl/resources): files that are not Python are not checked here.
+    start = [ROOT / "pipeline" / "commands" / f"{words[1]}.py"]
+    if (words[1], words[2]) in DYNAMIC:
+        start.append(ROOT / DYNAMIC[(words[1], words[2])])
+    closure = import_closure(start)
+    unused = []
+    for dep in deps:
+        path = ROOT / dep
+        if "${" in dep or dep.split("/")[0] not in PACKAGES:
+            continue
+        if path.suffix == ".py" and path not in closure:
+            unused.append(dep)
+        elif path.is_dir() and not closure.intersection(path.rglob("*.py")) and not any(
+                f.suffix not in (".py", ".pyc") for f in path.rglob("*") if f.is_file()):
+            unused.append(dep)
+    assert not unused, f"stage {stage}: deps list project code its command does not import: {unused}"

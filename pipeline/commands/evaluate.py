@@ -11,6 +11,7 @@ from pathlib import Path
 
 from etl.errors import InputError
 from pipeline.config import load_params
+from pipeline.runs import run_name
 
 NAME = "evaluate"
 HELP = "evaluate trained runs on the test split (metrics with CIs, calibration, subgroups)"
@@ -35,7 +36,7 @@ def run(args) -> int:
     if args.all:
         runs = sorted(p.parent for p in root.glob("*/train_summary.json"))
     else:
-        runs = [root / f"{m}-s{s}" for m in params.sweep.methods for s in params.sweep.seeds]
+        runs = [root / run_name(m, s) for m in params.sweep.methods for s in params.sweep.seeds]
         missing = [str(r) for r in runs if not (r / "train_summary.json").is_file()]
         if missing:
             raise InputError(f"{missing[0]}: not a finished run (no train_summary.json); train it first "

@@ -27,18 +27,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import os
 
+    from evaluation.report_data import report_settings
     from pipeline.provenance import command_line, git_state
     from pipeline.stages.report import build_report
 
     params = load_params(args.params)
-    e, t = params.evaluate, params.train
-    settings = {"bootstrap resamples": e.n_resamples, "CI level": e.ci_level,
-                "min subgroup patients": e.min_subgroup_patients, "min events (positives and negatives)": e.min_events,
-                "operating-point rule": e.threshold_rule + (f" (sensitivity >= {e.target_sensitivity})"
-                                                           if e.threshold_rule == "target_sensitivity" else ""),
-                "model preset": t.preset, "epochs": t.epochs,
-                "batch size": t.batch_size, "optimizer": f"{t.optimizer} lr {t.lr} wd {t.weight_decay}",
-                "schedule": t.schedule, "seeds": params.sweep.seeds}
+    settings = report_settings(params.sweep, params.analyze, params.evaluate, params.train)
     analysis = Path(args.analysis) if args.analysis else None
     if analysis is not None and not (analysis / "analysis.json").is_file():
         from etl.errors import InputError
@@ -51,6 +45,6 @@ def run(args) -> int:
     if args.summary_link:
         argv += ["--summary-link", args.summary_link]
     provenance = {**git_state(), "command": command_line(argv), "working_directory": os.getcwd()}
-    print(build_report(Path(args.cohort), [Path(r) for r in args.runs], Path(args.out), params.sweep.methods, settings,
-                       provenance, analysis, args.summary_link))
+    print(build_report(Path(args.cohort), [Path(r) for r in args.runs], Path(args.out), settings, provenance, analysis,
+                       args.summary_link))
     return 0

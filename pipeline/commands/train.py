@@ -15,6 +15,7 @@ from pathlib import Path
 
 from etl.errors import ConfigError
 from pipeline.config import load_params, load_section
+from pipeline.runs import run_dir
 from pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
 
 NAME = "train"
@@ -56,7 +57,7 @@ def run(args) -> int:
     preset = load_section(ModelPreset, preset_path(settings.preset))
     seed = args.seed if args.seed is not None else params.sweep.seeds[0]
     cohort = Path(args.cohort)
-    out = Path(args.out) if args.out else Path(params.paths.runs) / cohort.name / f"{args.method}-s{seed}"
+    out = Path(args.out) if args.out else run_dir(params.paths.runs, cohort.name, args.method, seed)
     spec = RunSpec(cohort, args.method, method, settings.preset, preset.encoders, settings, seed, out)
     fit(spec, resume=args.resume, track=not args.no_tracking)
     return 0

@@ -36,3 +36,6 @@ class AnalyzeSettings(StrictModel):
     sensitivity_grid: dict[str, list[float]] = Field(default_factory=lambda: {
         "alpha": [0.1, 0.3, 0.5, 0.7, 0.9], "beta": [0.5, 0.7, 0.9, 0.99], "rho": [0.05, 0.1, 0.3, 0.5, 1.0]})
     noise_rates: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4])
+    # The report's paired-difference table: the first of `proposed` minus this method (late fusion: the
+    # same network without re-balancing, the reference point of every balancing method).
+    reference: str = "late_fusion"

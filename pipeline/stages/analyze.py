@@ -23,7 +23,6 @@ definition for every method.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from models.losses import task_loss
 from pipeline.alignment import model_encoders
 from pipeline.data import Cohort, SplitTensors, load_cohort, split_tensors
 from pipeline.inference import load_trained_model, predict_split
+from pipeline.runs import run_name
 
 
 def _subset(t: SplitTensors, n: int) -> dict:
@@ -244,7 +244,7 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
     """Run every analysis for the sweep's runs of one cohort and write `out` (atomically)."""
     started = time.perf_counter()
     runs_dir = Path(runs_dir)
-    sweep_runs = [runs_dir / f"{m}-s{s}" for m in methods for s in seeds]
+    sweep_runs = [runs_dir / run_name(m, s) for m in methods for s in seeds]
     missing = [r for r in sweep_runs if not (r / "train_summary.json").is_file()]
     if missing:
         raise InputError(f"{missing[0]}: not a finished run (no train_summary.json); train the sweep first")
@@ -282,7 +282,7 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
                             f"{runs_dir} (train one: clinfuse train --method unimodal with options.modality: {m})"})
     records = collect_variant_runs(runs_dir, evals_dir, cohort)
     reference = next((r["options"] for r in records if r["method"] == settings.sensitivity_method
-                      and r["run"] == f"{settings.sensitivity_method}-s{seeds[0]}"), {})
+                      and r["run"] == run_name(settings.sensitivity_method, seeds[0])), {})
     noise = noise_series(records)
     sensitivity = sensitivity_series(records, settings.sensitivity_method, settings.sensitivity_options, reference)
     efficiency = _efficiency(methods, first, cohort, settings) if settings.efficiency else None
@@ -307,7 +307,7 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
               "probe_baselines": probe_baselines, "variant_runs": records, "label_noise": noise,
               "sensitivity": sensitivity, "efficiency": efficiency, "skipped": skipped,
               "settings": settings.model_dump(), "seconds": None}
-    figures = _figures(result, headline, seeds[0])
+    figures = _figures(result, headline, seeds[0], settings.sensitivity_method)
     result["figures"] = sorted(figures)
     result["seconds"] = round(time.perf_counter() - started, 1)
     with atomic_dir(out, "analysis") as tmp:
@@ -354,7 +354,7 @@ def _efficiency(methods: list[str], config: dict, cohort: Cohort, settings) -> d
     return {"device": "cpu", "batch": settings.efficiency_batch, "methods": rows}
 
 
-def _figures(result: dict, headline: str, seed: int) -> dict[str, bytes]:
+def _figures(result: dict, headline: str, seed: int, sensitivity_method: str) -> dict[str, bytes]:
     """The figures, from the first seed's run of each method (numbers for every seed are in analysis.json)."""
     runs = {r["method"]: r for r in result["runs"].values() if r["seed"] == seed}
     figs = {}
@@ -388,7 +388,7 @@ def _figures(result: dict, headline: str, seed: int) -> dict[str, bytes]:
         figs["label_noise"] = plots.metric_vs_figure(result["label_noise"], "training label-noise rate (fraction flipped)",
                                                      headline, "Label-noise robustness")
     if result["sensitivity"]:
-        figs["sensitivity"] = plots.sensitivity_figure(result["sensitivity"], headline, "masam")
+        figs["sensitivity"] = plots.sensitivity_figure(result["sensitivity"], headline, sensitivity_method)
     if result["efficiency"]:
         figs["efficiency"] = plots.efficiency_figure(result["efficiency"]["methods"],
                                                      f"{result['efficiency']['device']}, batch "
@@ -424,44 +424,3 @@ def _log_to_mlflow(result: dict, sweep_runs: list[Path], out: Path) -> None:
             mlflow.log_metrics(metrics)
             mlflow.log_artifacts(str(out / "figures"), artifact_path="analysis")
             mlflow.log_artifact(str(out / "analysis.json"), artifact_path="analysis")
-
-
-CAPTIONS = {
-    "flatness": "Sharpness per encoder: Hutchinson estimate of the Hessian trace of the fused loss, divided by the "
-                "encoder's parameter count (error bars ±1 standard error over the Rademacher vectors), and the top "
-                "Hessian eigenvalue (power iteration). The paper's claim: MASAM leaves each encoder flatter.",
-    "landscape_1d": "Loss along one random filter-normalised direction (Li et al. 2018), over all parameters and per "
-                    "encoder; solid = training loss, dashed = test loss. Same direction seed for every method.",
-    "landscape_2d_train": "Training-loss contours over two filter-normalised directions (rows: all parameters, then "
-                          "each encoder; one colour scale per row). Wider low basins = flatter minima.",
-    "landscape_2d_test": "Test-loss contours over the same two directions.",
-    "landscape_surface": "The training-loss surface over all parameters, one panel per method (same z range).",
-    "alignment": "Gradient alignment over training: γ_m = cos(∇θ_m L_fuse, ∇θ_m L_m) on a fixed training batch "
-                 "every train.alignment_every steps. Low or negative γ = the fused objective pulls encoder m away "
-                 "from what its own modality alone would learn.",
-    "probes": "Linear probes on each frozen encoder (logistic regression fitted on training features, scored on "
-              "test). Dashed line: the same probe on the encoder trained alone (unimodal baseline), when that run "
-              "exists. Above the line = fusion training left the encoder better than training it alone.",
-    "label_noise": "Test metric against the fraction of training labels flipped (mean ± std over seeds).",
-    "sensitivity": "MASAM's test metric against alpha, beta and rho (others at their configured values; mean ± std "
-                   "over seeds).",
-    "efficiency": "Training step time, inference time per sample and peak memory per method on the same model "
-                  "and batch.",
-}
-
-
-def why_section(folder: Path) -> dict | None:
-    """The report's "Why" section from an analysis folder (figures as base64 PNG), or None if absent."""
-    import base64
-
-    path = Path(folder) / "analysis.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    seed = min((r["seed"] for r in data["runs"].values()), default=None)
-    flat = [{"method": r["method"], **row} for r in data["runs"].values() if r["seed"] == seed for row in r["flatness"]]
-    eff = data.get("efficiency") or {}
-    return {"settings": data["settings"], "flatness": flat, "skipped": data["skipped"], "captions": CAPTIONS,
-            "figures": {n: base64.b64encode((Path(folder) / "figures" / f"{n}.png").read_bytes()).decode()
-                        for n in data["figures"]},
-            "efficiency": eff.get("methods"), "efficiency_device": f"{eff.get('device')}, batch {eff.get('batch')}"}

@@ -21,27 +21,11 @@ from etl.adni.labels import CLASS_NAMES, REQUIRED, baseline_labels, check_codes
 from etl.adni.merge_table import validate_adnimerge
 from etl.adni.mri import choose_scans, preprocess_volume, scan_path
 from etl.adni.tabular import fit_transform_tabular
-from etl.atomic import check_replaceable
 from etl.errors import InputError, not_utf8
 from etl.parallel import map_in_chunks
 from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
-from pipeline.config import load_params
 from pipeline.manifest import exclusion_text, now, redact_path, source_entry, write_cohort_folder
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--adni", default=None, help="ADNI folder with ADNIMERGE.csv and MRI/ (default: params)")
-    parser.add_argument("--out", default=None, help="output cohort folder (default: data/processed/adni)")
-
-
-def run(args) -> int:
-    params = load_params(args.params)
-    adni = Path(args.adni or params.paths.adni)
-    out = Path(args.out or Path(params.paths.processed) / "adni")
-    check_replaceable(out, "cohort")  # refuse a wrong --out before any work
-    print(build_adni_cohort(adni, out, params.etl_adni))
-    return 0
 
 
 def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path, int]:

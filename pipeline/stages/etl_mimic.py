@@ -20,7 +20,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from etl.atomic import check_replaceable
 from etl.errors import InputError
 from etl.mimic.cohort import exclusion, in_hospital_mortality, join_stays, select_cohort
 from etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, read_cxr_metadata
@@ -33,34 +32,9 @@ from etl.parallel import scratch_dir
 from etl.provenance import synthetic_sources
 from etl.split import assign_patient_split
 from etl.sql import csv_error_message, sql_literal
-from pipeline.config import load_params
 from pipeline.manifest import exclusion_text, now, redact_path, source_entry, write_cohort_folder
 
 TASKS = ("phenotype", "mortality")
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--task", choices=TASKS, required=True, help="label set of the cohort")
-    parser.add_argument("--mimic-iv", default=None, help="MIMIC-IV folder with hosp/ and icu/ (default: params)")
-    parser.add_argument("--mimic-cxr", default=None, help="MIMIC-CXR-JPG folder (default: params)")
-    parser.add_argument("--cxr-images", default=None,
-                        help="folder holding files/p../ images if not --mimic-cxr (e.g. a MIMIC-CXR DICOM copy)")
-    parser.add_argument("--out", default=None, help="output cohort folder (default: data/processed/mimic-<task>)")
-    parser.add_argument("--partial", action="store_true",
-                        help="partially paired cohort: keep stays without a film (etl_mimic.require_cxr: false)")
-
-
-def run(args) -> int:
-    params = load_params(args.params)
-    mimic_iv = Path(args.mimic_iv or params.paths.mimic_iv)
-    mimic_cxr = Path(args.mimic_cxr or params.paths.mimic_cxr)
-    images = Path(args.cxr_images) if args.cxr_images else mimic_cxr
-    out = Path(args.out or Path(params.paths.processed) / f"mimic-{args.task}")
-    check_replaceable(out, "cohort")  # refuse a wrong --out before any work
-    settings = params.etl_mimic.model_copy(update={"require_cxr": False}) if args.partial else params.etl_mimic
-    summary = build_mimic_cohort(mimic_iv, mimic_cxr, images, args.task, out, settings)
-    print(summary)
-    return 0
 
 
 def _log(msg: str) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from etl.atomic import atomic_dir, read_json, write_json, write_parquet
@@ -29,37 +27,9 @@ from evaluation.presence import presence_blocks
 from evaluation.subgroups import subgroup_metrics
 from pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
 from pipeline.inference import predict_split
+from pipeline.results import labels_and_scores, prediction_frame, predictions_file
 
 ID_COLUMNS = {"mimic": ["subject_id", "hadm_id", "stay_id", "dicom_id"], "adni": ["RID", "PTID", "IMAGEUID"]}
-
-
-def prediction_frame(cohort: Cohort, rows: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
-    """The predictions contract: ids, patient_id, split, subgroup columns, has_*, label__/prob__ per output."""
-    s = cohort.samples.iloc[rows].reset_index(drop=True)
-    dataset = cohort.manifest.get("dataset", "")
-    keep = [c for c in ID_COLUMNS.get(dataset, []) if c in s.columns]
-    keep += [c for c in ("split", "sex", "age", "race") if c in s.columns]
-    keep += [f"has_{m}" for m in cohort.modalities]
-    frame = s[keep].copy()
-    frame.insert(0, "patient_id", s[cohort.manifest.get("patient_column", keep[0])].to_numpy())
-    names = cohort.label_names
-    if cohort.task_type == "multiclass":
-        frame["label"] = s[cohort.manifest["label_columns"][0]].to_numpy()
-    else:
-        for name in names:
-            frame[f"label__{name}"] = s[name].to_numpy().astype(int)
-    for k, name in enumerate(names):
-        frame[f"prob__{name}"] = probs[:, k]
-    return frame
-
-
-def labels_and_scores(frame: pd.DataFrame, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
-    """`[N, K]` 0/1 indicators (one-vs-rest for multi-class) and `[N, K]` probabilities."""
-    names = cohort.label_names
-    scores = frame[[f"prob__{n}" for n in names]].to_numpy(float)
-    if cohort.task_type == "multiclass":
-        return np.eye(len(names), dtype=int)[frame["label"].to_numpy()], scores
-    return frame[[f"label__{n}" for n in names]].to_numpy(int), scores
 
 
 def withheld_modality(cohort: Cohort) -> str | None:
@@ -77,10 +47,11 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
     config = yaml.safe_load(config_path.read_text())
     cohort = load_cohort(config["cohort"])
     summary = read_json(run_dir / "train_summary.json")
+    id_columns = ID_COLUMNS.get(cohort.manifest.get("dataset", ""), [])
     frames = {}
     for split in ("val", "test"):
         rows, probs = predict_split(run_dir, cohort, split)
-        frames[split] = prediction_frame(cohort, rows, probs)
+        frames[split] = prediction_frame(cohort, rows, probs, id_columns)
     test = frames["test"]
     names = cohort.label_names
     y, p = labels_and_scores(test, cohort)
@@ -117,14 +88,14 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
     image = withheld_modality(cohort)
     if image is not None:
         rows, held = predict_split(run_dir, cohort, "test", withhold=(image,))
-        frames["test_withheld"] = prediction_frame(cohort, rows, held)
+        frames["test_withheld"] = prediction_frame(cohort, rows, held, id_columns)
         _, p_held = labels_and_scores(frames["test_withheld"], cohort)
         result["presence"] = presence_blocks(y, p, p_held, test["patient_id"].to_numpy(),
                                              test[f"has_{image}"].to_numpy(bool), names, cohort.modalities[0], image,
                                              settings.n_resamples, settings.seed, settings.min_subgroup_patients)
     with atomic_dir(out, "evaluations") as tmp:
         for split, frame in frames.items():
-            write_parquet(tmp / f"predictions_{split}.parquet", frame)
+            write_parquet(predictions_file(tmp, split), frame)
         write_json(tmp / "metrics.json", result)
         write_json(tmp / "curves_pr.json", pr)
         write_json(tmp / "curves_roc.json", roc)

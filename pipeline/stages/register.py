@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from etl.atomic import read_json, write_json
+from evaluation.champion import champion_of
 from models.export import ExportableFusion
-from pipeline.champion import champion_of
 from pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
 from pipeline.inference import load_trained_model
 from pipeline.manifest import shareable_sources
 from pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
-from pipeline.stages.report import load_evaluations
+from pipeline.results import load_evaluations
 
 INPUT_DESCRIPTIONS = {
     "ehr": "hourly EHR, first 48 h of the ICU stay: 12 variables z-scored with training statistics "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.champion import beats_champion, champion_of
+from evaluation.champion import beats_champion, champion_of
 
 
 def run(method, seed, value):

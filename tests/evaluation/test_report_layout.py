@@ -136,7 +136,7 @@ def test_at_1024_px_no_table_is_wider_than_the_page(tmp_path):
 
 
 def test_adni_sections_show_confusion_matrix_class_rates_and_feature_provenance():
-    from pipeline.stages.report import _features, _multiclass
+    from evaluation.report_data import _features, _multiclass
 
     manifest = {"tabular_features": ["AGE", "AGE_missing", "ADAS13", "ADAS13_missing", "TAU", "TAU_missing",
                                      "TAU_censored", "PTGENDER=Female", "PTGENDER=Male"],

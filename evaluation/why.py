@@ -1,0 +1,58 @@
+"""The report's "Why" section: the numbers and figures of `clinfuse analyze` for a reader.
+
+Pure: the caller reads the analysis folder (pipeline.results.read_analysis) and passes its
+contents in; figures come back as base64 PNG for the self-contained page.
+"""
+
+from __future__ import annotations
+
+import base64
+
+CAPTIONS = {
+    "flatness": "Sharpness per encoder: Hutchinson estimate of the Hessian trace of the fused loss, divided by the "
+                "encoder's parameter count (error bars ±1 standard error over the Rademacher vectors), and the top "
+                "Hessian eigenvalue (power iteration). The paper's claim: MASAM leaves each encoder flatter.",
+    "landscape_1d": "Loss along one random filter-normalised direction (Li et al. 2018), over all parameters and per "
+                    "encoder; solid = training loss, dashed = test loss. Same direction seed for every method.",
+    "landscape_2d_train": "Training-loss contours over two filter-normalised directions (rows: all parameters, then "
+                          "each encoder; one colour scale per row). Wider low basins = flatter minima.",
+    "landscape_2d_test": "Test-loss contours over the same two directions.",
+    "landscape_surface": "The training-loss surface over all parameters, one panel per method (same z range).",
+    "alignment": "Gradient alignment over training: γ_m = cos(∇θ_m L_fuse, ∇θ_m L_m) on a fixed training batch "
+                 "every train.alignment_every steps. Low or negative γ = the fused objective pulls encoder m away "
+                 "from what its own modality alone would learn.",
+    "probes": "Linear probes on each frozen encoder (logistic regression fitted on training features, scored on "
+              "test). Dashed line: the same probe on the encoder trained alone (unimodal baseline), when that run "
+              "exists. Above the line = fusion training left the encoder better than training it alone.",
+    "label_noise": "Test metric against the fraction of training labels flipped (mean ± std over seeds).",
+    "sensitivity": "{method}'s test metric against alpha, beta and rho (others at their configured values; mean ± std "
+                   "over seeds).",
+    "efficiency": "Training step time, inference time per sample and peak memory per method on the same model "
+                  "and batch.",
+}
+
+
+def why_section(analysis: dict, figures: dict[str, bytes], seed: int | None = None) -> dict:
+    """The section's data from an analysis.json and its figures.
+
+    Args:
+        analysis: the analysis.json document (runs, settings, skipped, figures, efficiency).
+        figures: figure name -> PNG bytes.
+        seed: the seed whose runs the flatness table shows, the one the figures were drawn from
+            (the sweep's first seed); the smallest seed analysed when no run has it.
+    Returns:
+        settings, flatness rows (one per method and encoder), skipped analyses, captions,
+        figures (base64 PNG), efficiency rows and the device they were measured on.
+    """
+    seeds = {r["seed"] for r in analysis["runs"].values()}
+    if seed not in seeds:
+        seed = min(seeds, default=None)
+    flat = [{"method": r["method"], **row} for r in analysis["runs"].values() if r["seed"] == seed
+            for row in r["flatness"]]
+    eff = analysis.get("efficiency") or {}
+    # the sensitivity runs are those of analyze.sensitivity_method (MASAM by default)
+    method = analysis["settings"]["sensitivity_method"].upper()
+    captions = {name: text.replace("{method}", method) for name, text in CAPTIONS.items()}
+    return {"settings": analysis["settings"], "flatness": flat, "skipped": analysis["skipped"], "captions": captions,
+            "figures": {n: base64.b64encode(png).decode() for n, png in figures.items()},
+            "efficiency": eff.get("methods"), "efficiency_device": f"{eff.get('device')}, batch {eff.get('batch')}"}

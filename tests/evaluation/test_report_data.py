@@ -1,0 +1,102 @@
+"""The report's data: one pure function of the evaluated runs, the cohort and the settings.
+
+Which methods are compared, against which reference and with which bootstrap seed comes from
+the settings (params.yaml analyze.proposed / analyze.reference / evaluate.seed), not from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from evaluation.bootstrap import paired_bootstrap_difference
+from evaluation.report_data import Predictions, ReportSettings, build_report_data, report_metrics, runs_table
+from evaluation.why import why_section
+from pipeline.data import load_cohort
+from pipeline.results import load_evaluations, read_predictions
+
+
+@pytest.fixture(scope="module")
+def evaluated(pipeline_run):
+    root, _, cohort_dir = pipeline_run
+    cohort = load_cohort(cohort_dir)
+    results = load_evaluations([root / "eval"])
+    predictions = [Predictions(*read_predictions(r["_dir"], cohort)) for r in results]
+    # two tiny runs may rank every patient alike; shuffle the baseline's scores so the methods differ
+    rng = np.random.default_rng(0)
+    predictions = [p._replace(p=rng.permutation(p.p)) if r["method"] == "late_fusion" else p
+                   for r, p in zip(results, predictions, strict=True)]
+    settings = ReportSettings(methods=["late_fusion", "masam"], proposed=["masam"], reference="late_fusion", seeds=[1],
+                              n_resamples=30, seed=42, shown={"bootstrap resamples": 30})
+    return results, predictions, cohort, settings
+
+
+def _build(evaluated, **changes):
+    results, predictions, cohort, settings = evaluated
+    return build_report_data(results, predictions, cohort, "A cohort", dataclasses.replace(settings, **changes),
+                             sources={}, generated="now")
+
+
+def test_the_proposed_method_is_compared_with_every_other_method_on_the_same_patients(evaluated):
+    results, predictions, _, settings = evaluated
+    data = _build(evaluated)
+    assert [(f["method"], f["baseline"], f["seed"]) for f in data.forest] == [("masam", "late_fusion", 1)]
+    by = {r["method"]: p for r, p in zip(results, predictions, strict=True)}
+    expected = paired_bootstrap_difference(by["masam"].y, by["masam"].p, by["late_fusion"].p, by["masam"].patient_id,
+                                           settings.n_resamples, settings.seed)
+    assert data.paired_difference["a"] == "masam" and data.paired_difference["b"] == "late_fusion"
+    assert data.paired_difference["macro_auprc"] == expected["macro_auprc"]
+    assert "forest:masam:late_fusion" in data.figures
+
+
+def test_the_comparison_follows_the_settings_not_the_method_names(evaluated):
+    data = _build(evaluated, proposed=["late_fusion"], reference="masam")
+    assert [(f["method"], f["baseline"]) for f in data.forest] == [("late_fusion", "masam")]
+    assert (data.paired_difference["a"], data.paired_difference["b"]) == ("late_fusion", "masam")
+
+
+def test_no_paired_table_when_the_reference_method_was_not_run(evaluated):
+    data = _build(evaluated, reference="sam")
+    assert data.paired_difference is None and len(data.forest) == 1
+
+
+def test_the_paired_bootstrap_uses_the_settings_seed(evaluated):
+    a, b = _build(evaluated, seed=1), _build(evaluated, seed=2)
+    assert a.paired_difference["macro_auprc"]["difference"] == b.paired_difference["macro_auprc"]["difference"]
+    assert a.paired_difference["macro_auprc"]["ci"] != b.paired_difference["macro_auprc"]["ci"]
+
+
+def test_the_method_order_is_the_settings_order_then_the_rest_by_name(evaluated):
+    assert _build(evaluated, methods=["masam"]).methods == ["masam", "late_fusion"]
+    assert _build(evaluated, methods=["late_fusion", "masam"]).methods == ["late_fusion", "masam"]
+
+
+def test_the_dvc_metrics_and_comparison_table_come_from_the_same_runs(evaluated):
+    results = evaluated[0]
+    data = _build(evaluated)
+    metrics = report_metrics(data, "tiny")
+    champion = next(r for r in data.runs if r["champion"])
+    assert metrics["champion"] == {"method": champion["method"], "seed": champion["seed"],
+                                   f"test_{data.headline_metric}": champion["test"], "val": champion["val"]}
+    assert sorted(metrics["methods"]) == ["late_fusion", "masam"]
+    table = runs_table(results)
+    assert list(table.columns) == ["method", "seed", "headline", "auroc"] and len(table) == len(results)
+
+
+def _analysis(seeds):
+    runs = {f"m-s{s}": {"method": "m", "seed": s, "flatness": [{"encoder": "ehr", "trace_per_param": float(s)}]}
+            for s in seeds}
+    return {"runs": runs, "settings": {"sensitivity_method": "masam"}, "skipped": [], "figures": ["probes"]}
+
+
+def test_the_why_section_shows_the_sweeps_first_seed_else_the_smallest():
+    assert [r["trace_per_param"] for r in why_section(_analysis([7, 3]), {}, seed=7)["flatness"]] == [7.0]
+    assert [r["trace_per_param"] for r in why_section(_analysis([7, 3]), {}, seed=5)["flatness"]] == [3.0]
+
+
+def test_the_why_section_embeds_figures_as_base64_and_names_the_sensitivity_method():
+    why = why_section(_analysis([1]), {"probes": b"\x89PNG"}, seed=1)
+    assert why["figures"] == {"probes": "iVBORw=="}
+    assert why["captions"]["sensitivity"].startswith("MASAM's test metric")
