@@ -18,7 +18,9 @@ training per epoch of the run, see models/methods/gblend.py), not per step.
 PMR runs on the first label as a binary task (it refuses multilabel) and is compared with late
 fusion on that binary task; its once-per-epoch prototype pass is not in the step time.
 Methods' epoch-start hooks (prototypes, windows, anchors) run once before timing, untimed.
-Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N]
+On CUDA each step runs as the trainer runs it: under bf16 autocast (--no-bf16: fp32) with 2D
+convolutions channels-last.
+Usage: python benchmarks/step_cost.py [--device cpu|cuda] [--quick] [--steps N] [--no-bf16]
 (--quick: batch 8 at 160 px for the paper-size model, fewer steps.)
 """
 
@@ -27,14 +29,19 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
 import torch
 
 from models.build import build_model
+from models.encoders.images import channels_last_
 from models.methods import METHODS
 from pipeline.data import SplitTensors
+from pipeline.inference import autocast
+
+BF16 = True  # bf16 autocast on CUDA, as the trainer runs (train.bf16); --no-bf16 turns it off
 
 PAPER = {"ehr": {"name": "ehr_transformer", "d_model": 256, "nhead": 4, "num_layers": 2, "dropout": 0.2},
          "cxr": {"name": "resnet50", "out_dim": 256}}
@@ -65,6 +72,8 @@ def time_method(spec, size, batch, device, name, options, warmup, steps, active=
     outputs = 1 if task_type == "binary" else 25
     model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, outputs, method=name,
                         task_type=task_type, options=options).to(device)
+    if device.type == "cuda":
+        channels_last_(model)  # as the trainer does on CUDA
     if name == "aug":
         model.active.fill_(1)  # one extra classifier per modality: the cost once boosting has started
     method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), task_type, **options)
@@ -79,13 +88,17 @@ def time_method(spec, size, batch, device, name, options, warmup, steps, active=
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    def step():
+        with autocast(device, BF16):
+            method.step(b)
+
     for _ in range(warmup):
-        method.step(b)
+        step()
     sync()
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        method.step(b)
+        step()
         sync()
         times.append(time.perf_counter() - t)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
@@ -148,16 +161,24 @@ def run_model(label, spec, size, batch, device, warmup, steps) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="no bf16 autocast on CUDA")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"--device cuda: this PyTorch build sees no CUDA device (torch {torch.__version__}); use --device cpu",
+              file=sys.stderr)
+        raise SystemExit(2)
     device = torch.device(args.device)
+    global BF16
+    BF16 = args.bf16
     cpu = device.type == "cpu"
     steps = args.steps or (3 if cpu else 20)
     warmup = 1 if cpu else 5
     size, batch = (160, 8) if args.quick else (224, 16)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads", flush=True)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          f"{', bf16 autocast' if BF16 and device.type == 'cuda' else ''}", flush=True)
     small = run_model("small preset (64 px, batch 32)", SMALL, 64, 32, device, warmup, steps * 3)
     paper = run_model(f"paper size ({size} px, batch {batch})", PAPER, size, batch, device, warmup, steps)
     for label, r in (("small preset", small), ("paper size", paper)):

@@ -16,19 +16,40 @@ def brier(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean((np.asarray(p, float) - np.asarray(y, float)) ** 2))
 
 
-def calibration_slope_intercept(y: np.ndarray, p: np.ndarray, iterations: int = 50) -> tuple[float | None, float | None]:
+SEPARATED = "not estimable: classes separated"
+SINGLE_CLASS = "not estimable: one class only"
+CONSTANT = "not estimable: predictions all equal"
+NOT_CONVERGED = "not estimable: the fit did not converge"
+
+
+def recalibration_fit(y: np.ndarray, p: np.ndarray, iterations: int = 50) -> dict[str, Any]:
     """Logistic recalibration y ~ a + b * logit(p), fitted by Newton's method (no penalty).
 
     b (slope) < 1 means predictions too extreme (over-confident: high risks too high, low
     risks too low); b > 1 means predictions too moderate (under-confident, squeezed
-    towards the average). a (intercept) != 0 systematic over/under-prediction. None
-    when y has a single class.
+    towards the average). a (intercept) != 0 systematic over/under-prediction.
+
+    The maximum-likelihood fit does not exist when a threshold on logit(p) separates the
+    outcomes (complete or quasi-complete separation, Albert & Anderson 1984): the
+    likelihood keeps rising as b grows, and Newton's iterates stop wherever the iteration
+    count runs out (slope 21 after 50 steps on a perfectly ranked sample). With one
+    predictor and an intercept this happens exactly when every negative's logit is <= every
+    positive's (or the reverse), which is checked before fitting.
+
+    Returns:
+        {"slope", "intercept": float or None, "note": None when estimated, else why not
+        (SEPARATED, SINGLE_CLASS, CONSTANT or NOT_CONVERGED)}.
     """
     y = np.asarray(y, float)
-    if y.min() == y.max():
-        return None, None
+    if len(y) == 0 or y.min() == y.max():
+        return {"slope": None, "intercept": None, "note": SINGLE_CLASS}
     q = np.clip(p, 1e-6, 1 - 1e-6)  # predictions of exactly 0 or 1 get a finite logit
     x = np.log(q / (1 - q))
+    if x.min() == x.max():  # logit(p) collinear with the intercept: no slope to fit
+        return {"slope": None, "intercept": None, "note": CONSTANT}
+    pos, neg = x[y == 1], x[y == 0]
+    if neg.max() <= pos.min() or pos.max() <= neg.min():
+        return {"slope": None, "intercept": None, "note": SEPARATED}
     design = np.stack([np.ones_like(x), x], axis=1)
     beta = np.zeros(2)
     for _ in range(iterations):
@@ -39,7 +60,15 @@ def calibration_slope_intercept(y: np.ndarray, p: np.ndarray, iterations: int = 
         beta += step
         if np.max(np.abs(step)) < 1e-10:
             break
-    return float(beta[1]), float(beta[0])
+    if not np.all(np.isfinite(beta)):
+        return {"slope": None, "intercept": None, "note": NOT_CONVERGED}
+    return {"slope": float(beta[1]), "intercept": float(beta[0]), "note": None}
+
+
+def calibration_slope_intercept(y: np.ndarray, p: np.ndarray, iterations: int = 50) -> tuple[float | None, float | None]:
+    """(slope, intercept) of `recalibration_fit`; (None, None) where it is not estimable."""
+    fit = recalibration_fit(y, p, iterations)
+    return fit["slope"], fit["intercept"]
 
 
 def reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int = 10, strategy: str = "quantile"
@@ -81,16 +110,21 @@ def risk_histogram(p: np.ndarray, n_bins: int = 20) -> dict[str, list]:
 
 
 def calibration_summary(y_true: np.ndarray, y_prob: np.ndarray, labels: list[str], n_bins: int = 10) -> dict:
-    """Per-label and pooled (all labels stacked) Brier, slope, intercept, quantile reliability and risk histogram."""
+    """Per-label and pooled (all labels stacked) Brier, slope, intercept, quantile reliability and risk histogram.
+
+    `slope_note` is None where slope and intercept were estimated, else why not (e.g. SEPARATED).
+    """
     y_true = np.asarray(y_true).reshape(len(y_true), -1)
     y_prob = np.asarray(y_prob, float).reshape(len(y_prob), -1)
     per_label = {}
     for k, name in enumerate(labels):
-        slope, intercept = calibration_slope_intercept(y_true[:, k], y_prob[:, k])
-        per_label[name] = {"brier": brier(y_true[:, k], y_prob[:, k]), "slope": slope, "intercept": intercept}
+        fit = recalibration_fit(y_true[:, k], y_prob[:, k])
+        per_label[name] = {"brier": brier(y_true[:, k], y_prob[:, k]), "slope": fit["slope"],
+                           "intercept": fit["intercept"], "slope_note": fit["note"]}
     flat_y, flat_p = y_true.ravel(), y_prob.ravel()
-    slope, intercept = calibration_slope_intercept(flat_y, flat_p)
-    return {"per_label": per_label, "pooled": {"brier": brier(flat_y, flat_p), "slope": slope, "intercept": intercept,
+    fit = recalibration_fit(flat_y, flat_p)
+    return {"per_label": per_label, "pooled": {"brier": brier(flat_y, flat_p), "slope": fit["slope"],
+                                               "intercept": fit["intercept"], "slope_note": fit["note"],
                                                "reliability": reliability_curve(flat_y, flat_p, n_bins),
                                                "reliability_strategy": "quantile",
                                                "histogram": risk_histogram(flat_p)}}

@@ -45,7 +45,7 @@ class ReportData:
     excluded_labels: list[str]
     comparison: list[dict[str, Any]]  # method, n_seeds, headline mean/std, auroc mean/std, ranks
     paired_difference: dict[str, Any] | None  # first proposed method minus the reference method
-    calibration: list[dict[str, Any]]  # method -> brier, slope, intercept
+    calibration: list[dict[str, Any]]  # method -> brier, slope, intercept, slope_note (why no slope)
     subgroups: list[dict[str, Any]]  # records from evaluation.subgroups, for the champion run
     figures: dict[str, str] = field(default_factory=dict)  # name -> base64 PNG
     settings: dict[str, Any] = field(default_factory=dict)

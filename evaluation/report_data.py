@@ -158,8 +158,8 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
                     "macro_auroc": f["macro_auroc"]} for f in forest
                    if settings.proposed and f["method"] == settings.proposed[0]
                    and f["baseline"] == settings.reference), None)
-    calibration = [{"method": m, **{k: r["calibration"]["pooled"][k] for k in ("brier", "slope", "intercept")}}
-                   for m, r in best_by_method.items()]
+    calibration = [{"method": m, **{k: r["calibration"]["pooled"][k] for k in ("brier", "slope", "intercept")},
+                    "slope_note": r["calibration"]["pooled"].get("slope_note")} for m, r in best_by_method.items()]
 
     # figures: every label with both classes in the test split, every method's best run
     scored = {m: scored_runs[id(r)][:2] for m, r in best_by_method.items()}

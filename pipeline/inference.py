@@ -15,6 +15,7 @@ import yaml
 
 from etl.errors import InputError
 from models.build import build_model
+from models.encoders.images import channels_last_
 from models.fusion import FusionModel
 
 from .checkpoints import CHECKPOINT_BEST, load_checkpoint
@@ -80,7 +81,10 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu") 
                         method=config["method"]["method"], task_type=config["task_type"],
                         options=config["method"]["options"])
     model.load_state_dict(load_checkpoint(best, device)["model"])
-    return model.to(device).eval(), config
+    model = model.to(device).eval()
+    if torch.device(device).type == "cuda":
+        channels_last_(model)
+    return model, config
 
 
 def predict_split(run_dir: str | Path, cohort: Cohort, split: str, device: str = "cpu", batch_size: int = 256,

@@ -10,7 +10,13 @@ version always takes it from a synthetic or unknown one (their validation metric
 are not comparable).
 Each version carries a model card, `metadata.json`, in the spirit of a MONAI
 bundle: inputs with shape, dtype, channel meaning and value range, intended
-use, data source, evaluation metrics with CIs and the training config.
+use, data source, evaluation metrics with CIs and the training config. The
+card is also the version's Markdown description (what MLflow's UI shows), and
+its key facts are version tags (cohort, method, seed, synthetic, headline
+metric, git commit), so versions can be searched and compared.
+The logged model is servable: `mlflow.pyfunc.load_model("models:/<name>@champion")`
+and `mlflow models predict` take named inputs (see pipeline.serving), while
+`mlflow.pytorch.load_model` gives the torch-native exported program.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from evaluation.champion import beats_champion
 
 CHAMPION = "champion"
+REGISTRY_EXPERIMENT = "clinfuse/registry"  # runs made only to hold a registered model
 CARD_FILE = "metadata.json"
 
 INTENDED_USE = (
@@ -51,10 +58,11 @@ class Registration:
     model_uri: str
 
 
-def model_signature(input_names: list[str], example: tuple[np.ndarray, ...], num_outputs: int):
-    """TensorSpec signature (required by the `pt2` format) with a dynamic batch axis."""
+def model_signature(input_names: list[str], example: tuple[np.ndarray, ...], labels: list[str]):
+    """Named TensorSpec inputs with a dynamic batch axis (the `pt2` format requires TensorSpecs; the
+    pyfunc takes the same names), and one float probability column per label as outputs."""
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
     inputs = Schema(
         [
@@ -62,8 +70,17 @@ def model_signature(input_names: list[str], example: tuple[np.ndarray, ...], num
             for name, arr in zip(input_names, example, strict=True)
         ]
     )
-    outputs = Schema([TensorSpec(np.dtype("float32"), (-1, num_outputs), "probabilities")])
+    outputs = Schema([ColSpec(DataType.float, label) for label in labels])
     return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def card_labels(card: dict[str, Any], num_outputs: int) -> list[str]:
+    """The output names from a model card (`network_data_format.outputs.probabilities.channel_def`),
+    else `output_0`, `output_1`, ... (a card that does not name them)."""
+    defs = card.get("network_data_format", {}).get("outputs", {}).get("probabilities", {}).get("channel_def")
+    if defs and len(defs) == num_outputs:
+        return [str(defs[k] if k in defs else defs[str(k)]) for k in range(num_outputs)]
+    return [f"output_{k}" for k in range(num_outputs)]
 
 
 def champion_metric(client, name: str) -> float | None:
@@ -127,36 +144,55 @@ def register_model(
     name: str,
     val_metric: float,
     run_id: str | None = None,
+    git_commit: str | None = None,
+    experiment_id: str | None = None,
 ) -> Registration:
-    """Log `exportable` in `pt2` format, register it as `name`, maybe move `champion`.
+    """Log `exportable` (pt2 program with `pytorch` and `python_function` flavors), register it as
+    `name`, describe the version with the card, maybe move `champion`.
 
     Args:
         exportable: a module taking positional tensors (see models.export).
         example: a real input example, one array per input (batch size >= 2, so
             the exported graph keeps a dynamic batch axis).
-        input_names: names of the inputs, in order.
-        card: the model card; written as `metadata.json` next to the model.
+        input_names: names of the inputs, in order (the pyfunc's input names).
+        card: the model card; written as `metadata.json` next to the model, and as the
+            version's Markdown description and tags.
         name: registered model name, `<dataset>-<task>`.
         val_metric: validation metric used to decide the champion (higher is better).
         run_id: MLflow run to attach the model to (the training run), or None for a new run.
+        git_commit: the commit the model was trained at (version tag `git_commit`), if known.
+        experiment_id: experiment of the new run when `run_id` is None; default `clinfuse/registry`
+            (never MLflow's Default experiment, whose artifacts would land in `./mlruns`).
     """
     import mlflow
+
+    from . import serving
 
     client = mlflow.MlflowClient()
     exportable = exportable.eval()
     with torch.no_grad():
         out = exportable(*[torch.from_numpy(a) for a in example])
-    signature = model_signature(input_names, example, int(out.shape[-1]))
+    labels = card_labels(card, int(out.shape[-1]))
+    signature = model_signature(input_names, example, labels)
     synthetic = provenance(card.get("synthetic"))
 
     with tempfile.TemporaryDirectory() as tmp:
         card_path = Path(tmp) / CARD_FILE
         card_path.write_text(json.dumps(card, indent=2, default=str))
-        with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f"register-{name}"):
-            info = mlflow.pytorch.log_model(
-                exportable,
+        if run_id is None and experiment_id is None:
+            from .tracking import setup_mlflow
+
+            experiment_id = setup_mlflow(REGISTRY_EXPERIMENT, "Runs that only hold a registered model: versions "
+                                         "registered without a tracked training run in this store.")
+        with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
+                                                                              run_name=f"register-{name}"):
+            info = mlflow.models.Model.log(
+                None,  # artifact_path (deprecated in MLflow 3 for `name`)
                 name="model",
-                input_example=example,
+                flavor=serving,
+                exportable=exportable,
+                example=dict(zip(input_names, example, strict=True)),
+                labels=labels,
                 signature=signature,
                 pip_requirements=_pip_requirements(),
                 extra_files=[str(card_path)],
@@ -167,12 +203,12 @@ def register_model(
 
     with store_lock():  # two first registrations of a name would both try to create it
         _ensure_registered_model(client, name)
-    mv = client.create_model_version(name=name, source=info.model_uri, run_id=info.run_id)
+    mv = client.create_model_version(name=name, source=info.model_uri, run_id=info.run_id,
+                                     description=card_markdown(card, name, git_commit))
     version = int(mv.version)
-    client.set_model_version_tag(name, str(version), "val_metric", f"{val_metric:.6f}")
-    client.set_model_version_tag(name, str(version), "method", str(card.get("training", {}).get("method", "")))
-    client.set_model_version_tag(name, str(version), "synthetic", synthetic)
-    client.update_model_version(name, str(version), description=_card_summary(card))
+    tags = {"val_metric": f"{val_metric:.6f}", **version_tags(card, git_commit)}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
     moved, previous = move_champion_if_better(client, name, version, val_metric, synthetic)
     return Registration(name, version, moved, val_metric, previous, f"models:/{name}/{version}")
 
@@ -210,12 +246,16 @@ def _ensure_registered_model(client, name: str) -> None:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(
-            name, description="Multimodal fusion model trained by clinfuse; see each version's metadata.json."
+            name, description="Multimodal fusion model trained by clinfuse. Each version's description is its "
+            "model card (task, inputs, labels, data, metrics with CIs, intended use); the alias `champion` "
+            "marks the version to use. Load it with `mlflow.pyfunc.load_model` (named inputs, one "
+            "probability column per label) or `mlflow.pytorch.load_model` (the exported torch program)."
         )
 
 
 # the multi-class mAP (mean one-vs-rest average precision) is the macro AUPRC: one name, as in the report
-METRIC_NAMES = {"macro_auprc": "macro AUPRC", "macro_map": "macro AUPRC", "macro_auroc": "macro AUROC"}
+METRIC_NAMES = {"macro_auprc": "macro AUPRC", "macro_map": "macro AUPRC", "macro_auroc": "macro AUROC",
+                "micro_auprc": "micro AUPRC", "micro_auroc": "micro AUROC"}
 
 
 def _card_summary(card: dict[str, Any]) -> str:
@@ -238,6 +278,100 @@ def _card_summary(card: dict[str, Any]) -> str:
         if val_metric is not None:
             parts.append(f"validation {name} {val_metric:.3f} (selects the champion)")
     return "; ".join(parts)
+
+
+DESCRIPTION_LIMIT = 5000  # characters MLflow's SQL stores keep for a model version's description
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def card_markdown(card: dict[str, Any], name: str, git_commit: str | None = None) -> str:
+    """The model card as the registered version's Markdown description.
+
+    Sections: summary line, task, inputs, labels, data (source, synthetic or not, counts), test
+    metrics with their bootstrap CIs, intended use, training and how to call the model. The full
+    card (per-label metrics, channel definitions, the training config) stays in metadata.json.
+    """
+    ev = card.get("evaluation", {})
+    training = card.get("training", {})
+    fmt = card.get("network_data_format", {})
+    outputs = fmt.get("outputs", {}).get("probabilities", {})
+    labels = [str(v) for v in (outputs.get("channel_def") or {}).values()]
+    source = card.get("data_source", {})
+    synthetic = card.get("synthetic")
+    lines = [_card_summary(card), ""]  # first: a synthetic-data version says so before anything else
+    if synthetic:
+        lines += ["> **Synthetic data.** Trained and evaluated on clinfuse's generated exports, not on patients; "
+                  "the metrics below say nothing about clinical performance.", ""]
+    lines += ["### Task", f"{card.get('dataset', '')} {card.get('task', '')}: {card.get('task_type', '')} "
+              f"prediction of {len(labels)} output(s), {outputs.get('activation', '')} probabilities.", ""]
+    inputs = fmt.get("inputs", {})
+    if inputs:
+        lines += ["### Inputs", "| name | shape | dtype | meaning |", "|---|---|---|---|"]
+        for key, spec in inputs.items():
+            meaning = spec.get("description") or spec.get("meaning") or ""
+            if spec.get("value_range"):
+                meaning += f" (range {spec['value_range'][0]} to {spec['value_range'][1]})"
+            lines.append(f"| `{key}` | {spec.get('shape')} | {spec.get('dtype', '')} | {meaning} |")
+        lines.append("")
+    if labels:
+        lines += ["### Labels", "One probability column per label: " + ", ".join(f"`{x}`" for x in labels) + ".", ""]
+    counts = source.get("counts")
+    lines += ["### Data", f"- cohort: `{source.get('cohort', '')}` (created {source.get('created') or 'n/a'})",
+              f"- synthetic: **{provenance(synthetic)}**"
+              + (f" ({', '.join(source.get('synthetic_sources') or [])})" if source.get("synthetic_sources") else ""),
+              f"- sources: {', '.join(sorted(source.get('sources') or {})) or 'n/a'}"]
+    if counts:
+        lines.append("- counts: " + ", ".join(f"{k} {v}" for k, v in counts.items() if not isinstance(v, dict)))
+    lines.append("")
+    test_metrics = dict(ev.get("test_metrics") or {})
+    for key, val in ev.get("headline", {}).items():
+        test_metrics.setdefault(key, val)
+    cis = {"macro_auprc": ev.get("macro_auprc_ci"), "macro_map": ev.get("macro_auprc_ci"),
+           "macro_auroc": ev.get("macro_auroc_ci")}
+    if test_metrics:
+        lines += [f"### Metrics ({ev.get('split', 'test')} split, n = {ev.get('n', 'n/a')}; 95% bootstrap CI "
+                  "over patients)", "| metric | value | 95% CI |", "|---|---|---|"]
+        for key, val in test_metrics.items():
+            ci = cis.get(key)
+            ci_text = f"{_fmt(ci[0])} to {_fmt(ci[1])}" if ci and ci[0] is not None else "n/a"
+            lines.append(f"| {METRIC_NAMES.get(key, key.replace('_', ' '))} | {_fmt(val)} | {ci_text} |")
+        val = ev.get("validation", {})
+        metric = str(val.get("metric", "")).removeprefix("val_")
+        lines += ["", f"Validation {METRIC_NAMES.get(metric, metric.replace('_', ' '))}: {_fmt(val.get('value'))} "
+                  f"(best epoch "
+                  f"{val.get('best_epoch', 'n/a')}; selects the champion).", ""]
+    lines += ["### Intended use", card.get("intended_use", INTENDED_USE), ""]
+    lines += ["### Training", f"method `{training.get('method', '')}`, seed {training.get('seed', 'n/a')}"
+              + (f", git commit `{git_commit}`" if git_commit else "") + "; full config in `metadata.json`.", ""]
+    names = fmt.get("argument_order") or list(inputs)
+    lines += ["### Use", "```python", "import mlflow",
+              f'model = mlflow.pyfunc.load_model("models:/{name}@champion")',
+              "probs = model.predict({" + ", ".join(f'"{n}": ...' for n in names) + "})  # one column per label",
+              "```",
+              f"`mlflow models predict -m models:/{name}@champion -i serving_input_example.json "
+              "--content-type json --env-manager local`; `clinfuse predict` scores a processed cohort."]
+    text = "\n".join(lines)
+    if len(text) > DESCRIPTION_LIMIT:
+        tail = "\n\n(cut to MLflow's description limit: the full card is extra_files/metadata.json)"
+        text = text[: DESCRIPTION_LIMIT - len(tail)] + tail
+    return text
+
+
+def version_tags(card: dict[str, Any], git_commit: str | None = None) -> dict[str, str]:
+    """Key facts as version tags: cohort, method, seed, synthetic, headline metric, git commit."""
+    ev = card.get("evaluation", {})
+    training = card.get("training", {})
+    tags = {"cohort": str(card.get("data_source", {}).get("cohort", "")), "method": str(training.get("method", "")),
+            "seed": str(training.get("seed", "")), "synthetic": provenance(card.get("synthetic"))}
+    for key, val in ev.get("headline", {}).items():
+        tags["headline_metric"] = f"{ev.get('split', 'test')}_{key}"
+        tags["headline_value"] = "n/a" if val is None else f"{val:.6f}"
+    if git_commit:
+        tags["git_commit"] = git_commit
+    return {k: v for k, v in tags.items() if v != ""}
 
 
 def download_registered_model(model_uri: str) -> tuple[Path, dict[str, Any]]:

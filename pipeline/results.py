@@ -14,6 +14,7 @@ A report folder may hold registry.json (clinfuse register --out).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,8 @@ def read_registry_record(folder: Path) -> dict | None:
         return None
     record = json.loads(path.read_text())
     return record[0] if isinstance(record, list) and record else record
+
+
+def slug(text: str) -> str:
+    """A label or figure title as a file-name stem: runs of other characters become "_" (at most 60)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60]

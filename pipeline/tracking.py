@@ -3,9 +3,15 @@
 The store defaults to `sqlite:///<repo root>/mlflow.db` with an absolute path.
 `dvc exp run --temp/--queue` runs stages in a copy under `.dvc/tmp/exps/`; the
 repo root is then the OUTER repository, so those runs log to the same store.
-`MLFLOW_TRACKING_URI` overrides everything. Artifacts go to
-`<repo root>/mlartifacts/<experiment>` (absolute, never `./mlruns` relative to
-wherever a stage happened to run).
+`MLFLOW_TRACKING_URI` overrides everything. Artifacts follow the store: next to a
+SQLite file (`<folder of the .db>/mlartifacts/<experiment>`, absolute, never `./mlruns`
+relative to wherever a stage happened to run); a tracking server's own artifact root
+otherwise (its `--default-artifact-root` / proxied artifacts).
+
+Runs carry what MLflow cannot detect itself here: the git commit (`mlflow.source.git.commit`;
+MLflow's detection looks at the entry point, which sits in `.venv/bin`), and, under DVC, the
+stage and experiment names DVC puts in the environment of a stage's command (`DVC_STAGE` for
+every stage, `DVC_EXP_NAME` and `DVC_EXP_BASELINE_REV` under `dvc exp run`).
 """
 
 from __future__ import annotations
@@ -82,26 +88,96 @@ def with_retries(fn: Callable[[], T], attempts: int = 8, first_wait: float = 0.1
     raise AssertionError("unreachable")
 
 
-def setup_mlflow(experiment: str) -> str:
-    """Point MLflow at the store and return the experiment id (created if missing).
+def connect() -> str:
+    """Point MLflow (tracking and registry) at the store without writing to it; returns the URI.
 
-    The first use of a SQLite store runs MLflow's schema migrations; two processes
-    doing that at once corrupt it. Opening the store and creating the experiment
-    happen under `store_lock`, so concurrent runs (a DVC queue, two shells) are safe.
+    For readers (`clinfuse predict`): no experiment or run is created.
     """
     disable_telemetry()
+    # Progress bars of artifact downloads (carriage returns) would clutter stage logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     uri = resolve_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    return uri
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a SQLite store, or None (the server decides).
+
+    `sqlite:///path/mlflow.db` -> `file:///path/mlartifacts/<experiment>`, so a store given by
+    MLFLOW_TRACKING_URI (a temporary one in tests, a shared one on a cluster) keeps its runs'
+    artifacts with it instead of in the repository's folder.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    return (db.resolve().parent / "mlartifacts" / experiment).as_uri()
+
+
+EXPERIMENT_DESCRIPTION = (
+    "clinfuse runs on the cohort {cohort}: one run per (method, seed) trained by `clinfuse train`, "
+    "each with its config as params, per-step and per-epoch metrics, the training/validation/test "
+    "data as dataset inputs (content digest), the git commit and, under DVC, the stage and experiment. "
+    "Compare methods on the validation metric (best_val_*); test metrics with bootstrap CIs are in "
+    "the report, and the best run per task is registered as `<dataset>-<task>@champion`."
+)
+
+
+def setup_mlflow(experiment: str, description: str | None = None) -> str:
+    """Point MLflow at the store and return the experiment id (created if missing).
+
+    The first use of a SQLite store runs MLflow's schema migrations; two processes
+    doing that at once corrupt it. Opening the store and creating the experiment
+    happen under `store_lock`, so concurrent runs (a DVC queue, two shells) are safe.
+
+    Args:
+        experiment: experiment name, e.g. `clinfuse/mimic-phenotype`.
+        description: shown by MLflow as the experiment's description (tag `mlflow.note.content`);
+            set when the experiment is created, or on an existing one that has none. Default for
+            `clinfuse/<cohort>`: what its runs hold (EXPERIMENT_DESCRIPTION).
+    """
+    import mlflow
+
+    if description is None and experiment.startswith("clinfuse/"):
+        description = EXPERIMENT_DESCRIPTION.format(cohort=experiment.split("/", 1)[1])
+
+    uri = connect()
     with store_lock(uri):
         client = mlflow.MlflowClient()
         found = with_retries(lambda: client.get_experiment_by_name(experiment))
-        if found is not None:
-            return found.experiment_id
-        artifacts = (repo_root() / "mlartifacts" / experiment).resolve()
-        return with_retries(lambda: client.create_experiment(experiment, artifact_location=artifacts.as_uri()))
+        if found is None:
+            location = artifact_location(uri, experiment)
+            tags = {NOTE_TAG: description} if description else None
+            return with_retries(lambda: client.create_experiment(experiment, artifact_location=location, tags=tags))
+        if description and not found.tags.get(NOTE_TAG):
+            with_retries(lambda: client.set_experiment_tag(found.experiment_id, NOTE_TAG, description))
+        return found.experiment_id
+
+
+NOTE_TAG = "mlflow.note.content"  # MLflow's description field for experiments and runs
+
+
+def run_context_tags() -> dict[str, str]:
+    """Tags saying where a run's code and pipeline came from: the git commit, DVC's stage and experiment.
+
+    `mlflow.source.git.commit` is what MLflow's UI shows as the run's source version; it is
+    left out outside a git checkout (an installed wheel) rather than guessed.
+    """
+    from .provenance import git_state
+
+    tags: dict[str, str] = {}
+    git = git_state()
+    if git["commit"]:
+        tags["mlflow.source.git.commit"] = git["commit"]
+        tags["clinfuse.git.dirty"] = str(bool(git["dirty"])).lower()
+    for env, tag in (("DVC_STAGE", "dvc.stage"), ("DVC_EXP_NAME", "dvc.experiment"),
+                     ("DVC_EXP_BASELINE_REV", "dvc.baseline_rev")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

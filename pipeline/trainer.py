@@ -30,9 +30,11 @@ from etl.atomic import write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
+from models.encoders.images import channels_last_
 from models.methods import METHODS
 
 from .alignment import gradient_alignment
+from .augment import BatchAugment
 from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .inference import autocast, predict_tensors, prediction_head
@@ -122,6 +124,8 @@ def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
     model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
                         task_type=cohort.task_type, options=spec.method.options).to(device)
+    if device.type == "cuda":
+        channels_last_(model)  # NHWC 2D convolutions (cuDNN tensor cores); values unchanged
     s = spec.settings
     if s.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -238,6 +242,29 @@ class _Tracker:
         if self.enabled:
             self.mlflow.set_tags(tags)
 
+    def lineage(self, cohort: Cohort, splits: dict[str, np.ndarray], description: str) -> None:
+        """The run's description, git commit, DVC stage/experiment and its data splits as dataset inputs."""
+        if not self.enabled:
+            return
+        from .lineage import log_split_inputs
+        from .tracking import NOTE_TAG, repo_root, run_context_tags, with_retries
+
+        self.mlflow.set_tags({NOTE_TAG: description, **run_context_tags()})
+        with_retries(lambda: log_split_inputs(cohort, splits, repo_root()))
+
+    def curves(self, history: list[dict], title: str) -> None:
+        """Loss and validation metric per epoch as a figure (training_curves.png)."""
+        if not self.enabled or not history:
+            return
+        import tempfile
+
+        from evaluation.training_curves import training_curves_png
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "training_curves.png"
+            path.write_bytes(training_curves_png(history, title))
+            self.mlflow.log_artifact(str(path))
+
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled:
             self.mlflow.end_run(status=status)
@@ -307,6 +334,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     noise = _apply_label_noise(train, cohort, s.label_noise, spec.seed)
     model, optimizer, scheduler, method = build_for_cohort(spec, cohort, device)
     config = resolved_config(spec, cohort)
+    augment = BatchAugment(s.augment, spec.seed, {m: cohort.input_shape(m) for m in cohort.modalities})
     head = config["prediction_head"]
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -340,6 +368,8 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     if tracker.run_id:
         write_json(run_file, {"run_id": tracker.run_id})
     tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed)})
+    tracker.lineage(cohort, {split: cohort.rows(split) for split in ("train", "val", "test")},
+                    f"{spec.method_name} on {cohort.name}, seed {spec.seed} (clinfuse train)")
     headline = headline_metric(cohort.task_type)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -362,6 +392,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
                 counts: dict[str, int] = {}  # a method may report a key in some steps only (IGM's loss_<m>)
                 epoch_metrics = dict(method.on_epoch_start(epoch, train))
                 for batch in train.batches(s.batch_size, generator):
+                    batch = augment(batch, state["global_step"])  # the same batch when train.augment is off
                     with autocast(device, s.bf16):
                         metrics = method.step(batch)
                     n_steps += 1
@@ -440,6 +471,7 @@ def fit(spec: RunSpec, resume: bool = False, track: bool = True, stop_after_epoc
     tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
     tracker.artifact(out / "config.yaml")
     tracker.artifact(out / "history.json")
+    tracker.curves(state["history"], f"{spec.method_name} on {cohort.name}, seed {spec.seed}")
     if (out / "alignment.json").is_file():
         tracker.artifact(out / "alignment.json")
     tracker.end()

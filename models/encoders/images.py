@@ -9,6 +9,7 @@ ever downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,16 +26,87 @@ _RESNETS = {
 }
 
 
-def _load_local_weights(module: nn.Module, weights: str | None) -> None:
+def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """An RGB input layer's kernels `[C_out, 3, k, ...]` for a `channels`-channel (grey) input.
+
+    Summing over the input channels gives a grey image the response the RGB network has to
+    that image replicated into three channels (the usual way to start a single-channel
+    network from ImageNet weights).
+    """
+    if channels != 1:
+        raise ValueError(f"only RGB -> 1 channel is adapted (asked for {channels} channels)")
+    return weight.sum(dim=1, keepdim=True)
+
+
+def load_local_weights(module: nn.Module, weights: str | None, classifier: tuple[str, ...] = (),
+                       rename: Callable[[str], str] | None = None) -> dict[str, list]:
+    """Load a LOCAL state-dict file into `module` (nothing is ever downloaded).
+
+    A weight the file holds for a 3-channel (RGB) input where `module` takes 1 channel, such as
+    torchvision's ImageNet `conv1.weight` `[64, 3, 7, 7]`, is adapted by `adapt_input_channels`.
+    Entries under a `classifier` prefix whose shape differs (ImageNet's 1000-class layer where the
+    encoder has its `out_dim` projection) keep their initialisation. Any other shape mismatch is an
+    error naming the entry; names the module lacks are ignored, as are module entries the file lacks.
+
+    Args:
+        module: the network to load into.
+        weights: path of a `torch.save`d state dict, or None/"" for none.
+        classifier: name prefixes of the final classifier (e.g. ("fc.",)).
+        rename: maps a name in the file to the module's name for it (older naming schemes).
+
+    Returns:
+        {"loaded": names loaded, "adapted": names summed over RGB, "kept": classifier names not loaded}.
+    """
+    report: dict[str, list] = {"loaded": [], "adapted": [], "kept": []}
     if not weights:
-        return
+        return report
     path = Path(weights)
     if not path.is_file():
         raise InputError(f"{path}: pretrained weights file not found (weights must be a local file)")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if len(missing) == len(list(module.state_dict())):
+    own = module.state_dict()
+    matched = {}
+    for name, value in state.items():
+        name = rename(name) if rename else name
+        if name not in own:
+            continue
+        target = own[name].shape
+        if value.shape != target:
+            rgb_input = value.dim() >= 3 and value.shape[1] == 3 and target[1] == 1 and (
+                value.shape[:1] + value.shape[2:] == target[:1] + target[2:])
+            if rgb_input:
+                value = adapt_input_channels(value, 1)
+                report["adapted"].append(name)
+            elif name.startswith(classifier):
+                report["kept"].append(name)
+                continue
+            else:
+                raise InputError(f"{path}: entry {name!r} has shape {tuple(value.shape)} but the "
+                                 f"{type(module).__name__} encoder expects {tuple(target)}")
+        matched[name] = value
+        report["loaded"].append(name)
+    if not matched:
         raise InputError(f"{path}: no parameter names match the {type(module).__name__} encoder")
+    module.load_state_dict(matched, strict=False)
+    return report
+
+
+def channels_last_(model: nn.Module) -> nn.Module:
+    """Store every 2D convolution's weight channels-last (NHWC), in place; returns `model`.
+
+    On CUDA, cuDNN's tensor-core convolutions run natively on NHWC: with the weights and the
+    input (see `channels_last`) in that layout no transposes are inserted around each conv.
+    3D convolutions and all other parameters are left as they are.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A CUDA image batch `[B, C, H, W]` in channels-last layout (values unchanged); others as given."""
+    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda and x.dim() == 4 else x
 
 
 class _Standardise(nn.Module):
@@ -51,6 +123,14 @@ class MonaiResNet(nn.Module):
 
     conv1 uses stride 2 as in the ImageNet ResNet (MONAI's default stride 1
     would quadruple the cost at 224 px).
+
+    Args:
+        depth: "resnet10" ... "resnet50".
+        spatial_dims: 2 (`[B, 1, S, S]`) or 3 (`[B, 1, D, D, D]`).
+        out_dim: size of the projection that replaces the classifier.
+        weights: a LOCAL state-dict file: MONAI's, or torchvision's ImageNet ResNet (the same
+            names; its RGB conv1 is summed to one channel, its 1000-class fc is not loaded).
+        conv1_stride: stride of the first convolution.
     """
 
     def __init__(
@@ -67,10 +147,10 @@ class MonaiResNet(nn.Module):
         self.net = _RESNETS[depth](
             spatial_dims=spatial_dims, n_input_channels=1, num_classes=out_dim, conv1_t_stride=conv1_stride
         )
-        _load_local_weights(self.net, weights)
+        load_local_weights(self.net, weights, classifier=("fc.",))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.norm(x))
+        return self.net(channels_last(self.norm(x)))
 
 
 class MonaiDenseNet121(nn.Module):
@@ -81,10 +161,10 @@ class MonaiDenseNet121(nn.Module):
         self.out_dim = out_dim
         self.norm = _Standardise(0.5, 0.25)
         self.net = nets.DenseNet121(spatial_dims=spatial_dims, in_channels=1, out_channels=out_dim)
-        _load_local_weights(self.net, weights)
+        load_local_weights(self.net, weights, classifier=("class_layers.out.",))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.norm(x))
+        return self.net(channels_last(self.norm(x)))
 
 
 class SmallCNN(nn.Module):
@@ -108,5 +188,5 @@ class SmallCNN(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)
+        h = self.features(channels_last(x))
         return self.head(h.flatten(2).mean(-1))

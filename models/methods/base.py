@@ -31,18 +31,31 @@ Tensors = list[torch.Tensor]
 # --- gradient-vector algebra over lists of tensors (no host syncs) ----------------------
 
 
+def _full_precision(a: Tensors) -> Tensors:
+    """Half-precision (fp16/bf16) tensors as float32; float32 and float64 unchanged."""
+    return [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in a]
+
+
+def _no_autocast(a: Tensors):
+    """Autocast off for the vector algebra: cosines and norms (MASAM's gamma, its eps) stay in fp32
+    even when a caller runs the step under bf16 autocast."""
+    return torch.autocast(a[0].device.type, enabled=False) if a else contextlib.nullcontext()
+
+
 def dot(a: Tensors, b: Tensors) -> torch.Tensor:
-    """<a, b> over all tensors, as a 0-d tensor."""
-    return torch.stack([t.sum() for t in torch._foreach_mul(a, b)]).sum()
+    """<a, b> over all tensors, as a 0-d tensor (at least float32)."""
+    with _no_autocast(a):
+        return torch.stack([t.sum() for t in torch._foreach_mul(_full_precision(a), _full_precision(b))]).sum()
 
 
 def norm(a: Tensors) -> torch.Tensor:
-    """||a||_2 over all tensors (flattened and concatenated), as a 0-d tensor."""
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(a)))
+    """||a||_2 over all tensors (flattened and concatenated), as a 0-d tensor (at least float32)."""
+    with _no_autocast(a):
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(_full_precision(a))))
 
 
 def cosine(a: Tensors, b: Tensors, eps: float = 1e-12) -> torch.Tensor:
-    """cos(a, b) over the flattened concatenation of the tensors."""
+    """cos(a, b) over the flattened concatenation of the tensors (at least float32)."""
     return dot(a, b) / (norm(a) * norm(b)).clamp(min=eps)
 
 

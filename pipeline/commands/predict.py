@@ -5,6 +5,7 @@
 
 The model card stored with the version (metadata.json) says which inputs, in which
 order and shape, the model expects; a cohort that does not match is refused.
+Predicting only reads the tracking store: it creates no experiment and no run.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def run(args) -> int:
     from pipeline.data import load_cohort, split_tensors
     from pipeline.registry import download_registered_model
     from pipeline.stages.evaluate import ID_COLUMNS
-    from pipeline.tracking import setup_mlflow
+    from pipeline.tracking import connect
 
-    setup_mlflow("clinfuse/predict")
+    connect()  # read-only: no experiment or run is created in the store
     import mlflow
     import torch
 

@@ -3,7 +3,8 @@
 current champion on validation.
 
   clinfuse register --cohort data/processed/mimic-phenotype --runs runs/mimic-phenotype \
-                    --evaluations reports/mimic-phenotype/runs --out reports/mimic-phenotype/registry.json
+                    --evaluations reports/mimic-phenotype/runs --out reports/mimic-phenotype/registry.json \
+                    [--report reports/mimic-phenotype]
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--evaluations", required=True, help="evaluated runs (clinfuse evaluate --out)")
     parser.add_argument("--out", required=True, help="JSON record of what was registered")
     parser.add_argument("--name", default=None, help="registered model name (default: <dataset>-<task>)")
+    parser.add_argument("--report", default=None,
+                        help="report folder (clinfuse report --out): report.html and its figures are logged "
+                             "to the champion's MLflow run")
 
 
 def run(args) -> int:
@@ -29,5 +33,5 @@ def run(args) -> int:
 
     params = load_params(args.params)
     print(register_champion(Path(args.cohort), Path(args.runs), Path(args.evaluations), Path(args.out),
-                            params.registry, args.name))
+                            params.registry, args.name, Path(args.report) if args.report else None))
     return 0

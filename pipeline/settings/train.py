@@ -9,6 +9,21 @@ from pydantic import Field
 from .base import StrictModel
 
 
+class AugmentSettings(StrictModel):
+    """Training-time random affine augmentation of image batches, on the device (MedFuse's chest-film
+    recipe: rotation up to 45 degrees, scale 0.85-1.15, translation up to 15 % of the side).
+
+    Drawn per sample with MONAI's `RandAffine` (which draws the scale per axis); seeded by the run
+    seed and the optimizer step, so a resumed run augments as an uninterrupted one. Off by default.
+    """
+
+    enabled: bool = False
+    modalities: list[str] = Field(default_factory=lambda: ["cxr"])  # image modalities to augment
+    rotate_degrees: float = Field(45.0, ge=0, le=180)  # uniform in [-r, r] (about each axis in 3D)
+    scale: float = Field(0.15, ge=0, lt=1)  # scale factor uniform in [1 - s, 1 + s]
+    translate: float = Field(0.15, ge=0, lt=1)  # shift uniform in [-t, t] x the side, per axis
+
+
 class TrainSettings(StrictModel):
     """Hyperparameters of every run. Defaults are the small CPU preset that `make demo`
     runs in minutes; which cohorts, methods and seeds run is `sweep:`.
@@ -34,3 +49,4 @@ class TrainSettings(StrictModel):
     # Label-noise robustness (paper Fig. 6): this fraction of TRAINING labels is flipped
     # (per label for multilabel/binary, to another class for multiclass), seeded by the run seed.
     label_noise: float = Field(0.0, ge=0.0, lt=1.0)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)

@@ -1,23 +1,30 @@
 """Register a cohort's champion run (best validation metric) in the MLflow model registry.
 
-The name is `<dataset>-<task>`; the version gets a model card (metadata.json) and the
-alias `champion` moves to it only if it beats the current champion on validation.
+The name is `<dataset>-<task>`; the version gets a model card (metadata.json, and as its
+Markdown description) and the alias `champion` moves to it only if it beats the current
+champion on validation. The cohort's report (report.html, its figures as PNG/SVG files) is
+logged to the champion run, so the run shows how the model was evaluated.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from etl.atomic import read_json, write_json
+from etl.errors import InputError
 from evaluation.champion import champion_of
 from models.export import ExportableFusion
 from pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
 from pipeline.inference import load_trained_model
 from pipeline.manifest import shareable_sources
 from pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
-from pipeline.results import load_evaluations
+from pipeline.results import load_evaluations, slug
 
 INPUT_DESCRIPTIONS = {
     "ehr": "hourly EHR, first 48 h of the ICU stay: 12 variables z-scored with training statistics "
@@ -31,13 +38,32 @@ INPUT_DESCRIPTIONS = {
 
 
 def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]]:
-    """A real input example: the first `rows` validation samples, in ExportableFusion's argument order."""
-    t = split_tensors(cohort, "val" if (cohort.samples["split"] == "val").sum() >= rows else "train")
-    batch = t.batch(np.arange(min(rows, len(t))))
+    """The registered model's input example, in ExportableFusion's argument order.
+
+    It is stored with the model (MLflow's input example) and shared with whoever can read the
+    registry, so it never holds patient data: a synthetic cohort gives its first `rows`
+    validation samples; any other cohort gives neutral values of the right shapes (zeros: the
+    training mean of every z-scored feature with no observation, black images), every sample
+    with its first modality and every other sample with the others (presence flags 1/0/1/...).
+    """
     names = list(cohort.modalities) + [f"has_{m}" for m in cohort.modalities]
-    arrays = [batch["inputs"][m].numpy().astype(np.float32) for m in cohort.modalities]
-    arrays += [batch["present"][m].numpy().astype(np.float32) for m in cohort.modalities]
+    if cohort.manifest.get("synthetic") is True:
+        t = split_tensors(cohort, "val" if (cohort.samples["split"] == "val").sum() >= rows else "train")
+        batch = t.batch(np.arange(min(rows, len(t))))
+        arrays = [batch["inputs"][m].numpy().astype(np.float32) for m in cohort.modalities]
+        arrays += [batch["present"][m].numpy().astype(np.float32) for m in cohort.modalities]
+        return names, tuple(arrays)
+    arrays = [np.zeros((rows, *cohort.input_shape(m)), np.float32) for m in cohort.modalities]
+    every_other = (np.arange(rows) % 2 == 0).astype(np.float32)
+    arrays += [np.ones(rows, np.float32) if k == 0 else every_other.copy() for k in range(len(cohort.modalities))]
     return names, tuple(arrays)
+
+
+def example_source(cohort) -> str:
+    """What the input example is (for the model card)."""
+    if cohort.manifest.get("synthetic") is True:
+        return "the first validation samples of the synthetic cohort"
+    return "neutral values, not patient data: zeros (training means, no observations, black images)"
 
 
 def registered_name(manifest: dict) -> str:
@@ -80,6 +106,7 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
                                           "activation": "softmax" if cohort.task_type == "multiclass" else "sigmoid",
                                           "channel_def": dict(enumerate(cohort.label_names))}},
             "argument_order": names,
+            "input_example": example_source(cohort),
         },
         "intended_use": (SYNTHETIC_USE + " " if m.get("synthetic") else "") + INTENDED_USE,
         "data_source": {"cohort": cohort.path.name, "synthetic": m.get("synthetic"),
@@ -87,6 +114,8 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
                         "schema_version": m.get("schema_version"), "sources": shareable_sources(m.get("sources")),
                         "counts": m.get("counts"), "exclusions": m.get("exclusions")},
         "evaluation": {"split": "test", "n": evaluation["n_test"], "headline": {headline: evaluation["test"][headline]},
+                       "test_metrics": {k: v for k, v in evaluation["test"].items()
+                                        if isinstance(v, float) and k.startswith(("macro", "micro", "accuracy"))},
                        "macro_auprc_ci": evaluation["ci"]["macro_auprc_ci"],
                        "macro_auroc_ci": evaluation["ci"]["macro_auroc_ci"],
                        "per_label": evaluation["test"].get("per_label") or evaluation["test"].get("per_class"),
@@ -95,10 +124,55 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
     }
 
 
-def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Path, settings, name: str | None = None
-                      ) -> str:
+def log_report(report_dir: Path) -> int:
+    """Log a cohort's report to the active run under `report/`: report.html, its metrics and tables, the
+    DVC plot data, and each embedded figure as a file (`report/figures/NN-<name>.png|svg`); returns the
+    number of figures."""
     import mlflow
 
+    report_dir = Path(report_dir)
+    page = report_dir / "report.html"
+    for path in [page, *(report_dir / f for f in ("metrics.json", "comparison.csv"))]:
+        if path.is_file():
+            mlflow.log_artifact(str(path), artifact_path="report")
+    if (report_dir / "plots").is_dir():
+        mlflow.log_artifacts(str(report_dir / "plots"), artifact_path="report/plots")
+    figures = embedded_figures(page.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, ext, data) in enumerate(figures, 1):
+            (Path(tmp) / f"{i:02d}-{slug(name) or 'figure'}.{ext}").write_bytes(data)
+        if figures:
+            mlflow.log_artifacts(tmp, artifact_path="report/figures")
+    return len(figures)
+
+
+_FIGURE = re.compile(r"<img\b[^>]*>|<svg\b[^>]*>.*?</svg>", re.S)
+_PNG_SRC = re.compile(r'src="data:image/png;base64,([^"]+)"')
+
+
+def embedded_figures(page: str) -> list[tuple[str, str, bytes]]:
+    """(name, "png" or "svg", file bytes) of every figure a self-contained report embeds, in page order:
+    `<img src="data:image/png;base64,...">` (named by its alt text) and inline `<svg>` (by its aria-label)."""
+    found = []
+    for match in _FIGURE.finditer(page):
+        tag = match.group(0)
+        if tag.startswith("<img"):
+            src = _PNG_SRC.search(tag)
+            if src:
+                alt = re.search(r'alt="([^"]*)"', tag)
+                found.append((html.unescape(alt.group(1)) if alt else "", "png", base64.b64decode(src.group(1))))
+        else:
+            label = re.search(r'aria-label="([^"]*)"', tag)
+            found.append((html.unescape(label.group(1)) if label else "", "svg", tag.encode()))
+    return found
+
+
+def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Path, settings, name: str | None = None,
+                      report_dir: Path | None = None) -> str:
+    """Register the cohort's champion run; with `report_dir`, log the report to the champion's run."""
+    import mlflow
+
+    from pipeline.provenance import git_state
     from pipeline.tracking import setup_mlflow
 
     cohort = load_cohort(cohort_dir)
@@ -108,21 +182,32 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     exportable = ExportableFusion(model, cohort.task_type, config["prediction_head"])
     names, example = example_inputs(cohort, settings.example_rows)
     card = model_card(cohort, config, champion, example, names)
-    setup_mlflow(f"clinfuse/{cohort.name}")
+    experiment_id = setup_mlflow(f"clinfuse/{cohort.name}")
     run_id = read_json(run_dir / "train_summary.json").get("mlflow_run_id")
+    commit = None
     try:
-        mlflow.MlflowClient().get_run(run_id)
+        commit = mlflow.MlflowClient().get_run(run_id).data.tags.get("mlflow.source.git.commit")
     except Exception:  # the training run was tracked elsewhere: attach the model to a new run
         run_id = None
+    if commit is None:  # the commit the model was trained at is unknown: name the one registering it, if clean
+        git = git_state()
+        commit = git["commit"] if git["commit"] and not git["dirty"] else None
     name = name or card["name"]
     val = champion["validation"]["value"]  # None when no validation label had both classes
     reg = register_model(exportable, example, names, card, name, float(val) if val is not None else float("-inf"),
-                         run_id)
+                         run_id, git_commit=commit, experiment_id=experiment_id)
+    if report_dir is not None and not (Path(report_dir) / "report.html").is_file():
+        raise InputError(f"{Path(report_dir) / 'report.html'}: missing; run `clinfuse report --out {report_dir}` first")
+    figures = None
+    if report_dir is not None:
+        run = mlflow.MlflowClient().get_model_version(reg.name, str(reg.version)).run_id
+        with mlflow.start_run(run_id=run):
+            figures = log_report(Path(report_dir))
     record = {"name": reg.name, "version": reg.version, "champion": reg.champion_moved,
               "val_metric": reg.val_metric, "previous_champion_val_metric": reg.previous_champion_metric,
               "model_uri": reg.model_uri, "run": str(run_dir), "method": champion["method"], "seed": champion["seed"],
               "test": {champion["test"]["headline"]: champion["test"][champion["test"]["headline"]]},
-              "tracking_uri": mlflow.get_tracking_uri()}
+              "tracking_uri": mlflow.get_tracking_uri(), "report_figures_logged": figures}
     write_json(out, [record])
     moved = "now @champion" if reg.champion_moved else f"champion kept (val {reg.previous_champion_metric:.3f})"
     return (f"registered {reg.name} version {reg.version} from {champion['run']} "

@@ -10,7 +10,6 @@ Output folder (reports/<cohort>/):
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from pathlib import Path
 
@@ -26,15 +25,12 @@ from pipeline.results import (
     read_curves,
     read_predictions,
     read_registry_record,
+    slug,
 )
 
 TITLES = {("mimic", "phenotype"): "MIMIC-IV ICU phenotyping (25 CCS groups)",
           ("mimic", "mortality"): "MIMIC-IV in-hospital mortality",
           ("adni", "diagnosis"): "ADNI diagnosis (CN / MCI / AD)"}
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60]
 
 
 def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: ReportSettings,

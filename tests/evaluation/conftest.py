@@ -27,6 +27,6 @@ def pipeline_run(tmp_path_factory):
     assert main(base + ["evaluate", "--runs-dir", str(root / "runs"), "--out", str(root / "eval")]) == 0
     assert main(base + ["report", "--cohort", str(cohort), "--runs", str(root / "eval"), "--out", str(root / "report")]) == 0
     assert main(base + ["register", "--cohort", str(cohort), "--runs", str(root / "runs"), "--evaluations",
-                        str(root / "eval"), "--out", str(root / "registry.json")]) == 0
+                        str(root / "eval"), "--out", str(root / "registry.json"), "--report", str(root / "report")]) == 0
     yield root, base, cohort
     mp.undo()

@@ -7,7 +7,13 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
-from evaluation.calibration import calibration_slope_intercept, calibration_summary, reliability_curve
+from evaluation.calibration import (
+    SEPARATED,
+    calibration_slope_intercept,
+    calibration_summary,
+    recalibration_fit,
+    reliability_curve,
+)
 
 _rng = np.random.default_rng(3)
 P = _rng.uniform(0.01, 0.99, (80, 3))  # no value on a bin edge
@@ -29,7 +35,9 @@ def test_per_label_brier_slope_and_intercept_match_sklearn():
         assert got[name]["brier"] == pytest.approx(brier_score_loss(Y[:, k], P[:, k]), abs=1e-12)
         assert got[name]["slope"] == pytest.approx(slope, abs=1e-5)
         assert got[name]["intercept"] == pytest.approx(intercept, abs=1e-5)
-    assert got["none"] == {"brier": pytest.approx(np.mean(P[:, 2] ** 2), abs=1e-12), "slope": None, "intercept": None}
+    assert got["none"] == {"brier": pytest.approx(np.mean(P[:, 2] ** 2), abs=1e-12), "slope": None, "intercept": None,
+                           "slope_note": "not estimable: one class only"}
+    assert got["a"]["slope_note"] is None and got["b"]["slope_note"] is None
 
 
 def test_pooled_calibration_stacks_every_label():
@@ -78,3 +86,44 @@ def test_a_prediction_of_one_falls_in_the_last_bin():
     bins = reliability_curve(np.array([1, 0, 1]), np.array([1.0, 0.95, 0.05]), 10, strategy="uniform")
     assert [(b["bin"], b["count"]) for b in bins] == [(0, 1), (9, 2)]
     assert bins[1]["mean_predicted"] == pytest.approx(0.975) and bins[1]["observed"] == 0.5
+
+
+def test_perfectly_separated_classes_have_no_slope_and_say_why():
+    # every positive's risk is above every negative's: the likelihood rises without bound in the slope
+    # (the unguarded Newton solver stopped at slope 21 after its 50 iterations)
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.05, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])
+    assert recalibration_fit(y, p) == {"slope": None, "intercept": None, "note": SEPARATED}
+    assert recalibration_fit(1 - y, p)["note"] == SEPARATED  # separated the other way round
+    assert calibration_slope_intercept(y, p) == (None, None)
+    summary = calibration_summary(y[:, None], p[:, None], ["a"])
+    assert summary["pooled"]["slope_note"] == SEPARATED and summary["pooled"]["slope"] is None
+    assert summary["per_label"]["a"]["slope_note"] == SEPARATED
+
+
+def test_quasi_separated_classes_tied_at_the_threshold_have_no_slope():
+    # one negative and one positive share the threshold risk 0.5; all others are on their own side
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.5, 0.5, 0.8, 0.9])
+    assert recalibration_fit(y, p)["note"] == SEPARATED
+
+
+def test_one_overlapping_pair_is_enough_for_a_finite_slope_equal_to_sklearns():
+    # the separated sample above with the middle two outcomes swapped: a finite maximum-likelihood fit
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    p = np.array([0.05, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])
+    fit = recalibration_fit(y, p)
+    slope, intercept = sklearn_recalibration(y, p)
+    assert fit["note"] is None
+    assert (fit["slope"], fit["intercept"]) == pytest.approx((slope, intercept), abs=1e-5)
+    # and against a plain numpy Newton fit of the same likelihood
+    x = np.stack([np.ones(len(p)), np.log(p / (1 - p))], axis=1)
+    beta = np.zeros(2)
+    for _ in range(100):
+        mu = 1 / (1 + np.exp(-x @ beta))
+        beta += np.linalg.solve(x.T @ (x * (mu * (1 - mu))[:, None]), x.T @ (y - mu))
+    assert (fit["intercept"], fit["slope"]) == pytest.approx(tuple(beta), abs=1e-8)
+
+
+def test_equal_predictions_for_both_classes_have_no_slope():
+    assert recalibration_fit(np.array([0, 1, 0, 1]), np.full(4, 0.3))["note"] == "not estimable: predictions all equal"

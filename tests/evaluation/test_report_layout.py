@@ -161,3 +161,15 @@ def test_adni_sections_show_confusion_matrix_class_rates_and_feature_provenance(
     assert "0.214" in html  # 6 / 28, the CN row of the row-normalised matrix
     assert "7 subjects with baseline diagnosis SMC" in html and "Kept, judge for yourself:" in html
     assert "0.585 (0.488 to 0.683)" in html
+
+
+def test_a_method_whose_slope_is_not_estimable_shows_why_instead_of_a_number():
+    data = wide_report()
+    data.calibration[0] = {"method": METHODS[0], "brier": 0.1, "slope": None, "intercept": None,
+                           "slope_note": "not estimable: classes separated"}
+    html = render_report(data)
+    table = html[html.index('<table id="calibration">'):]
+    table = table[: table.index("</table>")]
+    first_row = table[table.index("<tbody>"):].split("</tr>")[0]
+    assert "not estimable: classes separated" in first_row
+    assert "not estimable" not in table.split("</tr>")[2]  # the other methods keep their numbers

@@ -267,3 +267,37 @@ def test_a_dicom_film_is_rounded_to_8_bits_before_resizing_like_a_jpeg(tmp_path)
     out, failures, _ = decode_cxr_images([tmp_path / "ramp.dcm", tmp_path / "ramp.png"], 3, 1)
     assert failures == []
     np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_a_real_size_jpeg_decoded_in_draft_mode_stays_within_a_grey_level_of_the_full_decode(tmp_path):
+    # A 3056 x 2544 film (MIMIC-CXR-JPG's size) aimed at 224 px decodes at 1/4 scale in the DCT domain;
+    # the antialiased resize that follows keeps it within 0.2 grey levels on average of decoding it whole.
+    from etl.mimic.cxr import decode_one
+    from etl.synth.cxr import real_size_film
+
+    path = tmp_path / "big.jpg"
+    Image.fromarray(real_size_film(np.random.default_rng(1))).save(path, format="JPEG", quality=95)
+    with Image.open(path) as im:
+        from etl.mimic.cxr import draft_jpeg
+
+        draft_jpeg(im, 224)
+        assert im.size == (636, 764)  # 1/4 scale: the smallest keeping >= 2 x 224 on the shorter side
+    drafted, failure_a, _ = decode_one(str(path), 224)
+    full, failure_b, _ = decode_one(str(path), 224, draft=False)
+    assert failure_a is None and failure_b is None
+    assert drafted.shape == full.shape == (224, 224) and drafted.dtype == np.uint8
+    difference = np.abs(drafted.astype(int) - full.astype(int))
+    assert difference.mean() < 0.5 and difference.max() <= 4
+
+
+def test_films_under_four_times_the_target_size_are_decoded_whole_larger_ones_at_a_dct_scale(tmp_path):
+    from etl.mimic.cxr import draft_jpeg
+
+    Image.fromarray(np.full((96, 80), 128, np.uint8)).save(tmp_path / "small.jpg", format="JPEG")
+    # 80 x 96: the synthetic films at the demo's 64 px are untouched; at 20 px 1/2 scale keeps >= 40 px,
+    # at 8 px 1/4 scale keeps >= 16 px (1/8 would give 10 x 12)
+    for size, expected in ((64, (80, 96)), (21, (80, 96)), (20, (40, 48)), (8, (20, 24))):
+        with Image.open(tmp_path / "small.jpg") as im:
+            draft_jpeg(im, size)
+            im.load()
+            assert im.size == expected, size

@@ -1,0 +1,137 @@
+"""A registered clinfuse model as MLflow serves it: the `python_function` flavor.
+
+One MLflow model, two flavors over the same exported program (`data/model.pt2`,
+`torch.export` format, pickle-free):
+
+- `pytorch`: `mlflow.pytorch.load_model(uri)` returns the exported module; it takes
+  positional tensors in the model card's `argument_order` (for a user who wants the
+  torch-native model, e.g. to fine-tune or to compile it).
+- `python_function`, loaded by this module: `mlflow.pyfunc.load_model(uri).predict(x)`,
+  `mlflow models predict` and `mlflow models serve` take NAMED inputs, a dict
+  `{"ehr": [B, 48, 24], "cxr": [B, 1, S, S], "has_ehr": [B], "has_cxr": [B]}` of arrays, or
+  a DataFrame with one column per input whose cells are one sample's array (or that array
+  flattened to a list), and return a DataFrame with one probability column per label.
+
+MLflow's own pyfunc for `pytorch` takes one array only, so it is not added for a
+multi-input model; a `PythonModel` would be stored as a cloudpickle. Here the MLmodel
+file names this module as the pyfunc loader (MLflow's custom-flavor mechanism), and
+`data/serving.json` holds the input names, per-sample shapes and label names: loading
+reads only our own files and the pt2 archive, which MLflow checks to be free of pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SERVING_FILE = "serving.json"  # in the model's data/ folder, beside model.pt2
+
+
+def save_model(path: str, mlflow_model=None, *, exportable, example: dict[str, np.ndarray], labels: list[str],
+               signature, pip_requirements: list[str], extra_files: list[str] | None = None,
+               metadata: dict[str, Any] | None = None) -> None:
+    """Save `exportable` with the `pytorch` (pt2) and `python_function` flavors at `path`.
+
+    The flavor entry point of `mlflow.models.Model.log(name=..., flavor=pipeline.serving, ...)`.
+
+    Args:
+        path: the new model folder.
+        mlflow_model: the `mlflow.models.Model` being logged (MLflow passes it).
+        exportable: a module taking one tensor per input, positionally, in `example`'s order
+            (see models.export), returning probabilities `[B, K]`.
+        example: input name -> a real input example `[B, ...]` (B >= 2 keeps the exported
+            batch axis dynamic); saved as the model's input example.
+        labels: the K output names, one column each in the pyfunc's predictions.
+        signature: the model signature (named TensorSpec inputs).
+        pip_requirements: requirements written to requirements.txt / conda.yaml.
+        extra_files: files stored under `extra_files/` (the model card).
+        metadata: free-form MLmodel metadata.
+    """
+    import mlflow
+    from mlflow.models.utils import _save_example  # what every flavor uses to store its example
+    from mlflow.pyfunc import add_to_model
+
+    names = list(example)
+    mlflow.pytorch.save_model(exportable, path, mlflow_model=mlflow_model, serialization_format="pt2",
+                              input_example=tuple(example.values()), signature=signature,
+                              pip_requirements=pip_requirements, extra_files=extra_files, metadata=metadata)
+    model = mlflow_model if mlflow_model is not None else mlflow.models.Model.load(path)
+    # The pytorch flavor stored the positional example; the model's example is the named one.
+    for stale in ("input_example.json", "serving_input_example.json"):
+        Path(path, stale).unlink(missing_ok=True)
+    model.saved_input_example_info = None
+    _save_example(model, example, path)
+    spec = {"inputs": names, "shapes": {n: list(a.shape[1:]) for n, a in example.items()}, "labels": list(labels)}
+    Path(path, "data", SERVING_FILE).write_text(json.dumps(spec, indent=2))
+    add_to_model(model, loader_module=__name__, data="data", conda_env="conda.yaml", python_env="python_env.yaml")
+    model.save(str(Path(path) / "MLmodel"))
+
+
+def _load_pyfunc(data_path: str, model_config: dict | None = None) -> ServedModel:
+    """MLflow's pyfunc loader hook: `data_path` is the model's data/ folder."""
+    import mlflow
+
+    spec = json.loads(Path(data_path, SERVING_FILE).read_text())
+    program = mlflow.pytorch.load_model(str(Path(data_path).parent))  # the pt2 archive, pickle-free
+    return ServedModel(program, spec["inputs"], {k: tuple(v) for k, v in spec["shapes"].items()}, spec["labels"])
+
+
+class ServedModel:
+    """Named inputs in, one probability column per label out (the pyfunc's model implementation).
+
+    Args:
+        program: the exported module, `forward(*inputs) -> [B, K]` in `input_names` order.
+        input_names: names of the inputs, in the program's argument order.
+        shapes: input name -> per-sample shape (e.g. "ehr" -> (48, 24); presence flags ()).
+        labels: the K output names.
+    """
+
+    def __init__(self, program, input_names: list[str], shapes: dict[str, tuple[int, ...]], labels: list[str]):
+        self.program = program
+        self.input_names = list(input_names)
+        self.shapes = shapes
+        self.labels = list(labels)
+
+    def get_raw_model(self):
+        """The exported torch module (MLflow's accessor for a flavor's underlying model)."""
+        return self.program
+
+    def arrays(self, data) -> list[np.ndarray]:
+        """`data` (dict of arrays, or a DataFrame of per-sample cells) as float32 `[B, ...]` in argument order."""
+        import pandas as pd
+
+        columns = list(data.columns) if isinstance(data, pd.DataFrame) else list(data) if isinstance(data, dict) \
+            else None
+        if columns is None:
+            raise TypeError(f"expected a dict of arrays or a DataFrame with columns {self.input_names}, "
+                            f"got {type(data).__name__}")
+        missing = [n for n in self.input_names if n not in columns]
+        if missing:
+            raise ValueError(f"missing input(s) {missing}; the model takes {self.input_names}")
+        out = []
+        for name in self.input_names:
+            value = data[name]
+            if isinstance(data, pd.DataFrame):  # one sample per cell (no signature enforcement ran)
+                value = np.stack([np.asarray(cell, np.float32).reshape(self.shapes[name]) for cell in value])
+            arr = np.asarray(value, dtype=np.float32)
+            if arr.shape[1:] != tuple(self.shapes[name]):
+                raise ValueError(f"input '{name}' has per-sample shape {list(arr.shape[1:])}; "
+                                 f"the model expects {list(self.shapes[name])}")
+            out.append(arr)
+        sizes = {n: len(a) for n, a in zip(self.input_names, out, strict=True)}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"inputs disagree on the number of samples: {sizes}")
+        return out
+
+    def predict(self, data, params: dict[str, Any] | None = None):
+        """Probabilities `[B, K]` as a DataFrame with one column per label, in label order."""
+        import pandas as pd
+        import torch
+
+        arrays = self.arrays(data)
+        with torch.no_grad():
+            probs = self.program(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+        return pd.DataFrame(probs.float().numpy(), columns=self.labels)

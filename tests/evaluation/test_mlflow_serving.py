@@ -1,0 +1,227 @@
+"""The registered champion as an MLflow user meets it: servable offline, described, traceable to its data.
+
+Uses the session's tiny finished pipeline (tests/evaluation/conftest.py: train -> evaluate -> report ->
+register into a temporary SQLite store).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+
+LABELS = ["Sepsis", "Shock", "CHF"]
+INPUTS = ["ehr", "cxr", "has_ehr", "has_cxr"]
+
+
+@pytest.fixture(scope="module")
+def champion(pipeline_run):
+    """(root, cohort, registry record, client, the champion's version)."""
+    import mlflow
+
+    root, _, cohort = pipeline_run
+    record = json.loads((root / "registry.json").read_text())[0]
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    mlflow.set_registry_uri(record["tracking_uri"])
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias(record["name"], "champion")
+    return root, cohort, record, client, version
+
+
+def clinfuse_probabilities(root: Path, cohort: Path, record: dict, split: str) -> tuple[dict, np.ndarray]:
+    """A split's inputs by name and the eager model's probabilities for them (what `clinfuse evaluate` computes)."""
+    from pipeline.data import load_cohort, split_tensors
+    from pipeline.inference import predict_split
+
+    c = load_cohort(cohort)
+    batch = split_tensors(c, split).batch(np.arange(len(c.rows(split))))
+    inputs = {m: batch["inputs"][m].numpy() for m in c.modalities}
+    inputs.update({f"has_{m}": batch["present"][m].numpy().astype(np.float32) for m in c.modalities})
+    _, probs = predict_split(root / "runs" / f"{record['method']}-s1", c, split)
+    return inputs, probs
+
+
+def eager_probabilities(root: Path, record: dict, named: dict) -> np.ndarray:
+    """The trained (not exported) model's probabilities for named input arrays."""
+    import torch
+
+    from pipeline.inference import load_trained_model, probabilities, select_logits
+
+    model, config = load_trained_model(root / "runs" / f"{record['method']}-s1")
+    inputs = {m: torch.from_numpy(np.asarray(named[m], np.float32)) for m in config["modalities"]}
+    present = {m: torch.from_numpy(np.asarray(named[f"has_{m}"])) > 0.5 for m in config["modalities"]}
+    with torch.no_grad():
+        return probabilities(select_logits(model(inputs, present), config["prediction_head"]),
+                             config["task_type"]).numpy()
+
+
+def test_mlflow_models_predict_serves_the_champion_offline_on_its_saved_example(champion, tmp_path):
+    import mlflow
+
+    root, cohort, record, _, _ = champion
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{record['name']}@champion",
+                                                     dst_path=str(tmp_path / "model")))
+    example = local / "serving_input_example.json"
+    assert list(json.loads(example.read_text())["inputs"]) == INPUTS
+    env = {**os.environ, "MLFLOW_TRACKING_URI": record["tracking_uri"], "PYTHONPATH": str(Path.cwd()),
+           # offline: any attempt to reach the network through a proxy-aware client fails
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "PIP_NO_INDEX": "1"}
+    out = tmp_path / "predictions.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "models", "predict", "-m", f"models:/{record['name']}@champion",
+         "-i", str(example), "-t", "json", "-o", str(out), "--env-manager", "local"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = pd.DataFrame(json.loads(out.read_text())["predictions"])
+    assert list(served.columns) == LABELS and len(served) == 4  # registry.example_rows
+    named = {k: np.asarray(v, np.float32) for k, v in json.loads(example.read_text())["inputs"].items()}
+    np.testing.assert_allclose(served.to_numpy(), eager_probabilities(root, record, named), atol=1e-5)
+
+
+def test_pyfunc_takes_named_inputs_as_a_dict_or_a_dataframe_and_returns_one_column_per_label(champion):
+    import mlflow
+
+    root, cohort, record, _, _ = champion
+    model = mlflow.pyfunc.load_model(f"models:/{record['name']}@champion")
+    assert model.metadata.get_input_schema().input_names() == INPUTS
+    example = model.input_example
+    assert set(example) == set(INPUTS) and example["ehr"].shape[1:] == (48, 24)
+    # the cohort is not marked synthetic: the stored example holds no patient values
+    assert not example["ehr"].any() and not example["cxr"].any()
+    np.testing.assert_allclose(model.predict(example).to_numpy(), eager_probabilities(root, record, example),
+                               atol=1e-5)
+    inputs, expected = clinfuse_probabilities(root, cohort, record, "val")
+    from_dict = model.predict(inputs)
+    assert list(from_dict.columns) == LABELS
+    np.testing.assert_allclose(from_dict.to_numpy(), expected, atol=1e-5)
+    rows = len(expected)
+    cells = pd.DataFrame({k: [inputs[k][i] for i in range(rows)] for k in INPUTS})
+    np.testing.assert_allclose(model.predict(cells).to_numpy(), expected, atol=1e-5)
+    flat = pd.DataFrame({k: [np.ravel(inputs[k][i]).tolist() if inputs[k].ndim > 1 else float(inputs[k][i])
+                             for i in range(rows)] for k in INPUTS})
+    np.testing.assert_allclose(model.predict(flat).to_numpy(), expected, atol=1e-5)
+    one = {k: v[:1] for k, v in inputs.items()}  # the exported batch axis is dynamic: one sample works
+    np.testing.assert_allclose(model.predict(one).to_numpy(), expected[:1], atol=1e-5)
+
+
+def test_served_model_names_a_missing_input_and_a_wrong_shape():
+    import torch
+
+    from pipeline.serving import ServedModel
+
+    served = ServedModel(lambda x, has_x: torch.sigmoid(x.sum(-1, keepdim=True)) * has_x[:, None],
+                         ["x", "has_x"], {"x": (2,), "has_x": ()}, ["risk"])
+    out = served.predict({"x": np.array([[0.0, 0.0], [1.0, -1.0]]), "has_x": np.array([1.0, 0.0])})
+    np.testing.assert_allclose(out["risk"].to_numpy(), [0.5, 0.0])
+    with pytest.raises(ValueError, match=r"missing input\(s\) \['has_x'\]"):
+        served.predict({"x": np.zeros((1, 2))})
+    with pytest.raises(ValueError, match=r"input 'x' has per-sample shape \[3\]; the model expects \[2\]"):
+        served.predict({"x": np.zeros((1, 3)), "has_x": np.ones(1)})
+
+
+def test_the_version_keeps_the_torch_native_program_beside_the_pyfunc(champion):
+    import mlflow
+    import torch
+
+    root, cohort, record, _, _ = champion
+    uri = f"models:/{record['name']}@champion"
+    info = mlflow.models.get_model_info(uri)
+    assert {"pytorch", "python_function"} <= set(info.flavors)
+    assert info.flavors["python_function"]["loader_module"] == "pipeline.serving"
+    program = mlflow.pytorch.load_model(uri)
+    inputs, expected = clinfuse_probabilities(root, cohort, record, "test")
+    with torch.no_grad():
+        probs = program(*[torch.from_numpy(inputs[k]) for k in INPUTS]).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_version_description_is_the_model_card_in_markdown_and_key_facts_are_tags(champion):
+    _, _, record, client, version = champion
+    text = version.description
+    for heading in ("### Task", "### Inputs", "### Labels", "### Data", "### Metrics", "### Intended use"):
+        assert heading in text
+    assert "| `ehr` | [-1, 48, 24] | float32 |" in text and "`Sepsis`, `Shock`, `CHF`" in text
+    assert "| macro AUPRC |" in text and "95% CI" in text and "synthetic: **" in text
+    tags = version.tags
+    assert tags["cohort"] == "mimic-phenotype" and tags["method"] == record["method"] and tags["seed"] == "1"
+    assert tags["synthetic"] in ("true", "false", "unknown")
+    assert tags["headline_metric"] == "test_macro_auprc"
+    assert float(tags["headline_value"]) == pytest.approx(record["test"]["macro_auprc"], abs=1e-6)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert tags["git_commit"] == commit
+
+
+def test_training_runs_log_their_data_commit_description_and_curves(champion):
+    root, cohort, record, client, version = champion
+    run = client.get_run(version.run_id)
+    inputs = {{t.key: t.value for t in d.tags}["mlflow.data.context"]: d.dataset for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "test"}
+    assert {d.name for d in inputs.values()} == {"mimic-phenotype"}
+    assert len({d.digest for d in inputs.values()}) == 3
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert run.data.tags["mlflow.source.git.commit"] == commit
+    assert run.data.tags["mlflow.note.content"].startswith(f"{record['method']} on mimic-phenotype, seed 1")
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert "mimic-phenotype" in experiment.tags["mlflow.note.content"]
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert "training_curves.png" in files
+    report = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
+    assert "report/report.html" in report
+    figures = [f.path for f in client.list_artifacts(run.info.run_id, "report/figures")]
+    assert len(figures) == record["report_figures_logged"]
+    assert {p.rsplit(".", 1)[-1] for p in figures} == {"png", "svg"}  # matplotlib PNGs and the inline SVG curves
+    # the artifacts live with the temporary store, not in the repository
+    assert experiment.artifact_location.startswith((root / "mlartifacts").as_uri())
+
+
+def test_predict_leaves_the_tracking_store_unchanged(champion, tmp_path):
+    import hashlib
+
+    import mlflow
+
+    root, cohort, record, client, _ = champion
+    db = Path(record["tracking_uri"].removeprefix("sqlite:///"))
+
+    def snapshot():
+        experiments = sorted(e.name for e in client.search_experiments())
+        runs = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
+        return experiments, runs, hashlib.sha256(db.read_bytes()).hexdigest()
+
+    before = snapshot()
+    assert main(["predict", "--model", f"models:/{record['name']}@champion", "--cohort", str(cohort),
+                 "--out", str(tmp_path / "pred.parquet"), "--split", "val"]) == 0
+    assert snapshot() == before
+
+
+def test_a_model_registered_without_a_training_run_keeps_its_artifacts_with_the_store(champion, tmp_path,
+                                                                                       monkeypatch):
+    import torch
+
+    from pipeline.registry import REGISTRY_EXPERIMENT, register_model
+
+    root, _, _, client, _ = champion
+    monkeypatch.chdir(tmp_path)  # MLflow's Default experiment would write to ./mlruns here
+
+    class Half(torch.nn.Module):
+        def forward(self, x, has_x):
+            return torch.sigmoid(x.sum(-1, keepdim=True)) * has_x[:, None]
+
+    example = (np.array([[0.5, 0.5], [1.0, -3.0]], np.float32), np.array([1.0, 1.0], np.float32))
+    reg = register_model(Half(), example, ["x", "has_x"], {"training": {"method": "half"}}, "toy-lone", 0.5)
+    run = client.get_run(client.get_model_version("toy-lone", str(reg.version)).run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == REGISTRY_EXPERIMENT
+    assert experiment.artifact_location.startswith((root / "mlartifacts").as_uri())
+    assert not (tmp_path / "mlruns").exists()
+    import mlflow
+
+    served = mlflow.pyfunc.load_model(reg.model_uri).predict({"x": example[0], "has_x": example[1]})
+    np.testing.assert_allclose(served["output_0"].to_numpy(), 1 / (1 + np.exp([-1.0, 2.0])), rtol=1e-6)
