@@ -19,6 +19,7 @@ with its diff: kill it with a test, or list it with the reason it is equivalent.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             code = subprocess.call([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children",
                                     str(args.max_children), *args.patterns], cwd=ROOT, env=env, stdout=fh, stderr=fh)
+        stale = ROOT / "mutants" / "spawned-verdicts.json"
+        if stale.is_file() and args.patterns:
+            kept = {k: v for k, v in json.loads(stale.read_text()).items() if not selected(k, args.patterns)}
+            stale.write_text(json.dumps(kept, indent=1))
         if code != 0:
             print(log.read_text()[-3000:])
             sys.exit(f"mutmut run failed (exit {code}); full log: {log}")
@@ -132,12 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     checked = {k: v for k, v in status.items() if v not in NOT_RUN}
     killed = [k for k, v in checked.items() if v in KILLED]
     alive = sorted(k for k, v in checked.items() if v not in KILLED)
+    # verdicts of the spawned-process tests, kept beside mutmut's own (mutants/ is wiped by --fresh;
+    # a re-run of a mutant by mutmut drops its entry, since the mutated function may have changed)
+    cache_file = ROOT / "mutants" / "spawned-verdicts.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    cache = {k: v for k, v in cache.items() if k in alive}
     if not args.report_only:
-        spawned = [k for k in alive if killed_by_spawned_tests(k)]
-        for k in spawned:
-            checked[k] = "killed (spawned-process test)"
-        killed += spawned
-        alive = [k for k in alive if k not in spawned]
+        for k in alive:
+            if k not in cache and any(k.startswith(prefix) for prefix in SPAWNED_TESTS):
+                cache[k] = killed_by_spawned_tests(k)
+        cache_file.write_text(json.dumps(cache, indent=1))
+    spawned = [k for k in alive if cache.get(k)]
+    for k in spawned:
+        checked[k] = "killed (spawned-process test)"
+    killed += spawned
+    alive = [k for k in alive if k not in spawned]
     table = equivalents()
     listed, unexplained = [], []
     for k in alive:
