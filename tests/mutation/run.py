@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("patterns", nargs="*", help="mutant-name globs, e.g. 'etl.normalize.*' (default: all)")
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutant workers (default 1)")
     parser.add_argument("--report-only", action="store_true", help="score earlier results, run nothing")
+    parser.add_argument("--spawned-only", action="store_true",
+                        help="skip mutmut; run only the spawned-process tests on earlier survivors, then score")
     parser.add_argument("--fresh", action="store_true",
                         help="delete mutants/ first (mutmut keeps its copy of unmutated files and old verdicts)")
     args = parser.parse_args(argv)
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
     if args.fresh and not args.report_only:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-    if not args.report_only:
+    if not args.report_only and not args.spawned_only:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "w") as fh:
