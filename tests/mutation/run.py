@@ -4,6 +4,7 @@
     python tests/mutation/run.py "etl.normalize.*"    # re-run one module's mutants (mutant-name globs),
                                                       # keeping the others' results (`make mutation MODULES=...`)
     python tests/mutation/run.py --report-only        # score what earlier runs left in mutants/
+    python tests/mutation/run.py --spawned-only       # re-check survivors against the spawned-process tests only
 
 mutmut plants one small change at a time (a flipped comparison, a changed constant, a
 dropped argument...) and runs the tests that call the changed function; a mutant is
