@@ -41,7 +41,7 @@ bench: $(STAMP)  ## speed/memory figures (minutes)
 	$(BIN)/python benchmarks/etl_mimic.py --quick
 	$(BIN)/python benchmarks/bootstrap_speed.py
 
-# `make mutation MODULES="etl.normalize.* pipeline.champion.*"` re-runs those mutants only, keeping the rest.
+# `make mutation MODULES="etl.normalize.* evaluation.champion.*"` re-runs those mutants only, keeping the rest.
 mutation: $(STAMP)  ## mutation testing of the core modules (mutmut; long, not part of `make test`); prints the score last
 	$(BIN)/python tests/mutation/run.py $(if $(MODULES),$(foreach m,$(MODULES),'$(m)'),--fresh)
 

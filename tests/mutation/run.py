@@ -4,6 +4,7 @@
     python tests/mutation/run.py "etl.normalize.*"    # re-run one module's mutants (mutant-name globs),
                                                       # keeping the others' results (`make mutation MODULES=...`)
     python tests/mutation/run.py --report-only        # score what earlier runs left in mutants/
+    python tests/mutation/run.py --spawned-only       # re-check survivors against the spawned-process tests only
 
 mutmut plants one small change at a time (a flipped comparison, a changed constant, a
 dropped argument...) and runs the tests that call the changed function; a mutant is
@@ -19,6 +20,7 @@ with its diff: kill it with a test, or list it with the reason it is equivalent.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -77,6 +79,25 @@ def equivalents() -> dict[tuple[str, str], str]:
     return table
 
 
+# Tests whose code under test runs in spawned processes (the data-parallel equivalence test
+# starts two gloo ranks): mutmut traces only its own process, so it never maps these tests to
+# the functions they exercise. Survivors in these modules are re-run against them directly,
+# with the mutant switched on through MUTANT_UNDER_TEST (the spawned ranks inherit it).
+SPAWNED_TESTS = {"models.methods.": ["tests/distributed/test_methods_data_parallel.py"]}
+
+
+def killed_by_spawned_tests(mutant: str) -> bool:
+    """True when a spawned-process test fails with `mutant` active."""
+    tests = next((t for prefix, t in SPAWNED_TESTS.items() if mutant.startswith(prefix)), None)
+    if not tests:
+        return False
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(MUTANT_UNDER_TEST=mutant, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    code = subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                           cwd=ROOT / "mutants", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return code == 1  # 1: a test failed; 0 passed; 2-5: the run itself broke (counted as not killed)
+
+
 def selected(name: str, patterns: list[str]) -> bool:
     from fnmatch import fnmatch
 
@@ -88,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("patterns", nargs="*", help="mutant-name globs, e.g. 'etl.normalize.*' (default: all)")
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutant workers (default 1)")
     parser.add_argument("--report-only", action="store_true", help="score earlier results, run nothing")
+    parser.add_argument("--spawned-only", action="store_true",
+                        help="skip mutmut; run only the spawned-process tests on earlier survivors, then score")
     parser.add_argument("--fresh", action="store_true",
                         help="delete mutants/ first (mutmut keeps its copy of unmutated files and old verdicts)")
     args = parser.parse_args(argv)
@@ -95,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
     if args.fresh and not args.report_only:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-    if not args.report_only:
+    if not args.report_only and not args.spawned_only:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "w") as fh:
@@ -104,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             code = subprocess.call([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children",
                                     str(args.max_children), *args.patterns], cwd=ROOT, env=env, stdout=fh, stderr=fh)
+        stale = ROOT / "mutants" / "spawned-verdicts.json"
+        if stale.is_file() and args.patterns:
+            kept = {k: v for k, v in json.loads(stale.read_text()).items() if not selected(k, args.patterns)}
+            stale.write_text(json.dumps(kept, indent=1))
         if code != 0:
             print(log.read_text()[-3000:])
             sys.exit(f"mutmut run failed (exit {code}); full log: {log}")
@@ -113,6 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     checked = {k: v for k, v in status.items() if v not in NOT_RUN}
     killed = [k for k, v in checked.items() if v in KILLED]
     alive = sorted(k for k, v in checked.items() if v not in KILLED)
+    # verdicts of the spawned-process tests, kept beside mutmut's own (mutants/ is wiped by --fresh;
+    # a re-run of a mutant by mutmut drops its entry, since the mutated function may have changed)
+    cache_file = ROOT / "mutants" / "spawned-verdicts.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    cache = {k: v for k, v in cache.items() if k in alive}
+    if not args.report_only:
+        for k in alive:
+            if k not in cache and any(k.startswith(prefix) for prefix in SPAWNED_TESTS):
+                cache[k] = killed_by_spawned_tests(k)
+        cache_file.write_text(json.dumps(cache, indent=1))
+    spawned = [k for k in alive if cache.get(k)]
+    for k in spawned:
+        checked[k] = "killed (spawned-process test)"
+    killed += spawned
+    alive = [k for k in alive if k not in spawned]
     table = equivalents()
     listed, unexplained = [], []
     for k in alive:
