@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from evaluation.bootstrap import bootstrap_label_cis
+from pipeline.settings.evaluate import EvaluateSettings
 
 
 def main() -> None:
@@ -17,8 +18,10 @@ def main() -> None:
     y = (rng.random((2000, 25)) < 0.15).astype(int)
     s = rng.random((2000, 25)) + 0.4 * y
     patients = np.arange(2000) // 2
+    settings = EvaluateSettings()  # the evaluate stage's defaults: 1000 resamples, 95 %
     t = time.perf_counter()
-    bootstrap_label_cis(y, s, patients, [f"label{k}" for k in range(25)], n_resamples=1000, seed=42, level=0.95)
+    bootstrap_label_cis(y, s, patients, [f"label{k}" for k in range(25)], settings.n_resamples, settings.seed,
+                        settings.ci_level, min_events=settings.min_events)
     print(f"bootstrap_25x1000x2000_seconds={time.perf_counter() - t:.2f}")
 
 

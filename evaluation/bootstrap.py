@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import MIN_EVENTS, too_few_events
+from .metrics import too_few_events
 
 
 def patient_weights(patients: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
@@ -74,7 +74,7 @@ def percentile_ci(values: np.ndarray, level: float) -> tuple[float | None, float
 
 def bootstrap_label_cis(y_true: np.ndarray, y_score: np.ndarray, patients: np.ndarray, labels: list[str],
                         n_resamples: int, seed: int, level: float,
-                        min_valid: int = 100, min_events: int = MIN_EVENTS) -> dict[str, Any]:
+                        min_valid: int = 100, *, min_events: int) -> dict[str, Any]:
     """95 % CIs of per-label AUROC/AUPRC and of the macro averages, resampling patients.
 
     `y_true`, `y_score` `[N, K]`. A resample where a label has no positives or no

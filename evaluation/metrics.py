@@ -12,11 +12,6 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-# A label (or subgroup) with fewer positives or fewer negatives than this has no
-# confidence interval: with one or two events a bootstrap resample either repeats
-# the same ranking (a CI of zero width around 1.000) or is degenerate.
-MIN_EVENTS = 5
-
 
 def is_degenerate(y: np.ndarray) -> bool:
     """True when a binary label vector has no positives or no negatives."""
@@ -24,8 +19,12 @@ def is_degenerate(y: np.ndarray) -> bool:
     return positives == 0 or positives == len(y)
 
 
-def too_few_events(n_pos: int, n: int, min_events: int = MIN_EVENTS) -> bool:
-    """True when positives or negatives (n - n_pos) are below `min_events`."""
+def too_few_events(n_pos: int, n: int, min_events: int) -> bool:
+    """True when positives or negatives (n - n_pos) are below `min_events` (`evaluate.min_events`).
+
+    Such a label (or subgroup) gets no confidence interval: with one or two events a bootstrap
+    resample either repeats the same ranking (a CI of zero width around 1.000) or is degenerate.
+    """
     return n_pos < min_events or n - n_pos < min_events
 
 

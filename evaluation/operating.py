@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .bootstrap import patient_weights, percentile_ci
-from .metrics import MIN_EVENTS, is_degenerate, too_few_events
+from .metrics import is_degenerate, too_few_events
 
 RULES = ("youden", "target_sensitivity")
 
@@ -55,7 +55,7 @@ def rates_at_threshold(y: np.ndarray, p: np.ndarray, threshold: float, weights: 
 def operating_points(y_val: np.ndarray, p_val: np.ndarray, y_test: np.ndarray, p_test: np.ndarray,
                      patients_test: np.ndarray, labels: list[str], rule: str, target: float,
                      n_resamples: int, seed: int, level: float,
-                     min_events: int = MIN_EVENTS) -> dict[str, Any]:
+                     min_events: int) -> dict[str, Any]:
     """Per label: the validation-chosen threshold and test sensitivity/specificity/PPV/NPV with CIs.
 
     Args:

@@ -22,7 +22,7 @@ from .metrics import multilabel_metrics
 
 
 def _block(y: np.ndarray, p: np.ndarray, patients: np.ndarray, rows: np.ndarray, labels: list[str],
-           n_resamples: int, seed: int, level: float, min_patients: int) -> dict[str, Any]:
+           n_resamples: int, seed: int, level: float, min_patients: int, min_events: int) -> dict[str, Any]:
     """Macro AUPRC/AUROC of `rows` with CIs (None when too few patients or every label degenerate)."""
     n_patients = len(np.unique(patients[rows]))
     out = {"n": int(len(rows)), "n_patients": int(n_patients), "macro_auprc": None, "macro_auroc": None,
@@ -32,14 +32,15 @@ def _block(y: np.ndarray, p: np.ndarray, patients: np.ndarray, rows: np.ndarray,
     m = multilabel_metrics(y[rows], p[rows], labels)
     out.update(macro_auprc=m["macro_auprc"], macro_auroc=m["macro_auroc"], excluded_labels=m["excluded_labels"])
     if n_patients >= min_patients and m["macro_auprc"] is not None:
-        ci = bootstrap_label_cis(y[rows], p[rows], patients[rows], labels, n_resamples, seed, level, min_valid=1)
+        ci = bootstrap_label_cis(y[rows], p[rows], patients[rows], labels, n_resamples, seed, level, min_valid=1,
+                                 min_events=min_events)
         out.update(macro_auprc_ci=ci["macro_auprc_ci"], macro_auroc_ci=ci["macro_auroc_ci"], too_small=False)
     return out
 
 
 def presence_blocks(y_true: np.ndarray, score_full: np.ndarray, score_withheld: np.ndarray, patients: np.ndarray,
                     image_present: np.ndarray, labels: list[str], anchor: str, image: str,
-                    n_resamples: int, seed: int, level: float, min_patients: int = 10) -> dict[str, Any]:
+                    n_resamples: int, seed: int, level: float, min_patients: int, min_events: int) -> dict[str, Any]:
     """Paired / image-absent results and the withheld-image robustness block of one run.
 
     Args:
@@ -61,14 +62,14 @@ def presence_blocks(y_true: np.ndarray, score_full: np.ndarray, score_withheld: 
     patients = np.asarray(patients)
     present = np.asarray(image_present, dtype=bool)
     paired, absent = np.flatnonzero(present), np.flatnonzero(~present)
-    withheld = _block(y, held, patients, paired, labels, n_resamples, seed, level, min_patients)
+    withheld = _block(y, held, patients, paired, labels, n_resamples, seed, level, min_patients, min_events)
     withheld["difference"] = None
     if not withheld["too_small"]:
         withheld["difference"] = paired_bootstrap_difference(y[paired], held[paired], full[paired], patients[paired],
                                                              n_resamples, seed, level)
     return {"anchor": anchor, "image": image,
-            "paired": _block(y, full, patients, paired, labels, n_resamples, seed, level, min_patients),
-            "image_absent": _block(y, full, patients, absent, labels, n_resamples, seed, level, min_patients),
+            "paired": _block(y, full, patients, paired, labels, n_resamples, seed, level, min_patients, min_events),
+            "image_absent": _block(y, full, patients, absent, labels, n_resamples, seed, level, min_patients, min_events),
             "withheld": withheld}
 
 

@@ -21,7 +21,7 @@ from evaluation.bootstrap import paired_bootstrap_difference
 from evaluation.champion import champion_of
 from evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
 from evaluation.method_notes import method_note
-from evaluation.metrics import MIN_EVENTS, is_degenerate, row_normalised, too_few_events
+from evaluation.metrics import is_degenerate, row_normalised, too_few_events
 from evaluation.operating import net_benefit
 from evaluation.plots import decision_curve_figure, forest_figure, reliability_figure
 from evaluation.presence import presence_rows
@@ -139,7 +139,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
                             "auroc_ci": ci["auroc_ci"]}
         scored = {m: v["auprc"] for m, v in by_method.items() if v["auprc"] is not None}
         first = champion["test"][per_label_key][label]
-        few = too_few_events(first["n_pos"], first["n"], int(champion["ci"].get("min_events", MIN_EVENTS)))
+        few = too_few_events(first["n_pos"], first["n"], int(champion["ci"]["min_events"]))
         rows.append(LabelRow(label, first["prevalence"], first["n_pos"], by_method,
                              max(scored, key=scored.get) if scored else None, few))
 
@@ -219,7 +219,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         features=_features(manifest) if manifest.get("tabular_features") else None,
         operating_points=champion.get("operating_points"),
         reliability_bins=champion["calibration"]["pooled"]["reliability"],
-        forest=forest, curves=curves, min_events=int(champion["ci"].get("min_events", MIN_EVENTS)),
+        forest=forest, curves=curves, min_events=int(champion["ci"]["min_events"]),
         n_resamples=settings.n_resamples,
         design_alternatives=design_alternatives(comparison),
         presence=presence_rows({m: r.get("presence") for m, r in best_by_method.items()}),

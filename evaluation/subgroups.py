@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .bootstrap import bootstrap_label_cis
-from .metrics import MIN_EVENTS, multilabel_metrics
+from .metrics import multilabel_metrics
 
 MIMIC_AGE_BANDS = [(18, 45, "18-44"), (45, 65, "45-64"), (65, 80, "65-79"), (80, 200, "80+")]
 ADNI_AGE_BANDS = [(0, 65, "<65"), (65, 75, "65-74"), (75, 85, "75-84"), (85, 200, "85+")]
@@ -68,7 +68,7 @@ def group_order(attribute: str, groups, dataset: str) -> list[str]:
 
 def subgroup_metrics(frame: pd.DataFrame, y_true: np.ndarray, y_score: np.ndarray, labels: list[str],
                      dataset: str, modalities: list[str], n_resamples: int, seed: int, level: float,
-                     min_patients: int = 10, min_events: int = MIN_EVENTS) -> list[dict[str, Any]]:
+                     min_patients: int, min_events: int) -> list[dict[str, Any]]:
     """One record per (attribute, group): n, macro AUPRC/AUROC with CIs, or the too_small flag.
 
     Args:

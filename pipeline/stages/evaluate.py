@@ -90,7 +90,7 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
         result["presence"] = presence_blocks(y, p, p_held, test["patient_id"].to_numpy(),
                                              test[f"has_{image}"].to_numpy(bool), names, cohort.modalities[0], image,
                                              settings.n_resamples, settings.seed, settings.ci_level,
-                                             settings.min_subgroup_patients)
+                                             settings.min_subgroup_patients, settings.min_events)
     with atomic_dir(out, "evaluations") as tmp:
         for split, frame in frames.items():
             write_parquet(predictions_file(tmp, split), frame)

@@ -53,7 +53,7 @@ def resampled():
 
 def test_label_and_macro_cis_are_95_percent_quantiles_of_sklearn_resample_scores(resampled):
     auroc, auprc = resampled["a"]
-    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], R, SEED, LEVEL)
+    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], R, SEED, LEVEL, min_events=5)
     for k, name in enumerate(["x", "y"]):
         assert got["per_label"][name]["auroc_ci"] == pytest.approx(ci95(auroc[:, k]), abs=1e-12)
         assert got["per_label"][name]["auprc_ci"] == pytest.approx(ci95(auprc[:, k]), abs=1e-12)
@@ -77,7 +77,7 @@ def test_paired_difference_is_a_minus_b_with_95_percent_endpoints_and_p_value(re
 
 
 def test_the_resample_count_seed_and_level_are_recorded_and_change_the_draws():
-    cis = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 1000, 42, 0.95)
+    cis = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 1000, 42, 0.95, min_events=5)
     assert (cis["n_resamples"], cis["seed"], cis["level"]) == (1000, 42, 0.95)
     paired = paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 42, 0.95)
     assert paired == paired_bootstrap_difference(Y, A, B, PATIENTS, 1000, 42, 0.95)
@@ -93,7 +93,7 @@ def test_paired_difference_without_any_scorable_label_is_none_not_nan():
 
 
 def test_a_label_with_fewer_valid_resamples_than_min_valid_gets_no_ci():
-    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 20, SEED, LEVEL)  # 20 valid resamples < min_valid 100
+    got = bootstrap_label_cis(Y, A, PATIENTS, ["x", "y"], 20, SEED, LEVEL, min_events=5)  # 20 valid resamples < min_valid 100
     assert got["per_label"]["x"] == {"auroc_ci": None, "auprc_ci": None, "n_valid_resamples": 20,
                                      "too_few_events": False}
     assert got["macro_auroc_ci"][0] is not None  # the macro CI has no such floor
@@ -112,11 +112,11 @@ def test_macro_ci_averages_only_the_labels_scorable_in_each_resample():
             if 0 < y[idx, k].sum() < len(idx):
                 auroc[r, k] = roc_auc_score(y[idx, k], A[idx, k])
     assert np.isnan(auroc[:, 1]).any() and np.isfinite(auroc[:, 1]).any()
-    got = bootstrap_label_cis(y, A, PATIENTS, ["x", "y"], n, SEED, LEVEL)
+    got = bootstrap_label_cis(y, A, PATIENTS, ["x", "y"], n, SEED, LEVEL, min_events=5)
     assert got["macro_auroc_ci"] == pytest.approx(ci95(np.nanmean(auroc, axis=1)), abs=1e-12)
     assert got["per_label"]["y"]["auroc_ci"] is None  # fewer than min_valid scorable resamples
 
 
 def test_no_labels_give_no_macro_ci():
-    got = bootstrap_label_cis(Y[:, :0], A[:, :0], PATIENTS, [], 10, SEED, LEVEL)
+    got = bootstrap_label_cis(Y[:, :0], A[:, :0], PATIENTS, [], 10, SEED, LEVEL, min_events=5)
     assert got["per_label"] == {} and got["macro_auroc_ci"] == [None, None]

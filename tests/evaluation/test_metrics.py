@@ -74,8 +74,8 @@ def test_patients_are_the_resampling_unit():
 
 
 def test_bootstrap_ci_contains_estimate_and_is_seeded():
-    a = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3, level=0.95)
-    b = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3, level=0.95)
+    a = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3, level=0.95, min_events=5)
+    b = bootstrap_label_cis(Y, S, np.arange(60), ["a", "b", "c"], 300, seed=3, level=0.95, min_events=5)
     assert a == b
     lo, hi = a["per_label"]["b"]["auroc_ci"]
     assert lo <= roc_auc_score(Y[:, 1], S[:, 1]) <= hi

@@ -17,7 +17,7 @@ PATIENTS = np.arange(8)
 
 def blocks(min_patients=3):
     return presence_blocks(Y, FULL, HELD, PATIENTS, PRESENT, ["x"], "ehr", "cxr", n_resamples=200, seed=0,
-                           level=0.95, min_patients=min_patients)
+                           level=0.95, min_patients=min_patients, min_events=5)
 
 
 def test_paired_and_image_absent_stays_are_scored_separately():
@@ -47,7 +47,7 @@ def test_groups_below_the_patient_minimum_get_no_ci_and_no_difference():
 
 
 def test_a_cohort_without_image_absent_stays_has_an_empty_block():
-    b = presence_blocks(Y, FULL, HELD, PATIENTS, np.ones(8, bool), ["x"], "ehr", "cxr", 50, 0, 0.95, 3)
+    b = presence_blocks(Y, FULL, HELD, PATIENTS, np.ones(8, bool), ["x"], "ehr", "cxr", 50, 0, 0.95, 3, 5)
     assert b["image_absent"]["n"] == 0 and b["image_absent"]["macro_auprc"] is None
 
 

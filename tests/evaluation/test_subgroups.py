@@ -12,7 +12,7 @@ def test_small_groups_are_marked_not_hidden():
     y = (rng.random((n, 2)) < 0.4).astype(int)
     s = rng.random((n, 2)) + 0.3 * y
     rec = subgroup_metrics(frame, y, s, ["a", "b"], "mimic", ["ehr", "cxr"], n_resamples=50, seed=42,
-                           level=0.95)
+                           level=0.95, min_patients=10, min_events=5)
     by = {(r["attribute"], r["group"]): r for r in rec}
     assert by[("sex", "M")]["too_small"] and by[("sex", "M")]["macro_auprc_ci"] is None
     assert not by[("sex", "F")]["too_small"] and by[("sex", "F")]["macro_auprc_ci"][0] is not None

@@ -33,7 +33,7 @@ def test_a_subgroup_with_one_positive_is_too_small_and_has_no_ci():
     s = np.linspace(0, 1, n)[:, None]
     s[0, 0] = 0.99  # the only male death has the highest score: AUROC 1.000 among men
     rec = subgroup_metrics(_frame(sex, np.full(n, 50.0)), y, s, ["death"], "mimic", [], n_resamples=50, seed=42, level=0.95,
-                           min_events=5)
+                           min_patients=10, min_events=5)
     by = {(r["attribute"], r["group"]): r for r in rec}
     men, women = by[("sex", "M")], by[("sex", "F")]
     assert men["too_small"] and men["macro_auroc_ci"] is None and men["macro_auprc_ci"] is None
@@ -47,7 +47,8 @@ def test_the_too_small_rule_counts_negatives_too():
     y = np.ones((n, 1), int)
     y[:3, 0] = 0  # 27 positives, 3 negatives
     s = np.linspace(0, 1, n)[:, None]
-    rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["x"], "mimic", [], n_resamples=20, seed=42, level=0.95)
+    rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["x"], "mimic", [], n_resamples=20, seed=42, level=0.95,
+                           min_patients=10, min_events=5)
     assert rec[0]["too_small"] and rec[0]["macro_auprc_ci"] is None
 
 
@@ -59,7 +60,7 @@ def test_a_multilabel_subgroup_averages_only_labels_with_enough_events():
     y[5, 1] = 1  # label b: a single positive
     s = rng.random((n, 2)) + 0.5 * y
     rec = subgroup_metrics(_frame(["F"] * n, np.full(n, 50.0)), y, s, ["a", "b"], "mimic", [], n_resamples=30, seed=42,
-                           level=0.95)
+                           level=0.95, min_patients=10, min_events=5)
     r = rec[0]
     assert not r["too_small"] and r["labels_averaged"] == 1 and r["labels_left_out"] == ["b"]
     from sklearn.metrics import average_precision_score
@@ -88,7 +89,8 @@ def test_subgroups_use_the_resample_count_they_are_given():
 def test_age_bands_sort_in_age_order():
     age = np.array([50, 70, 80, 90, 60, 72, 77, 88, 55, 66], float)
     rec = subgroup_metrics(_frame(["F"] * 10, age), np.eye(2, dtype=int)[np.arange(10) % 2],
-                           np.random.default_rng(0).random((10, 2)), ["a", "b"], "adni", [], n_resamples=10, seed=42, level=0.95)
+                           np.random.default_rng(0).random((10, 2)), ["a", "b"], "adni", [], n_resamples=10, seed=42, level=0.95,
+                           min_patients=10, min_events=5)
     bands = [r["group"] for r in rec if r["attribute"] == "age band"]
     assert bands == ["<65", "65-74", "75-84", "85+"]
 
@@ -186,7 +188,7 @@ def test_operating_points_with_too_few_test_events_have_no_ci():
     y_test = np.array([0, 0, 0, 0, 0, 0, 1])
     p_test = np.linspace(0, 1, 7)
     r = operating_points(y_val, p_val, y_test, p_test, np.arange(7), ["x"], "youden", 0.8, n_resamples=20, seed=42,
-                         level=0.95)["per_label"]["x"]
+                         level=0.95, min_events=5)["per_label"]["x"]
     assert r["too_few_events"] and r["sensitivity"]["ci"] is None and r["sensitivity"]["value"] == 1.0
 
 
