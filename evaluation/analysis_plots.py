@@ -6,7 +6,6 @@ and every multi-series figure a legend. Methods keep one colour across figures.
 
 from __future__ import annotations
 
-import functools
 import io
 
 import matplotlib
@@ -15,17 +14,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figure_style import drawn_with  # noqa: E402
+
 # Text sizes of these figures (smaller than the report's own: they hold more panels).
 STYLE = {"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8}
 
 
-def _styled(draw):
-    """Draw under STYLE only (plt.rc_context): importing another figure module changes nothing here."""
-    @functools.wraps(draw)
-    def styled(*args, **kwargs):
-        with plt.rc_context(STYLE):
-            return draw(*args, **kwargs)
-    return styled
+_styled = drawn_with(STYLE)  # this module's sizes, whatever else is imported
 
 
 def _png(fig) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import functools
 import io
 
 import matplotlib
@@ -11,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .figure_style import drawn_with  # noqa: E402
 
 
 def _png(fig) -> str:
@@ -27,13 +28,7 @@ STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fo
 DPI = 100
 
 
-def _styled(draw):
-    """Draw under STYLE only (plt.rc_context): importing another figure module changes nothing here."""
-    @functools.wraps(draw)
-    def styled(*args, **kwargs):
-        with plt.rc_context(STYLE):
-            return draw(*args, **kwargs)
-    return styled
+_styled = drawn_with(STYLE)  # this module's sizes, whatever else is imported
 
 
 @_styled
