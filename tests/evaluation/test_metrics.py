@@ -158,3 +158,8 @@ def test_task_metrics_name_the_headline_and_count_rows():
 def test_no_scorable_label_gives_no_macro_average():
     m = multilabel_metrics(np.zeros((4, 2), int), np.full((4, 2), 0.5), ["a", "b"])
     assert m["macro_auprc"] is None and m["macro_auroc"] is None and m["excluded_labels"] == ["a", "b"]
+
+
+def test_patient_weights_of_an_empty_split_are_an_empty_table_per_resample():
+    w = patient_weights(np.array([], dtype=int), 4, seed=0)
+    assert w.shape == (4, 0)
