@@ -28,7 +28,7 @@ def _tables():
 def test_a_stay_without_its_admission_or_patient_row_is_kept_by_the_join_and_counted_as_implausible_age():
     stays = join_stays(*_tables())
     assert sorted(stays["stay_id"]) == [100, 200, 300, 400]  # left joins: nothing vanishes uncounted
-    cohort, steps = select_cohort(stays, "phenotype")
+    cohort, steps = select_cohort(stays, "phenotype", min_age=18, min_stay_hours=48.0)
     assert steps[0]["remaining"] == 4
     age_step = next(s for s in steps if s["step"] == "plausible age")
     assert age_step["excluded"] == 2  # stays 300 (no admission) and 400 (no patient): age unknown
@@ -37,7 +37,7 @@ def test_a_stay_without_its_admission_or_patient_row_is_kept_by_the_join_and_cou
 
 def test_a_newborn_is_excluded_as_a_child_not_as_an_implausible_age():
     stays = join_stays(*_tables())
-    _, steps = select_cohort(stays, "phenotype")
+    _, steps = select_cohort(stays, "phenotype", min_age=18, min_stay_hours=48.0)
     by_name = {s["step"]: s for s in steps}
     assert by_name["plausible age"]["excluded"] == 2  # only the two stays with no age at all
     assert by_name["adults"]["excluded"] == 1  # subject 2, aged 0 at admission
@@ -45,6 +45,6 @@ def test_a_newborn_is_excluded_as_a_child_not_as_an_implausible_age():
 
 def test_an_icu_stay_with_outtime_equal_to_intime_is_consistent_and_kept_for_phenotyping():
     stays = join_stays(*_tables())
-    cohort, steps = select_cohort(stays, "phenotype")
+    cohort, steps = select_cohort(stays, "phenotype", min_age=18, min_stay_hours=48.0)
     assert next(s for s in steps if s["step"] == "consistent ICU times")["excluded"] == 0
     assert list(cohort["stay_id"]) == [100]  # zero-length stay 100 is the one adult left
