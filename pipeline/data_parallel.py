@@ -115,23 +115,3 @@ class RankSplit:
             part = index[bounds[self.rank] : bounds[self.rank + 1]]
             if len(part):
                 yield self.split.batch(part.to(self.split.y.device), part)
-
-
-def broadcast_buffers(module: torch.nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm running statistics) on every rank, one broadcast per dtype.
-
-    What DDP's `broadcast_buffers` does before each forward; coalesced, because a ResNet-50
-    has 160 buffers and one collective each per step would cost 160 round trips.
-    """
-    if not is_distributed():
-        return
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for b in module.buffers():
-        by_dtype.setdefault(b.dtype, []).append(b)
-    for group in by_dtype.values():
-        flat = torch.cat([b.detach().reshape(-1) for b in group])
-        dist.broadcast(flat, src=0)
-        offset = 0
-        for b in group:
-            b.detach().copy_(flat[offset : offset + b.numel()].view_as(b))
-            offset += b.numel()

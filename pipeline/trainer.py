@@ -39,7 +39,7 @@ from etl.atomic import MARKER, output_kind, write_json, write_text
 from etl.errors import ClinfuseError, ConfigError, InputError
 from evaluation.metrics import headline_metric, task_metrics
 from models.build import build_model
-from models.distributed import broadcast_module_, rank, world_size
+from models.distributed import broadcast_buffers_, broadcast_module_, rank, world_size
 from models.encoders.images import channels_last_
 from models.methods import METHODS
 from models.sync_batchnorm import convert_sync_batchnorm
@@ -51,7 +51,6 @@ from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .data_parallel import (
     RankSplit,
     barrier,
-    broadcast_buffers,
     first_bad_step,
     from_rank0,
     is_main,
@@ -497,7 +496,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                     with autocast(device, s.bf16):
                         metrics = method.step(batch)
                     if share_buffers:
-                        broadcast_buffers(model)
+                        broadcast_buffers_(model)
                     n_steps += 1
                     state["global_step"] += 1
                     first_bad = torch.where((first_bad < 0) & ~torch.isfinite(metrics["loss_total"].float()),

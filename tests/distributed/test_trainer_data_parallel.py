@@ -18,11 +18,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from models.distributed import broadcast_buffers_
 from pipeline.checkpoints import CHECKPOINT_LAST, load_checkpoint
 from pipeline.cli import main
 from pipeline.config import load_section
 from pipeline.data import SplitTensors, shard_bounds
-from pipeline.data_parallel import RankSplit, broadcast_buffers
+from pipeline.data_parallel import RankSplit
 from pipeline.launch import threads_per_process, torchrun_arguments
 from pipeline.settings.methods import MethodConfig, method_path
 from pipeline.settings.train import TrainSettings
@@ -63,7 +64,7 @@ def _worker(rank: int, world: int, init_file: str, cohort: str, out_dir: str) ->
         norm = torch.nn.BatchNorm1d(3)
         norm.running_mean.fill_(float(rank + 1))
         norm.num_batches_tracked.fill_(10 * (rank + 1))
-        broadcast_buffers(norm)
+        broadcast_buffers_(norm)
         summaries["buffers"] = (norm.running_mean.tolist(), int(norm.num_batches_tracked))
         torch.save(summaries, f"{out_dir}/summary-rank{rank}.pt")
     finally:
