@@ -9,7 +9,7 @@ per method:
   <method> device=<d> batch=<B> size=<S> steps=<n> samples_per_s=<r> ms_per_step=<t> peak_mib=<m> [host_syncs_per_step=<k>]
 and last `masam/late_fusion throughput ratio: <r>`. Peak memory is the peak of allocated GPU
 memory on CUDA, the process's peak resident set on CPU. `--check-syncs` (CUDA) counts the
-host syncs the timed steps make with `torch.cuda.set_sync_debug_mode` (MASAM reads its dominant
+host syncs the timed steps make, batching included, with `torch.cuda.set_sync_debug_mode` (MASAM reads its dominant
 modality once per step; late fusion needs none).
 Usage: python benchmarks/train_throughput.py [--device auto|cpu|cuda] [--steps 10] [--batch-size 16]
        [--size 224] [--preset paper] [--methods late_fusion masam] [--check-syncs]
@@ -71,7 +71,8 @@ def run_one(args, device: torch.device) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     syncs = 0
     start = None
-    for i, batch in enumerate(split.batches(args.batch_size, torch.Generator().manual_seed(0))):
+    batches = split.batches(args.batch_size, torch.Generator().manual_seed(0))
+    for i in range(args.warmup + args.steps):
         if i == args.warmup:
             sync()
             if device.type == "cuda":
@@ -81,6 +82,7 @@ def run_one(args, device: torch.device) -> dict:
             start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            batch = next(batches)  # the trainer's batching is part of a step: its syncs count too
             with autocast(device, args.bf16):
                 method.step(batch)
         if start is not None:

@@ -179,7 +179,7 @@ class SplitTensors:
                 if pad:  # (a split smaller than the padding repeats itself)
                     index = torch.cat([index, order.repeat(-(-pad // n))[:pad]])
                 index = index.view(world, -1)[rank]
-            yield self.batch(index.to(self.y.device), index)
+            yield self.batch(to_device(index, self.y.device), index)
 
     def shard(self, rank: int, world: int) -> SplitTensors:
         """Rank `rank`'s contiguous part of the rows (views, no copy); parts differ in size by at most one.
@@ -213,6 +213,14 @@ def gather_to_device(x: torch.Tensor, host_index: torch.Tensor, device: torch.de
     staged = torch.empty((len(host_index), *x.shape[1:]), dtype=x.dtype, pin_memory=True)
     torch.index_select(x, 0, host_index, out=staged)
     return staged.to(device, non_blocking=True)
+
+
+def to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`. On CUDA it goes through pinned memory with `non_blocking`: a copy
+    from pageable memory makes the host wait for the GPU, once per batch."""
+    if device.type != "cuda":
+        return index.to(device)
+    return index.pin_memory().to(device, non_blocking=True)
 
 
 def held_on_host(modality: str, device: torch.device | str) -> bool:

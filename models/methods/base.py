@@ -42,6 +42,13 @@ def _no_autocast(a: Tensors):
     return torch.autocast(a[0].device.type, enabled=False) if a else contextlib.nullcontext()
 
 
+def autocast_off(t: torch.Tensor):
+    """Autocast off on `t`'s device: the gradient-space products a method computes itself (IGM's
+    `g T_k`, MLA's projector) stay in the parameters' precision when the trainer runs the step under
+    bf16 autocast, which would otherwise return them in bf16."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 def dot(a: Tensors, b: Tensors) -> torch.Tensor:
     """<a, b> over all tensors, as a 0-d tensor (at least float32)."""
     with _no_autocast(a):

@@ -95,7 +95,7 @@ from etl.errors import ConfigError
 from ..distributed import all_reduce_mean_, all_reduce_sum_, check_same_on_every_rank, min_max_over_ranks
 from ..fusion import FusionOutput, average_probabilities
 from ..losses import task_loss
-from .base import Method, frozen_batchnorm_stats, grads_or_zeros, norm, rng_state, set_rng_state
+from .base import Method, autocast_off, frozen_batchnorm_stats, grads_or_zeros, norm, rng_state, set_rng_state
 
 FUSION_RULES = {"mean": average_probabilities}  # name -> rule(logits, present, task_type) -> fused logits
 
@@ -313,8 +313,9 @@ class IGM(Method):
         # Eq. 5: the first classifier layer's weight gradient, right-multiplied by T_k.
         weight = model.first_linear(j).weight
         t_k = self.projections[mods[self.previous(self.active)]]
-        for p, gp in zip(params, grads, strict=True):
-            p.grad = gp @ t_k.to(gp.dtype) if p is weight else gp
+        with autocast_off(weight):
+            for p, gp in zip(params, grads, strict=True):
+                p.grad = gp @ t_k.to(gp.dtype) if p is weight else gp
         self.apply_gradients(averaged=True)
         self.optimizer.zero_grad(set_to_none=True)
 

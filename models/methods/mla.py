@@ -63,7 +63,7 @@ from etl.errors import ConfigError
 from ..distributed import all_reduce_mean_, check_same_on_every_rank
 from ..fusion import FusionOutput, average_probabilities
 from ..losses import task_loss
-from .base import Method, option, upcast
+from .base import Method, autocast_off, option, upcast
 
 FUSIONS = ("entropy", "fixed")
 
@@ -225,7 +225,7 @@ class MLA(Method):
                     grads.append(total)
                 all_reduce_mean_(grads)  # rank means; the sum/count ratio is unchanged by averaging both
             if project:
-                with torch.no_grad():
+                with torch.no_grad(), autocast_off(total):
                     # mean over present samples; a batch with none gives 0 / tiny = 0
                     r = total[:-1] / total[-1].clamp(min=torch.finfo(total.dtype).tiny)
                     self.P = owm_update(self.P, r.to(self.P.dtype), alpha)

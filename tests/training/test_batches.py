@@ -37,4 +37,7 @@ def test_on_cuda_films_stay_on_the_host_and_batches_equal_the_cpu_ones(mimic_coh
     for a, b in zip(cpu.batches(4, g1), cuda.batches(4, g2), strict=True):
         for m in a["inputs"]:
             assert b["inputs"][m].device.type == "cuda"
-            assert torch.equal(a["inputs"][m], b["inputs"][m].cpu())
+            if m == "ehr":
+                assert torch.equal(a["inputs"][m], b["inputs"][m].cpu())
+            else:  # CUDA divides by the scalar 255 as a product with its reciprocal: within 2 float32 ulps
+                torch.testing.assert_close(a["inputs"][m], b["inputs"][m].cpu(), rtol=2.4e-7, atol=0)
