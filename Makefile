@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)  ## run the whole pipeline on the synthetic default, then say where the outputs are
 	@start=$$(date +%s); \
 	$(BIN)/dvc repro && \
-	$(BIN)/python -m pipeline summary --elapsed $$(( $$(date +%s) - start ))
+	$(BIN)/python -m clinfuse.pipeline summary --elapsed $$(( $$(date +%s) - start ))
 
 test: $(STAMP)  ## the test suite CI runs: unit tests + the dvc repro end-to-end test (~4 min)
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -34,7 +34,7 @@ test-all: $(STAMP)  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline etl models evaluation tests benchmarks
+	$(BIN)/ruff check clinfuse pipeline etl models evaluation tests benchmarks
 
 bench: $(STAMP)  ## speed/memory figures (minutes)
 	$(BIN)/python benchmarks/step_cost.py --quick

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from evaluation.bootstrap import bootstrap_label_cis
-from pipeline.settings.evaluate import EvaluateSettings
+from clinfuse.evaluation.bootstrap import bootstrap_label_cis
+from clinfuse.pipeline.settings.evaluate import EvaluateSettings
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from etl.mimic.cxr import decode_cxr_images
-from etl.parallel import map_in_chunks
-from etl.synth.cxr import real_size_film
+from clinfuse.etl.mimic.cxr import decode_cxr_images
+from clinfuse.etl.parallel import map_in_chunks
+from clinfuse.etl.synth.cxr import real_size_film
 
 
 def write_film(args: tuple[str, int]) -> int:

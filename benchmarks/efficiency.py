@@ -15,10 +15,10 @@ import argparse
 
 import torch
 
-from pipeline.config import load_section
-from pipeline.data import load_cohort
-from pipeline.efficiency import measure_methods
-from pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
+from clinfuse.pipeline.config import load_section
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.efficiency import measure_methods
+from clinfuse.pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
 
 
 def main() -> None:

@@ -24,11 +24,11 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import pandas as pd
-from etl.mimic.cohort import join_stays, select_cohort
-from etl.mimic.ehr import connect, extract_ehr_values, load_variables
-from etl.mimic.schema import locate_tables
-from etl.mimic.tables import read_small_tables
-from pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.etl.mimic.cohort import join_stays, select_cohort
+from clinfuse.etl.mimic.ehr import connect, extract_ehr_values, load_variables
+from clinfuse.etl.mimic.schema import locate_tables
+from clinfuse.etl.mimic.tables import read_small_tables
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
 settings = MimicEtlSettings()
 root, memory_limit = Path(sys.argv[1]), sys.argv[2]
 t = time.perf_counter()
@@ -47,7 +47,7 @@ print(json.dumps({"rows": rows, "seconds": seconds, "stays": len(values),
 def ensure_export(cache: Path, scale: int) -> Path:
     out = cache / f"scale-{scale}"
     if not (out / "mimic-iv" / "icu" / "chartevents.csv.gz").exists():
-        subprocess.run([sys.executable, "-m", "pipeline", "synth", "--out", str(out), "--subjects", str(SUBJECTS),
+        subprocess.run([sys.executable, "-m", "clinfuse.pipeline", "synth", "--out", str(out), "--subjects", str(SUBJECTS),
                         "--scale", str(scale), "--only", "mimic"], check=True, stdout=subprocess.DEVNULL)
     return out / "mimic-iv"
 

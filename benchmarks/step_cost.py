@@ -44,15 +44,15 @@ import time
 import numpy as np
 import torch
 
-from models.build import build_model
-from models.encoders.images import channels_last_
-from models.losses import task_loss
-from models.methods import METHODS
-from pipeline.config import load_section
-from pipeline.data import SplitTensors
-from pipeline.inference import autocast
-from pipeline.settings.methods import ModelPreset, preset_path
-from pipeline.settings.train import TrainSettings
+from clinfuse.models.build import build_model
+from clinfuse.models.encoders.images import channels_last_
+from clinfuse.models.losses import task_loss
+from clinfuse.models.methods import METHODS
+from clinfuse.pipeline.config import load_section
+from clinfuse.pipeline.data import SplitTensors
+from clinfuse.pipeline.inference import autocast
+from clinfuse.pipeline.settings.methods import ModelPreset, preset_path
+from clinfuse.pipeline.settings.train import TrainSettings
 
 BF16 = TrainSettings().bf16  # bf16 autocast on CUDA, as the trainer runs by default (train.bf16); --no-bf16 turns it off
 

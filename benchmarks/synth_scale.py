@@ -18,7 +18,7 @@ import tempfile
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from etl.synth.mimic import write_mimic_export
+from clinfuse.etl.synth.mimic import write_mimic_export
 out, subjects, scale = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 t = time.perf_counter()
 counts, _ = write_mimic_export(out, subjects, 42, scale)

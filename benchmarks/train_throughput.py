@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.build import build_model
-from models.encoders.images import channels_last_
-from models.methods import METHODS
-from pipeline.config import load_section
-from pipeline.data import SplitTensors, held_on_host
-from pipeline.inference import autocast
-from pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
+from clinfuse.models.build import build_model
+from clinfuse.models.encoders.images import channels_last_
+from clinfuse.models.methods import METHODS
+from clinfuse.pipeline.config import load_section
+from clinfuse.pipeline.data import SplitTensors, held_on_host
+from clinfuse.pipeline.inference import autocast
+from clinfuse.pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
 
 MODALITIES = ["ehr", "cxr"]
 

@@ -17,17 +17,17 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 
-from evaluation.bootstrap import paired_bootstrap_difference
-from evaluation.champion import champion_of
-from evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
-from evaluation.method_notes import method_note
-from evaluation.metrics import is_degenerate, row_normalised, too_few_events
-from evaluation.operating import net_benefit
-from evaluation.plots import decision_curve_figure, forest_figure, reliability_figure
-from evaluation.presence import presence_rows
-from evaluation.report import LabelRow, ReportData
-from evaluation.svg import curve_svg
-from evaluation.why import why_section
+from clinfuse.evaluation.bootstrap import paired_bootstrap_difference
+from clinfuse.evaluation.champion import champion_of
+from clinfuse.evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
+from clinfuse.evaluation.method_notes import method_note
+from clinfuse.evaluation.metrics import is_degenerate, row_normalised, too_few_events
+from clinfuse.evaluation.operating import net_benefit
+from clinfuse.evaluation.plots import decision_curve_figure, forest_figure, reliability_figure
+from clinfuse.evaluation.presence import presence_rows
+from clinfuse.evaluation.report import LabelRow, ReportData
+from clinfuse.evaluation.svg import curve_svg
+from clinfuse.evaluation.why import why_section
 
 
 class Predictions(NamedTuple):

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 from .encoders import ENCODERS
 

@@ -14,8 +14,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.losses import task_loss
-from models.methods.base import cosine, frozen_batchnorm_stats, grads_or_zeros, rng_state, set_rng_state
+from clinfuse.models.losses import task_loss
+from clinfuse.models.methods.base import (
+    cosine,
+    frozen_batchnorm_stats,
+    grads_or_zeros,
+    rng_state,
+    set_rng_state,
+)
 
 
 def model_encoders(model: nn.Module) -> dict[str, nn.Module] | None:

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from etl.errors import ConfigError
-from models.distributed import rank
+from clinfuse.etl.errors import ConfigError
+from clinfuse.models.distributed import rank
 
 from .settings.train import AugmentSettings
 

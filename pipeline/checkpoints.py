@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from etl.atomic import atomic_path
-from etl.errors import InputError
+from clinfuse.etl.atomic import atomic_path
+from clinfuse.etl.errors import InputError
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"

@@ -1,4 +1,4 @@
-"""`clinfuse` command line (also `python -m pipeline`).
+"""`clinfuse` command line (also `python -m clinfuse.pipeline`).
 
 Each command is one module in `pipeline/commands/` exposing `NAME`, `HELP`,
 `add_arguments(parser)` and `run(args) -> int`; adding a command is adding a
@@ -14,7 +14,7 @@ import os
 import pkgutil
 import sys
 
-from etl.errors import ClinfuseError, ConfigError
+from clinfuse.etl.errors import ClinfuseError, ConfigError
 
 from . import commands
 

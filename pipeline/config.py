@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 from .settings.base import StrictModel
 from .settings.paths import PathsSettings
@@ -33,7 +33,7 @@ ENV_PATH_OVERRIDES = {
 def _optional_section(module: str, cls: str) -> type[StrictModel] | None:
     """Import a stage's settings model if that stage exists in this checkout."""
     try:
-        return getattr(importlib.import_module(f"pipeline.settings.{module}"), cls)
+        return getattr(importlib.import_module(f"clinfuse.pipeline.settings.{module}"), cls)
     except ModuleNotFoundError:
         return None
 

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from etl.atomic import recover_dir
-from etl.errors import InputError
-from pipeline.manifest import CohortManifest, read_manifest
+from clinfuse.etl.atomic import recover_dir
+from clinfuse.etl.errors import InputError
+from clinfuse.pipeline.manifest import CohortManifest, read_manifest
 
 IMAGE_MODALITIES = {"cxr", "mri"}  # uint8 arrays, one channel
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from models.distributed import is_distributed, rank, world_size
+from clinfuse.models.distributed import is_distributed, rank, world_size
 
 from .data import SplitTensors, shard_bounds
 from .inference import predict_tensors

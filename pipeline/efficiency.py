@@ -37,8 +37,8 @@ def _rss_mib() -> float:
 
 
 def _measure(job: dict[str, Any]) -> dict[str, Any]:
-    from models.build import build_model
-    from models.methods import METHODS
+    from clinfuse.models.build import build_model
+    from clinfuse.models.methods import METHODS
 
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import yaml
 
-from etl.errors import InputError
-from models.build import build_model
-from models.encoders.images import channels_last_
-from models.fusion import FusionModel
+from clinfuse.etl.errors import InputError
+from clinfuse.models.build import build_model
+from clinfuse.models.encoders.images import channels_last_
+from clinfuse.models.fusion import FusionModel
 
 from .checkpoints import CHECKPOINT_BEST, load_checkpoint
 from .data import Cohort, SplitTensors, split_tensors

@@ -2,7 +2,7 @@
 
 `clinfuse train` with `train.nproc: N > 1` runs torchrun's launcher in this process
 (`torch.distributed.run`, the code behind the `torchrun` command), which starts N copies of
-`python -m pipeline <the same arguments>` on this machine with a standalone rendezvous;
+`python -m clinfuse.pipeline <the same arguments>` on this machine with a standalone rendezvous;
 each copy sees torchrun's RANK / LOCAL_RANK / WORLD_SIZE and joins the process group.
 Started by torchrun directly (`torchrun --nproc_per_node N -m pipeline train ...`, or with
 `--nnodes/--node_rank/--rdzv_*` on several machines), it skips the launch and joins.
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import torch
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 EXIT_USER_ERROR = 2
 
@@ -45,7 +45,7 @@ def local_world_size() -> int:
 
 
 def torchrun_arguments(nproc: int, argv: list[str]) -> list[str]:
-    """The torchrun command line that runs `python -m pipeline <argv>` in `nproc` local processes."""
+    """The torchrun command line that runs `python -m clinfuse.pipeline <argv>` in `nproc` local processes."""
     return ["--standalone", "--nnodes", "1", "--nproc_per_node", str(nproc), "--module", "pipeline", *argv]
 
 

@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from etl.errors import InputError
-from pipeline.settings.etl_adni import AdniEtlSettings
-from pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.etl.errors import InputError
+from clinfuse.pipeline.settings.etl_adni import AdniEtlSettings
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
 
 # Version of the cohort folder format. Bump it whenever manifest.json or a cohort file changes
 # meaning; the loader refuses other versions (the cohort must be rebuilt by its ETL stage).
@@ -214,7 +214,7 @@ def write_cohort_folder(out: Path, arrays: dict, samples, manifest: CohortManife
     """Write a processed cohort (docs/cohort-format.md) atomically: `<name>.npy` per array,
     samples.parquet, extra JSON files and manifest.json (last). The folder is swapped in
     whole, so a failure leaves the previous cohort untouched."""
-    from etl.atomic import atomic_dir, write_json, write_npy, write_parquet
+    from clinfuse.etl.atomic import atomic_dir, write_json, write_npy, write_parquet
 
     with atomic_dir(out, "cohort") as tmp:
         for name, array in arrays.items():

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluation.champion import beats_champion
+from clinfuse.evaluation.champion import beats_champion
 
 CHAMPION = "champion"
 REGISTRY_EXPERIMENT = "clinfuse/registry"  # runs made only to hold a registered model
@@ -381,7 +381,7 @@ def download_registered_model(model_uri: str) -> tuple[Path, dict[str, Any]]:
     """
     import mlflow
 
-    from etl.errors import InputError
+    from clinfuse.etl.errors import InputError
 
     # Only registered versions, only the pt2 (torch.export) format: a local path or a pickled
     # model could run arbitrary code when loaded.

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.atomic import read_json
-from etl.errors import InputError
+from clinfuse.etl.atomic import read_json
+from clinfuse.etl.errors import InputError
 
 from .data import Cohort
 

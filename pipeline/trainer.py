@@ -35,14 +35,14 @@ import numpy as np
 import torch
 import yaml
 
-from etl.atomic import MARKER, output_kind, write_json, write_text
-from etl.errors import ClinfuseError, ConfigError, InputError
-from evaluation.metrics import headline_metric, task_metrics
-from models.build import build_model
-from models.distributed import broadcast_buffers_, broadcast_module_, rank, world_size
-from models.encoders.images import channels_last_
-from models.methods import METHODS
-from models.sync_batchnorm import convert_sync_batchnorm
+from clinfuse.etl.atomic import MARKER, output_kind, write_json, write_text
+from clinfuse.etl.errors import ClinfuseError, ConfigError, InputError
+from clinfuse.evaluation.metrics import headline_metric, task_metrics
+from clinfuse.models.build import build_model
+from clinfuse.models.distributed import broadcast_buffers_, broadcast_module_, rank, world_size
+from clinfuse.models.encoders.images import channels_last_
+from clinfuse.models.methods import METHODS
+from clinfuse.models.sync_batchnorm import convert_sync_batchnorm
 
 from .alignment import gradient_alignment
 from .augment import BatchAugment
@@ -334,7 +334,7 @@ class _Tracker:
             return
         import tempfile
 
-        from evaluation.training_curves import training_curves_png
+        from clinfuse.evaluation.training_curves import training_curves_png
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "training_curves.png"

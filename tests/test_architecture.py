@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.runs import run_name
+from clinfuse.pipeline.runs import run_name
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ROOT / "pipeline" / "stages"
@@ -50,7 +50,7 @@ def _stage_imports(path: Path) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
 
     def add(module: str, name: str) -> None:
-        parts = module.split(".")
+        parts = module.removeprefix("clinfuse.").split(".")  # installed as clinfuse.<folder>
         if parts[:2] == ["pipeline", "stages"] and len(parts) > 2:
             found.setdefault(parts[2], set()).add(name)
         elif parts == ["pipeline", "stages"] and name != "*":
@@ -76,9 +76,9 @@ def _stage_imports(path: Path) -> dict[str, set[str]]:
 def _imports_module(path: Path, module: str) -> bool:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == module for a in node.names):
+        if isinstance(node, ast.Import) and any(a.name.removeprefix("clinfuse.").split(".")[0] == module for a in node.names):
             return True
-        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == module:
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").removeprefix("clinfuse.").split(".")[0] == module:
             return True
     return False
 

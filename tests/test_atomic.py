@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from etl.atomic import atomic_dir, write_json, write_npy
+from clinfuse.etl.atomic import atomic_dir, write_json, write_npy
 
 
 def test_atomic_dir_keeps_previous_output_when_the_stage_fails(tmp_path):

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from pipeline.cli import main
+from clinfuse.pipeline.cli import main
 
 
 def test_no_command_prints_help_and_fails(capsys):
@@ -13,7 +13,7 @@ def test_bad_params_file_is_one_line_error_without_traceback(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("sed: 1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--params", str(params), "etl", "mimic", "--task", "phenotype",
+        [sys.executable, "-m", "clinfuse.pipeline", "--params", str(params), "etl", "mimic", "--task", "phenotype",
          "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
@@ -28,7 +28,7 @@ def test_debug_flag_shows_traceback(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("sed: 1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--debug", "--params", str(params), "etl", "mimic", "--task", "phenotype"],
+        [sys.executable, "-m", "clinfuse.pipeline", "--debug", "--params", str(params), "etl", "mimic", "--task", "phenotype"],
         capture_output=True,
         text=True,
     )

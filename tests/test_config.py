@@ -1,7 +1,7 @@
 import pytest
 
-from etl.errors import ConfigError
-from pipeline.config import load_params
+from clinfuse.etl.errors import ConfigError
+from clinfuse.pipeline.config import load_params
 
 
 def test_missing_params_file_gives_all_defaults(tmp_path):

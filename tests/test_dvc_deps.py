@@ -46,6 +46,7 @@ def _imports(path: Path) -> set[str]:
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+    found = {n.removeprefix("clinfuse.") for n in found}  # installed as clinfuse.<folder>; files stay at <folder>/
     return {n for n in found if n.split(".")[0] in PACKAGES}
 
 

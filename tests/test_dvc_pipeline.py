@@ -32,7 +32,7 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
     work = tmp_path / "project"
     work.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("etl", "models", "evaluation", "pipeline", "configs"):
+    for folder in ("clinfuse", "etl", "models", "evaluation", "pipeline", "configs"):
         shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     (work / "params.yaml").write_text(TINY_PARAMS)

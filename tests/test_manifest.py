@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from etl.errors import InputError
-from pipeline.data import load_cohort
-from pipeline.manifest import SCHEMA_VERSION
+from clinfuse.etl.errors import InputError
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.manifest import SCHEMA_VERSION
 from tests.fixtures.cohorts import write_cohort
 
 
@@ -69,8 +69,8 @@ def test_the_etl_settings_are_checked_against_the_datasets_own_settings_model(tm
 
 
 def test_the_settings_of_the_other_dataset_are_refused():
-    from pipeline.manifest import CohortManifest
-    from pipeline.settings.etl_mimic import MimicEtlSettings
+    from clinfuse.pipeline.manifest import CohortManifest
+    from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
     from tests.fixtures.cohorts import fixture_manifest
 
     with pytest.raises(ValueError, match="not the adni ETL settings"):

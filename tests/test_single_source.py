@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from etl.errors import ConfigError
-from models.build import build_encoders
-from models.encoders import ENCODERS
-from models.methods import METHODS
-from pipeline.config import Params, load_section, read_yaml
-from pipeline.settings.methods import CONFIG_DIR, MethodConfig, ModelPreset
+from clinfuse.etl.errors import ConfigError
+from clinfuse.models.build import build_encoders
+from clinfuse.models.encoders import ENCODERS
+from clinfuse.models.methods import METHODS
+from clinfuse.pipeline.config import Params, load_section, read_yaml
+from clinfuse.pipeline.settings.methods import CONFIG_DIR, MethodConfig, ModelPreset
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_OVERRIDES = {"paths", "sweep"}  # DVC interpolates them into dvc.yaml: they must be written out

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from etl.split import assign_patient_split
-from pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.etl.split import assign_patient_split
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
 
 SPLIT = (0.7, 0.1, 0.2)
 

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.lineage import cohort_digest, dvc_lock_md5, split_digest
-from pipeline.registry import DESCRIPTION_LIMIT, card_markdown, version_tags
-from pipeline.tracking import artifact_location, run_context_tags
+from clinfuse.pipeline.lineage import cohort_digest, dvc_lock_md5, split_digest
+from clinfuse.pipeline.registry import DESCRIPTION_LIMIT, card_markdown, version_tags
+from clinfuse.pipeline.tracking import artifact_location, run_context_tags
 from tests.fixtures.cohorts import write_cohort
 
 
@@ -111,7 +111,7 @@ def test_version_tags_carry_the_key_facts():
     [{"epoch": 1, "train_loss_total": 0.9, "val_macro_auprc": None}],
 ])
 def test_training_curves_figure_is_a_png_even_with_undefined_epochs(history):
-    from evaluation.training_curves import training_curves_png
+    from clinfuse.evaluation.training_curves import training_curves_png
 
     assert training_curves_png(history).startswith(b"\x89PNG")
 
@@ -119,8 +119,8 @@ def test_training_curves_figure_is_a_png_even_with_undefined_epochs(history):
 def test_the_registered_input_example_holds_sample_values_only_for_a_synthetic_cohort(tmp_path):
     import json
 
-    from pipeline.data import load_cohort, split_tensors
-    from pipeline.stages.register import example_inputs
+    from clinfuse.pipeline.data import load_cohort, split_tensors
+    from clinfuse.pipeline.stages.register import example_inputs
 
     path = write_cohort(tmp_path / "mimic-phenotype", "mimic", n=40)
     names, arrays = example_inputs(load_cohort(path), 4)
@@ -138,7 +138,7 @@ def test_the_registered_input_example_holds_sample_values_only_for_a_synthetic_c
 
 
 def test_report_figures_are_taken_from_its_embedded_pngs_and_inline_svgs_in_page_order():
-    from pipeline.stages.register import embedded_figures
+    from clinfuse.pipeline.stages.register import embedded_figures
 
     png = b"\x89PNG\r\n\x1a\nfake"
     page = (f'<p>x</p><img alt="Reliability &amp; risk" src="data:image/png;base64,{base64.b64encode(png).decode()}">'

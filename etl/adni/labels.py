@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from etl.errors import InputError
+from clinfuse.etl.errors import InputError
 
 CLASS_NAMES = ["CN", "MCI", "AD"]
 DX_CODES = {"CN": 0, "MCI": 1, "Dementia": 2}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from etl.errors import InputError
+from clinfuse.etl.errors import InputError
 
 MAX_PLAUSIBLE_AGE = 120
 

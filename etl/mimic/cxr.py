@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.errors import InputError
-from etl.parallel import map_in_chunks
+from clinfuse.etl.errors import InputError
+from clinfuse.etl.parallel import map_in_chunks
 
 METADATA_NAMES = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv")
 REQUIRED = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]

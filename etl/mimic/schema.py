@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from etl.errors import InputError, not_utf8
+from clinfuse.etl.errors import InputError, not_utf8
 
 REQUIRED_COLUMNS = {
     "hosp/patients": ["subject_id", "gender", "anchor_age", "anchor_year", "dod"],

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.errors import InputError, not_utf8
+from clinfuse.etl.errors import InputError, not_utf8
 
 
 @dataclass(frozen=True)

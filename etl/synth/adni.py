@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from etl.provenance import write_synthetic_marker
+from clinfuse.etl.provenance import write_synthetic_marker
 
 ADNIMERGE_COLUMNS = [
     "RID", "PTID", "VISCODE", "EXAMDATE", "DX_bl", "DX", "AGE", "PTGENDER", "PTEDUCAT", "PTETHCAT", "PTRACCAT",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from etl.provenance import write_synthetic_marker
+from clinfuse.etl.provenance import write_synthetic_marker
 
 from .csvgz import write_csv_gz
 from .latent import sigmoid

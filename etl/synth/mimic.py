@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.provenance import write_synthetic_marker
+from clinfuse.etl.provenance import write_synthetic_marker
 
 from .csvgz import GzipCsvWriter
 from .latent import N_FACTORS, mortality_logit, phenotype_weights, sigmoid

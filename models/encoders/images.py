@@ -16,7 +16,7 @@ import torch
 from monai.networks import nets
 from torch import nn
 
-from etl.errors import InputError
+from clinfuse.etl.errors import InputError
 
 _RESNETS = {
     "resnet10": nets.resnet10,

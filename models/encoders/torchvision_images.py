@@ -14,7 +14,7 @@ import re
 import torch
 from torch import nn
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 from .images import _Standardise, channels_last, load_local_weights
 

@@ -67,7 +67,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 from ..distributed import all_reduce_sum_
 from ..fusion import FusionOutput

@@ -80,7 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 from ..distributed import all_reduce_sum_, is_distributed, world_size
 from ..fusion import FusionOutput

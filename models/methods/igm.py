@@ -90,7 +90,7 @@ import inspect
 import torch
 from torch import nn
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 from ..distributed import all_reduce_mean_, all_reduce_sum_, check_same_on_every_rank, min_max_over_ranks
 from ..fusion import FusionOutput, average_probabilities

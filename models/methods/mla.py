@@ -58,7 +58,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 from ..distributed import all_reduce_mean_, check_same_on_every_rank
 from ..fusion import FusionOutput, average_probabilities

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import load_params
+from clinfuse.pipeline.config import load_params
 
 NAME = "analyze"
 HELP = "flatness, landscapes, alignment, probes, noise, sensitivity and efficiency of a cohort's runs"
@@ -29,9 +29,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from etl.atomic import check_replaceable
-    from etl.errors import InputError
-    from pipeline.stages.analyze import analyze_cohort
+    from clinfuse.etl.atomic import check_replaceable
+    from clinfuse.etl.errors import InputError
+    from clinfuse.pipeline.stages.analyze import analyze_cohort
 
     params = load_params(args.params)
     runs = Path(args.runs_dir)

@@ -13,8 +13,8 @@ import functools
 import importlib
 from pathlib import Path
 
-from etl.atomic import check_replaceable
-from pipeline.config import load_params
+from clinfuse.etl.atomic import check_replaceable
+from clinfuse.pipeline.config import load_params
 
 NAME = "etl"
 HELP = "build a processed cohort from raw MIMIC-IV/MIMIC-CXR or ADNI exports"
@@ -60,9 +60,9 @@ def _run_adni(args, stage) -> int:
 # dataset -> (its stage module, help, its arguments, its run). The stage is imported by name when the
 # command line is built, so that each DVC ETL stage depends on its own stage module only.
 _DATASETS = {
-    "mimic": ("pipeline.stages.etl_mimic", "MIMIC-IV + MIMIC-CXR-JPG -> phenotype or mortality cohort",
+    "mimic": ("clinfuse.pipeline.stages.etl_mimic", "MIMIC-IV + MIMIC-CXR-JPG -> phenotype or mortality cohort",
               _mimic_arguments, _run_mimic),
-    "adni": ("pipeline.stages.etl_adni", "ADNIMERGE + T1 MRI -> AD/MCI/CN cohort", _adni_arguments, _run_adni),
+    "adni": ("clinfuse.pipeline.stages.etl_adni", "ADNIMERGE + T1 MRI -> AD/MCI/CN cohort", _adni_arguments, _run_adni),
 }
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from etl.errors import InputError
-from pipeline.config import load_params
-from pipeline.runs import run_name
+from clinfuse.etl.errors import InputError
+from clinfuse.pipeline.config import load_params
+from clinfuse.pipeline.runs import run_name
 
 NAME = "evaluate"
 HELP = "evaluate trained runs on the test split (metrics with CIs, calibration, subgroups)"
@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pipeline.stages.evaluate import evaluate_runs
+    from clinfuse.pipeline.stages.evaluate import evaluate_runs
 
     params = load_params(args.params)
     if args.run:

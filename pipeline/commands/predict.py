@@ -28,11 +28,11 @@ def run(args) -> int:
     import numpy as np
     import pandas as pd
 
-    from etl.atomic import write_parquet
-    from etl.errors import InputError
-    from pipeline.data import load_cohort, split_tensors
-    from pipeline.registry import download_registered_model
-    from pipeline.tracking import connect
+    from clinfuse.etl.atomic import write_parquet
+    from clinfuse.etl.errors import InputError
+    from clinfuse.pipeline.data import load_cohort, split_tensors
+    from clinfuse.pipeline.registry import download_registered_model
+    from clinfuse.pipeline.tracking import connect
 
     connect()  # read-only: no experiment or run is created in the store
     import mlflow

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import load_params
+from clinfuse.pipeline.config import load_params
 
 NAME = "register"
 HELP = "register the best run of a cohort in the MLflow model registry (alias champion)"
@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pipeline.stages.register import register_champion
+    from clinfuse.pipeline.stages.register import register_champion
 
     params = load_params(args.params)
     print(register_champion(Path(args.cohort), Path(args.runs), Path(args.evaluations), Path(args.out),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import load_params
+from clinfuse.pipeline.config import load_params
 
 NAME = "report"
 HELP = "write the per-task HTML report from evaluated runs"
@@ -27,15 +27,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import os
 
-    from evaluation.report_data import report_settings
-    from pipeline.provenance import command_line, git_state
-    from pipeline.stages.report import build_report
+    from clinfuse.evaluation.report_data import report_settings
+    from clinfuse.pipeline.provenance import command_line, git_state
+    from clinfuse.pipeline.stages.report import build_report
 
     params = load_params(args.params)
     settings = report_settings(params.sweep, params.analyze, params.evaluate, params.train)
     analysis = Path(args.analysis) if args.analysis else None
     if analysis is not None and not (analysis / "analysis.json").is_file():
-        from etl.errors import InputError
+        from clinfuse.etl.errors import InputError
 
         raise InputError(f"{analysis}/analysis.json: missing; run `clinfuse analyze` first")
     argv = (["--params", args.params] if args.params != "params.yaml" else [])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import load_params
+from clinfuse.pipeline.config import load_params
 
 NAME = "summary"
 HELP = "print where the reports, runs and registered models are and how to open the MLflow UI"
@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pipeline.tracking import resolve_tracking_uri
+    from clinfuse.pipeline.tracking import resolve_tracking_uri
 
     params = load_params(args.params)
     reports = Path(params.paths.reports)

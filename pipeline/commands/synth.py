@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from etl.atomic import atomic_dir, check_replaceable
-from etl.errors import ConfigError
-from pipeline.config import load_params
+from clinfuse.etl.atomic import atomic_dir, check_replaceable
+from clinfuse.etl.errors import ConfigError
+from clinfuse.pipeline.config import load_params
 
 NAME = "synth"
 HELP = "write synthetic MIMIC-IV / MIMIC-CXR-JPG / ADNI exports (the default input)"
@@ -31,9 +31,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from etl.synth.adni import write_adni_export
-    from etl.synth.cxr import write_cxr_export
-    from etl.synth.mimic import write_mimic_export
+    from clinfuse.etl.synth.adni import write_adni_export
+    from clinfuse.etl.synth.cxr import write_cxr_export
+    from clinfuse.etl.synth.mimic import write_mimic_export
 
     params = load_params(args.params)
     s = params.synth

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import load_params
+from clinfuse.pipeline.config import load_params
 
 NAME = "tables"
 HELP = "cross-cohort summary page with the paper's tables (reports/summary.html)"
@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pipeline.stages.summary_tables import build_summary
+    from clinfuse.pipeline.stages.summary_tables import build_summary
 
     params = load_params(args.params)
     reports = Path(args.reports or params.paths.reports)

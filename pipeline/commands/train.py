@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from etl.errors import ConfigError
-from pipeline.config import load_params, load_section
-from pipeline.runs import run_dir
-from pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
+from clinfuse.etl.errors import ConfigError
+from clinfuse.pipeline.config import load_params, load_section
+from clinfuse.pipeline.runs import run_dir
+from clinfuse.pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
 
 NAME = "train"
 HELP = "train a fusion model with a method on a processed cohort (tracked in MLflow)"
@@ -48,7 +48,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pipeline.launch import inside_torchrun, launched_world_size, process_group, relaunch_under_torchrun
+    from clinfuse.pipeline.launch import (
+        inside_torchrun,
+        launched_world_size,
+        process_group,
+        relaunch_under_torchrun,
+    )
 
     params = load_params(args.params)
     settings = params.train.model_copy()
@@ -82,14 +87,14 @@ def run(args) -> int:
         raise ConfigError(f"train.batch_size: {settings.batch_size} is the global batch and must be divisible by "
                           f"the {world} processes (each takes batch_size / {world})")
     if settings.nproc > 1 and not inside_torchrun():
-        from pipeline.data import load_cohort
-        from pipeline.trainer import check_method_task
+        from clinfuse.pipeline.data import load_cohort
+        from clinfuse.pipeline.trainer import check_method_task
 
         # a missing cohort or a method undefined for its task is one line here, not one per process
         check_method_task(args.method, method, load_cohort(cohort))
         return relaunch_under_torchrun(settings.nproc, args.argv)
 
-    from pipeline.trainer import RunSpec, fit
+    from clinfuse.pipeline.trainer import RunSpec, fit
 
     spec = RunSpec(cohort, args.method, method, settings.preset, preset.encoders, settings, seed, out)
     # By default an interrupted run of the same configuration resumes (dvc repro after a kill), and a

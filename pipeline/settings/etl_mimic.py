@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from etl.sql import MEMORY_SIZE
+from clinfuse.etl.sql import MEMORY_SIZE
 
 from .base import StrictModel
 

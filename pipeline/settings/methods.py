@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import Field
 
-from etl.errors import ConfigError
+from clinfuse.etl.errors import ConfigError
 
 from .base import StrictModel
 
 # The shipped configs package (a folder in a checkout, package data in an installed wheel), never the CWD.
-CONFIG_DIR = Path(str(files("configs")))
+CONFIG_DIR = Path(str(files("clinfuse.configs")))
 NOT_OPTIONS = {"self", "model", "optimizer", "task_type"}  # a method constructor's non-option arguments
 
 
@@ -32,7 +32,7 @@ class MethodConfig(StrictModel):
 
     def check(self, source: str) -> MethodConfig:
         """Fail with the file and key when the method or an option is unknown."""
-        from models.methods import METHODS
+        from clinfuse.models.methods import METHODS
 
         if self.method not in METHODS:
             raise ConfigError(f"{source}: method: unknown method {self.method!r}; known: {sorted(METHODS)}")
@@ -47,7 +47,7 @@ class MethodConfig(StrictModel):
     def resolved_options(self) -> dict[str, Any]:
         """Every option the method runs with: the constructor's defaults, then this config's values
         (what a run records, so its record does not depend on the defaults of a later version)."""
-        from models.methods import METHODS
+        from clinfuse.models.methods import METHODS
 
         parameters = inspect.signature(METHODS[self.method].__init__).parameters
         defaults = {k: p.default for k, p in parameters.items()

@@ -31,23 +31,23 @@ import numpy as np
 import torch
 import yaml
 
-from etl.atomic import atomic_dir, read_json, write_json
-from etl.errors import InputError
-from evaluation import analysis_plots as plots
-from evaluation.flatness import (
+from clinfuse.etl.atomic import atomic_dir, read_json, write_json
+from clinfuse.etl.errors import InputError
+from clinfuse.evaluation import analysis_plots as plots
+from clinfuse.evaluation.flatness import (
     filter_normalized_direction,
     hutchinson_trace,
     landscape_1d,
     landscape_2d,
     top_eigenvalue,
 )
-from evaluation.metrics import headline_metric, task_metrics
-from evaluation.probes import probe_probabilities
-from models.losses import task_loss
-from pipeline.alignment import model_encoders
-from pipeline.data import Cohort, SplitTensors, load_cohort, split_tensors
-from pipeline.inference import load_trained_model, predict_split
-from pipeline.runs import run_name
+from clinfuse.evaluation.metrics import headline_metric, task_metrics
+from clinfuse.evaluation.probes import probe_probabilities
+from clinfuse.models.losses import task_loss
+from clinfuse.pipeline.alignment import model_encoders
+from clinfuse.pipeline.data import Cohort, SplitTensors, load_cohort, split_tensors
+from clinfuse.pipeline.inference import load_trained_model, predict_split
+from clinfuse.pipeline.runs import run_name
 
 
 def _subset(t: SplitTensors, n: int) -> dict:
@@ -174,7 +174,7 @@ def collect_variant_runs(runs_dir: Path, evals_dir: Path | None, cohort: Cohort)
 
 
 def _mlflow_runs(cohort: Cohort, seen: set) -> list[dict]:
-    from pipeline.tracking import resolve_tracking_uri
+    from clinfuse.pipeline.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
@@ -340,9 +340,9 @@ def _unimodal_baselines(runs_dir: Path, cohort: Cohort, train, test, settings) -
 
 
 def _efficiency(methods: list[str], config: dict, cohort: Cohort, settings) -> dict:
-    from pipeline.config import load_section
-    from pipeline.efficiency import measure_methods
-    from pipeline.settings.methods import MethodConfig, method_path
+    from clinfuse.pipeline.config import load_section
+    from clinfuse.pipeline.efficiency import measure_methods
+    from clinfuse.pipeline.settings.methods import MethodConfig, method_path
 
     specs = {}
     for name in methods:
@@ -400,7 +400,7 @@ def _log_to_mlflow(result: dict, sweep_runs: list[Path], out: Path) -> None:
     """Per-run sharpness and probe numbers as metrics, the figures as artifacts of each sweep run."""
     import mlflow
 
-    from pipeline.tracking import setup_mlflow
+    from clinfuse.pipeline.tracking import setup_mlflow
 
     setup_mlflow(f"clinfuse/{result['cohort']}")
     for run in sweep_runs:

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.adni.labels import CLASS_NAMES, REQUIRED, baseline_labels, check_codes
-from etl.adni.merge_table import validate_adnimerge
-from etl.adni.mri import choose_scans, preprocess_volume, scan_path
-from etl.adni.tabular import fit_transform_tabular
-from etl.errors import InputError, not_utf8
-from etl.parallel import map_in_chunks
-from etl.provenance import synthetic_sources
-from etl.split import assign_patient_split
-from pipeline.manifest import (
+from clinfuse.etl.adni.labels import CLASS_NAMES, REQUIRED, baseline_labels, check_codes
+from clinfuse.etl.adni.merge_table import validate_adnimerge
+from clinfuse.etl.adni.mri import choose_scans, preprocess_volume, scan_path
+from clinfuse.etl.adni.tabular import fit_transform_tabular
+from clinfuse.etl.errors import InputError, not_utf8
+from clinfuse.etl.parallel import map_in_chunks
+from clinfuse.etl.provenance import synthetic_sources
+from clinfuse.etl.split import assign_patient_split
+from clinfuse.pipeline.manifest import (
     SCHEMA_VERSION,
     CohortManifest,
     exclusion_text,

@@ -20,19 +20,19 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from etl.errors import InputError
-from etl.mimic.cohort import exclusion, in_hospital_mortality, join_stays, select_cohort
-from etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, read_cxr_metadata
-from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
-from etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions, load_rule_counts
-from etl.mimic.schema import locate_tables
-from etl.mimic.tables import read_small_tables
-from etl.normalize import forward_fill, impute_and_scale, range_scale, train_statistics
-from etl.parallel import scratch_dir
-from etl.provenance import synthetic_sources
-from etl.split import assign_patient_split
-from etl.sql import csv_error_message, sql_literal
-from pipeline.manifest import (
+from clinfuse.etl.errors import InputError
+from clinfuse.etl.mimic.cohort import exclusion, in_hospital_mortality, join_stays, select_cohort
+from clinfuse.etl.mimic.cxr import cxr_image_path, decode_cxr_images, pair_latest_ap, read_cxr_metadata
+from clinfuse.etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
+from clinfuse.etl.mimic.phenotypes import assign_phenotypes, load_phenotype_definitions, load_rule_counts
+from clinfuse.etl.mimic.schema import locate_tables
+from clinfuse.etl.mimic.tables import read_small_tables
+from clinfuse.etl.normalize import forward_fill, impute_and_scale, range_scale, train_statistics
+from clinfuse.etl.parallel import scratch_dir
+from clinfuse.etl.provenance import synthetic_sources
+from clinfuse.etl.split import assign_patient_split
+from clinfuse.etl.sql import csv_error_message, sql_literal
+from clinfuse.pipeline.manifest import (
     SCHEMA_VERSION,
     CohortManifest,
     exclusion_text,

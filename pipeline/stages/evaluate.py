@@ -16,18 +16,18 @@ from pathlib import Path
 
 import yaml
 
-from etl.atomic import atomic_dir, read_json, write_json, write_parquet
-from etl.errors import InputError
-from evaluation.bootstrap import bootstrap_class_rates, bootstrap_label_cis
-from evaluation.calibration import calibration_summary
-from evaluation.curves import curve_records
-from evaluation.metrics import task_metrics
-from evaluation.operating import operating_points
-from evaluation.presence import presence_blocks
-from evaluation.subgroups import subgroup_metrics
-from pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
-from pipeline.inference import predict_split
-from pipeline.results import labels_and_scores, prediction_frame, predictions_file
+from clinfuse.etl.atomic import atomic_dir, read_json, write_json, write_parquet
+from clinfuse.etl.errors import InputError
+from clinfuse.evaluation.bootstrap import bootstrap_class_rates, bootstrap_label_cis
+from clinfuse.evaluation.calibration import calibration_summary
+from clinfuse.evaluation.curves import curve_records
+from clinfuse.evaluation.metrics import task_metrics
+from clinfuse.evaluation.operating import operating_points
+from clinfuse.evaluation.presence import presence_blocks
+from clinfuse.evaluation.subgroups import subgroup_metrics
+from clinfuse.pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
+from clinfuse.pipeline.inference import predict_split
+from clinfuse.pipeline.results import labels_and_scores, prediction_frame, predictions_file
 
 
 def withheld_modality(cohort: Cohort) -> str | None:
@@ -107,7 +107,7 @@ def _log_to_mlflow(result: dict, out: Path) -> None:
         return
     import mlflow
 
-    from pipeline.tracking import setup_mlflow
+    from clinfuse.pipeline.tracking import setup_mlflow
 
     setup_mlflow(f"clinfuse/{result['cohort']}")
     headline = result["test"]["headline"]
@@ -128,7 +128,7 @@ def _log_to_mlflow(result: dict, out: Path) -> None:
 
 
 def evaluate_runs(run_dirs: list[Path], out: Path, settings, single: bool) -> list[dict]:
-    from etl.atomic import check_replaceable
+    from clinfuse.etl.atomic import check_replaceable
 
     targets = [out if single else out / run_dir.name for run_dir in run_dirs]
     for target in targets:  # refuse a wrong --out before any work

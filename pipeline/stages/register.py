@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from etl.atomic import read_json, write_json
-from etl.errors import InputError
-from evaluation.champion import champion_of
-from models.export import ExportableFusion
-from pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
-from pipeline.inference import load_trained_model
-from pipeline.manifest import CohortManifest, shareable_sources
-from pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
-from pipeline.results import load_evaluations, slug
+from clinfuse.etl.atomic import read_json, write_json
+from clinfuse.etl.errors import InputError
+from clinfuse.evaluation.champion import champion_of
+from clinfuse.models.export import ExportableFusion
+from clinfuse.pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
+from clinfuse.pipeline.inference import load_trained_model
+from clinfuse.pipeline.manifest import CohortManifest, shareable_sources
+from clinfuse.pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
+from clinfuse.pipeline.results import load_evaluations, slug
 
 
 def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]]:
@@ -162,8 +162,8 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     """Register the cohort's champion run; with `report_dir`, log the report to the champion's run."""
     import mlflow
 
-    from pipeline.provenance import git_state
-    from pipeline.tracking import setup_mlflow
+    from clinfuse.pipeline.provenance import git_state
+    from clinfuse.pipeline.tracking import setup_mlflow
 
     cohort = load_cohort(cohort_dir)
     champion = champion_of(load_evaluations([evals_dir]))

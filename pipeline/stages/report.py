@@ -17,13 +17,19 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from etl.atomic import write_json, write_text
-from evaluation.champion import champion_of
-from evaluation.report import render_report
-from evaluation.report_data import Predictions, ReportSettings, build_report_data, report_metrics, runs_table
-from pipeline.data import load_cohort
-from pipeline.manifest import shareable_sources
-from pipeline.results import (
+from clinfuse.etl.atomic import write_json, write_text
+from clinfuse.evaluation.champion import champion_of
+from clinfuse.evaluation.report import render_report
+from clinfuse.evaluation.report_data import (
+    Predictions,
+    ReportSettings,
+    build_report_data,
+    report_metrics,
+    runs_table,
+)
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.manifest import shareable_sources
+from clinfuse.pipeline.results import (
     load_evaluations,
     read_analysis,
     read_curves,

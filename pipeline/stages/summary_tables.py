@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from etl.atomic import write_text
-from etl.errors import InputError
-from evaluation.paper_tables import cross_cohort_table, per_label_table
-from evaluation.report import TEMPLATES
+from clinfuse.etl.atomic import write_text
+from clinfuse.etl.errors import InputError
+from clinfuse.evaluation.paper_tables import cross_cohort_table, per_label_table
+from clinfuse.evaluation.report import TEMPLATES
 
 SECONDARY = ("macro_auroc", "micro_auprc", "micro_auroc", "accuracy")
 

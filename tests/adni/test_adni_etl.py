@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.errors import InputError
-from etl.synth.adni import brain_volume, nifti_bytes, write_adni_export
-from pipeline.cli import main
-from pipeline.data import load_cohort
-from pipeline.settings.etl_adni import AdniEtlSettings
-from pipeline.stages.etl_adni import build_adni_cohort
+from clinfuse.etl.errors import InputError
+from clinfuse.etl.synth.adni import brain_volume, nifti_bytes, write_adni_export
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.settings.etl_adni import AdniEtlSettings
+from clinfuse.pipeline.stages.etl_adni import build_adni_cohort
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
@@ -184,7 +184,7 @@ def test_same_inputs_give_identical_cohort_arrays_and_split(adni, tmp_path):
 
 @pytest.mark.parametrize("trailing", [(1,), (1, 1)])
 def test_a_volume_stored_with_trailing_singleton_axes_is_read_as_3d(tmp_path, trailing):
-    from etl.adni.mri import preprocess_volume
+    from clinfuse.etl.adni.mri import preprocess_volume
 
     rng = np.random.default_rng(1)
     volume = rng.integers(0, 1000, (10, 12, 9)).astype(np.int16)

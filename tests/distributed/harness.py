@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from models.methods import METHODS
+from clinfuse.models.methods import METHODS
 
 MODALITIES = ("ehr", "cxr")
 IN_FEATURES = {"ehr": 5, "cxr": 4}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.methods import METHODS
+from clinfuse.models.methods import METHODS
 from tests.distributed.harness import Case, run_case, run_distributed
 
 CASES = [

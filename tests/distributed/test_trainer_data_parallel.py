@@ -18,16 +18,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from models.distributed import broadcast_buffers_
-from pipeline.checkpoints import CHECKPOINT_LAST, load_checkpoint
-from pipeline.cli import main
-from pipeline.config import load_section
-from pipeline.data import SplitTensors, shard_bounds
-from pipeline.data_parallel import RankSplit
-from pipeline.launch import threads_per_process, torchrun_arguments
-from pipeline.settings.methods import MethodConfig, method_path
-from pipeline.settings.train import TrainSettings
-from pipeline.trainer import RunSpec, StopTraining, check_resumable, fit
+from clinfuse.models.distributed import broadcast_buffers_
+from clinfuse.pipeline.checkpoints import CHECKPOINT_LAST, load_checkpoint
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.config import load_section
+from clinfuse.pipeline.data import SplitTensors, shard_bounds
+from clinfuse.pipeline.data_parallel import RankSplit
+from clinfuse.pipeline.launch import threads_per_process, torchrun_arguments
+from clinfuse.pipeline.settings.methods import MethodConfig, method_path
+from clinfuse.pipeline.settings.train import TrainSettings
+from clinfuse.pipeline.trainer import RunSpec, StopTraining, check_resumable, fit
 
 # dropout 0 everywhere: the ranks' masks cannot match one process's
 NO_DROPOUT = {
@@ -254,7 +254,7 @@ def test_clinfuse_train_with_nproc_2_runs_under_torchrun_and_writes_one_run_fold
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  epochs: 2\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n  nproc: 2\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "pipeline", "--params", str(params), "train", "--cohort",
+    done = subprocess.run([sys.executable, "-m", "clinfuse.pipeline", "--params", str(params), "train", "--cohort",
                            str(mimic_cohort), "--method", "late_fusion", "--no-tracking", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -272,7 +272,7 @@ def test_an_error_inside_the_ranks_ends_the_launch_with_its_one_line_and_exit_co
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  epochs: 1\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n  nproc: 2\n")
     fit(run_spec(mimic_cohort, tmp_path / "run", epochs=1), track=False)  # a finished run, trained with other settings
-    done = subprocess.run([sys.executable, "-m", "pipeline", "--params", str(params), "train", "--cohort",
+    done = subprocess.run([sys.executable, "-m", "clinfuse.pipeline", "--params", str(params), "train", "--cohort",
                            str(mimic_cohort), "--method", "late_fusion", "--no-tracking", "--resume", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

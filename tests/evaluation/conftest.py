@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import main
+from clinfuse.pipeline.cli import main
 from tests.fixtures.cohorts import write_cohort
 
 

@@ -8,7 +8,7 @@ import json
 import mlflow
 import pytest
 
-from pipeline.cli import main
+from clinfuse.pipeline.cli import main
 from tests.fixtures.cohorts import write_cohort
 
 

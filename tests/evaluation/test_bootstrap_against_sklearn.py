@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from evaluation.bootstrap import bootstrap_label_cis, paired_bootstrap_difference
+from clinfuse.evaluation.bootstrap import bootstrap_label_cis, paired_bootstrap_difference
 
 R, SEED, LEVEL = 100, 11, 0.95  # 100 valid resamples: the least bootstrap_label_cis reports a CI for
 PATIENTS = np.repeat(np.arange(100, 120), 2)  # 20 patients, 2 rows each

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
-from evaluation.calibration import (
+from clinfuse.evaluation.calibration import (
     SEPARATED,
     calibration_slope_intercept,
     calibration_summary,

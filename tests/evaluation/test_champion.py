@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evaluation.champion import beats_champion, champion_of
+from clinfuse.evaluation.champion import beats_champion, champion_of
 
 
 def run(method, seed, value):

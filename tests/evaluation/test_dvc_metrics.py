@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from evaluation.report_data import report_metrics
+from clinfuse.evaluation.report_data import report_metrics
 
 
 def _data(metric: str, test: float, val: float, paired: dict | None = None) -> SimpleNamespace:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from etl.adni.labels import CLASS_NAMES
-from etl.mimic.phenotypes import PHENOTYPE_NAMES
-from pipeline.stages.report import slug
+from clinfuse.etl.adni.labels import CLASS_NAMES
+from clinfuse.etl.mimic.phenotypes import PHENOTYPE_NAMES
+from clinfuse.pipeline.stages.report import slug
 
 ROOT = Path(__file__).resolve().parents[2]
 COHORT_LABELS = {"mimic-phenotype": list(PHENOTYPE_NAMES), "mimic-mortality": ["in_hospital_mortality"],

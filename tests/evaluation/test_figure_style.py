@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.pyplot as plt
 
-from evaluation import analysis_plots, plots
+from clinfuse.evaluation import analysis_plots, plots
 
 RELIABILITY = {"masam": [{"mean_predicted": 0.1, "observed": 0.12, "upper": 0.3, "count": 30},
                          {"mean_predicted": 0.5, "observed": 0.45, "upper": 0.7, "count": 20}]}

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import torch
 
-from evaluation.flatness import (
+from clinfuse.evaluation.flatness import (
     filter_normalized_direction,
     hutchinson_trace,
     landscape_1d,

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, roc_auc_score
 
-from evaluation.bootstrap import (
+from clinfuse.evaluation.bootstrap import (
     bootstrap_label_cis,
     paired_bootstrap_difference,
     patient_weights,
     weighted_auroc_auprc,
 )
-from evaluation.calibration import brier, calibration_slope_intercept, reliability_curve
-from evaluation.comparison import average_rank, mean_std_over_seeds
-from evaluation.metrics import binary_metrics, multiclass_metrics, multilabel_metrics, task_metrics
+from clinfuse.evaluation.calibration import brier, calibration_slope_intercept, reliability_curve
+from clinfuse.evaluation.comparison import average_rank, mean_std_over_seeds
+from clinfuse.evaluation.metrics import binary_metrics, multiclass_metrics, multilabel_metrics, task_metrics
 
 RNG = np.random.default_rng(7)
 Y = (RNG.random((60, 3)) < [0.3, 0.5, 0.2]).astype(int)

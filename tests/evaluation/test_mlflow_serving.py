@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
+from clinfuse.pipeline.cli import main
 
 LABELS = ["Sepsis", "Shock", "CHF"]
 INPUTS = ["ehr", "cxr", "has_ehr", "has_cxr"]
@@ -38,8 +38,8 @@ def champion(pipeline_run):
 
 def clinfuse_probabilities(root: Path, cohort: Path, record: dict, split: str) -> tuple[dict, np.ndarray]:
     """A split's inputs by name and the eager model's probabilities for them (what `clinfuse evaluate` computes)."""
-    from pipeline.data import load_cohort, split_tensors
-    from pipeline.inference import predict_split
+    from clinfuse.pipeline.data import load_cohort, split_tensors
+    from clinfuse.pipeline.inference import predict_split
 
     c = load_cohort(cohort)
     batch = split_tensors(c, split).batch(np.arange(len(c.rows(split))))
@@ -53,7 +53,7 @@ def eager_probabilities(root: Path, record: dict, named: dict) -> np.ndarray:
     """The trained (not exported) model's probabilities for named input arrays."""
     import torch
 
-    from pipeline.inference import load_trained_model, probabilities, select_logits
+    from clinfuse.pipeline.inference import load_trained_model, probabilities, select_logits
 
     model, config = load_trained_model(root / "runs" / f"{record['method']}-s1")
     inputs = {m: torch.from_numpy(np.asarray(named[m], np.float32)) for m in config["modalities"]}
@@ -115,7 +115,7 @@ def test_pyfunc_takes_named_inputs_as_a_dict_or_a_dataframe_and_returns_one_colu
 def test_served_model_names_a_missing_input_and_a_wrong_shape():
     import torch
 
-    from pipeline.serving import ServedModel
+    from clinfuse.pipeline.serving import ServedModel
 
     served = ServedModel(lambda x, has_x: torch.sigmoid(x.sum(-1, keepdim=True)) * has_x[:, None],
                          ["x", "has_x"], {"x": (2,), "has_x": ()}, ["risk"])
@@ -135,7 +135,7 @@ def test_the_version_keeps_the_torch_native_program_beside_the_pyfunc(champion):
     uri = f"models:/{record['name']}@champion"
     info = mlflow.models.get_model_info(uri)
     assert {"pytorch", "python_function"} <= set(info.flavors)
-    assert info.flavors["python_function"]["loader_module"] == "pipeline.serving"
+    assert info.flavors["python_function"]["loader_module"] == "clinfuse.pipeline.serving"
     program = mlflow.pytorch.load_model(uri)
     inputs, expected = clinfuse_probabilities(root, cohort, record, "test")
     with torch.no_grad():
@@ -205,7 +205,7 @@ def test_a_model_registered_without_a_training_run_keeps_its_artifacts_with_the_
                                                                                        monkeypatch):
     import torch
 
-    from pipeline.registry import REGISTRY_EXPERIMENT, register_model
+    from clinfuse.pipeline.registry import REGISTRY_EXPERIMENT, register_model
 
     root, _, _, client, _ = champion
     monkeypatch.chdir(tmp_path)  # MLflow's Default experiment would write to ./mlruns here

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
-from pipeline.settings.etl_mimic import MimicEtlSettings
-from pipeline.stages.register import registered_name
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.pipeline.stages.register import registered_name
 from tests.evaluation.test_report_registry_e2e import Tables
 from tests.fixtures.cohorts import fixture_manifest, write_cohort
 

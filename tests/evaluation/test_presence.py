@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.presence import presence_blocks, presence_rows
+from clinfuse.evaluation.presence import presence_blocks, presence_rows
 
 # 8 stays of 8 patients, one label; rows 0-4 have a film, rows 5-7 do not.
 Y = np.array([[1], [0], [1], [0], [1], [1], [0], [0]])

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.metrics import task_metrics
-from evaluation.paper_tables import cross_cohort_table, per_label_table
-from evaluation.probes import probe_probabilities
+from clinfuse.evaluation.metrics import task_metrics
+from clinfuse.evaluation.paper_tables import cross_cohort_table, per_label_table
+from clinfuse.evaluation.probes import probe_probabilities
 
 
 def test_a_probe_on_linearly_separable_features_scores_almost_perfectly():

@@ -11,12 +11,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from evaluation.bootstrap import paired_bootstrap_difference
-from evaluation.report_data import Predictions, ReportSettings, build_report_data, report_metrics, runs_table
-from evaluation.why import why_section
-from pipeline.data import load_cohort
-from pipeline.results import load_evaluations, read_predictions
-from pipeline.stages.report import cohort_info
+from clinfuse.evaluation.bootstrap import paired_bootstrap_difference
+from clinfuse.evaluation.report_data import (
+    Predictions,
+    ReportSettings,
+    build_report_data,
+    report_metrics,
+    runs_table,
+)
+from clinfuse.evaluation.why import why_section
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.results import load_evaluations, read_predictions
+from clinfuse.pipeline.stages.report import cohort_info
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from evaluation.report import LabelRow, ReportData, render_report
-from evaluation.svg import curve_svg
+from clinfuse.evaluation.report import LabelRow, ReportData, render_report
+from clinfuse.evaluation.svg import curve_svg
 
 METHODS = ["late_fusion", "unimodal", "sam", "masam", "masam_reference", "igm", "ogm_ge", "agm", "gblend", "inforeg",
            "mla", "mmpareto"]
@@ -136,7 +136,7 @@ def test_at_1024_px_no_table_is_wider_than_the_page(tmp_path):
 
 
 def test_adni_sections_show_confusion_matrix_class_rates_and_feature_provenance():
-    from evaluation.report_data import _features, _multiclass
+    from clinfuse.evaluation.report_data import _features, _multiclass
 
     manifest = {"tabular_features": ["AGE", "AGE_missing", "ADAS13", "ADAS13_missing", "TAU", "TAU_missing",
                                      "TAU_censored", "PTGENDER=Female", "PTGENDER=Male"],

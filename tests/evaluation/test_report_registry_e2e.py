@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.cli import main
+from clinfuse.pipeline.cli import main
 from tests.fixtures.cohorts import write_cohort
 
 
@@ -102,7 +102,7 @@ def test_registered_champion_loads_and_predicts(pipeline_run, tmp_path):
 def test_model_card_describes_inputs_and_metrics(pipeline_run):
     import mlflow
 
-    from pipeline.registry import download_registered_model
+    from clinfuse.pipeline.registry import download_registered_model
 
     root, _, _ = pipeline_run
     record = json.loads((root / "registry.json").read_text())[0]
@@ -144,7 +144,7 @@ class Scaled(torch.nn.Module):
 def test_registry_moves_champion_to_a_better_version_and_not_to_a_worse_one(pipeline_run):
     import mlflow
 
-    from pipeline.registry import CHAMPION, register_model
+    from clinfuse.pipeline.registry import CHAMPION, register_model
 
     root, _, _ = pipeline_run
     mlflow.set_tracking_uri(json.loads((root / "registry.json").read_text())[0]["tracking_uri"])
@@ -266,7 +266,7 @@ def test_reports_name_sources_relative_to_their_export_never_by_the_site_path(pi
 
 
 def test_the_model_card_names_no_site_path(pipeline_run):
-    from pipeline.registry import download_registered_model
+    from clinfuse.pipeline.registry import download_registered_model
 
     root, _, _ = pipeline_run
     record = json.loads((root / "registry.json").read_text())[0]

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from evaluation.subgroups import race_group, subgroup_metrics
+from clinfuse.evaluation.subgroups import race_group, subgroup_metrics
 
 
 def test_small_groups_are_marked_not_hidden():

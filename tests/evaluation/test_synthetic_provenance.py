@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.registry import takes_champion
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.registry import takes_champion
 
 
 def cohort_copy(cohort, dest, synthetic):
@@ -83,7 +83,7 @@ def test_synthetic_version_never_takes_champion_from_a_real_data_version(pipelin
     assert version.tags["synthetic"] == "true" and version.description.startswith("SYNTHETIC DATA")
     assert client.get_model_version(name, str(real["version"])).tags["synthetic"] == "false"
 
-    from pipeline.registry import download_registered_model
+    from clinfuse.pipeline.registry import download_registered_model
 
     mlflow.set_tracking_uri(real["tracking_uri"])
     _, card = download_registered_model(f"models:/{name}/{synthetic['version']}")

@@ -8,15 +8,19 @@ import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import recall_score
 
-from evaluation.bootstrap import bootstrap_class_rates, bootstrap_label_cis, paired_bootstrap_difference
-from evaluation.calibration import reliability_curve
-from evaluation.comparison import mean_std_over_seeds
-from evaluation.method_notes import method_note
-from evaluation.metrics import confusion_matrix, multiclass_metrics, row_normalised
-from evaluation.operating import choose_threshold, net_benefit, operating_points
-from evaluation.presence import presence_blocks
-from evaluation.report import fmt_ci, fmt_std, metric_name
-from evaluation.subgroups import subgroup_metrics
+from clinfuse.evaluation.bootstrap import (
+    bootstrap_class_rates,
+    bootstrap_label_cis,
+    paired_bootstrap_difference,
+)
+from clinfuse.evaluation.calibration import reliability_curve
+from clinfuse.evaluation.comparison import mean_std_over_seeds
+from clinfuse.evaluation.method_notes import method_note
+from clinfuse.evaluation.metrics import confusion_matrix, multiclass_metrics, row_normalised
+from clinfuse.evaluation.operating import choose_threshold, net_benefit, operating_points
+from clinfuse.evaluation.presence import presence_blocks
+from clinfuse.evaluation.report import fmt_ci, fmt_std, metric_name
+from clinfuse.evaluation.subgroups import subgroup_metrics
 
 
 def _frame(sex, age):
@@ -228,7 +232,7 @@ def test_every_method_gets_a_sentence_and_unknown_names_do_not_crash():
 
 
 def test_registry_description_names_metric_and_split_to_three_decimals():
-    from pipeline.registry import _card_summary
+    from clinfuse.pipeline.registry import _card_summary
 
     card = {"task": "diagnosis", "training": {"method": "masam", "seed": 42},
             "evaluation": {"split": "test", "headline": {"macro_map": 0.70512345678901234},
@@ -238,7 +242,7 @@ def test_registry_description_names_metric_and_split_to_three_decimals():
 
 
 def test_risk_histogram_spans_the_predicted_range_and_counts_every_prediction():
-    from evaluation.calibration import risk_histogram
+    from clinfuse.evaluation.calibration import risk_histogram
 
     h = risk_histogram(np.array([0.01, 0.02, 0.05, 0.11, 0.29]), n_bins=6)
     assert h["edges"][0] == 0 and h["edges"][-1] == pytest.approx(0.3) and sum(h["counts"]) == 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from etl.mimic.cohort import join_stays, select_cohort
+from clinfuse.etl.mimic.cohort import join_stays, select_cohort
 
 
 def _tables():

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from etl.errors import InputError
-from etl.mimic.cxr import decode_cxr_images, pair_latest_ap, read_cxr_metadata, study_datetime
-from pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.etl.errors import InputError
+from clinfuse.etl.mimic.cxr import decode_cxr_images, pair_latest_ap, read_cxr_metadata, study_datetime
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
 
 
 def meta(rows):
@@ -116,7 +116,7 @@ def test_parallel_decoding_gives_the_same_bytes(tmp_path):
 # ---- real-world DICOM kinds (films built with pydicom; pydicom's own test files where present) ----
 
 def decode_dicoms(paths, size):
-    from etl.mimic.cxr import decode_cxr_images
+    from clinfuse.etl.mimic.cxr import decode_cxr_images
 
     return decode_cxr_images(paths, size, 1)
 
@@ -199,7 +199,7 @@ def test_twelve_bit_extended_jpeg_decodes():
 
 
 def test_unreadable_dicoms_are_failures_with_their_reason_never_a_crash(tmp_path):
-    from etl.mimic.cxr import ABSENT, NO_PIXELS, NOT_DICOM, TRUNCATED, UNDECODABLE
+    from clinfuse.etl.mimic.cxr import ABSENT, NO_PIXELS, NOT_DICOM, TRUNCATED, UNDECODABLE
     from tests.fixtures.dicoms import truncated, without_decoder, without_pixels
 
     garbage = tmp_path / "garbage.dcm"
@@ -273,13 +273,13 @@ def test_a_dicom_film_is_rounded_to_8_bits_before_resizing_like_a_jpeg(tmp_path)
 def test_a_real_size_jpeg_decoded_in_draft_mode_stays_within_a_grey_level_of_the_full_decode(tmp_path):
     # A 3056 x 2544 film (MIMIC-CXR-JPG's size) aimed at 224 px decodes at 1/4 scale in the DCT domain;
     # the antialiased resize that follows keeps it within 0.2 grey levels on average of decoding it whole.
-    from etl.mimic.cxr import decode_one
-    from etl.synth.cxr import real_size_film
+    from clinfuse.etl.mimic.cxr import decode_one
+    from clinfuse.etl.synth.cxr import real_size_film
 
     path = tmp_path / "big.jpg"
     Image.fromarray(real_size_film(np.random.default_rng(1))).save(path, format="JPEG", quality=95)
     with Image.open(path) as im:
-        from etl.mimic.cxr import draft_jpeg
+        from clinfuse.etl.mimic.cxr import draft_jpeg
 
         draft_jpeg(im, 224)
         assert im.size == (636, 764)  # 1/4 scale: the smallest keeping >= 2 x 224 on the shorter side
@@ -292,7 +292,7 @@ def test_a_real_size_jpeg_decoded_in_draft_mode_stays_within_a_grey_level_of_the
 
 
 def test_films_under_four_times_the_target_size_are_decoded_whole_larger_ones_at_a_dct_scale(tmp_path):
-    from etl.mimic.cxr import draft_jpeg
+    from clinfuse.etl.mimic.cxr import draft_jpeg
 
     Image.fromarray(np.full((96, 80), 128, np.uint8)).save(tmp_path / "small.jpg", format="JPEG")
     # 80 x 96: the synthetic films at the demo's 64 px are untouched; at 20 px 1/2 scale keeps >= 40 px,

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.mimic.cohort import in_hospital_mortality, join_stays, select_cohort
-from etl.mimic.cxr import pair_latest_ap, study_datetime
-from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
-from etl.normalize import forward_fill, impute_and_scale, train_statistics
-from pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.etl.mimic.cohort import in_hospital_mortality, join_stays, select_cohort
+from clinfuse.etl.mimic.cxr import pair_latest_ap, study_datetime
+from clinfuse.etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
+from clinfuse.etl.normalize import forward_fill, impute_and_scale, train_statistics
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
 
 DEFAULTS = MimicEtlSettings()  # the rules below are the default settings' rules
 

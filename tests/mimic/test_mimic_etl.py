@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.errors import InputError
-from etl.mimic.cohort import join_stays, select_cohort
-from etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
-from etl.mimic.schema import locate_tables
-from etl.mimic.tables import read_small_tables
-from pipeline.cli import main
-from pipeline.data import load_cohort
-from pipeline.manifest import SCHEMA_VERSION
-from pipeline.settings.etl_mimic import MimicEtlSettings
-from pipeline.stages.etl_mimic import build_mimic_cohort
+from clinfuse.etl.errors import InputError
+from clinfuse.etl.mimic.cohort import join_stays, select_cohort
+from clinfuse.etl.mimic.ehr import connect, derive_totals, extract_ehr_values, load_variables
+from clinfuse.etl.mimic.schema import locate_tables
+from clinfuse.etl.mimic.tables import read_small_tables
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.manifest import SCHEMA_VERSION
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.pipeline.stages.etl_mimic import build_mimic_cohort
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
@@ -263,7 +263,7 @@ def test_a_channel_never_observed_in_training_never_reaches_the_tensor_in_raw_un
     def split(subjects, fractions, seed):  # subject 10000002 (stay 30000201) is the only test patient
         return pd.Series(np.where(subjects.to_numpy() == 10000002, "test", "train"), index=subjects.index)
 
-    with mock.patch("pipeline.stages.etl_mimic.assign_patient_split", split), \
+    with mock.patch("clinfuse.pipeline.stages.etl_mimic.assign_patient_split", split), \
             pytest.warns(UserWarning, match=r"4 EHR channel\(s\) have no observation in the training split "
                                             r"\(dbp, mbp, resp_rate, glucose\)"):
         build(raw, "phenotype", out, settings)
@@ -287,7 +287,7 @@ def test_mimic_stage_over_mixed_real_world_dicoms_counts_every_failure_by_reason
     # the stage must finish, decode the readable kinds and count each unreadable film by its reason
     from PIL import Image
 
-    from etl.mimic import cxr
+    from clinfuse.etl.mimic import cxr
     from tests.fixtures import dicoms
 
     raw = tmp_path / "raw"

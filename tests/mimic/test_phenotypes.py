@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from etl.mimic.phenotypes import (
+from clinfuse.etl.mimic.phenotypes import (
     PHENOTYPE_NAMES,
     RESOURCE,
     PhenotypeDefinitions,
@@ -123,7 +123,7 @@ def test_rule_counts_ship_beside_the_resource_and_cover_every_labelled_icd10_cod
 
 
 def test_mapping_rule_on_a_hand_written_gem():
-    from etl.resources.build_phenotype_resource import icd10_groups
+    from clinfuse.etl.resources.build_phenotype_resource import icd10_groups
 
     group_of = {"1": "A", "2": "A", "3": "B", "4": "C", "5": "D"}
     backward = {

@@ -6,10 +6,10 @@ import json
 
 import pandas as pd
 
-from pipeline.config import load_section
-from pipeline.settings.methods import MethodConfig, method_path
-from pipeline.settings.train import TrainSettings
-from pipeline.trainer import RunSpec
+from clinfuse.pipeline.config import load_section
+from clinfuse.pipeline.settings.methods import MethodConfig, method_path
+from clinfuse.pipeline.settings.train import TrainSettings
+from clinfuse.pipeline.trainer import RunSpec
 from tests.fixtures.cohorts import write_cohort
 
 TINY = {

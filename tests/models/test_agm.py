@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.methods import METHODS
-from models.methods.agm import shapley_contributions
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.agm import shapley_contributions
 from tests.models.tiny_fusion import deltas, numpy_params, sgd, softmax, tiny_batch, tiny_model
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from models.export import ExportableFusion
-from models.losses import per_sample_loss
-from models.methods import METHODS
-from models.methods.aug import AUGNet, boosted_loss, correct_probability
+from clinfuse.models.export import ExportableFusion
+from clinfuse.models.losses import per_sample_loss
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.aug import AUGNet, boosted_loss, correct_probability
 from tests.models.test_mla import INIT, XS, LinearEncoder, Y
 
 F64 = torch.float64

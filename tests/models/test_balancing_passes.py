@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.build import build_model
-from models.methods import METHODS
+from clinfuse.models.build import build_model
+from clinfuse.models.methods import METHODS
 
 SPEC = {
     "ehr": {"name": "ehr_transformer", "d_model": 16, "nhead": 2, "num_layers": 1, "dropout": 0.5},

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from etl.errors import ConfigError
-from models.methods import METHODS
-from models.methods.drfuse import DrFuseModel, logit_pool, per_label_losses
+from clinfuse.etl.errors import ConfigError
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.drfuse import DrFuseModel, logit_pool, per_label_losses
 
 F64 = torch.float64
 
@@ -193,8 +193,8 @@ def test_the_distinct_branch_starts_from_different_weights_than_the_shared_one()
 
 
 def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
-    from pipeline.inference import load_trained_model
-    from pipeline.trainer import StopTraining, fit
+    from clinfuse.pipeline.inference import load_trained_model
+    from clinfuse.pipeline.trainer import StopTraining, fit
     from tests.fixtures.cohorts import write_cohort
     from tests.training.test_trainer import spec
 
@@ -213,10 +213,10 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
 
 
 def test_trains_on_the_multiclass_tabular_and_mri_cohort_and_exports(tmp_path):
-    from models.export import ExportableFusion
-    from pipeline.data import load_cohort
-    from pipeline.inference import load_trained_model, predict_split
-    from pipeline.trainer import fit
+    from clinfuse.models.export import ExportableFusion
+    from clinfuse.pipeline.data import load_cohort
+    from clinfuse.pipeline.inference import load_trained_model, predict_split
+    from clinfuse.pipeline.trainer import fit
     from tests.fixtures.cohorts import write_cohort
     from tests.training.test_trainer import spec
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.build import build_model
-from models.methods import METHODS
-from models.methods.gblend import blend_weights
-from pipeline.data import SplitTensors
+from clinfuse.models.build import build_model
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.gblend import blend_weights
+from clinfuse.pipeline.data import SplitTensors
 from tests.models.tiny_fusion import sgd, softmax, tiny_batch, tiny_model
 
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from etl.errors import ConfigError
-from models.build import build_model
-from models.export import ExportableFusion
-from models.losses import task_loss
-from models.methods import METHODS
-from models.methods.igm import IGM, IGMModel, flat_projection, spectrum_summary
-from pipeline.data import SplitTensors
+from clinfuse.etl.errors import ConfigError
+from clinfuse.models.build import build_model
+from clinfuse.models.export import ExportableFusion
+from clinfuse.models.losses import task_loss
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.igm import IGM, IGMModel, flat_projection, spectrum_summary
+from clinfuse.pipeline.data import SplitTensors
 
 F64 = torch.float64
 

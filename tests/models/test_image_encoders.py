@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from etl.errors import ConfigError, InputError
-from models.build import build_encoders
-from models.encoders.images import (
+from clinfuse.etl.errors import ConfigError, InputError
+from clinfuse.models.build import build_encoders
+from clinfuse.models.encoders.images import (
     MonaiResNet,
     SmallCNN,
     adapt_input_channels,
@@ -118,7 +118,7 @@ def test_the_torchvision_encoder_starts_from_local_imagenet_weights_with_one_inp
         import torchvision
     except (ImportError, RuntimeError, OSError) as exc:  # absent, or a build that does not match torch
         pytest.skip(f"torchvision is not usable here: {type(exc).__name__}")
-    from models.encoders.torchvision_images import TorchvisionImageEncoder
+    from clinfuse.models.encoders.torchvision_images import TorchvisionImageEncoder
 
     torch.manual_seed(0)
     imagenet = getattr(torchvision.models, arch)(weights=None)  # stands for the downloaded ImageNet file
@@ -131,7 +131,7 @@ def test_the_torchvision_encoder_starts_from_local_imagenet_weights_with_one_inp
 
 
 def test_torchvisions_old_densenet_names_are_read_as_the_current_ones(tmp_path):
-    from models.encoders.torchvision_images import _OLD_DENSENET_NAME
+    from clinfuse.models.encoders.torchvision_images import _OLD_DENSENET_NAME
 
     def rename(k):
         return _OLD_DENSENET_NAME.sub(r"\1\2", k)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.build import build_model
-from models.fusion import FusionModel
-from models.methods import METHODS
-from models.methods.inforeg import InfoReg
-from pipeline.inference import load_trained_model
-from pipeline.trainer import StopTraining, fit
+from clinfuse.models.build import build_model
+from clinfuse.models.fusion import FusionModel
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.inforeg import InfoReg
+from clinfuse.pipeline.inference import load_trained_model
+from clinfuse.pipeline.trainer import StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.models.tiny_fusion import ScalarEncoder
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.fusion import FusionModel
-from models.methods import METHODS
+from clinfuse.models.fusion import FusionModel
+from clinfuse.models.methods import METHODS
 from tests.models.tiny_fusion import ScalarEncoder
 
 F64 = torch.float64  # exact comparisons to 1e-6 need double precision (set per tensor, not globally)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.comparison import design_alternatives
-from evaluation.report import ReportData, render_report
-from models.methods import METHODS
-from models.methods.masam import perturbation_direction
+from clinfuse.evaluation.comparison import design_alternatives
+from clinfuse.evaluation.report import ReportData, render_report
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.masam import perturbation_direction
 from tests.models.test_masam_math import F64, X, Y, params_of, run_method, scalar_model, sigmoid
 
 MODS = ["ehr", "cxr"]

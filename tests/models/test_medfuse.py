@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from models.losses import task_loss
-from models.methods import METHODS
-from models.methods.medfuse import MedFuseModel
+from clinfuse.models.losses import task_loss
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.medfuse import MedFuseModel
 
 F64 = torch.float64
 
@@ -141,8 +141,8 @@ def test_negative_pretrain_epochs_are_refused():
 
 
 def test_killed_during_pretraining_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
-    from pipeline.inference import load_trained_model
-    from pipeline.trainer import StopTraining, fit
+    from clinfuse.pipeline.inference import load_trained_model
+    from clinfuse.pipeline.trainer import StopTraining, fit
     from tests.fixtures.cohorts import write_cohort
     from tests.training.test_trainer import spec
 
@@ -169,10 +169,10 @@ def test_killed_during_pretraining_and_resumed_run_ends_like_an_uninterrupted_on
 
 
 def test_trains_on_the_multiclass_tabular_and_mri_cohort_and_exports(tmp_path):
-    from models.export import ExportableFusion
-    from pipeline.data import load_cohort
-    from pipeline.inference import load_trained_model, predict_split
-    from pipeline.trainer import fit
+    from clinfuse.models.export import ExportableFusion
+    from clinfuse.pipeline.data import load_cohort
+    from clinfuse.pipeline.inference import load_trained_model, predict_split
+    from clinfuse.pipeline.trainer import fit
     from tests.fixtures.cohorts import write_cohort
     from tests.training.test_trainer import spec
 
@@ -190,7 +190,7 @@ def test_trains_on_the_multiclass_tabular_and_mri_cohort_and_exports(tmp_path):
 
 
 def test_a_refused_option_value_is_a_one_line_error(tmp_path, capsys):
-    from pipeline.cli import main
+    from clinfuse.pipeline.cli import main
     from tests.fixtures.cohorts import write_cohort
 
     cohort = write_cohort(tmp_path / "mimic-phenotype", "mimic", n=12)

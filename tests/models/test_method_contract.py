@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from models.build import build_model
-from models.fusion import FusionModel, average_probabilities
-from models.methods import METHODS
+from clinfuse.models.build import build_model
+from clinfuse.models.fusion import FusionModel, average_probabilities
+from clinfuse.models.methods import METHODS
 
 SPEC = {"ehr": {"name": "ehr_lstm", "hidden": 4}, "cxr": {"name": "small_cnn", "channels": [4], "out_dim": 4}}
 SHAPES = {"ehr": (48, 24), "cxr": (1, 16, 16)}

@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from models.build import build_model
-from models.export import ExportableFusion
-from models.losses import task_loss
-from models.methods import METHODS
+from clinfuse.models.build import build_model
+from clinfuse.models.export import ExportableFusion
+from clinfuse.models.losses import task_loss
+from clinfuse.models.methods import METHODS
 
 SPEC = {
     "ehr": {"name": "ehr_transformer", "d_model": 16, "nhead": 2, "num_layers": 1, "dropout": 0.5},

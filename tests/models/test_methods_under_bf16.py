@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.build import build_model
-from models.methods import METHODS
-from pipeline.data import SplitTensors
+from clinfuse.models.build import build_model
+from clinfuse.models.methods import METHODS
+from clinfuse.pipeline.data import SplitTensors
 
 SPEC = {"ehr": {"name": "ehr_lstm", "hidden": 4}, "cxr": {"name": "small_cnn", "channels": [4], "out_dim": 4}}
 SHAPES = {"ehr": (48, 24), "cxr": (1, 16, 16)}

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from etl.errors import ConfigError
-from models.methods import METHODS
-from models.methods.mla import MLANet, owm_update
+from clinfuse.etl.errors import ConfigError
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.mla import MLANet, owm_update
 
 F64 = torch.float64
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.methods import METHODS
-from models.methods.mmpareto import min_norm_two
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.mmpareto import min_norm_two
 from tests.models.test_masam_math import F64, X, Y, batch, params_of, scalar_model, sigmoid
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.methods import METHODS
-from models.methods.modality_scores import match_score
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.modality_scores import match_score
 from tests.models.tiny_fusion import deltas, numpy_params, sgd, softmax, tiny_batch, tiny_model
 
 

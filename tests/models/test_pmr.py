@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.build import build_model
-from models.fusion import FusionModel
-from models.methods import METHODS
-from models.methods.pmr import PMR
-from pipeline.cli import main
-from pipeline.data import SplitTensors
-from pipeline.inference import load_trained_model
-from pipeline.trainer import StopTraining, fit
+from clinfuse.models.build import build_model
+from clinfuse.models.fusion import FusionModel
+from clinfuse.models.methods import METHODS
+from clinfuse.models.methods.pmr import PMR
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.data import SplitTensors
+from clinfuse.pipeline.inference import load_trained_model
+from clinfuse.pipeline.trainer import StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.models.tiny_fusion import ScalarEncoder
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.methods import METHODS
+from clinfuse.models.methods import METHODS
 from tests.models.test_masam_math import X, Y, params_of, scalar_model, sigmoid
 
 

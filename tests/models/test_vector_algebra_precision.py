@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from models.methods.base import cosine, dot, norm
+from clinfuse.models.methods.base import cosine, dot, norm
 
 
 def vectors(dtype):
@@ -41,7 +41,7 @@ def test_float64_stays_float64():
 
 
 def test_a_masam_step_under_bf16_autocast_takes_gamma_and_the_perturbation_in_float32():
-    from models.methods import METHODS
+    from clinfuse.models.methods import METHODS
     from tests.models.tiny_fusion import tiny_batch, tiny_model
 
     model = tiny_model().float()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.fusion import FusionModel
+from clinfuse.models.fusion import FusionModel
 
 
 class ScalarEncoder(nn.Module):

@@ -49,9 +49,9 @@ def results() -> dict[str, tuple[str, Path]]:
 
 
 def function_of(mutant: str) -> str:
-    """`etl.normalize.x_train_statistics__mutmut_3` -> `etl.normalize.train_statistics`
-    (`...xǁMASAMǁstep__mutmut_7` -> `...MASAM.step`)."""
-    name = re.sub(r"__mutmut_\d+$", "", mutant)
+    """`clinfuse.etl.normalize.x_train_statistics__mutmut_3` -> `etl.normalize.train_statistics`
+    (`...xǁMASAMǁstep__mutmut_7` -> `...MASAM.step`): EQUIVALENT.md names functions by file path."""
+    name = re.sub(r"__mutmut_\d+$", "", mutant).removeprefix("clinfuse.")
     module, _, func = name.rpartition(".")
     func = func.removeprefix("x_").removeprefix("xǁ").replace("ǁ", ".")
     return f"{module}.{func}"
@@ -83,7 +83,7 @@ def equivalents() -> dict[tuple[str, str], str]:
 # starts two gloo ranks): mutmut traces only its own process, so it never maps these tests to
 # the functions they exercise. Survivors in these modules are re-run against them directly,
 # with the mutant switched on through MUTANT_UNDER_TEST (the spawned ranks inherit it).
-SPAWNED_TESTS = {"models.methods.": ["tests/distributed/test_methods_data_parallel.py", "-k", "two_processes"]}
+SPAWNED_TESTS = {"clinfuse.models.methods.": ["tests/distributed/test_methods_data_parallel.py", "-k", "two_processes"]}
 
 
 def _spawned_tests_fail(tests: list[str], mutant: str) -> bool:
@@ -110,6 +110,11 @@ def killed_by_spawned_tests(mutant: str) -> bool:
     return _BASELINE_PASSES[prefix] and _spawned_tests_fail(tests, mutant)
 
 
+def namespaced(patterns: list[str]) -> list[str]:
+    """Mutant-name globs as mutmut knows them: `etl.normalize.*` -> `clinfuse.etl.normalize.*`."""
+    return [p if p.startswith(("clinfuse.", "*")) else f"clinfuse.{p}" for p in patterns]
+
+
 def selected(name: str, patterns: list[str]) -> bool:
     from fnmatch import fnmatch
 
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="delete mutants/ first (mutmut keeps its copy of unmutated files and old verdicts)")
     args = parser.parse_args(argv)
+    args.patterns = namespaced(args.patterns)
 
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
     if args.fresh and not args.report_only:
@@ -137,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             # mutmut imports the mutated copy (mutants/); PYTHONPATH pointing at the checkout would shadow it.
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
             env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            code = subprocess.call([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children",
-                                    str(args.max_children), *args.patterns], cwd=ROOT, env=env, stdout=fh, stderr=fh)
+            # mutmut with mutants named clinfuse.<folder>... as the tests import them (see mutmut_namespaced.py)
+            code = subprocess.call([sys.executable, str(Path(__file__).with_name("mutmut_namespaced.py")), "run",
+                                    "--max-children", str(args.max_children), *args.patterns],
+                                   cwd=ROOT, env=env, stdout=fh, stderr=fh)
         stale = ROOT / "mutants" / "spawned-verdicts.json"
         if stale.is_file() and args.patterns:
             kept = {k: v for k, v in json.loads(stale.read_text()).items() if not selected(k, args.patterns)}

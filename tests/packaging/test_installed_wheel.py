@@ -81,3 +81,16 @@ def test_installed_wheel_runs_synth_etl_train_evaluate_report_register_predict_f
           "--out", "predictions.parquet"], work, env)
     assert (work / "predictions.parquet").stat().st_size > 0
     assert (work / "mlflow.db").is_file()  # the store sits where the commands ran, not in site-packages
+
+
+@pytest.mark.slow
+def test_installed_clinfuse_and_a_notebooks_own_models_and_pipeline_packages_do_not_shadow_each_other(
+        installed, tmp_path):
+    for name in ("models", "pipeline"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"WHOSE = 'yours: {name}'\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = ("import models, pipeline, clinfuse.models.fusion, clinfuse.pipeline.cli; "
+            "print(models.WHOSE); print(pipeline.WHOSE); print(clinfuse.models.fusion.__name__)")
+    out = _run([str(installed / "python"), "-c", code], tmp_path, env)  # the CWD comes first on sys.path
+    assert out.splitlines() == ["yours: models", "yours: pipeline", "clinfuse.models.fusion"]

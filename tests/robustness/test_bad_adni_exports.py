@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.stages.etl_adni import build_adni_cohort
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.stages.etl_adni import build_adni_cohort
 from tests.adni.test_adni_etl import ALL_TRAIN, adni  # noqa: F401 - the golden export fixture
 
 HEADER_ROW2 = "1,011_S_0001,bl,2010-01-10,CN,CN,70,Male"

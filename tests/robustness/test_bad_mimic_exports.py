@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from pipeline.settings.etl_mimic import MimicEtlSettings
-from pipeline.stages.etl_mimic import build_mimic_cohort
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.pipeline.stages.etl_mimic import build_mimic_cohort
 
 GOLDEN = Path(__file__).resolve().parents[1] / "mimic" / "golden" / "input"
 SETTINGS = MimicEtlSettings(workers=1, threads=1, memory_limit="256MB", cxr_size=8)
@@ -130,7 +130,7 @@ def test_text_in_a_numeric_chartevents_column_names_file_and_column(raw, tmp_pat
 def test_a_16_bit_png_saved_as_jpg_is_rescaled_not_clipped_to_white(tmp_path):
     from PIL import Image
 
-    from etl.mimic.cxr import decode_one
+    from clinfuse.etl.mimic.cxr import decode_one
 
     ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7)  # 12-bit-ish values, 0..28665
     path = tmp_path / "film.jpg"

@@ -27,7 +27,7 @@ def test_three_processes_opening_a_fresh_store_at_once_all_succeed_and_leave_it_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = textwrap.dedent("""
         import sys
-        from pipeline.tracking import setup_mlflow
+        from clinfuse.pipeline.tracking import setup_mlflow
         import mlflow
         exp = setup_mlflow("clinfuse/race")
         with mlflow.start_run(experiment_id=exp):
@@ -50,7 +50,7 @@ def test_concurrent_registrations_always_leave_the_better_version_as_champion(tm
     (tmp_path / "model").mkdir()
     setup = textwrap.dedent(f"""
         SOURCE = {str(tmp_path / "model")!r}
-        from pipeline.tracking import setup_mlflow
+        from clinfuse.pipeline.tracking import setup_mlflow
         import mlflow
         setup_mlflow("clinfuse/reg")
         c = mlflow.MlflowClient()
@@ -62,8 +62,8 @@ def test_concurrent_registrations_always_leave_the_better_version_as_champion(tm
     assert _run_all([setup], uri)[0].returncode == 0
     mover = textwrap.dedent("""
         import sys
-        from pipeline.tracking import setup_mlflow
-        from pipeline.registry import move_champion_if_better
+        from clinfuse.pipeline.tracking import setup_mlflow
+        from clinfuse.pipeline.registry import move_champion_if_better
         import mlflow
         setup_mlflow("clinfuse/reg")
         version, metric = int(sys.argv[1]), float(sys.argv[2])
@@ -87,7 +87,7 @@ def test_parallel_training_runs_log_every_metric_to_one_store_without_database_i
     through the trainer's own tracker (start, params, tags, a metric every step, end)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = textwrap.dedent("""
-        from pipeline.trainer import _Tracker
+        from clinfuse.pipeline.trainer import _Tracker
         params = {"method": {"method": "masam", "options": {"rho": 0.3}}, "train": {"lr": 0.002}}
         tracker = _Tracker(True, "clinfuse/sweep", "masam-s{seed}", None, params)
         tracker.tags({"seed": "{seed}"})

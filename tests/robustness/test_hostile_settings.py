@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from etl.mimic.ehr import connect
-from pipeline.cli import main
-from pipeline.settings.etl_mimic import MimicEtlSettings
-from pipeline.stages.etl_mimic import build_mimic_cohort
+from clinfuse.etl.mimic.ehr import connect
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
+from clinfuse.pipeline.stages.etl_mimic import build_mimic_cohort
 
 GOLDEN = Path(__file__).resolve().parents[1] / "mimic" / "golden"
 INJECTION = "1GB'; COPY (SELECT 42) TO '/tmp/clinfuse-injected.csv'; --"

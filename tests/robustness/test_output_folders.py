@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from etl.atomic import MARKER, atomic_dir, check_replaceable, output_kind, recover_dir
-from etl.errors import InputError
-from pipeline.cli import main
+from clinfuse.etl.atomic import MARKER, atomic_dir, check_replaceable, output_kind, recover_dir
+from clinfuse.etl.errors import InputError
+from clinfuse.pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_a_kill_between_the_two_renames_is_completed_by_the_next_reader(tmp_path
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from etl import atomic
+        from clinfuse.etl import atomic
         real = os.replace
         def replace_then_die(src, dst):
             real(src, dst)
@@ -135,7 +135,7 @@ def _tiny_filesystem(tmp_path):
 def test_a_full_disk_is_a_one_line_error_naming_the_folder_and_keeps_the_previous_output(tmp_path):
     import numpy as np
 
-    from etl.atomic import write_npy
+    from clinfuse.etl.atomic import write_npy
 
     mount = _tiny_filesystem(tmp_path)
     try:

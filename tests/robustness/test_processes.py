@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from etl.parallel import scratch_dir
+from clinfuse.etl.parallel import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_decoding_workers_exit_when_the_stage_is_killed(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from etl.parallel import map_in_chunks
+        from clinfuse.etl.parallel import map_in_chunks
 
         def slow(x):
             with open({str(pids_file)!r}, "a") as fh:

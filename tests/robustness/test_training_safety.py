@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from etl.errors import ConfigError
-from models.methods.late_fusion import LateFusion
-from pipeline.cli import main
-from pipeline.trainer import StopTraining, TrainingDiverged, fit
+from clinfuse.etl.errors import ConfigError
+from clinfuse.models.methods.late_fusion import LateFusion
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.trainer import StopTraining, TrainingDiverged, fit
 from tests.training.test_trainer import spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +123,7 @@ def _killed_training(cohort: Path, out: Path, uri: str, kill_at_step: int) -> No
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from models.methods.late_fusion import LateFusion
+        from clinfuse.models.methods.late_fusion import LateFusion
         real, n = LateFusion.step, [0]
         def step(self, batch):
             n[0] += 1
@@ -131,7 +131,7 @@ def _killed_training(cohort: Path, out: Path, uri: str, kill_at_step: int) -> No
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(self, batch)
         LateFusion.step = step
-        from pipeline.cli import main
+        from clinfuse.pipeline.cli import main
         main(["--params", {str(out.parent / "params.yaml")!r}, "train", "--cohort", {str(cohort)!r},
               "--method", "late_fusion", "--seed", "3", "--out", {str(out)!r}])
     """)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from etl.errors import InputError
-from pipeline.checkpoints import load_checkpoint
-from pipeline.cli import main
-from pipeline.inference import load_trained_model
-from pipeline.registry import download_registered_model
+from clinfuse.etl.errors import InputError
+from clinfuse.pipeline.checkpoints import load_checkpoint
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.inference import load_trained_model
+from clinfuse.pipeline.registry import download_registered_model
 
 CANARY_NAME = "pwned.txt"
 

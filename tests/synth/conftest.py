@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.cli import main
+from clinfuse.pipeline.cli import main
 
 
 @pytest.fixture(scope="session")

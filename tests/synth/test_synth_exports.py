@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
+from clinfuse.pipeline.cli import main
 from tests.fixtures.real_schema import ADNIMERGE, MIMIC_CXR, MIMIC_IV
 
 
@@ -197,7 +197,7 @@ def test_scale_multiplies_patients_and_chartevents(tmp_path):
 
 
 def test_dicom_copies_decode_to_their_jpeg_films(raw):
-    from etl.mimic.cxr import decode_cxr_images
+    from clinfuse.etl.mimic.cxr import decode_cxr_images
 
     dicoms = sorted((raw / "mimic-cxr-dicom").rglob("*.dcm"))
     jpgs = [raw / "mimic-cxr-jpg" / p.relative_to(raw / "mimic-cxr-dicom").with_suffix(".jpg") for p in dicoms]
@@ -210,8 +210,8 @@ def test_dicom_copies_decode_to_their_jpeg_films(raw):
 
 def test_every_synthetic_diagnosis_code_maps_to_its_own_phenotype_only():
     # the ETL's ICD-10 mapping must give back the phenotype the generator meant, or labels lose their signal
-    from etl.mimic.phenotypes import load_phenotype_definitions
-    from etl.synth.mimic import FILLER_CODES, load_phenotype_codes
+    from clinfuse.etl.mimic.phenotypes import load_phenotype_definitions
+    from clinfuse.etl.synth.mimic import FILLER_CODES, load_phenotype_codes
 
     defs = load_phenotype_definitions().codes
     phenotypes_of = defs.groupby(["icd_version", "icd_code"])["phenotype"].agg(set).to_dict()
@@ -270,7 +270,7 @@ def test_cxr_tables_agree_with_the_image_files(raw):
 
 
 def test_every_export_carries_the_synthetic_marker_with_its_seed(raw):
-    from etl.provenance import MARKER, synthetic_marker
+    from clinfuse.etl.provenance import MARKER, synthetic_marker
 
     for folder in ("mimic-iv", "mimic-cxr-jpg", "mimic-cxr-dicom", "adni"):
         assert (raw / folder / MARKER).is_file(), folder

@@ -6,10 +6,10 @@ import pytest
 import torch
 import yaml
 
-from etl.errors import ConfigError
-from pipeline.augment import BatchAugment
-from pipeline.settings.train import AugmentSettings, TrainSettings
-from pipeline.trainer import StopTraining, fit
+from clinfuse.etl.errors import ConfigError
+from clinfuse.pipeline.augment import BatchAugment
+from clinfuse.pipeline.settings.train import AugmentSettings, TrainSettings
+from clinfuse.pipeline.trainer import StopTraining, fit
 from tests.training.test_trainer import spec
 
 SHAPES = {"ehr": (48, 24), "cxr": (1, 32, 32)}

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from etl.atomic import MARKER
-from etl.errors import InputError
-from pipeline.checkpoints import CHECKPOINT_LAST
-from pipeline.inference import load_trained_model
-from pipeline.trainer import StopTraining, fit
+from clinfuse.etl.atomic import MARKER
+from clinfuse.etl.errors import InputError
+from clinfuse.pipeline.checkpoints import CHECKPOINT_LAST
+from clinfuse.pipeline.inference import load_trained_model
+from clinfuse.pipeline.trainer import StopTraining, fit
 from tests.training.test_trainer import spec
 
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from pipeline.data import load_cohort
-from pipeline.inference import load_trained_model, predict_split
-from pipeline.settings.methods import MethodConfig
-from pipeline.settings.train import TrainSettings
-from pipeline.trainer import RunSpec, StopTraining, fit
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.inference import load_trained_model, predict_split
+from clinfuse.pipeline.settings.methods import MethodConfig
+from clinfuse.pipeline.settings.train import TrainSettings
+from clinfuse.pipeline.trainer import RunSpec, StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.training.test_trainer import TINY
 

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from models.export import ExportableFusion
-from pipeline.checkpoints import CHECKPOINT_LAST
-from pipeline.data import load_cohort, split_tensors
-from pipeline.inference import load_trained_model, predict_split
-from pipeline.trainer import StopTraining, fit
+from clinfuse.models.export import ExportableFusion
+from clinfuse.pipeline.checkpoints import CHECKPOINT_LAST
+from clinfuse.pipeline.data import load_cohort, split_tensors
+from clinfuse.pipeline.inference import load_trained_model, predict_split
+from clinfuse.pipeline.trainer import StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.training.test_trainer import spec
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data import gather_to_device, load_cohort, split_tensors
+from clinfuse.pipeline.data import gather_to_device, load_cohort, split_tensors
 
 
 def test_a_batch_holds_the_films_scaled_to_unit_range_with_a_channel_axis(mimic_cohort):

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.data import load_cohort
-from pipeline.inference import load_trained_model, predict_split
-from pipeline.trainer import StopTraining, fit
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.inference import load_trained_model, predict_split
+from clinfuse.pipeline.trainer import StopTraining, fit
 from tests.fixtures.cohorts import write_cohort
 from tests.training.test_trainer import spec
 

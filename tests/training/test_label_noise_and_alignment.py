@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.fusion import FusionModel
-from pipeline.alignment import gradient_alignment
-from pipeline.label_noise import flip_labels
+from clinfuse.models.fusion import FusionModel
+from clinfuse.pipeline.alignment import gradient_alignment
+from clinfuse.pipeline.label_noise import flip_labels
 
 
 def test_the_multilabel_flip_rate_is_exact_per_label_for_a_seed():

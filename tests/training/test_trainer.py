@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.config import load_section
-from pipeline.data import load_cohort
-from pipeline.inference import load_trained_model, predict_split
-from pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
-from pipeline.settings.train import TrainSettings
-from pipeline.trainer import RunSpec, StopTraining, fit
+from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.config import load_section
+from clinfuse.pipeline.data import load_cohort
+from clinfuse.pipeline.inference import load_trained_model, predict_split
+from clinfuse.pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
+from clinfuse.pipeline.settings.train import TrainSettings
+from clinfuse.pipeline.trainer import RunSpec, StopTraining, fit
 
 TINY = {
     "ehr": {"name": "ehr_transformer", "d_model": 8, "nhead": 2, "num_layers": 1, "dropout": 0.1},

@@ -1,0 +1,48 @@
+"""mutmut, with mutants named after the modules the tests import: `clinfuse.etl.normalize...`.
+
+    python tests/mutation/mutmut_namespaced.py run --max-children 2   # what tests/mutation/run.py calls
+
+mutmut names a mutant after its file's path (`etl/normalize.py` -> `etl.normalize.x_f__mutmut_3`),
+and the trampoline it plants runs a mutant only when that name starts with the running function's
+`__module__`. clinfuse keeps its source folders at the top of the checkout but imports them under
+one namespace (clinfuse/__init__.py): the file etl/normalize.py is the module
+`clinfuse.etl.normalize`. Without the `clinfuse.` prefix no test would ever switch a mutant on,
+and every mutant would "survive" (or, where mutmut notices, be reported as having no tests).
+
+mutmut computes the name in one function, `get_mutant_name`, imported by name into two modules;
+all three references are replaced here before mutmut's command line runs. Mutant workers fork
+from this process (directly, or through mutmut's fork server), so they inherit the change.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import version
+
+import mutmut.__main__ as mutmut_main
+import mutmut.mutation.file_mutation as file_mutation
+import mutmut.utils.format_utils as format_utils
+
+ROOTS = ("pipeline", "etl", "models", "evaluation", "configs")  # the folders installed as clinfuse.<folder>
+_by_path = format_utils.get_mutant_name
+
+
+def get_mutant_name(relative_source_path, mutant_method_name: str) -> str:
+    """mutmut's path-derived name, prefixed with `clinfuse.` for the namespaced folders."""
+    name = _by_path(relative_source_path, mutant_method_name)
+    return f"clinfuse.{name}" if name.split(".")[0] in ROOTS else name
+
+
+def main() -> None:
+    for module in (format_utils, file_mutation, mutmut_main):
+        if getattr(module, "get_mutant_name", None) is not _by_path:
+            # a mutmut release that moved the function: fail loudly rather than run with wrong names
+            sys.exit(f"mutmut {version('mutmut')}: {module.__name__}.get_mutant_name is not the function "
+                     "this wrapper replaces; update tests/mutation/mutmut_namespaced.py for this mutmut version")
+        module.get_mutant_name = get_mutant_name
+    sys.argv[0] = "mutmut"
+    mutmut_main.cli()
+
+
+if __name__ == "__main__":
+    main()
