@@ -46,6 +46,7 @@ class CohortInfo(Protocol):
     task_type: str
     label_names: list[str]
     samples: pd.DataFrame
+    registered_model_name: str  # the name `clinfuse register` gives its models
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
                "best_of_method": r is best_by_method[r["method"]]}
               for r in sorted(results, key=lambda r: (order.index(r["method"]), r["seed"]))],
         method_notes=[method_note(m) for m in order],
-        provenance={**(provenance or {}), "registry": _registry_status(registry_record, champion, manifest)},
+        provenance={**(provenance or {}), "registry": _registry_status(registry_record, champion, cohort.registered_model_name)},
         multiclass=_multiclass(champion, labels) if cohort.task_type == "multiclass" else None,
         features=_features(manifest) if manifest.get("tabular_features") else None,
         operating_points=champion.get("operating_points"),
@@ -332,9 +333,8 @@ def _features(manifest: dict) -> dict:
             "smc": config.get("smc"), "smc_labelled_cn": manifest.get("smc_labelled_cn")}
 
 
-def _registry_status(record: dict | None, champion: dict, manifest: dict) -> dict:
+def _registry_status(record: dict | None, champion: dict, name: str) -> dict:
     """The registered model (`clinfuse register`'s record), or the name it will get; flags a stale record."""
-    name = f"{manifest.get('dataset')}-{manifest.get('task')}"
     if record is None:
         return {"name": name, "version": None, "note": "not registered yet (clinfuse register)"}
     registered_run = Path(str(record.get("run", ""))).name

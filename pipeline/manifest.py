@@ -166,6 +166,13 @@ class CohortManifest(_Record):
         """True for a MIMIC cohort that keeps stays without a chest film (etl_mimic.require_cxr: false)."""
         return isinstance(self.config, MimicEtlSettings) and not self.config.require_cxr
 
+    @property
+    def registered_model_name(self) -> str:
+        """The MLflow registry name of this cohort's models: `<dataset>-<task>`, with `-partial` for a
+        partially paired cohort (a model that admits stays without the film is a different model: its
+        champion is kept apart)."""
+        return f"{self.dataset}-{self.task}" + ("-partial" if self.partially_paired else "")
+
     def to_json(self) -> dict:
         """The manifest.json content (dataset-specific parts of the other dataset left out)."""
         return self.model_dump(mode="json", exclude_none=True)

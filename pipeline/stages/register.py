@@ -22,7 +22,7 @@ from clinfuse.evaluation.champion import champion_of
 from clinfuse.models.export import ExportableFusion
 from clinfuse.pipeline.data import IMAGE_MODALITIES, load_cohort, split_tensors
 from clinfuse.pipeline.inference import load_trained_model
-from clinfuse.pipeline.manifest import CohortManifest, shareable_sources
+from clinfuse.pipeline.manifest import shareable_sources
 from clinfuse.pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
 from clinfuse.pipeline.results import load_evaluations, slug
 
@@ -56,12 +56,6 @@ def example_source(cohort) -> str:
     return "neutral values, not patient data: zeros (training means, no observations, black images)"
 
 
-def registered_name(manifest: CohortManifest) -> str:
-    """`<dataset>-<task>`, with `-partial` for a cohort that admits stays without the image
-    (a partially paired model is a different model: its champion is kept apart)."""
-    return f"{manifest.dataset}-{manifest.task}" + ("-partial" if manifest.partially_paired else "")
-
-
 def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray, ...], names: list[str]) -> dict:
     """A MONAI-bundle-style description of the inputs, outputs, data, metrics and training."""
     m = cohort.manifest
@@ -85,7 +79,7 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
     headline = evaluation["test"]["headline"]
     return {
         "schema": "clinfuse model card v1 (in the spirit of a MONAI bundle metadata.json)",
-        "name": registered_name(m), "task": m.task, "dataset": m.dataset,
+        "name": m.registered_model_name, "task": m.task, "dataset": m.dataset,
         "task_type": cohort.task_type,
         # from the cohort manifest: True = trained on the generator's synthetic exports, None = not recorded
         "synthetic": m.synthetic,

@@ -42,7 +42,8 @@ from clinfuse.pipeline.results import (
 def cohort_info(cohort) -> SimpleNamespace:
     """What `evaluation.report_data` reads of a cohort (`CohortInfo`), its manifest as written (JSON)."""
     return SimpleNamespace(name=cohort.name, manifest=cohort.manifest.to_json(), task_type=cohort.task_type,
-                           label_names=cohort.label_names, samples=cohort.samples)
+                           label_names=cohort.label_names, samples=cohort.samples,
+                           registered_model_name=cohort.manifest.registered_model_name)
 
 
 def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: ReportSettings,

@@ -9,7 +9,6 @@ import pytest
 
 from clinfuse.pipeline.cli import main
 from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
-from clinfuse.pipeline.stages.register import registered_name
 from tests.evaluation.test_report_registry_e2e import Tables
 from tests.fixtures.cohorts import fixture_manifest, write_cohort
 
@@ -78,8 +77,8 @@ def test_report_shows_every_method_in_the_presence_and_comparison_tables(partial
 
 
 def test_a_partially_paired_cohort_registers_under_its_own_name():
-    assert registered_name(fixture_manifest("mimic", config=MimicEtlSettings(require_cxr=False))) == \
+    assert fixture_manifest("mimic", config=MimicEtlSettings(require_cxr=False)).registered_model_name == \
         "mimic-phenotype-partial"
-    assert registered_name(fixture_manifest("mimic", config=MimicEtlSettings(require_cxr=True))) == \
+    assert fixture_manifest("mimic", config=MimicEtlSettings(require_cxr=True)).registered_model_name == \
         "mimic-phenotype"
-    assert registered_name(fixture_manifest("adni")) == "adni-diagnosis"
+    assert fixture_manifest("adni").registered_model_name == "adni-diagnosis"

@@ -7,6 +7,7 @@ the settings (params.yaml analyze.proposed / analyze.reference / evaluate.seed),
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -108,3 +109,11 @@ def test_the_why_section_embeds_figures_as_base64_and_names_the_sensitivity_meth
     why = why_section(_analysis([1]), {"probes": b"\x89PNG"}, seed=1)
     assert why["figures"] == {"probes": "iVBORw=="}
     assert why["captions"]["sensitivity"].startswith("MASAM's test metric")
+
+
+def test_before_registration_the_report_names_the_model_as_clinfuse_register_will(evaluated):
+    results, predictions, cohort, settings = evaluated
+    partial = SimpleNamespace(**{**vars(cohort), "registered_model_name": "mimic-phenotype-partial"})
+    data = build_report_data(results, predictions, partial, "A cohort", settings, sources={}, generated="now")
+    assert data.provenance["registry"]["name"] == "mimic-phenotype-partial"
+    assert data.provenance["registry"]["version"] is None
