@@ -247,3 +247,14 @@ def test_risk_histogram_spans_the_predicted_range_and_counts_every_prediction():
     h = risk_histogram(np.array([0.01, 0.02, 0.05, 0.11, 0.29]), n_bins=6)
     assert h["edges"][0] == 0 and h["edges"][-1] == pytest.approx(0.3) and sum(h["counts"]) == 5
     assert h["counts"] == [2, 1, 1, 0, 0, 1]  # bins [0, 0.05), [0.05, 0.1), ... ; 0.3 in the last
+
+
+def test_class_rates_record_the_positives_and_the_bootstrap_that_made_their_intervals():
+    # 4 patients, classes CN/MCI/AD: truth 0, 1, 1, 2; predictions read back as floats (a parquet column)
+    rates = bootstrap_class_rates(np.array([0, 1, 1, 2]), np.array([0.0, 1.0, 2.0, 2.0]), np.arange(4),
+                                  ["CN", "MCI", "AD"], n_resamples=20, seed=5, level=0.9)
+    assert {c: r["n_pos"] for c, r in rates["per_class"].items()} == {"CN": 1, "MCI": 2, "AD": 1}
+    assert (rates["n_resamples"], rates["seed"], rates["level"]) == (20, 5, 0.9)
+    assert rates["accuracy"]["value"] == 0.75  # 3 of 4 called right
+    assert rates["per_class"]["MCI"]["sensitivity"]["value"] == 0.5  # one of the two MCI called AD
+    assert rates["per_class"]["AD"]["specificity"]["value"] == 2 / 3  # the MCI called AD is AD's one false positive
