@@ -86,6 +86,17 @@ def equivalents() -> dict[tuple[str, str], str]:
 SPAWNED_TESTS = {"clinfuse.models.methods.": ["tests/distributed/test_methods_data_parallel.py", "-k", "two_processes"]}
 
 
+def spawned_tests_for(mutant: str, tests: list[str]) -> list[str]:
+    """A method module's mutant is run against that method's cases only (`masam` -> the MASAM cases;
+    `-k sam` also picks MASAM's, which call SAM's code); the shared base module against the late fusion,
+    SAM and MASAM cases, which between them reach every base helper the core methods use."""
+    module = mutant.removeprefix("clinfuse.models.methods.").split(".")[0]
+    if tests[-2:] != ["-k", "two_processes"] or module == mutant:
+        return tests
+    chosen = "late_fusion or sam" if module == "base" else module
+    return [*tests[:-1], f"two_processes and ({chosen})"]
+
+
 def _spawned_tests_fail(tests: list[str], mutant: str) -> bool:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(MUTANT_UNDER_TEST=mutant, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -102,12 +113,13 @@ def killed_by_spawned_tests(mutant: str) -> bool:
     prefix = next((p for p in SPAWNED_TESTS if mutant.startswith(p)), None)
     if prefix is None:
         return False
-    tests = SPAWNED_TESTS[prefix]
-    if prefix not in _BASELINE_PASSES:  # a test that fails unmutated would "kill" every mutant
-        _BASELINE_PASSES[prefix] = not _spawned_tests_fail(tests, "none")
-        if not _BASELINE_PASSES[prefix]:
-            print(f"warning: {' '.join(tests)} fails without any mutant; its verdicts are not used", file=sys.stderr)
-    return _BASELINE_PASSES[prefix] and _spawned_tests_fail(tests, mutant)
+    tests = spawned_tests_for(mutant, SPAWNED_TESTS[prefix])
+    key = " ".join(tests)
+    if key not in _BASELINE_PASSES:  # a test that fails unmutated would "kill" every mutant
+        _BASELINE_PASSES[key] = not _spawned_tests_fail(tests, "none")
+        if not _BASELINE_PASSES[key]:
+            print(f"warning: {key} fails without any mutant; its verdicts are not used", file=sys.stderr)
+    return _BASELINE_PASSES[key] and _spawned_tests_fail(tests, mutant)
 
 
 def namespaced(patterns: list[str]) -> list[str]:
