@@ -13,6 +13,7 @@ from clinfuse.evaluation.calibration import (
     calibration_summary,
     recalibration_fit,
     reliability_curve,
+    risk_histogram,
 )
 
 _rng = np.random.default_rng(3)
@@ -127,3 +128,22 @@ def test_one_overlapping_pair_is_enough_for_a_finite_slope_equal_to_sklearns():
 
 def test_equal_predictions_for_both_classes_have_no_slope():
     assert recalibration_fit(np.array([0, 1, 0, 1]), np.full(4, 0.3))["note"] == "not estimable: predictions all equal"
+
+
+def test_risk_histogram_spans_zero_to_the_top_risk_rounded_up_to_a_tenth_in_twenty_bins():
+    h = risk_histogram(np.array([0.02, 0.1, 0.3]))
+    assert h["edges"][0] == 0.0 and h["edges"][-1] == 0.3  # 0.3 exactly: not pushed up to 0.4
+    assert len(h["counts"]) == 20 and sum(h["counts"]) == 3
+    assert risk_histogram(np.array([0.31]))["edges"][-1] == 0.4
+    empty = risk_histogram(np.array([]))
+    assert empty["edges"][-1] == 1.0 and sum(empty["counts"]) == 0
+
+
+def test_pooled_calibration_says_how_it_binned_and_uses_the_bins_asked_for():
+    rng = np.random.default_rng(0)
+    p = rng.random((200, 2))
+    y = (rng.random((200, 2)) < p).astype(int)
+    pooled = calibration_summary(y, p, ["a", "b"], n_bins=4)["pooled"]
+    assert pooled["reliability_strategy"] == "quantile"
+    assert len(pooled["reliability"]) == 4
+    assert sum(pooled["histogram"]["counts"]) == 400

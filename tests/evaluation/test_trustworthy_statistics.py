@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -258,3 +260,30 @@ def test_class_rates_record_the_positives_and_the_bootstrap_that_made_their_inte
     assert rates["accuracy"]["value"] == 0.75  # 3 of 4 called right
     assert rates["per_class"]["MCI"]["sensitivity"]["value"] == 0.5  # one of the two MCI called AD
     assert rates["per_class"]["AD"]["specificity"]["value"] == 2 / 3  # the MCI called AD is AD's one false positive
+
+
+def test_class_rate_intervals_are_quantiles_of_the_patient_resamples_and_an_absent_class_has_no_value():
+    from clinfuse.evaluation.bootstrap import patient_weights
+
+    y = np.array([0, 0, 1, 1, 0, 1, 0, 0])
+    pred = np.array([0, 1, 1, 0, 0, 1, 0, 1])
+    patients = np.array([1, 1, 2, 3, 4, 5, 6, 7])  # patient 1 has two stays: resampled together
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a class nobody has: 0 / 0 is expected, and silent
+        rates = bootstrap_class_rates(y.astype(float), pred, patients, ["no", "yes", "never"],
+                                      n_resamples=50, seed=11, level=0.8)
+    w = patient_weights(patients, 50, 11)  # [R, N]: how often each row is drawn in each resample
+    accuracy = (w @ (y == pred)) / w.sum(axis=1)
+    assert rates["accuracy"]["value"] == 5 / 8
+    assert rates["accuracy"]["ci"] == pytest.approx([np.quantile(accuracy, 0.1), np.quantile(accuracy, 0.9)])
+    never = rates["per_class"]["never"]
+    assert never["n_pos"] == 0 and never["sensitivity"]["value"] is None and never["sensitivity"]["ci"] == [None, None]
+    assert never["specificity"]["value"] == 1.0  # nobody was called "never"
+
+
+def test_row_normalised_rates_leave_an_empty_row_undefined_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rates = row_normalised(np.array([[2, 2], [0, 0], [1, 0]]))
+    assert rates[0].tolist() == [0.5, 0.5] and rates[2].tolist() == [1.0, 0.0]  # a class of one patient
+    assert np.isnan(rates[1]).all()

@@ -302,3 +302,11 @@ def test_films_under_four_times_the_target_size_are_decoded_whole_larger_ones_at
             draft_jpeg(im, size)
             im.load()
             assert im.size == expected, size
+
+
+def test_an_optional_decoder_counts_as_installed_only_when_python_can_find_it():
+    from clinfuse.etl.mimic.cxr import _installed
+
+    assert _installed("json") is True
+    assert _installed("no_such_decoder_xyz") is False
+    assert _installed("no_such_package_xyz.jpeg") is False  # a missing parent package is not an error
