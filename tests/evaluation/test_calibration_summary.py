@@ -147,3 +147,27 @@ def test_pooled_calibration_says_how_it_binned_and_uses_the_bins_asked_for():
     assert pooled["reliability_strategy"] == "quantile"
     assert len(pooled["reliability"]) == 4
     assert sum(pooled["histogram"]["counts"]) == 400
+
+
+def test_quantile_reliability_cuts_ten_equal_groups_by_default_in_order_of_risk():
+    p = np.linspace(0.95, 0.0, 20)  # given in descending order: the bins follow the risk, not the row
+    y = (np.arange(20) % 2).astype(float)
+    bins = reliability_curve(y, p)
+    assert [b["count"] for b in bins] == [2] * 10
+    assert bins[0]["upper"] == pytest.approx(0.05) and bins[-1]["lower"] == pytest.approx(0.90)
+
+
+def test_tied_risks_keep_their_row_order_across_a_cut():
+    # three risk levels over 60 rows; within a level, the earlier rows are the events. A stable sort
+    # keeps row order among ties, so a cut inside a level takes its earliest rows (the events) first.
+    p = np.tile([0.2, 0.5, 0.8], 20)[np.random.default_rng(0).permutation(60)]
+    y = np.zeros(60)
+    for level in (0.2, 0.5, 0.8):
+        y[np.flatnonzero(p == level)[:10]] = 1.0  # the first 10 of each level's 20 rows
+    bins = reliability_curve(y, p, n_bins=6)  # 10 rows per bin: each level split into events, then not
+    assert [b["observed"] for b in bins] == [1.0, 0.0] * 3
+
+
+def test_an_unknown_binning_strategy_is_refused_by_name():
+    with pytest.raises(ValueError, match="reliability strategy 'deciles'"):
+        reliability_curve(np.array([0.0]), np.array([0.5]), strategy="deciles")
