@@ -8,7 +8,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
 from clinfuse.evaluation.calibration import (
+    CONSTANT,
     SEPARATED,
+    SINGLE_CLASS,
     calibration_slope_intercept,
     calibration_summary,
     recalibration_fit,
@@ -171,3 +173,9 @@ def test_tied_risks_keep_their_row_order_across_a_cut():
 def test_an_unknown_binning_strategy_is_refused_by_name():
     with pytest.raises(ValueError, match="reliability strategy 'deciles'"):
         reliability_curve(np.array([0.0]), np.array([0.5]), strategy="deciles")
+
+
+def test_a_constant_risk_or_no_outcomes_leave_slope_and_intercept_unestimated_with_the_reason():
+    y = np.array([0, 1, 0, 1])
+    assert recalibration_fit(y, np.full(4, 0.3)) == {"slope": None, "intercept": None, "note": CONSTANT}
+    assert recalibration_fit(np.array([]), np.array([])) == {"slope": None, "intercept": None, "note": SINGLE_CLASS}
