@@ -9,6 +9,7 @@ from sklearn.metrics import brier_score_loss
 
 from clinfuse.evaluation.calibration import (
     CONSTANT,
+    NOT_CONVERGED,
     SEPARATED,
     SINGLE_CLASS,
     calibration_slope_intercept,
@@ -179,3 +180,15 @@ def test_a_constant_risk_or_no_outcomes_leave_slope_and_intercept_unestimated_wi
     y = np.array([0, 1, 0, 1])
     assert recalibration_fit(y, np.full(4, 0.3)) == {"slope": None, "intercept": None, "note": CONSTANT}
     assert recalibration_fit(np.array([]), np.array([])) == {"slope": None, "intercept": None, "note": SINGLE_CLASS}
+
+
+def test_positives_that_never_outrank_negatives_are_separated_too_ties_included():
+    # every positive's risk <= every negative's, with one tie at 0.3: quasi-complete separation, reversed
+    y = np.array([1, 1, 0, 0])
+    fit = recalibration_fit(y, np.array([0.1, 0.3, 0.3, 0.5]))
+    assert fit == {"slope": None, "intercept": None, "note": SEPARATED}
+
+
+def test_a_risk_that_is_not_a_number_leaves_the_fit_unestimated():
+    fit = recalibration_fit(np.array([0, 1, 0, 1]), np.array([0.2, np.nan, 0.6, 0.7]))
+    assert fit == {"slope": None, "intercept": None, "note": NOT_CONVERGED}
