@@ -5,6 +5,7 @@
                                                       # keeping the others' results (`make mutation MODULES=...`)
     python tests/mutation/run.py --report-only        # score what earlier runs left in mutants/
     python tests/mutation/run.py --spawned-only       # re-check survivors against the spawned-process tests only
+    python tests/mutation/run.py --recheck tests/x.py # re-check survivors against tests written since the run
 
 mutmut plants one small change at a time (a flipped comparison, a changed constant, a
 dropped argument...) and runs the tests that call the changed function; a mutant is
@@ -97,7 +98,7 @@ def spawned_tests_for(mutant: str, tests: list[str]) -> list[str]:
     return [*tests[:-1], f"two_processes and ({chosen})"]
 
 
-def _spawned_tests_fail(tests: list[str], mutant: str) -> bool:
+def _tests_fail(tests: list[str], mutant: str) -> bool:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(MUTANT_UNDER_TEST=mutant, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     code = subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
@@ -116,10 +117,20 @@ def killed_by_spawned_tests(mutant: str) -> bool:
     tests = spawned_tests_for(mutant, SPAWNED_TESTS[prefix])
     key = " ".join(tests)
     if key not in _BASELINE_PASSES:  # a test that fails unmutated would "kill" every mutant
-        _BASELINE_PASSES[key] = not _spawned_tests_fail(tests, "none")
+        _BASELINE_PASSES[key] = not _tests_fail(tests, "none")
         if not _BASELINE_PASSES[key]:
             print(f"warning: {key} fails without any mutant; its verdicts are not used", file=sys.stderr)
-    return _BASELINE_PASSES[key] and _spawned_tests_fail(tests, mutant)
+    return _BASELINE_PASSES[key] and _tests_fail(tests, mutant)
+
+
+def killed_by_tests(mutant: str, tests: list[str]) -> bool:
+    """True when one of `tests` fails with `mutant` active, and they all pass without it."""
+    key = " ".join(tests)
+    if key not in _BASELINE_PASSES:
+        _BASELINE_PASSES[key] = not _tests_fail(tests, "none")
+        if not _BASELINE_PASSES[key]:
+            print(f"warning: {key} fails without any mutant; its verdicts are not used", file=sys.stderr)
+    return _BASELINE_PASSES[key] and _tests_fail(tests, mutant)
 
 
 def namespaced(patterns: list[str]) -> list[str]:
@@ -140,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="score earlier results, run nothing")
     parser.add_argument("--spawned-only", action="store_true",
                         help="skip mutmut; run only the spawned-process tests on earlier survivors, then score")
+    parser.add_argument("--recheck", nargs="+", metavar="TEST", default=[],
+                        help="skip mutmut; copy tests/ into mutants/ and run these test files against every "
+                             "unexplained survivor (tests written since the run), then score")
     parser.add_argument("--fresh", action="store_true",
                         help="delete mutants/ first (mutmut keeps its copy of unmutated files and old verdicts)")
     args = parser.parse_args(argv)
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
     if args.fresh and not args.report_only:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-    if not args.report_only and not args.spawned_only:
+    if not args.report_only and not args.spawned_only and not args.recheck:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "w") as fh:
@@ -159,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             code = subprocess.call([sys.executable, str(Path(__file__).with_name("mutmut_namespaced.py")), "run",
                                     "--max-children", str(args.max_children), *args.patterns],
                                    cwd=ROOT, env=env, stdout=fh, stderr=fh)
-        stale = ROOT / "mutants" / "spawned-verdicts.json"
-        if stale.is_file() and args.patterns:
-            kept = {k: v for k, v in json.loads(stale.read_text()).items() if not selected(k, args.patterns)}
-            stale.write_text(json.dumps(kept, indent=1))
+        for name in ("spawned-verdicts.json", "recheck-verdicts.json"):
+            stale = ROOT / "mutants" / name
+            if stale.is_file() and args.patterns:
+                kept = {k: v for k, v in json.loads(stale.read_text()).items() if not selected(k, args.patterns)}
+                stale.write_text(json.dumps(kept, indent=1))
         if code != 0:
             print(log.read_text()[-3000:])
             sys.exit(f"mutmut run failed (exit {code}); full log: {log}")
@@ -188,6 +203,23 @@ def main(argv: list[str] | None = None) -> int:
     killed += spawned
     alive = [k for k in alive if k not in spawned]
     table = equivalents()
+    # verdicts of tests written after mutmut's run (--recheck), kept like the spawned ones
+    recheck_file = ROOT / "mutants" / "recheck-verdicts.json"
+    recheck = json.loads(recheck_file.read_text()) if recheck_file.is_file() else {}
+    recheck = {k: v for k, v in recheck.items() if k in alive}
+    if args.recheck:
+        shutil.copytree(ROOT / "tests", ROOT / "mutants" / "tests", dirs_exist_ok=True)
+        pending = [k for k in alive if not recheck.get(k)
+                   and (function_of(k), mutated_lines(k, found[k][1])) not in table]
+        for i, k in enumerate(pending, 1):
+            recheck[k] = killed_by_tests(k, args.recheck)
+            print(f"re-checked {i}/{len(pending)}: {k} {'killed' if recheck[k] else 'survived'}", flush=True)
+        recheck_file.write_text(json.dumps(recheck, indent=1))
+    rechecked = [k for k in alive if recheck.get(k)]
+    for k in rechecked:
+        checked[k] = "killed (re-checked)"
+    killed += rechecked
+    alive = [k for k in alive if k not in rechecked]
     listed, unexplained = [], []
     for k in alive:
         key = (function_of(k), mutated_lines(k, found[k][1]))
