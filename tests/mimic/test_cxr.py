@@ -310,3 +310,30 @@ def test_an_optional_decoder_counts_as_installed_only_when_python_can_find_it():
     assert _installed("json") is True
     assert _installed("no_such_decoder_xyz") is False
     assert _installed("no_such_package_xyz.jpeg") is False  # a missing parent package is not an error
+
+
+def test_a_palette_colour_film_goes_through_its_colour_lut_to_bt601_luminance():
+    import pydicom
+    from pydicom.pixels import apply_color_lut
+
+    from clinfuse.etl.mimic.cxr import decode_one
+    from tests.fixtures.dicoms import pydicom_test_file
+
+    path = pydicom_test_file("examples_palette.dcm")  # 800 x 350, 8-bit indices into 16-bit colour LUTs
+    if path is None:
+        pytest.skip("pydicom's test files are not installed")
+    ds = pydicom.dcmread(path)
+    rgb = apply_color_lut(ds.pixel_array, ds).astype(float) / np.iinfo(np.uint16).max  # [350, 800, 3] in [0, 1]
+    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    expected = np.round(luma * 255).astype(np.uint8)[:, 225:575]  # size 350: no scaling, the centre square
+    img, failure, notes = decode_one(str(path), 350)
+    assert failure is None and notes == ["colour: converted to luminance"]
+    assert np.abs(img.astype(int) - expected).max() <= 1 and img.std() > 0
+
+
+def test_a_single_sample_film_labelled_rgb_is_a_layout_failure_naming_what_it_found(tmp_path):
+    from clinfuse.etl.mimic.cxr import LAYOUT, decode_one
+
+    write_plain_dicom(tmp_path / "odd.dcm", STORED, PhotometricInterpretation="RGB")  # one sample per pixel
+    _, failure, _ = decode_one(str(tmp_path / "odd.dcm"), 4)
+    assert failure == {"reason": LAYOUT, "detail": "PhotometricInterpretation RGB, pixel array (4, 4)"}
