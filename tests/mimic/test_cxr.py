@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -337,3 +339,36 @@ def test_a_single_sample_film_labelled_rgb_is_a_layout_failure_naming_what_it_fo
     write_plain_dicom(tmp_path / "odd.dcm", STORED, PhotometricInterpretation="RGB")  # one sample per pixel
     _, failure, _ = decode_one(str(tmp_path / "odd.dcm"), 4)
     assert failure == {"reason": LAYOUT, "detail": "PhotometricInterpretation RGB, pixel array (4, 4)"}
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I;16N", "I", "F"])
+def test_a_16_bit_or_float_film_is_stretched_from_its_own_range_not_clipped_to_white(mode):
+    from clinfuse.etl.mimic.cxr import _grey_8bit
+
+    values = np.array([[1000, 2000, 3000, 4000]], dtype=float)  # all above 255: convert("L") would saturate
+    kind = {"I;16": "<u2", "I;16L": "<u2", "I;16N": "=u2", "I;16B": ">u2", "I": "<i4", "F": "<f4"}[mode]
+    im = Image.frombytes(mode, (4, 1), values.astype(kind).tobytes())
+    grey, notes = _grey_8bit(im)
+    assert grey.dtype == np.uint8 and grey.tolist() == [[0, 85, 170, 255]]
+    assert notes == [f"{mode} image: rescaled from its min-max range to 8 bits"]
+
+
+def test_a_flat_16_bit_film_is_black_not_a_division_by_zero():
+    from clinfuse.etl.mimic.cxr import _grey_8bit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grey, _ = _grey_8bit(Image.frombytes("I;16", (2, 1), np.array([700, 700], "<u2").tobytes()))
+    assert grey.tolist() == [[0, 0]]
+
+
+@pytest.mark.parametrize("mode,colour", [("L", False), ("1", False), ("P", False), ("LA", False), ("RGB", True),
+                                         ("RGBA", True), ("CMYK", True)])
+def test_only_colour_films_are_noted_as_converted_to_luminance(mode, colour):
+    from clinfuse.etl.mimic.cxr import _grey_8bit
+
+    im = Image.new("L", (2, 1), 200).convert(mode)
+    grey, notes = _grey_8bit(im)
+    assert grey.dtype == np.uint8 and grey.shape == (1, 2)
+    assert np.array_equal(grey, np.asarray(im.convert("L")))
+    assert notes == (["colour: converted to luminance"] if colour else [])
