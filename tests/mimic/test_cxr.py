@@ -372,3 +372,61 @@ def test_only_colour_films_are_noted_as_converted_to_luminance(mode, colour):
     assert grey.dtype == np.uint8 and grey.shape == (1, 2)
     assert np.array_equal(grey, np.asarray(im.convert("L")))
     assert notes == (["colour: converted to luminance"] if colour else [])
+
+
+def test_failure_records_say_what_went_wrong_in_words_a_reader_can_act_on(tmp_path, monkeypatch):
+    import pydicom
+
+    from clinfuse.etl.mimic import cxr
+    from tests.fixtures.dicoms import truncated, without_pixels
+
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"this is not a DICOM file" * 10)
+    _, not_dicom, _ = cxr.decode_one(str(garbage), 4)
+    assert not_dicom["reason"] == cxr.NOT_DICOM and "DICM" in not_dicom["detail"]  # pydicom's own words
+    _, no_pixels, _ = cxr.decode_one(str(without_pixels(tmp_path / "sr.dcm")), 4)
+    assert no_pixels["detail"] == "the file holds no image (a report, a plan, a structure set?)"
+    _, cut, _ = cxr.decode_one(str(truncated(tmp_path / "t.dcm", np.ones((8, 8)))), 4)
+    assert cut["reason"] == cxr.TRUNCATED and cut["detail"].split(":")[0].endswith(("Error", "Exception"))
+
+    real_read = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: (_ for _ in ()).throw(OSError("bad tag length")))
+    _, header, _ = cxr.decode_one(str(garbage), 4)
+    assert header == {"reason": cxr.BAD_HEADER, "detail": "OSError: bad tag length"}
+    monkeypatch.setattr(pydicom, "dcmread", real_read)
+
+
+@pytest.mark.parametrize("libjpeg", [False, True])
+def test_an_undecodable_jpeg_film_names_its_syntax_and_the_missing_extra_only_when_it_is_missing(
+        tmp_path, monkeypatch, libjpeg):
+    import pydicom
+    from pydicom.uid import JPEGLossless
+
+    from clinfuse.etl.mimic import cxr
+
+    write_plain_dicom(tmp_path / "j.dcm", STORED)
+    ds = pydicom.dcmread(tmp_path / "j.dcm")
+    ds.file_meta.TransferSyntaxUID = JPEGLossless  # as the header says; decoding is made to fail below
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: ds)
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(lambda self: (_ for _ in ()).throw(
+        RuntimeError("no plugin could decode it"))))
+    monkeypatch.setattr(cxr, "_installed", lambda module: libjpeg if module == "libjpeg" else True)
+    _, failure, _ = cxr.decode_one(str(tmp_path / "j.dcm"), 4)
+    hint = " (JPEG lossless, extended and JPEG-LS need the dicom-jpeg extra: pylibjpeg-libjpeg)"
+    assert failure["reason"] == cxr.UNDECODABLE
+    assert failure["detail"] == f"{JPEGLossless.name}{'' if libjpeg else hint}: no plugin could decode it"
+
+
+def test_an_undecodable_film_without_a_transfer_syntax_says_so(tmp_path, monkeypatch):
+    import pydicom
+
+    from clinfuse.etl.mimic import cxr
+
+    write_plain_dicom(tmp_path / "n.dcm", STORED)
+    ds = pydicom.dcmread(tmp_path / "n.dcm")
+    del ds.file_meta.TransferSyntaxUID
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: ds)
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(lambda self: (_ for _ in ()).throw(
+        NotImplementedError("unknown encoding"))))
+    _, failure, _ = cxr.decode_one(str(tmp_path / "n.dcm"), 4)
+    assert failure == {"reason": cxr.UNDECODABLE, "detail": "no transfer syntax: unknown encoding"}
