@@ -38,8 +38,11 @@ def read_cxr_metadata(mimic_cxr_dir: Path) -> pd.DataFrame:
     bad = meta["study_datetime"].isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
+        # as Python values: a numpy scalar's repr would read np.int64(21501301)
+        date, time = (v.item() if isinstance(v, np.generic) else v
+                      for v in meta.loc[bad].iloc[0][["StudyDate", "StudyTime"]])
         raise InputError(f"{path}: row {row + 2}: StudyDate/StudyTime not YYYYMMDD / HHMMSS.fff "
-                         f"(got {meta.loc[bad].iloc[0]['StudyDate']!r}, {meta.loc[bad].iloc[0]['StudyTime']!r})")
+                         f"(got {date!r}, {time!r})")
     return meta
 
 

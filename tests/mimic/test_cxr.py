@@ -430,3 +430,37 @@ def test_an_undecodable_film_without_a_transfer_syntax_says_so(tmp_path, monkeyp
         NotImplementedError("unknown encoding"))))
     _, failure, _ = cxr.decode_one(str(tmp_path / "n.dcm"), 4)
     assert failure == {"reason": cxr.UNDECODABLE, "detail": "no transfer syntax: unknown encoding"}
+
+
+def test_absent_metadata_names_the_file_expected_first(tmp_path):
+    with pytest.raises(InputError) as raised:
+        read_cxr_metadata(tmp_path)
+    assert str(raised.value) == (f"{tmp_path / 'mimic-cxr-2.0.0-metadata.csv.gz'}: missing; "
+                                 "expected the MIMIC-CXR-JPG metadata table")
+
+
+def test_metadata_keeps_dicom_ids_as_text_and_reads_the_uncompressed_name_too(tmp_path):
+    pd.DataFrame({"dicom_id": ["0012", "3400"], "subject_id": [1, 1], "study_id": [2, 3], "ViewPosition": ["AP", "PA"],
+                  "StudyDate": [21500101, 21500102], "StudyTime": [101.5, 2359.0]}
+                 ).to_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv", index=False)
+    m = read_cxr_metadata(tmp_path)
+    assert m["dicom_id"].tolist() == ["0012", "3400"]  # the file names: leading zeros matter
+
+
+def test_an_unreadable_study_time_names_the_first_bad_line_of_the_file(tmp_path):
+    pd.DataFrame({"dicom_id": ["a", "b", "c", "d"], "subject_id": [1] * 4, "study_id": [2] * 4,
+                  "ViewPosition": ["AP"] * 4, "StudyDate": [21500101, 21500101, 21501301, 21501401],
+                  "StudyTime": [1.0, 2.0, 3.0, 4.0]}).to_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+    with pytest.raises(InputError, match=r"metadata\.csv\.gz: row 4: StudyDate/StudyTime not YYYYMMDD / HHMMSS\.fff "
+                                         r"\(got 21501301, 3\.0\)"):  # line 1 is the header: rows 2 and 3 are fine
+        read_cxr_metadata(tmp_path)
+
+
+@pytest.mark.parametrize("width,height", [(1600, 800), (800, 1600)])
+def test_a_non_square_jpeg_is_drafted_keeping_twice_the_target_on_its_shorter_side(tmp_path, width, height):
+    from clinfuse.etl.mimic.cxr import draft_jpeg
+
+    Image.new("L", (width, height), 128).save(tmp_path / "f.jpg")
+    with Image.open(tmp_path / "f.jpg") as im:
+        draft_jpeg(im, 100)
+        assert min(im.size) == 200 and max(im.size) == 400  # 1/4 scale; 1/8 would leave 100 on the short side
