@@ -464,3 +464,12 @@ def test_a_non_square_jpeg_is_drafted_keeping_twice_the_target_on_its_shorter_si
     with Image.open(tmp_path / "f.jpg") as im:
         draft_jpeg(im, 100)
         assert min(im.size) == 200 and max(im.size) == 400  # 1/4 scale; 1/8 would leave 100 on the short side
+
+
+def test_a_film_no_decoder_understands_is_counted_under_the_decoders_error_and_reads_in_words(tmp_path):
+    from clinfuse.etl.mimic.cxr import NO_PIXELS, UnreadableFilm, decode_one
+
+    (tmp_path / "notes.jpg").write_text("a radiology report saved under a film's name")
+    _, failure, _ = decode_one(str(tmp_path / "notes.jpg"), 4)
+    assert failure["reason"] == "unreadable image (UnidentifiedImageError)"
+    assert str(UnreadableFilm(NO_PIXELS, "a plan")) == f"{NO_PIXELS}: a plan" and str(UnreadableFilm(NO_PIXELS)) == NO_PIXELS

@@ -140,3 +140,12 @@ def test_report_shows_the_design_block_only_when_alternatives_were_run():
     data.design_alternatives = design_alternatives(rows)
     html = render_report(data)
     assert 'id="design-alternatives"' in html and "-0.010" in html and "gradient alignment only" in html
+
+
+def test_reference_variant_cosines_are_per_tensor_and_scale_free():
+    # the released optimizer's cosines: one per parameter tensor, whatever the gradients' size
+    a = [torch.tensor([0.1, 0.0]), torch.tensor([0.0, 0.003])]
+    b = [torch.tensor([0.2, 0.0]), torch.tensor([0.004, 0.0])]
+    assert METHODS["masam"]._per_tensor_cosines(a, b).tolist() == [1.0, 0.0]
+    zero = [torch.zeros(2)]
+    assert METHODS["masam"]._per_tensor_cosines(zero, zero).tolist() == [0.0]  # no direction: 0, not NaN
