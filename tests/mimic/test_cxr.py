@@ -473,3 +473,11 @@ def test_a_film_no_decoder_understands_is_counted_under_the_decoders_error_and_r
     _, failure, _ = decode_one(str(tmp_path / "notes.jpg"), 4)
     assert failure["reason"] == "unreadable image (UnidentifiedImageError)"
     assert str(UnreadableFilm(NO_PIXELS, "a plan")) == f"{NO_PIXELS}: a plan" and str(UnreadableFilm(NO_PIXELS)) == NO_PIXELS
+
+
+def test_film_paths_follow_the_physionet_layout_for_jpegs_and_dicoms(tmp_path):
+    from clinfuse.etl.mimic.cxr import cxr_image_path
+
+    films = tmp_path / "files" / "p10" / "p10000032" / "s50414267"
+    assert cxr_image_path(tmp_path, 10000032, 50414267, "02aa804e") == films / "02aa804e.jpg"
+    assert cxr_image_path(tmp_path, 10000032, 50414267.0, "02aa804e", dicom=True) == films / "02aa804e.dcm"
