@@ -41,7 +41,11 @@ def test_pairing_takes_latest_ap_inside_window_only():
 def test_stay_without_film_is_absent_from_pairs():
     stays = pd.DataFrame({"stay_id": [1, 2], "subject_id": [7, 8], "intime": [pd.Timestamp("2150-01-01")] * 2})
     m = meta([(7, "a", 1, "AP", 21500101, 120000.0), (8, "b", 2, "PA", 21500101, 120000.0)])
-    assert pair_latest_ap(stays, m, MimicEtlSettings().cxr_window_hours)["stay_id"].tolist() == [1]
+    pairs = pair_latest_ap(stays, m, MimicEtlSettings().cxr_window_hours)
+    assert pairs["stay_id"].tolist() == [1]
+    # one row per paired stay, numbered from 0, with exactly the columns the cohort joins on
+    assert list(pairs.columns) == ["stay_id", "subject_id", "dicom_id", "study_id", "study_datetime"]
+    assert pairs.index.tolist() == [0]
 
 
 def test_metadata_missing_column_names_file_and_column(tmp_path):
@@ -452,7 +456,26 @@ def test_an_unreadable_study_time_names_the_first_bad_line_of_the_file(tmp_path)
                   "ViewPosition": ["AP"] * 4, "StudyDate": [21500101, 21500101, 21501301, 21501401],
                   "StudyTime": [1.0, 2.0, 3.0, 4.0]}).to_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
     with pytest.raises(InputError, match=r"metadata\.csv\.gz: row 4: StudyDate/StudyTime not YYYYMMDD / HHMMSS\.fff "
-                                         r"\(got 21501301, 3\.0\)"):  # line 1 is the header: rows 2 and 3 are fine
+                       ) as raised:  # line 1 is the header: rows 2 and 3 are fine
+        read_cxr_metadata(tmp_path)
+    assert "21501301" in str(raised.value) and "3.0" in str(raised.value)  # the first bad row's own values
+
+
+def test_the_bad_study_time_error_shows_the_values_as_the_file_has_them(tmp_path):
+    pd.DataFrame({"dicom_id": ["a"], "subject_id": [1], "study_id": [2], "ViewPosition": ["AP"],
+                  "StudyDate": [21501301], "StudyTime": [3.0]}).to_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv",
+                                                                       index=False)
+    with pytest.raises(InputError, match=r"\(got 21501301, 3\.0\)$"):  # not np.int64(21501301)
+        read_cxr_metadata(tmp_path)
+
+
+@pytest.mark.parametrize("column,value", [("StudyDate", None), ("StudyTime", "noon")])
+def test_a_missing_date_or_a_time_in_words_is_an_input_error_naming_the_row(tmp_path, column, value):
+    table = pd.DataFrame({"dicom_id": ["a", "b"], "subject_id": [1, 1], "study_id": [2, 2], "ViewPosition": ["AP"] * 2,
+                          "StudyDate": [21500101, 21500101], "StudyTime": ["1.0", "2.0"]})
+    table.loc[1, column] = value
+    table.to_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv", index=False)
+    with pytest.raises(InputError, match=r"metadata\.csv: row 3: StudyDate/StudyTime"):
         read_cxr_metadata(tmp_path)
 
 

@@ -186,3 +186,13 @@ def test_mortality_cohort_keeps_a_stay_of_exactly_48_hours_and_counts_every_excl
         {"step": "no careunit transfer", "reason": "first_careunit != last_careunit", "excluded": 0, "remaining": 3},
         {"step": "ICU stay >= 48 h", "reason": "ICU stay shorter than 48 h", "excluded": 1, "remaining": 2},
     ]
+
+
+def test_the_lowest_and_highest_gcs_totals_are_kept():
+    variables = load_variables()
+    names = variables.names
+    values = np.full((1, 2, len(names)), np.nan)
+    for hour, (eye, verbal, motor) in enumerate([(1, 1, 1), (4, 5, 6)]):  # deepest coma 3, fully alert 15
+        values[0, hour, [names.index("gcs_eye"), names.index("gcs_verbal"), names.index("gcs_motor")]] = eye, verbal, motor
+    total = derive_totals(values, variables)[0, :, names.index("gcs_total")]
+    assert total.tolist() == [3.0, 15.0]
