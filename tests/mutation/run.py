@@ -5,7 +5,8 @@
                                                       # keeping the others' results (`make mutation MODULES=...`)
     python tests/mutation/run.py --report-only        # score what earlier runs left in mutants/
     python tests/mutation/run.py --spawned-only       # re-check survivors against the spawned-process tests only
-    python tests/mutation/run.py --recheck tests/x.py # re-check survivors against tests written since the run
+    python tests/mutation/run.py "etl.*" --recheck tests/x.py  # re-check survivors (globs first) against
+                                                      # tests written since the run
 
 mutmut plants one small change at a time (a flipped comparison, a changed constant, a
 dropped argument...) and runs the tests that call the changed function; a mutant is
