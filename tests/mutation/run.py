@@ -203,12 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     # a re-run of a mutant by mutmut drops its entry, since the mutated function may have changed)
     cache_file = ROOT / "mutants" / "spawned-verdicts.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    others = {k: v for k, v in cache.items() if not selected(k, args.patterns)}  # kept: not this run's business
     cache = {k: v for k, v in cache.items() if k in alive}
     if not args.report_only:
         for k in alive:
             if k not in cache and any(k.startswith(prefix) for prefix in SPAWNED_TESTS):
                 cache[k] = killed_by_spawned_tests(k)
-        cache_file.write_text(json.dumps(cache, indent=1))
+        cache_file.write_text(json.dumps({**others, **cache}, indent=1))
     spawned = [k for k in alive if cache.get(k)]
     for k in spawned:
         checked[k] = "killed (spawned-process test)"
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     # verdicts of tests written after mutmut's run (--recheck), kept like the spawned ones
     recheck_file = ROOT / "mutants" / "recheck-verdicts.json"
     recheck = json.loads(recheck_file.read_text()) if recheck_file.is_file() else {}
+    others = {k: v for k, v in recheck.items() if not selected(k, args.patterns)}
     recheck = {k: v for k, v in recheck.items() if k in alive}
     if args.recheck:
         shutil.copytree(ROOT / "tests", ROOT / "mutants" / "tests", dirs_exist_ok=True)
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, k in enumerate(pending, 1):
             recheck[k] = killed_by_tests(k, args.recheck)
             print(f"re-checked {i}/{len(pending)}: {k} {'killed' if recheck[k] else 'survived'}", flush=True)
-        recheck_file.write_text(json.dumps(recheck, indent=1))
+        recheck_file.write_text(json.dumps({**others, **recheck}, indent=1))
     rechecked = [k for k in alive if recheck.get(k)]
     for k in rechecked:
         checked[k] = "killed (re-checked)"
