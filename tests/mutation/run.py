@@ -99,43 +99,39 @@ def spawned_tests_for(mutant: str, tests: list[str]) -> list[str]:
     return [*tests[:-1], f"two_processes and ({chosen})"]
 
 
-def _tests_fail(tests: list[str], mutant: str) -> bool:
+def _env(**extra: str) -> dict[str, str]:
+    """The subprocesses' environment: mutmut imports the mutated copy (mutants/), which PYTHONPATH
+    pointing at the checkout would shadow; one thread per worker."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(MUTANT_UNDER_TEST=mutant, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
+    return env
+
+
+def _tests_fail(tests: list[str], mutant: str) -> bool:
+    env = _env(MUTANT_UNDER_TEST=mutant)
     code = subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
                            cwd=ROOT / "mutants", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return code == 1  # 1: a test failed; 0 passed; 2-5: the run itself broke (counted as not killed)
 
 
-_BASELINE_PASSES: dict[str, bool] = {}
-
-
 def killed_by_spawned_tests(mutant: str) -> bool:
-    """True when a spawned-process test fails with `mutant` active, and passes without it."""
+    """True when a spawned-process test fails with `mutant` active (and passes without it)."""
     prefix = next((p for p in SPAWNED_TESTS if mutant.startswith(p)), None)
-    if prefix is None:
-        return False
-    tests = spawned_tests_for(mutant, SPAWNED_TESTS[prefix])
-    key = " ".join(tests)
-    if key not in _BASELINE_PASSES:  # a test that fails unmutated would "kill" every mutant
-        _BASELINE_PASSES[key] = not _tests_fail(tests, "none")
-        if not _BASELINE_PASSES[key]:
-            print(f"warning: {key} fails without any mutant; its verdicts are not used", file=sys.stderr)
-    return _BASELINE_PASSES[key] and _tests_fail(tests, mutant)
+    return prefix is not None and killed_by_tests(mutant, spawned_tests_for(mutant, SPAWNED_TESTS[prefix]))
 
 
 _BASELINE_FAILURES: dict[str, list[str]] = {}
 
 
 def killed_by_tests(mutant: str, tests: list[str]) -> bool:
-    """True when one of `tests` fails with `mutant` active. Tests that fail without any mutant
-    (they check code changed since mutmut copied it into mutants/) are left out, named once."""
+    """True when one of `tests` fails with `mutant` active. A test that fails without any mutant (it
+    checks code changed since mutmut copied it into mutants/) would "kill" every mutant: it is left
+    out, named once."""
     key = " ".join(tests)
     if key not in _BASELINE_FAILURES:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env.update(MUTANT_UNDER_TEST="none", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests],
-                              cwd=ROOT / "mutants", env=env, capture_output=True, text=True)
+                              cwd=ROOT / "mutants", env=_env(MUTANT_UNDER_TEST="none"), capture_output=True,
+                              text=True)
         failing = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
         _BASELINE_FAILURES[key] = failing
         for node in failing:
@@ -143,6 +139,39 @@ def killed_by_tests(mutant: str, tests: list[str]) -> bool:
                   file=sys.stderr)
     deselect = [arg for node in _BASELINE_FAILURES[key] for arg in ("--deselect", node)]
     return _tests_fail([*tests, *deselect], mutant)
+
+
+VERDICT_FILES = ("spawned-verdicts.json", "recheck-verdicts.json")
+
+
+class Verdicts:
+    """Verdicts kept beside mutmut's own in mutants/<name> (wiped by --fresh): mutant -> killed.
+
+    A run restricted by globs owns only the mutants they select; the others' entries are kept."""
+
+    def __init__(self, name: str, patterns: list[str]):
+        self.path, self.patterns = ROOT / "mutants" / name, patterns
+        self.all = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def of(self, alive: list[str]) -> dict[str, bool]:
+        """The verdicts of this run's survivors (a mutant mutmut since killed has none)."""
+        return {k: v for k, v in self.all.items() if k in alive}
+
+    def save(self, verdicts: dict[str, bool]) -> None:
+        if not self.path.parent.is_dir():
+            return
+        others = {k: v for k, v in self.all.items() if not selected(k, self.patterns)}
+        self.all = {**others, **verdicts}
+        self.path.write_text(json.dumps(self.all, indent=1))
+
+
+def credit(verdicts: dict[str, bool], alive: list[str], checked: dict, killed: list, label: str) -> list[str]:
+    """Count the survivors `verdicts` kill as killed under `label`; the survivors left."""
+    newly = [k for k in alive if verdicts.get(k)]
+    for k in newly:
+        checked[k] = label
+    killed += newly
+    return [k for k in alive if k not in newly]
 
 
 def namespaced(patterns: list[str]) -> list[str]:
@@ -178,18 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "w") as fh:
-            # mutmut imports the mutated copy (mutants/); PYTHONPATH pointing at the checkout would shadow it.
-            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             # mutmut with mutants named clinfuse.<folder>... as the tests import them (see mutmut_namespaced.py)
             code = subprocess.call([sys.executable, str(Path(__file__).with_name("mutmut_namespaced.py")), "run",
                                     "--max-children", str(args.max_children), *args.patterns],
-                                   cwd=ROOT, env=env, stdout=fh, stderr=fh)
-        for name in ("spawned-verdicts.json", "recheck-verdicts.json"):
-            stale = ROOT / "mutants" / name
-            if stale.is_file() and args.patterns:
-                kept = {k: v for k, v in json.loads(stale.read_text()).items() if not selected(k, args.patterns)}
-                stale.write_text(json.dumps(kept, indent=1))
+                                   cwd=ROOT, env=_env(), stdout=fh, stderr=fh)
+        for name in VERDICT_FILES if args.patterns else ():  # mutmut re-ran the selected mutants:
+            if (ROOT / "mutants" / name).is_file():           # their extra verdicts are stale
+                Verdicts(name, args.patterns).save({})
         if code != 0:
             print(log.read_text()[-3000:])
             sys.exit(f"mutmut run failed (exit {code}); full log: {log}")
@@ -199,41 +223,27 @@ def main(argv: list[str] | None = None) -> int:
     checked = {k: v for k, v in status.items() if v not in NOT_RUN}
     killed = [k for k, v in checked.items() if v in KILLED]
     alive = sorted(k for k, v in checked.items() if v not in KILLED)
-    # verdicts of the spawned-process tests, kept beside mutmut's own (mutants/ is wiped by --fresh;
-    # a re-run of a mutant by mutmut drops its entry, since the mutated function may have changed)
-    cache_file = ROOT / "mutants" / "spawned-verdicts.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    others = {k: v for k, v in cache.items() if not selected(k, args.patterns)}  # kept: not this run's business
-    cache = {k: v for k, v in cache.items() if k in alive}
+    table = equivalents()
+    # verdicts of the spawned-process tests, then of tests written after mutmut's run (--recheck)
+    spawned = Verdicts("spawned-verdicts.json", args.patterns)
+    verdicts = spawned.of(alive)
     if not args.report_only:
         for k in alive:
-            if k not in cache and any(k.startswith(prefix) for prefix in SPAWNED_TESTS):
-                cache[k] = killed_by_spawned_tests(k)
-        cache_file.write_text(json.dumps({**others, **cache}, indent=1))
-    spawned = [k for k in alive if cache.get(k)]
-    for k in spawned:
-        checked[k] = "killed (spawned-process test)"
-    killed += spawned
-    alive = [k for k in alive if k not in spawned]
-    table = equivalents()
-    # verdicts of tests written after mutmut's run (--recheck), kept like the spawned ones
-    recheck_file = ROOT / "mutants" / "recheck-verdicts.json"
-    recheck = json.loads(recheck_file.read_text()) if recheck_file.is_file() else {}
-    others = {k: v for k, v in recheck.items() if not selected(k, args.patterns)}
-    recheck = {k: v for k, v in recheck.items() if k in alive}
+            if k not in verdicts and any(k.startswith(prefix) for prefix in SPAWNED_TESTS):
+                verdicts[k] = killed_by_spawned_tests(k)
+        spawned.save(verdicts)
+    alive = credit(verdicts, alive, checked, killed, "killed (spawned-process test)")
+    rechecks = Verdicts("recheck-verdicts.json", args.patterns)
+    verdicts = rechecks.of(alive)
     if args.recheck:
         shutil.copytree(ROOT / "tests", ROOT / "mutants" / "tests", dirs_exist_ok=True)
-        pending = [k for k in alive if not recheck.get(k)
+        pending = [k for k in alive if not verdicts.get(k)
                    and (function_of(k), mutated_lines(k, found[k][1])) not in table]
         for i, k in enumerate(pending, 1):
-            recheck[k] = killed_by_tests(k, args.recheck)
-            print(f"re-checked {i}/{len(pending)}: {k} {'killed' if recheck[k] else 'survived'}", flush=True)
-        recheck_file.write_text(json.dumps({**others, **recheck}, indent=1))
-    rechecked = [k for k in alive if recheck.get(k)]
-    for k in rechecked:
-        checked[k] = "killed (re-checked)"
-    killed += rechecked
-    alive = [k for k in alive if k not in rechecked]
+            verdicts[k] = killed_by_tests(k, args.recheck)
+            print(f"re-checked {i}/{len(pending)}: {k} {'killed' if verdicts[k] else 'survived'}", flush=True)
+        rechecks.save(verdicts)
+    alive = credit(verdicts, alive, checked, killed, "killed (re-checked)")
     listed, unexplained = [], []
     for k in alive:
         key = (function_of(k), mutated_lines(k, found[k][1]))
