@@ -39,7 +39,7 @@ def _full_precision(a: Tensors) -> Tensors:
 def _no_autocast(a: Tensors):
     """Autocast off for the vector algebra: cosines and norms (MASAM's gamma, its eps) stay in fp32
     even when a caller runs the step under bf16 autocast."""
-    return torch.autocast(a[0].device.type, enabled=False) if a else contextlib.nullcontext()
+    return autocast_off(a[0]) if a else contextlib.nullcontext()
 
 
 def autocast_off(t: torch.Tensor):
