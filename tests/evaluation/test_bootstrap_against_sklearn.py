@@ -74,6 +74,12 @@ def test_paired_difference_is_a_minus_b_with_95_percent_endpoints_and_p_value(re
         assert out["ci"][0] > 0  # A strictly beats B on every resample's tail
         assert out["p_le_zero"] == pytest.approx(float(np.mean(diff[np.isfinite(diff)] <= 0)))
         assert out["n_valid_resamples"] == int(np.isfinite(diff).sum())
+        for k in range(2):  # each label's own difference and CI, over every resample
+            per_label = got["per_label"][k][metric]
+            label_diff = resampled["a"][i][:, k] - resampled["b"][i][:, k]
+            assert per_label["difference"] == pytest.approx(score(Y[:, k], A[:, k]) - score(Y[:, k], B[:, k]),
+                                                            abs=1e-12)
+            assert per_label["ci"] == pytest.approx(ci95(label_diff), abs=1e-12)
 
 
 def test_the_resample_count_seed_and_level_are_recorded_and_change_the_draws():
@@ -90,6 +96,21 @@ def test_paired_difference_without_any_scorable_label_is_none_not_nan():
     got = paired_bootstrap_difference(no_positives, A, B, PATIENTS, 20, SEED, LEVEL)
     for metric in ("macro_auroc", "macro_auprc"):
         assert got[metric] == {"difference": None, "ci": [None, None], "n_valid_resamples": 0, "p_le_zero": None}
+
+
+def test_a_label_without_positives_has_no_paired_difference_and_a_rare_one_keeps_its_own():
+    # label 0: nobody positive, so no AUROC/AUPRC for either model: the difference is None, not NaN.
+    # label 1: positive for one patient whom the first resample does not draw: the point difference
+    # exists (the data holds both classes) although the first resample cannot score it.
+    first_draw = {int(PATIENTS[r]) for r in resample_rows()[0]}
+    absent = next(p for p in np.unique(PATIENTS) if int(p) not in first_draw)
+    y = np.zeros_like(Y)
+    y[:, 1] = (PATIENTS == absent).astype(int)
+    got = paired_bootstrap_difference(y, A, B, PATIENTS, R, SEED, LEVEL)
+    for metric, score in (("auroc", roc_auc_score), ("auprc", average_precision_score)):
+        assert got["per_label"][0][metric] == {"difference": None, "ci": [None, None]}
+        expected = score(y[:, 1], A[:, 1]) - score(y[:, 1], B[:, 1])
+        assert got["per_label"][1][metric]["difference"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_a_label_with_fewer_valid_resamples_than_min_valid_gets_no_ci():

@@ -14,7 +14,13 @@ from clinfuse.evaluation.bootstrap import (
 )
 from clinfuse.evaluation.calibration import brier, calibration_slope_intercept, reliability_curve
 from clinfuse.evaluation.comparison import average_rank, mean_std_over_seeds
-from clinfuse.evaluation.metrics import binary_metrics, multiclass_metrics, multilabel_metrics, task_metrics
+from clinfuse.evaluation.metrics import (
+    binary_metrics,
+    multiclass_metrics,
+    multilabel_metrics,
+    task_metrics,
+    too_few_events,
+)
 
 RNG = np.random.default_rng(7)
 Y = (RNG.random((60, 3)) < [0.3, 0.5, 0.2]).astype(int)
@@ -163,3 +169,11 @@ def test_no_scorable_label_gives_no_macro_average():
 def test_patient_weights_of_an_empty_split_are_an_empty_table_per_resample():
     w = patient_weights(np.array([], dtype=int), 4, seed=0)
     assert w.shape == (4, 0)
+
+
+def test_too_few_events_means_fewer_than_min_events_positives_or_negatives():
+    # exactly min_events of each is enough; one short on either side is too few
+    assert not too_few_events(n_pos=5, n=10, min_events=5)
+    assert too_few_events(n_pos=4, n=10, min_events=5)
+    assert too_few_events(n_pos=6, n=10, min_events=5)  # 4 negatives
+    assert not too_few_events(n_pos=0, n=0, min_events=0)

@@ -281,6 +281,16 @@ def test_class_rate_intervals_are_quantiles_of_the_patient_resamples_and_an_abse
     assert never["specificity"]["value"] == 1.0  # nobody was called "never"
 
 
+def test_a_class_rate_is_the_data_s_own_even_when_the_first_resample_misses_the_class():
+    from clinfuse.evaluation.bootstrap import patient_weights
+
+    # class "yes" belongs to one patient; find a seed whose first resample does not draw them
+    y, pred, patients = np.array([0, 0, 0, 0, 1]), np.array([0, 0, 1, 0, 1]), np.arange(5)
+    seed = next(s for s in range(100) if patient_weights(patients, 20, s)[0, 4] == 0)
+    rates = bootstrap_class_rates(y, pred, patients, ["no", "yes"], n_resamples=20, seed=seed, level=0.9)
+    assert rates["per_class"]["yes"]["sensitivity"]["value"] == 1.0  # the one "yes" was called "yes"
+
+
 def test_row_normalised_rates_leave_an_empty_row_undefined_without_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

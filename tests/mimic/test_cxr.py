@@ -335,6 +335,13 @@ def test_a_palette_colour_film_goes_through_its_colour_lut_to_bt601_luminance():
     img, failure, notes = decode_one(str(path), 350)
     assert failure is None and notes == ["colour: converted to luminance"]
     assert np.abs(img.astype(int) - expected).max() <= 1 and img.std() > 0
+    assert (img != expected).mean() < 1e-3  # off by one only where float order breaks a tie, if anywhere
+    # resized: the film is rounded to 8 bits first, then resized as a grey JPEG would be
+    smaller, failure, _ = decode_one(str(path), 100)
+    from clinfuse.etl.mimic.cxr import _resize_center_crop
+
+    want = _resize_center_crop(np.round(luma * 255).astype(np.uint8), 100)
+    assert failure is None and smaller.dtype == np.uint8 and (smaller != want).mean() < 1e-3
 
 
 def test_a_single_sample_film_labelled_rgb_is_a_layout_failure_naming_what_it_found(tmp_path):
@@ -504,3 +511,110 @@ def test_film_paths_follow_the_physionet_layout_for_jpegs_and_dicoms(tmp_path):
     films = tmp_path / "files" / "p10" / "p10000032" / "s50414267"
     assert cxr_image_path(tmp_path, 10000032, 50414267, "02aa804e") == films / "02aa804e.jpg"
     assert cxr_image_path(tmp_path, 10000032, 50414267.0, "02aa804e", dicom=True) == films / "02aa804e.dcm"
+
+
+def test_a_colour_film_is_rounded_to_8_bits_before_resizing_like_a_grey_jpeg(tmp_path):
+    from tests.fixtures.dicoms import dicom_file
+
+    rgb = np.random.default_rng(3).integers(0, 256, (12, 12, 3))
+    luma = np.round(0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.uint8)
+    Image.fromarray(luma).save(tmp_path / "luma.png")
+    out, failures, _ = decode_dicoms([dicom_file(tmp_path / "us.dcm", rgb, "RGB"), tmp_path / "luma.png"], 5)
+    assert failures == [] and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_a_grey_film_three_pixels_wide_is_grey_not_colour(tmp_path):
+    # the colour branch needs three samples per pixel in a third axis, not a last axis that happens to be 3
+    write_plain_dicom(tmp_path / "narrow.dcm", np.array([[0, 10, 20]] * 4))
+    out, failures, converted = decode_cxr_images([tmp_path / "narrow.dcm"], 3, 1)
+    assert failures == [] and converted == {}
+    np.testing.assert_array_equal(out[0], np.array([[0, 128, 255]] * 3, np.uint8))  # min-max: 127.5 to even
+
+
+@pytest.mark.filterwarnings("ignore:A value of 'None' for .* 'Number of Frames' is invalid")
+def test_an_empty_number_of_frames_is_a_single_frame_film(tmp_path):
+    # real exports write NumberOfFrames with no value on single-frame films
+    write_plain_dicom(tmp_path / "one.dcm", STORED, NumberOfFrames=None)
+    out, failures, converted = decode_cxr_images([tmp_path / "one.dcm"], 4, 1)
+    assert failures == [] and converted == {}
+    np.testing.assert_array_equal(out[0], np.array([[0, 85, 170, 255]] * 4, np.uint8))
+
+
+def test_a_sigmoid_window_reads_its_bounds_without_an_overflow_warning(tmp_path):
+    from tests.fixtures.dicoms import dicom_file
+
+    path = dicom_file(tmp_path / "sig.dcm", STORED * 1000, bits_stored=12, WindowCenter=1500, WindowWidth=1000,
+                      VOILUTFunction="SIGMOID")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the probe's exp overflow is expected: it gives the bound exactly
+        out, failures, _ = decode_dicoms([path], 4)
+    assert failures == [] and out[0].std() > 0
+
+
+@pytest.mark.parametrize("shape,expected", [((2, 5), [1, 2]), ((5, 2), [1, 2])])
+def test_the_centre_crop_of_an_odd_excess_starts_at_its_floor_half(tmp_path, shape, expected):
+    # 5 pixels to 2: the excess 3 is split 1 before and 2 after (Pillow would round 1.5 to 2)
+    img = (np.arange(5) * 50).astype(np.uint8)
+    img = np.tile(img, (shape[0], 1)) if shape[1] == 5 else np.tile(img[:, None], (1, shape[1]))
+    Image.fromarray(img).save(tmp_path / "odd.png")
+    out, failures, _ = decode_cxr_images([tmp_path / "odd.png"], 2, 1)
+    assert failures == []
+    kept = out[0][0] if shape[1] == 5 else out[0][:, 0]
+    assert (kept // 50).tolist() == expected
+
+
+def triangle_resample(row: np.ndarray, n_out: int) -> np.ndarray:
+    """Antialiased bilinear resampling of one row (a triangle filter widened to the scale)."""
+    scale = len(row) / n_out
+    support = max(scale, 1.0)
+    centres = np.arange(len(row)) + 0.5
+    out = []
+    for i in range(n_out):
+        w = np.clip(1 - np.abs(centres - (i + 0.5) * scale) / support, 0, None)
+        out.append((w * row).sum() / w.sum())
+    return np.array(out)
+
+
+def test_films_are_resized_bilinearly_with_antialiasing(tmp_path):
+    # a 12 x 24 film of identical rows to 6 px: each row 24 -> 12 (a triangle filter over 4 pixels),
+    # then the centre 6 columns; bicubic, nearest or no antialiasing give other grey levels
+    row = np.array([0, 0, 0, 200, 200, 40, 40, 40, 255, 255, 0, 90] * 2, dtype=float)
+    Image.fromarray(np.tile(row, (12, 1)).astype(np.uint8)).save(tmp_path / "rows.png")
+    out, failures, _ = decode_cxr_images([tmp_path / "rows.png"], 6, 1)
+    assert failures == []
+    want = triangle_resample(row, 12)[3:9]
+    assert np.abs(out[0][3].astype(float) - want).max() <= 0.5 + 1e-6
+
+
+def test_decoding_reports_progress_per_chunk_and_passes_the_draft_choice_to_each_film(tmp_path, monkeypatch):
+    import inspect
+
+    import clinfuse.etl.mimic.cxr as cxr
+
+    seen = []
+    real = cxr.decode_one
+    monkeypatch.setattr(cxr, "decode_one", lambda path, size, draft="not given": seen.append(draft) or
+                        real(path, size, draft=False))
+    paths = []
+    for i in range(40):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((4, 4), i, np.uint8)).save(paths[-1])
+    done = []
+    out, failures, _ = decode_cxr_images(paths, 4, 1, on_done=done.append)
+    assert failures == [] and out.dtype == np.uint8 and out[:, 0, 0].tolist() == list(range(40))
+    assert done == [32, 8]  # after each chunk of 32 films (a worker process's unit of work)
+    assert set(seen) == {True}  # drafting is on by default
+    seen.clear()
+    decode_cxr_images(paths[:2], 4, 1, draft=False)
+    assert seen == [False, False]
+    # in this process unless the caller asks for workers (the stage passes its `workers` setting)
+    assert inspect.signature(decode_cxr_images).parameters["workers"].default == 1
+
+
+def test_study_dates_are_parsed_as_text_without_a_pandas_deprecation_warning():
+    # numeric dates with a format are deprecated in pandas (a future pandas reads them as epochs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = study_datetime(pd.Series([21500101.0, None]), pd.Series([120000, 0]))
+    assert t[0] == pd.Timestamp("2150-01-01 12:00") and pd.isna(t[1])

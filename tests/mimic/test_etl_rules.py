@@ -32,6 +32,9 @@ CHART_ROWS = [
     ("2150-01-01 12:10:00", 220739, "To Speech", ""),
     ("2150-01-01 12:10:00", 223900, "Confused", ""),
     ("2150-01-01 12:10:00", 223901, "Localizes Pain", ""),
+    # hour 3: SpO2 charted as a fraction (x 100); a respiratory rate of 0.5 is not a fraction
+    ("2150-01-01 13:10:00", 220277, "0.95", "0.95"),
+    ("2150-01-01 13:10:00", 220210, "0.5", "0.5"),
 ]
 
 
@@ -42,7 +45,24 @@ def binned(tmp_path_factory):
     variables = load_variables()
     stays = pd.DataFrame({"stay_id": [3], "intime": [INTIME]})
     values, _ = extract_ehr_values(connect("256MB", 1), path, stays, variables, DEFAULTS.window_hours)
+    assert values.dtype == np.float32  # the tensor's dtype, as the cache stores it
     return derive_totals(values, variables)[0], variables.names
+
+
+def test_only_a_channel_declared_fraction_to_percent_turns_fractions_into_percent(binned):
+    values, names = binned
+    assert values[3, names.index("spo2")] == pytest.approx(95.0)
+    assert values[3, names.index("resp_rate")] == 0.5
+
+
+def test_duckdb_spills_to_the_temp_directory_it_is_given(tmp_path):
+    con = connect("256MB", 1, temp_directory=str(tmp_path / "spill"))
+    assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == str(tmp_path / "spill")
+
+
+def test_a_memory_limit_that_is_not_a_size_is_refused_naming_the_setting():
+    with pytest.raises(ValueError, match=r"^memory_limit must be a size such as '2GB' or '512MB', got 'lots'$"):
+        connect("lots", 1)
 
 
 def test_ehr_window_starts_at_intime_inclusive(binned):

@@ -46,3 +46,16 @@ def test_a_parameter_the_loss_never_reaches_is_left_alone_and_no_gradient_is_kep
     method.step(batch(MODS))
     assert model.unused.item() == 0.7
     assert all(p.grad is None for p in model.parameters())  # no gradient memory held between steps
+
+
+def test_each_gradient_is_averaged_over_ranks_once_per_pass(monkeypatch):
+    # SAM rank-averages g and g_sharp in its own collectives; averaging the sharp gradient again
+    # before the optimizer step would be a second, wasted all-reduce of every parameter
+    import clinfuse.models.methods.base as base
+    import clinfuse.models.methods.sam as sam
+
+    calls = []
+    monkeypatch.setattr(base, "average_gradients", lambda params: calls.append("average_gradients"))
+    monkeypatch.setattr(sam, "all_reduce_mean_", lambda tensors: calls.append("all_reduce_mean_"))
+    run_method("sam", scalar_model(), MODS, rho=0.3)
+    assert calls == ["all_reduce_mean_", "all_reduce_mean_"]  # g (the ascent), then g_sharp
