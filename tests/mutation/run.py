@@ -224,12 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     killed = [k for k, v in checked.items() if v in KILLED]
     alive = sorted(k for k, v in checked.items() if v not in KILLED)
     table = equivalents()
+    # listed equivalents are never re-run: no test can kill them, and a spawned-process test costs a minute
+    equivalent = {k for k in alive if (function_of(k), mutated_lines(k, found[k][1])) in table}
     # verdicts of the spawned-process tests, then of tests written after mutmut's run (--recheck)
     spawned = Verdicts("spawned-verdicts.json", args.patterns)
     verdicts = spawned.of(alive)
     if not args.report_only:
         for k in alive:
-            if k not in verdicts and any(k.startswith(prefix) for prefix in SPAWNED_TESTS):
+            if k not in verdicts and k not in equivalent and any(k.startswith(prefix) for prefix in SPAWNED_TESTS):
                 verdicts[k] = killed_by_spawned_tests(k)
         spawned.save(verdicts)
     alive = credit(verdicts, alive, checked, killed, "killed (spawned-process test)")
@@ -237,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = rechecks.of(alive)
     if args.recheck:
         shutil.copytree(ROOT / "tests", ROOT / "mutants" / "tests", dirs_exist_ok=True)
-        pending = [k for k in alive if not verdicts.get(k)
-                   and (function_of(k), mutated_lines(k, found[k][1])) not in table]
+        pending = [k for k in alive if not verdicts.get(k) and k not in equivalent]
         for i, k in enumerate(pending, 1):
             verdicts[k] = killed_by_tests(k, args.recheck)
             print(f"re-checked {i}/{len(pending)}: {k} {'killed' if verdicts[k] else 'survived'}", flush=True)
@@ -246,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     alive = credit(verdicts, alive, checked, killed, "killed (re-checked)")
     listed, unexplained = [], []
     for k in alive:
-        key = (function_of(k), mutated_lines(k, found[k][1]))
-        (listed if key in table else unexplained).append((k, key))
+        (listed if k in equivalent else unexplained).append((k, (function_of(k), mutated_lines(k, found[k][1]))))
 
     for k, (func, line) in unexplained:
         print(f"not killed ({checked[k]}): {k}\n    {func}: {line}")
