@@ -227,15 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     # listed equivalents are never re-run: no test can kill them, and a spawned-process test costs a minute
     equivalent = {k for k in alive if (function_of(k), mutated_lines(k, found[k][1])) in table}
     # verdicts of the spawned-process tests, then of tests written after mutmut's run (--recheck)
-    spawned = Verdicts("spawned-verdicts.json", args.patterns)
-    verdicts = spawned.of(alive)
+    spawned, rechecks = Verdicts("spawned-verdicts.json", args.patterns), Verdicts("recheck-verdicts.json", args.patterns)
+    verdicts, rechecked = spawned.of(alive), rechecks.of(alive)
     if not args.report_only:
         for k in alive:
-            if k not in verdicts and k not in equivalent and any(k.startswith(prefix) for prefix in SPAWNED_TESTS):
+            if (k not in verdicts and k not in equivalent and not rechecked.get(k)
+                    and any(k.startswith(prefix) for prefix in SPAWNED_TESTS)):
                 verdicts[k] = killed_by_spawned_tests(k)
         spawned.save(verdicts)
     alive = credit(verdicts, alive, checked, killed, "killed (spawned-process test)")
-    rechecks = Verdicts("recheck-verdicts.json", args.patterns)
     verdicts = rechecks.of(alive)
     if args.recheck:
         shutil.copytree(ROOT / "tests", ROOT / "mutants" / "tests", dirs_exist_ok=True)
