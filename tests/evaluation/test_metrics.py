@@ -177,3 +177,15 @@ def test_too_few_events_means_fewer_than_min_events_positives_or_negatives():
     assert too_few_events(n_pos=4, n=10, min_events=5)
     assert too_few_events(n_pos=6, n=10, min_events=5)  # 4 negatives
     assert not too_few_events(n_pos=0, n=0, min_events=0)
+
+
+def test_the_confusion_matrix_counts_class_indices_read_back_as_floats():
+    # predictions and labels come back from parquet as floats; row = truth, column = prediction
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    from clinfuse.evaluation.metrics import confusion_matrix
+
+    y_true, y_pred = np.array([0.0, 1.0, 2.0, 2.0]), np.array([0.0, 2.0, 2.0, 1.0])
+    got = confusion_matrix(y_true, y_pred, 3)
+    assert got.tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+    assert got.tolist() == sk_confusion_matrix(y_true.astype(int), y_pred.astype(int), labels=[0, 1, 2]).tolist()

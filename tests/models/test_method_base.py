@@ -187,3 +187,21 @@ def test_forward_losses_train_the_model_and_clear_old_gradients():
     assert method.model.training and all(p.grad is None for p in method.model.parameters())
     assert l_total.item() == pytest.approx((l_fuse + l_uni["ehr"] + l_uni["cxr"]).item(), abs=1e-15)
     assert set(l_uni) == {"ehr", "cxr"} and not math.isnan(l_fuse.item())
+
+
+def test_on_cuda_the_device_rng_state_is_saved_and_restored_with_the_cpu_one(monkeypatch):
+    # the CUDA branch with the CUDA generator replaced by a recorder (CI has no GPU): dropout on a
+    # GPU draws from the device generator, so replaying a mask needs its state too
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="unset": calls.append(("get", device)) or "gpu")
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state="unset", device="unset":
+                        calls.append(("set", state, device)))
+    gpu = torch.device("cuda", 1)
+    state = rng_state(gpu)
+    assert state[1] == "gpu" and calls == [("get", gpu)]
+    set_rng_state(state, gpu)
+    assert calls[-1] == ("set", "gpu", gpu)
+    calls.clear()
+    rng_state(torch.device("cpu"))
+    set_rng_state((torch.get_rng_state(), None), torch.device("cpu"))
+    assert calls == []  # no device generator on the CPU
