@@ -205,3 +205,16 @@ def test_on_cuda_the_device_rng_state_is_saved_and_restored_with_the_cpu_one(mon
     rng_state(torch.device("cpu"))
     set_rng_state((torch.get_rng_state(), None), torch.device("cpu"))
     assert calls == []  # no device generator on the CPU
+
+
+def test_a_method_that_leaves_averaging_to_the_base_class_averages_every_parameter_once(monkeypatch):
+    # late fusion sets plain gradients: apply_gradients averages them over ranks (a no-op in one
+    # process, replaced by a recorder here), then the optimizer steps
+    import clinfuse.models.methods.base as base
+    from tests.models.test_masam_math import run_method
+
+    calls = []
+    monkeypatch.setattr(base, "average_gradients", lambda params: calls.append(list(params)))
+    model = scalar_model()
+    run_method("late_fusion", model, ["ehr", "cxr"])
+    assert len(calls) == 1 and [id(p) for p in calls[0]] == [id(p) for p in model.parameters()]
