@@ -295,6 +295,7 @@ def test_a_real_size_jpeg_decoded_in_draft_mode_stays_within_a_grey_level_of_the
     assert drafted.shape == full.shape == (224, 224) and drafted.dtype == np.uint8
     difference = np.abs(drafted.astype(int) - full.astype(int))
     assert difference.mean() < 0.5 and difference.max() <= 4
+    assert difference.max() > 0  # drafting is the default: the two decodes are not the same film
 
 
 def test_films_under_four_times_the_target_size_are_decoded_whole_larger_ones_at_a_dct_scale(tmp_path):
@@ -588,8 +589,6 @@ def test_films_are_resized_bilinearly_with_antialiasing(tmp_path):
 
 
 def test_decoding_reports_progress_per_chunk_and_passes_the_draft_choice_to_each_film(tmp_path, monkeypatch):
-    import inspect
-
     import clinfuse.etl.mimic.cxr as cxr
 
     seen = []
@@ -608,8 +607,11 @@ def test_decoding_reports_progress_per_chunk_and_passes_the_draft_choice_to_each
     seen.clear()
     decode_cxr_images(paths[:2], 4, 1, draft=False)
     assert seen == [False, False]
-    # in this process unless the caller asks for workers (the stage passes its `workers` setting)
-    assert inspect.signature(decode_cxr_images).parameters["workers"].default == 1
+    # in this process unless the caller asks for workers (the stage passes its `workers` setting):
+    # a worker process's calls would not reach this process's recorder
+    seen.clear()
+    decode_cxr_images(paths, 4)
+    assert len(seen) == 40
 
 
 def test_study_dates_are_parsed_as_text_without_a_pandas_deprecation_warning():
@@ -618,3 +620,18 @@ def test_study_dates_are_parsed_as_text_without_a_pandas_deprecation_warning():
         warnings.simplefilter("error")
         t = study_datetime(pd.Series([21500101.0, None]), pd.Series([120000, 0]))
     assert t[0] == pd.Timestamp("2150-01-01 12:00") and pd.isna(t[1])
+
+
+def test_a_failure_detail_names_the_exception_and_is_cut_at_300_characters(tmp_path, monkeypatch):
+    import clinfuse.etl.mimic.cxr as cxr
+
+    _, failure, _ = cxr.decode_one(str(tmp_path / "absent.jpg"), 4)
+    assert failure["detail"] == "FileNotFoundError: file referenced in metadata is absent"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+
+    def fail(im):
+        raise ValueError("x" * 400)
+
+    monkeypatch.setattr(cxr, "_grey_8bit", fail)
+    _, failure, _ = cxr.decode_one(str(tmp_path / "a.png"), 4)
+    assert failure["detail"] == ("ValueError: " + "x" * 400)[:300]
