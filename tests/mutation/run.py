@@ -160,7 +160,9 @@ class Verdicts:
     def save(self, verdicts: dict[str, bool]) -> None:
         if not self.path.parent.is_dir():
             return
-        others = {k: v for k, v in self.all.items() if not selected(k, self.patterns)}
+        # re-read: another restricted run (a re-check of other modules) may have saved meanwhile
+        on_disk = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        others = {k: v for k, v in on_disk.items() if not selected(k, self.patterns)}
         self.all = {**others, **verdicts}
         self.path.write_text(json.dumps(self.all, indent=1))
 
