@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     # verdicts of the spawned-process tests, then of tests written after mutmut's run (--recheck)
     spawned, rechecks = Verdicts("spawned-verdicts.json", args.patterns), Verdicts("recheck-verdicts.json", args.patterns)
     verdicts, rechecked = spawned.of(alive), rechecks.of(alive)
-    if not args.report_only:
+    if not args.report_only and not args.recheck:  # a re-check runs only the tests it is given
         for k in alive:
             if (k not in verdicts and k not in equivalent and not rechecked.get(k)
                     and any(k.startswith(prefix) for prefix in SPAWNED_TESTS)):
