@@ -99,3 +99,23 @@ def test_a_bad_option_is_refused_naming_it(options, message):
     model = scalar_model()
     with pytest.raises(ValueError, match=message):
         METHODS["masam"](model, torch.optim.SGD(model.parameters(), lr=1), "binary", **options)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"rho": -0.1}, "rho must be in [0, inf) (got -0.1)"),
+    ({"alpha": 1.5}, "alpha must be in [0, 1] (got 1.5)"),
+    ({"alpha": -0.5}, "alpha must be in [0, 1] (got -0.5)"),
+    ({"beta": 1.0}, "beta must be in [0, 1) (got 1.0)"),  # beta = 1 would freeze the moving average
+    ({"beta": -0.1}, "beta must be in [0, 1) (got -0.1)"),
+])
+def test_the_radius_alpha_and_beta_are_refused_outside_their_ranges(options, message):
+    model = scalar_model()
+    with pytest.raises(ValueError) as error:
+        METHODS["masam"](model, torch.optim.SGD(model.parameters(), lr=1), "binary", **options)
+    assert str(error.value) == message
+
+
+def test_the_range_ends_that_are_allowed_are_accepted():
+    model = scalar_model()
+    masam = METHODS["masam"](model, torch.optim.SGD(model.parameters(), lr=1), "binary", rho=0.0, alpha=1.0, beta=0.0)
+    assert (masam.rho, masam.alpha, masam.beta) == (0.0, 1.0, 0.0)
