@@ -31,10 +31,11 @@ def test_a_negative_or_missing_radius_is_refused_naming_rho(rho):
         SAM(model, torch.optim.SGD(model.parameters(), lr=1.0), "binary", rho=rho)
 
 
-def test_the_unimodal_loss_weight_reaches_the_update():
+@pytest.mark.parametrize("method", ["sam", "masam"])  # both pass lambda_m on to the shared total loss
+def test_the_unimodal_loss_weight_reaches_the_update(method):
     one, two = scalar_model(), scalar_model()
-    run_method("sam", one, MODS, rho=0.3, lambda_m=1.0)
-    run_method("sam", two, MODS, rho=0.3, lambda_m=2.0)
+    run_method(method, one, MODS, rho=0.3, lambda_m=1.0)
+    run_method(method, two, MODS, rho=0.3, lambda_m=2.0)
     a, b = params_of(one, MODS), params_of(two, MODS)
     assert any(abs(a[k] - b[k]) > 1e-6 for k in a)
 
