@@ -16,7 +16,6 @@ from clinfuse.models.methods import METHODS
 from tests.models.test_masam_math import scalar_model
 
 F64 = torch.float64
-MODS = ["ehr", "cxr"]
 
 
 def reference(rho=0.5, **options):
