@@ -144,9 +144,9 @@ def test_weighted_scores_match_sklearn_down_to_one_positive_and_one_negative():
     assert np.isnan(auroc[3:]).all() and np.isnan(auprc[3:]).all()  # no negatives / no positives
 
 
-def test_binary_metrics_report_prevalence_positives_and_size():
-    m = binary_metrics(np.array([1, 0, 0, 1]), np.array([0.9, 0.2, 0.4, 0.3]))
-    assert {k: m[k] for k in ("prevalence", "n_pos", "n")} == {"prevalence": 0.5, "n_pos": 2, "n": 4}
+def test_binary_metrics_report_prevalence_positives_negatives_and_size():
+    m = binary_metrics(np.array([1, 0, 0, 1, 0]), np.array([0.9, 0.2, 0.4, 0.3, 0.1]))
+    assert {k: m[k] for k in ("prevalence", "n_pos", "n_neg", "n")} == {"prevalence": 0.4, "n_pos": 2, "n_neg": 3, "n": 5}
     assert binary_metrics(np.array([]), np.array([]))["prevalence"] is None
 
 

@@ -49,14 +49,18 @@ def test_a_parameter_the_loss_never_reaches_is_left_alone_and_no_gradient_is_kep
     assert all(p.grad is None for p in model.parameters())  # no gradient memory held between steps
 
 
-def test_each_gradient_is_averaged_over_ranks_once_per_pass(monkeypatch):
-    # SAM rank-averages g and g_sharp in its own collectives; averaging the sharp gradient again
-    # before the optimizer step would be a second, wasted all-reduce of every parameter
+@pytest.mark.parametrize("method", ["sam", "masam"])
+def test_each_gradient_is_averaged_over_ranks_once_per_pass(monkeypatch, method):
+    # each method rank-averages its gradients in its own two collectives (SAM: g, then g_sharp; MASAM:
+    # the encoders' g_f, g_u and the heads' gradients, then g'); averaging them again before the
+    # optimizer step would be a second, wasted all-reduce of every parameter
+    import importlib
+
     import clinfuse.models.methods.base as base
-    import clinfuse.models.methods.sam as sam
 
     calls = []
     monkeypatch.setattr(base, "average_gradients", lambda params: calls.append("average_gradients"))
-    monkeypatch.setattr(sam, "all_reduce_mean_", lambda tensors: calls.append("all_reduce_mean_"))
-    run_method("sam", scalar_model(), MODS, rho=0.3)
-    assert calls == ["all_reduce_mean_", "all_reduce_mean_"]  # g (the ascent), then g_sharp
+    module = importlib.import_module(f"clinfuse.models.methods.{method}")
+    monkeypatch.setattr(module, "all_reduce_mean_", lambda tensors: calls.append("all_reduce_mean_"))
+    run_method(method, scalar_model(), MODS, rho=0.3)
+    assert calls == ["all_reduce_mean_", "all_reduce_mean_"]
