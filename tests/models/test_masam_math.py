@@ -106,12 +106,13 @@ def run_method(name, model, mods, steps=1, **options):
     return method, metrics
 
 
-@pytest.mark.parametrize("rho,alpha", [(0.5, 0.5), (2.0, 0.3)])
-def test_masam_step_matches_hand_computation(rho, alpha):
+@pytest.mark.parametrize("rho,alpha,lam", [(0.5, 0.5, 1.0), (2.0, 0.3, 1.0), (0.5, 0.5, 0.4)])
+def test_masam_step_matches_hand_computation(rho, alpha, lam):
+    # lam: lambda_m weighs g_u,m in every encoder's update (step 6) and the unimodal heads' gradients
     mods = ["ehr", "cxr"]
     model = scalar_model()
-    expected, gamma, aps, d, eps = hand_masam_step(params_of(model, mods), mods, rho, alpha)
-    _, (metrics,) = run_method("masam", model, mods, rho=rho, alpha=alpha)
+    expected, gamma, aps, d, eps = hand_masam_step(params_of(model, mods), mods, rho, alpha, lam=lam)
+    _, (metrics,) = run_method("masam", model, mods, rho=rho, alpha=alpha, lambda_m=lam)
     got = params_of(model, mods)
     for key in expected:
         assert got[key] == pytest.approx(expected[key], abs=1e-6), key

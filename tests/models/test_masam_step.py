@@ -214,3 +214,8 @@ def test_the_ogm_score_of_a_multiclass_task_is_the_softmax_probability_of_the_tr
     for m in mods:
         assert metrics[f"aps_{m}"].item() == pytest.approx(expected[m], abs=1e-12)
     assert mods[int(metrics["dominant"])] == max(expected, key=expected.get)
+
+
+def test_a_method_that_has_not_stepped_saves_no_loss_history():
+    # a checkpoint taken before the first step resumes as a fresh start: MA_m = L_m and Decay_m = 0
+    assert masam(scalar_model()).state_dict() == {"moving_average": None, "previous_loss": None}
