@@ -84,6 +84,8 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be in {lo}, {hi} (got {value!r})")
     return v
+
+
 def option(cls, options: dict, name: str):
     """A method option from its config, else the constructor's default (defaults live in one place)."""
     return options.get(name, inspect.signature(cls.__init__).parameters[name].default)
