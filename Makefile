@@ -40,6 +40,7 @@ bench: $(STAMP)  ## speed/memory figures (minutes)
 	$(BIN)/python benchmarks/step_cost.py --quick
 	$(BIN)/python benchmarks/etl_mimic.py --quick
 	$(BIN)/python benchmarks/bootstrap_speed.py
+	$(BIN)/python benchmarks/masam_memory.py
 
 # `make mutation MODULES="etl.normalize.* evaluation.champion.*"` re-runs those mutants only, keeping the rest.
 # One mutant per CPU core at a time (MUTATION_JOBS=N to change): a full run is CPU-bound, hours on 2 cores.

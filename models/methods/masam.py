@@ -22,7 +22,9 @@ L_m the unimodal loss of head f_m, L_total = L_fuse + sum_m lambda_m L_m.
      heads <- their unperturbed gradient of L_total; one base-optimizer step.
 
 Cost: one forward, two encoder backwards per modality, one forward/backward of
-encoder d, plus head-only backwards. The single host sync per step is reading
+encoder d, plus head-only backwards. Each encoder's first-pass activations are
+freed after its second backward, so step 5 runs encoder d again without them
+held (benchmarks/masam_memory.py). The single host sync per step is reading
 d (to know which encoder to run again); norms, dots, perturb and restore are
 `torch._foreach_*` ops on the device.
 
@@ -228,8 +230,10 @@ class MASAM(Method):
                 torch.autograd.grad(features[m], params[m], dz_fuse[m], retain_graph=True, allow_unused=True),
                 params[m],
             )
+            # the last pass through encoder m's first-pass graph: free its activations now, before
+            # step 5 runs encoder d (or, in the reference variant, the whole model) again
             g_u[m] = grads_or_zeros(
-                torch.autograd.grad(features[m], params[m], dz_uni[m], retain_graph=True, allow_unused=True),
+                torch.autograd.grad(features[m], params[m], dz_uni[m], retain_graph=False, allow_unused=True),
                 params[m],
             )
         # Rank averages (one collective) of everything the decisions below are computed from.

@@ -4,6 +4,8 @@ share a node, dropout), what it reports and what it leaves behind."""
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -136,6 +138,53 @@ def test_the_second_pass_replays_the_first_pass_dropout_masks(variant):
     run_method("masam", zero, MODS, rho=0.0, dominant="ehr", variant=variant)
     assert_same_parameters(parameters(zero), parameters(late))
     assert torch.equal(torch.rand(4), after_late)
+
+
+class TanhEncoder(ScalarEncoder):
+    """z = tanh(a x + c): an activation the backward needs, saved in the graph."""
+
+    def forward(self, x):
+        return torch.tanh(super().forward(x))
+
+
+class SavedActivation:
+    """What the graph holds for one saved tensor, so a weak reference tells when the graph lets go."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_every_encoder_s_first_pass_activations_are_freed_before_the_second_pass_runs(variant):
+    # memory: once g_f,m and g_u,m are taken nothing reads encoder m's first-pass graph again, so the
+    # perturbed pass must not run on top of every encoder's activations (benchmarks/masam_memory.py)
+    model = FusionModel({"ehr": TanhEncoder(0.8, -0.3), "cxr": TanhEncoder(-0.5, 0.4)}, 1).double()
+    encoder_runs, inside, first_pass, held = [], [], [], []
+
+    def before(module, args):
+        encoder_runs.append(module)
+        inside.append(True)
+        if len(encoder_runs) == len(MODS) + 1:  # the second pass starts
+            held.append(sum(ref() is not None for ref in first_pass))
+
+    def pack(tensor):
+        saved = SavedActivation(tensor)
+        if inside and len(encoder_runs) <= len(MODS):
+            first_pass.append(weakref.ref(saved))
+        return saved
+
+    def after(module, args, out):
+        inside.pop()
+
+    for encoder in model.encoders.values():
+        encoder.register_forward_pre_hook(before)
+        encoder.register_forward_hook(after)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved.tensor):
+        masam(model, rho=0.5, dominant="cxr", variant=variant).step(batch(MODS))
+    assert len(first_pass) >= 2 * len(MODS)  # each encoder saved its input scale and its tanh output
+    assert held == [0]
 
 
 @pytest.mark.parametrize(("method", "options", "replayed"), [
