@@ -7,6 +7,9 @@ not run on top of them (models/methods/masam.py). This prints the peak memory of
 step (each case in its own spawned process, as `pipeline.efficiency` measures: CUDA
 max allocated, or the CPU peak-RSS rise) and its ratio to late fusion's; the last line is
   masam (cxr dominant)/late_fusion peak-memory ratio: <r>
+The dominant modality and the variant are forced per case, so the worst case is measured
+whatever APS would pick; benchmarks/train_throughput.py measures the trainer's loop with
+each method's config instead (APS decides).
 Measured with this script on CPU (torch 2.13, 2 cores, paper preset, 224 px, batch 16,
 CPU peak-RSS rise), before and after the activations were freed: image-dominant 3,635 ->
 2,515 MiB (ratio to late fusion 1.73 -> 1.31), reference variant 3,865 -> 2,428 MiB,

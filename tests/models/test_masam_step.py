@@ -4,6 +4,7 @@ share a node, dropout), what it reports and what it leaves behind."""
 
 from __future__ import annotations
 
+import importlib
 import weakref
 
 import pytest
@@ -196,12 +197,9 @@ def test_on_an_accelerator_each_replay_restores_its_generator_on_the_model_s_dev
                                                                                   replayed):
     # CI has no GPU: the accelerator's generator is stood in for by a labelled state, and restoring it is
     # recorded; on a real one, a state restored to the wrong device (or none) changes the dropout masks
-    import clinfuse.models.methods.masam as masam_module
-    import clinfuse.models.methods.sam as sam_module
-
     labels = iter({"sam": ["before", "after first pass"],
                    "masam": ["before ehr", "before cxr", "after forward"]}[method])
-    module = sam_module if method == "sam" else masam_module
+    module = importlib.import_module(f"clinfuse.models.methods.{method}")
     monkeypatch.setattr(module, "rng_state", lambda device: (torch.get_rng_state(), next(labels)))
     restored = []
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
