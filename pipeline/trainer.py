@@ -37,6 +37,7 @@ import yaml
 
 from clinfuse.etl.atomic import MARKER, output_kind, write_json, write_text
 from clinfuse.etl.errors import ClinfuseError, ConfigError, InputError
+from clinfuse.evaluation.epoch_selection import best_epoch_metrics, still_improving
 from clinfuse.evaluation.metrics import headline_metric, task_metrics
 from clinfuse.models.build import build_model
 from clinfuse.models.distributed import broadcast_buffers_, broadcast_module_, rank, world_size
@@ -309,6 +310,11 @@ class _Tracker:
         if values:
             self.retry(lambda: self.mlflow.log_metrics(values, step=step))
 
+    def summary(self, values: dict[str, float]) -> None:
+        """Run-level metrics (no epoch step, never skipped on resume): the selected epoch's `best_*`."""
+        if self.enabled and values:
+            self.retry(lambda: self.mlflow.log_metrics({k: float(v) for k, v in values.items()}))
+
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if self.enabled:
             self.mlflow.log_artifact(str(path), artifact_path=folder)
@@ -577,10 +583,12 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "steps": state["global_step"],
         "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
         "label_noise": {"rate": s.label_noise, "flipped_entries": noise}, "processes": world,
+        "still_improving": still_improving(state["best_epoch"], state["epoch"]),
     }
     if main_rank:
         write_json(out / "train_summary.json", summary)
     tracker.metrics({f"best_val_{headline}": summary["best_val_metric"]}, state["epoch"])
+    tracker.summary(best_epoch_metrics(state["history"], state["best_epoch"]))  # best_* next to the last epoch's
     tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
     tracker.artifact(out / "config.yaml")
     tracker.artifact(out / "history.json")
@@ -593,6 +601,8 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
         return summary
     best_txt = "n/a" if summary["best_val_metric"] is None else f"{summary['best_val_metric']:.3f}"
     print(f"trained {spec.method_name} on {cohort.name} (seed {spec.seed}): best val {headline} {best_txt} "
-          f"at epoch {summary['best_epoch']}/{state['epoch']} in {summary['seconds']:.1f} s -> {out}")
+          f"at epoch {summary['best_epoch']}/{state['epoch']}"
+          f"{' (still improving at its last epoch: raise train.epochs)' if summary['still_improving'] else ''}"
+          f" in {summary['seconds']:.1f} s -> {out}")
     return summary
 

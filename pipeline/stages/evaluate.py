@@ -21,6 +21,7 @@ from clinfuse.etl.errors import InputError
 from clinfuse.evaluation.bootstrap import bootstrap_class_rates, bootstrap_label_cis
 from clinfuse.evaluation.calibration import calibration_summary
 from clinfuse.evaluation.curves import curve_records
+from clinfuse.evaluation.epoch_selection import still_improving
 from clinfuse.evaluation.metrics import task_metrics
 from clinfuse.evaluation.operating import operating_points
 from clinfuse.evaluation.oracle import oracle_metrics
@@ -103,7 +104,8 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
         "seed": config["seed"], "labels": names,
         "n_test": len(test), "n_test_patients": int(test["patient_id"].nunique()),
         "validation": {"metric": summary["metric"], "value": summary["best_val_metric"],
-                       "best_epoch": summary["best_epoch"]},
+                       "best_epoch": summary["best_epoch"], "epochs_run": summary.get("epochs_run"),
+                       "still_improving": still_improving(summary["best_epoch"], summary.get("epochs_run"))},
         "test": metrics, "ci": cis,
         "calibration": calibration_summary(y, p, names, settings.calibration_bins),
         "subgroups": subgroup_metrics(test, y, p, names, cohort.manifest.dataset, cohort.modalities,
