@@ -31,8 +31,8 @@ from clinfuse.etl.normalize import forward_fill, impute_and_scale, range_scale, 
 from clinfuse.etl.parallel import scratch_dir
 from clinfuse.etl.provenance import synthetic_sources
 from clinfuse.etl.split import assign_patient_split
-from clinfuse.etl.synth.factors import read_export_factors
 from clinfuse.etl.sql import csv_error_message, sql_literal
+from clinfuse.etl.synth.factors import read_export_factors
 from clinfuse.pipeline.manifest import (
     SCHEMA_VERSION,
     CohortManifest,
