@@ -23,6 +23,7 @@ run resumes on any number of processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -184,6 +185,15 @@ def check_method_task(method_name: str, method: MethodConfig, cohort: Cohort) ->
         METHODS[method.method].check_task(cohort.task_type)
     except ValueError as exc:
         raise ConfigError(f"method {method_name!r} on cohort {cohort.name}: {exc}") from None
+
+
+def with_cohort_options(spec: RunSpec, cohort: Cohort) -> RunSpec:
+    """The spec with its method options resolved for the cohort (e.g. unimodal `modality: image` -> cxr)."""
+    try:
+        options = METHODS[spec.method.method].cohort_options(spec.method.options, cohort.modalities)
+    except ValueError as exc:
+        raise ConfigError(f"method config {spec.method_name!r} on cohort {cohort.name}: options: {exc}") from None
+    return dataclasses.replace(spec, method=spec.method.model_copy(update={"options": options}))
 
 
 def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
@@ -420,6 +430,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                           f"the {world} processes (each takes batch_size / {world})")
     device = resolve_device(s.device)
     cohort = load_cohort(spec.cohort_dir)
+    spec = with_cohort_options(spec, cohort)
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
     if len(train) == 0:
         raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")

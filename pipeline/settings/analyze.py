@@ -1,7 +1,7 @@
 """Analysis settings (params.yaml `analyze:`): the "why" figures of each cohort.
 
-The defaults are light enough for the CPU demo (few Hutchinson vectors, small landscape
-grids, probes on a subset); the definitions do not change with them. For a paper-grade
+The defaults are light enough for the CPU demo (Hutchinson vectors until a 10 % relative
+standard error, small landscape grids, probes on a subset); the definitions do not change with them. For a paper-grade
 analysis raise hutchinson_vectors (PyHessian uses 100+), power_iters, landscape_points_*
 and the sample counts.
 """
@@ -17,8 +17,15 @@ class AnalyzeSettings(StrictModel):
     seed: int = 0  # Rademacher vectors, power-iteration start and landscape directions (same for every method)
     hessian_batches: int = Field(1, ge=1)  # fixed training batches (in row order) the Hessian is taken on
     batch_size: int = Field(16, ge=1)
-    hutchinson_vectors: int = Field(4, ge=2)
-    power_iters: int = Field(4, ge=1)
+    # Hutchinson vectors: at least `hutchinson_vectors`, then more until the trace's standard error is
+    # at most trace_target_rel_se x |trace| or hutchinson_max_vectors are drawn (the report says which).
+    hutchinson_vectors: int = Field(8, ge=2)
+    hutchinson_max_vectors: int = Field(48, ge=2)
+    trace_target_rel_se: float = Field(0.1, gt=0)
+    # Power iteration stops when the eigenvalue changes by less than power_tol (relative) or after
+    # power_iters; an unconverged or negative value is marked as such, never drawn as sharpness.
+    power_iters: int = Field(20, ge=1)
+    power_tol: float = Field(1e-2, gt=0)
     landscape_span: float = Field(1.0, gt=0)  # grid covers [-span, span] in filter-normalised units
     landscape_points_1d: int = Field(9, ge=3)
     landscape_points_2d: int = Field(5, ge=3)
