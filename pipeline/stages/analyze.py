@@ -250,6 +250,7 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
     """Run every analysis for the sweep's runs of one cohort and write `out` (atomically)."""
     started = time.perf_counter()
     runs_dir = Path(runs_dir)
+    seeds = list(seeds)[:1] if settings.seeds == "first" else list(seeds)
     sweep_runs = [runs_dir / run_name(m, s) for m in methods for s in seeds]
     missing = [r for r in sweep_runs if not (r / "train_summary.json").is_file()]
     if missing:

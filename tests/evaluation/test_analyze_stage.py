@@ -22,7 +22,7 @@ def analysed(tmp_path_factory):
         "sweep:\n  cohorts: [mimic-phenotype]\n  methods: [late_fusion, masam]\n  seeds: [1]\n"
         "train:\n  epochs: 1\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n  alignment_every: 2\n"
         "evaluate:\n  n_resamples: 20\n  min_subgroup_patients: 3\n"
-        "analyze:\n  hutchinson_vectors: 2\n  power_iters: 2\n  batch_size: 8\n  landscape_points_1d: 3\n"
+        "analyze:\n  hutchinson_vectors: 2\n  hutchinson_max_vectors: 2\n  power_iters: 2\n  batch_size: 8\n  landscape_points_1d: 3\n"
         "  landscape_points_2d: 3\n  landscape_samples: 8\n  efficiency_batch: 2\n  efficiency_steps: 1\n"
     )
     cohort = write_cohort(root / "data" / "mimic-phenotype", "mimic", n=40)
@@ -53,13 +53,14 @@ def test_every_sweep_run_gets_sharpness_per_encoder_landscapes_and_probes(analys
     for r in a["runs"].values():
         assert [f["encoder"] for f in r["flatness"]] == ["ehr", "cxr"]
         assert all(f["n_vectors"] == 2 and f["trace_se"] is not None for f in r["flatness"])
+        assert all(f["eigenvalue_status"] in ("ok", "negative", "not converged") for f in r["flatness"])
         assert set(r["landscape"]["scopes"]) == {"all", "ehr", "cxr"}
         grid = r["landscape"]["scopes"]["ehr"]["train_2d"]
         assert len(grid) == 3 and len(grid[0]) == 3
         assert set(r["probes"]) == {"ehr", "cxr"}
         assert r["alignment"] and {"step", "ehr", "cxr"} <= set(r["alignment"][0])
     for name in ("flatness", "landscape_1d", "landscape_2d_train", "landscape_2d_test", "landscape_surface",
-                 "alignment", "probes", "label_noise", "efficiency"):
+                 "alignment", "probes", "label_noise", "efficiency", "dominant_modality"):
         assert (analysis / "figures" / f"{name}.png").stat().st_size > 1000, name
 
 
