@@ -133,7 +133,7 @@ def why_claims(analysis: dict[str, Any], seed: int | None, proposed: str | None)
         why = f"no {proposed} run of seed {seed} was analysed" if proposed else "no proposed method set"
         return {k: {"claim": k, "verdict": UNTESTABLE, "details": [why]} for k in ("flatness", "probes", "alignment")}
     flat = [{"method": r["method"], **row,
-             "eigenvalue_status": row.get("eigenvalue_status") or eigenvalue_status(row["eigenvalue"],
+             "eigenvalue_status": row.get("eigenvalue_status") or eigenvalue_status(row.get("eigenvalue"),
                                                                                     row.get("power_converged"))}
             for r in runs for row in r.get("flatness", [])]
     probes = {r["method"]: {m: v.get("score") for m, v in (r.get("probes") or {}).items()} for r in runs}

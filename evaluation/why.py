@@ -68,7 +68,7 @@ def why_section(analysis: dict, figures: dict[str, bytes], seed: int | None = No
         seed = min(seeds, default=None)
     # an analysis written before the status was recorded gets it from its eigenvalue and convergence
     flat = [{"method": r["method"], **row,
-             "eigenvalue_status": row.get("eigenvalue_status") or eigenvalue_status(row["eigenvalue"],
+             "eigenvalue_status": row.get("eigenvalue_status") or eigenvalue_status(row.get("eigenvalue"),
                                                                                     row.get("power_converged"))}
             for r in analysis["runs"].values() if r["seed"] == seed for row in r["flatness"]]
     eff = analysis.get("efficiency") or {}
