@@ -5,7 +5,9 @@ Per run folder it writes to its output folder:
   predictions_test_withheld.parquet                   test predictions with the image (cxr, mri) withheld
   metrics.json                                        test metrics with 95 % patient-bootstrap CIs,
                                                       calibration, subgroups, validation headline,
-                                                      `presence`: paired / image-absent / withheld blocks
+                                                      `presence`: paired / image-absent / withheld blocks,
+                                                      `oracle` (synthetic cohorts with the generator's
+                                                      factors only): the Bayes ceiling on the test rows
   curves_pr.json, curves_roc.json                     per-label curve points (test)
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from clinfuse.etl.atomic import atomic_dir, read_json, write_json, write_parquet
@@ -54,8 +57,6 @@ def oracle_block(cohort: Cohort, rows, y, image: str | None) -> dict | None:
     if not cohort.manifest.synthetic or not (folder / SYNTHETIC_FACTORS).is_file() \
             or not (folder / SYNTHETIC_LABEL_MODEL).is_file() or cohort.task_type == "multiclass":
         return None
-    import numpy as np
-
     factors = np.load(folder / SYNTHETIC_FACTORS, allow_pickle=False)
     if factors.ndim != 2 or len(factors) != len(cohort.samples):
         raise InputError(f"{folder / SYNTHETIC_FACTORS}: expected [{len(cohort.samples)}, F] factors, "
