@@ -22,10 +22,10 @@ V1_MESSAGE = "this looks like a MIMIC-IV v1.0 export ({why}); clinfuse supports 
 
 
 def read_header(path: Path) -> list[str]:
-    """Column names from the first line of a .csv or .csv.gz file."""
+    """Column names from the first line of a .csv or .csv.gz file (a UTF-8 byte-order mark is not part of them)."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", newline="") as fh:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
             line = fh.readline()
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc, "MIMIC-IV") from None
@@ -34,6 +34,18 @@ def read_header(path: Path) -> list[str]:
     if not line.strip():
         raise InputError(f"{path}: empty file; expected a CSV header")
     return [c.strip().strip('"') for c in line.rstrip("\r\n").split(",")]
+
+
+def only_one(candidates: list[Path], what: str) -> Path:
+    """The one file of `candidates` that exists. Two (a .csv next to its .csv.gz) are refused: they may differ,
+    and which one is the export is not ours to guess."""
+    present = [p for p in candidates if p.is_file()]
+    if not present:
+        raise InputError(f"{candidates[0]}: missing; expected {what} ({' or '.join(p.name for p in candidates)})")
+    if len(present) > 1:
+        raise InputError(f"{present[0]}: {present[1].name} is also present; keep exactly one copy of {what} "
+                         "(they may differ)")
+    return present[0]
 
 
 def locate_tables(root: Path) -> dict[str, Path]:
@@ -49,9 +61,7 @@ def locate_tables(root: Path) -> dict[str, Path]:
     found = {}
     for name, required in REQUIRED_COLUMNS.items():
         candidates = [root / f"{name}.csv.gz", root / f"{name}.csv"]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise InputError(f"{candidates[0]}: missing; expected the MIMIC-IV table {name} (.csv.gz or .csv)")
+        path = only_one(candidates, f"the MIMIC-IV table {name}")
         header = read_header(path)
         if name == "hosp/admissions" and "ethnicity" in header and "race" not in header:
             raise InputError(f"{path}: " + V1_MESSAGE.format(why="admissions has `ethnicity`, not `race`"))
