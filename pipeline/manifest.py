@@ -240,7 +240,11 @@ def exclusion_text(steps: list[dict]) -> str:
 def redact_path(text: str, path: str | Path) -> str:
     """`text` with the file's path and name (which hold patient, study and image ids) replaced by <file>."""
     path = Path(path)
-    for token in (str(path), str(path.resolve()), path.name, path.stem):
+    try:
+        resolved = str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): the path as given
+        resolved = str(path)
+    for token in (str(path), resolved, path.name, path.stem):
         if token:
             text = text.replace(token, "<file>")
     return text

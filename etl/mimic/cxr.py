@@ -11,6 +11,7 @@ frame (both counted). A film that cannot be read is counted by reason, never fat
 from __future__ import annotations
 
 import importlib.util
+import stat
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from clinfuse.etl.ids import parse_ids
 from clinfuse.etl.parallel import map_in_chunks
 
 METADATA_NAMES = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv")
+# A decoded film whose shorter side is under this is refused, never upsampled into a cached image
+# (a 1x1 "film" is a placeholder or a broken export; the smallest cxr_size is 8 as well).
+MIN_FILM_SIDE = 8
 REQUIRED = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]
 
 
@@ -165,6 +169,8 @@ UNDECODABLE = "compressed pixel data not decodable (no installed decoder, or cor
 TRUNCATED = "pixel data truncated or inconsistent with its header"
 LAYOUT = "unsupported image layout"
 ABSENT = "file absent"
+NOT_OPENABLE = "file cannot be opened (symlink loop, permissions, I/O error or not a regular file)"
+TOO_SMALL = f"image too small to be a radiograph (shorter side under {MIN_FILM_SIDE} px)"
 
 
 def _installed(module: str) -> bool:
@@ -290,8 +296,14 @@ def decode_one(path: str, size: int, draft: bool = True) -> tuple[np.ndarray, di
     """
     p = Path(path)
     try:
-        if not p.is_file():
-            raise FileNotFoundError("file referenced in metadata is absent")
+        try:
+            mode = p.stat().st_mode  # follows links: a symlink loop or an unreadable folder raises OSError here
+        except FileNotFoundError:
+            raise FileNotFoundError("file referenced in metadata is absent") from None
+        except OSError as exc:
+            raise UnreadableFilm(NOT_OPENABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):
+            raise UnreadableFilm(NOT_OPENABLE, "not a regular file (a folder, a device or a pipe)")
         notes = []
         if p.suffix.lower() == ".dcm":
             img, notes = _read_dicom(p)
@@ -303,6 +315,10 @@ def decode_one(path: str, size: int, draft: bool = True) -> tuple[np.ndarray, di
                     draft_jpeg(im, size)
                 im.load()
                 img, notes = _grey_8bit(im)
+        if min(img.shape[:2]) < min(MIN_FILM_SIDE, size):  # (a target under 8 px exists in unit tests only)
+            raise UnreadableFilm(TOO_SMALL, f"decoded to {img.shape[1]}x{img.shape[0]} px")
+        if min(img.shape[:2]) < size:
+            notes.append(f"smaller than {size} px on its shorter side: upsampled")
         img = _resize_center_crop(img, size)
         if img.shape != (size, size):  # a guard: nothing of another shape may reach the cache
             raise UnreadableFilm(LAYOUT, f"decoded to shape {img.shape}")

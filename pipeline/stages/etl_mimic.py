@@ -76,9 +76,11 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     variables = load_variables()
     _log(f"reading cohort tables from {mimic_iv}")
     patients, admissions, icustays, duplicates = read_small_tables(tables)
+    if metadata.attrs.get("duplicate_rows_dropped"):  # listed only when non-zero: consistent exports are unchanged
+        duplicates["mimic-cxr metadata"] = metadata.attrs["duplicate_rows_dropped"]
     for name, n in duplicates.items():
         if n:
-            _log(f"{tables[name].name}: {n} exactly repeated row(s) dropped")
+            _log(f"{tables[name].name if name in tables else name}: {n} exactly repeated row(s) dropped")
     stays = join_stays(patients, admissions, icustays)
     cohort, steps = select_cohort(stays, task, settings.min_age, settings.min_stay_hours)
 
