@@ -128,6 +128,7 @@ class CohortManifest(_Record):
     tabular: TabularSummary | None = None
     mri: MriSummary | None = None
     sources: dict[str, SourceEntry]  # absolute paths: the manifest stays on site
+    warnings: list[str] | None = None  # what makes results weak or undefined (pipeline/cohort_checks.py); None: none
     synthetic: bool | None = None  # the sources carry the synthetic generator's marker (None: not recorded)
     synthetic_sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     config: MimicEtlSettings | AdniEtlSettings  # the ETL settings used

@@ -26,6 +26,7 @@ from clinfuse.etl.ids import parse_ids
 from clinfuse.etl.parallel import map_in_chunks
 from clinfuse.etl.provenance import synthetic_sources
 from clinfuse.etl.split import assign_patient_split
+from clinfuse.pipeline.cohort_checks import cohort_warnings
 from clinfuse.pipeline.manifest import (
     SCHEMA_VERSION,
     CohortManifest,
@@ -149,6 +150,9 @@ def build_adni_cohort(adni: Path, out: Path, settings) -> str:
         **synthetic_sources({"adni": adni}),
         config=settings, created=now(),
     )
+    manifest.warnings = cohort_warnings(samples, manifest) or None  # listed in manifest.json, printed here
+    for warning in manifest.warnings or []:
+        print(f"  etl adni: WARNING: {warning}", flush=True)
     write_cohort_folder(out, {"tabular": tabular, "mri": mri}, samples, manifest, {"tabular_features.json": names})
     by_class = samples["label_name"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict()
     excluded = exclusion_text(steps)

@@ -32,6 +32,7 @@ from clinfuse.etl.parallel import scratch_dir
 from clinfuse.etl.provenance import synthetic_sources
 from clinfuse.etl.split import assign_patient_split
 from clinfuse.etl.sql import csv_error_message, sql_literal
+from clinfuse.pipeline.cohort_checks import cohort_warnings
 from clinfuse.pipeline.manifest import (
     SCHEMA_VERSION,
     CohortManifest,
@@ -207,6 +208,9 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         **synthetic_sources({"mimic-iv": mimic_iv, "mimic-cxr": mimic_cxr, "mimic-cxr images": images}),
         config=settings, created=now(),
     )
+    manifest.warnings = cohort_warnings(samples, manifest) or None  # listed in manifest.json, printed here
+    for warning in manifest.warnings or []:
+        _log(f"WARNING: {warning}")
     write_cohort_folder(out, {"ehr": ehr, "cxr": cxr}, samples, manifest, {"ehr_stats.json": stats})
     excluded = exclusion_text(steps)
     return (f"etl mimic {task}: {len(samples)} stays ({counts['train']}/{counts['val']}/{counts['test']} "
