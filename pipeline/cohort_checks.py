@@ -98,6 +98,11 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _shown(value) -> str:
+    """A cell as a reader would write it: -1, not np.int8(-1)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def check_samples(path: Path, samples: pd.DataFrame, manifest) -> None:
     """Row count, split values, labels and presence flags of samples.parquet; InputError naming row and column.
 
@@ -109,7 +114,7 @@ def check_samples(path: Path, samples: pd.DataFrame, manifest) -> None:
     bad = ~np.isin(split, SPLITS)
     if bad.any():
         i = _first(bad)
-        raise InputError(f"{path}: row {i}, column split: {split[i]!r} is not one of {', '.join(SPLITS)} "
+        raise InputError(f"{path}: row {i}, column split: {_shown(split[i])} is not one of {', '.join(SPLITS)} "
                          "(exactly, lower case)")
     for column in manifest.label_columns:
         values = pd.to_numeric(samples[column], errors="coerce").to_numpy(dtype=float)
@@ -122,7 +127,7 @@ def check_samples(path: Path, samples: pd.DataFrame, manifest) -> None:
             expected = f"0 or 1 (a {manifest.task_type} label)"
         if bad.any():
             i = _first(bad)
-            raise InputError(f"{path}: row {i}, column {column}: {samples[column].iloc[i]!r} is not {expected}")
+            raise InputError(f"{path}: row {i}, column {column}: {_shown(samples[column].iloc[i])} is not {expected}")
     for modality in manifest.modalities:
         column = f"has_{modality}"
         flags = samples[column]
@@ -131,7 +136,7 @@ def check_samples(path: Path, samples: pd.DataFrame, manifest) -> None:
             bad = ~np.isin(values, (0.0, 1.0))
             if bad.any():
                 i = _first(bad)
-                raise InputError(f"{path}: row {i}, column {column}: {flags.iloc[i]!r} is not a presence flag "
+                raise InputError(f"{path}: row {i}, column {column}: {_shown(flags.iloc[i])} is not a presence flag "
                                  "(true/false)")
 
 
@@ -169,8 +174,9 @@ def cohort_warnings(samples: pd.DataFrame, manifest) -> list[str]:
                 continue
             none = [c for k, c in enumerate(manifest.label_columns) if not (labels[rows, k] == 1).any()]
             if none:
+                why = ("the model never sees one" if name == "train" else "AUROC and AUPRC are undefined for them there")
                 out.append(f"the {name} split has no positive for {len(none)} of {len(manifest.label_columns)} "
-                           f"label(s) ({_names(none)}): AUROC and AUPRC are undefined for them there")
+                           f"label(s) ({_names(none)}): {why}")
     if not (split == "val").any():
         out.append("no validation split: the best epoch and early stopping are chosen on nothing "
                    "(no validation metric exists)")
