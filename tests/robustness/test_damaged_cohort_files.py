@@ -156,3 +156,15 @@ def test_the_etl_writes_its_warnings_into_the_manifest(tmp_path):
                        settings)
     manifest = read_manifest(tmp_path / "out" / "manifest.json")  # the typed model reads it back
     assert "no test split: evaluate has no sample to score" in manifest.warnings  # 2 stays: 1 train, 1 val
+
+
+def test_the_report_shows_the_cohorts_warnings_in_its_cohort_section():
+    from dataclasses import replace
+
+    from clinfuse.evaluation.report import render_report
+    from tests.evaluation.test_report_layout import wide_report
+
+    assert 'id="cohort-warnings"' not in render_report(wide_report())  # none: no box
+    html = render_report(replace(wide_report(), cohort_warnings=["no test split: evaluate has no sample to score"]))
+    box = html[html.index('id="cohort-warnings"'):]
+    assert "no test split: evaluate has no sample to score" in box[:box.index("</div>")]
