@@ -18,6 +18,16 @@ INT64_MAX = str(np.iinfo(np.int64).max)  # 9223372036854775807, 19 digits
 _WHOLE = r"^\+?0*(\d+)(?:\.0*)?$"
 
 
+def invalid_ids(text: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(`[N]` bool: the value is not a whole number in int64, the digits of each valid value as text)."""
+    digits = pd.Series(text.to_numpy(dtype=object), dtype=object).str.strip().str.extract(_WHOLE, expand=False)
+    width = digits.str.len().fillna(0).to_numpy()
+    bad = digits.isna().to_numpy() | (width > len(INT64_MAX))
+    at_limit = np.flatnonzero(width == len(INT64_MAX))  # 19 digits: compare as text, a float would round
+    bad[at_limit] |= digits.iloc[at_limit].to_numpy(dtype=object) > INT64_MAX
+    return bad, digits
+
+
 def parse_ids(text: pd.Series, where: str, column: str, row_word: str = "line", first_row: int = 2) -> np.ndarray:
     """`[N]` int64 from id text; raises InputError on the first value that is not a whole number in int64.
 
@@ -27,11 +37,7 @@ def parse_ids(text: pd.Series, where: str, column: str, row_word: str = "line", 
         row_word: "line" or "row" (the word the file's other errors use).
         first_row: the number of the first data row (2 when the header is line 1).
     """
-    digits = pd.Series(text.to_numpy(dtype=object), dtype=object).str.strip().str.extract(_WHOLE, expand=False)
-    width = digits.str.len().fillna(0).to_numpy()
-    bad = digits.isna().to_numpy() | (width > len(INT64_MAX))
-    at_limit = np.flatnonzero(width == len(INT64_MAX))  # 19 digits: compare as text, a float would round
-    bad[at_limit] |= digits.iloc[at_limit].to_numpy(dtype=object) > INT64_MAX
+    bad, digits = invalid_ids(text)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         value = text.iloc[i]

@@ -45,6 +45,14 @@ def test_a_rid_that_is_not_a_whole_number_in_int64_is_a_one_line_error(adni, tmp
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("uid", ["1e30", "99999999999999999999", "1001.5"])
+def test_an_imageuid_that_is_not_a_whole_number_in_int64_is_a_one_line_error(adni, tmp_path, capsys, uid):  # noqa: F811
+    _edit(adni / "ADNIMERGE.csv", ",27,1001\n", f",27,{uid}\n")
+    code, err = _cli(adni, tmp_path / "out", capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"row 2, column IMAGEUID: '{uid}' is not an image id" in err
+
+
 def test_ptgender_with_a_trailing_line_break_is_stripped_not_unknown(adni, tmp_path):  # noqa: F811
     _edit(adni / "ADNIMERGE.csv", ROW2, ROW2.replace(",Male,", ',"Male\n",'))
     build_adni_cohort(adni, tmp_path / "out", ALL_TRAIN)

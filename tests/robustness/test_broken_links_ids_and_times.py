@@ -104,6 +104,9 @@ def test_a_consistent_export_lists_no_broken_link_step(raw, tmp_path):
      "admissions.csv: line 3, column hadm_id: '2.5' is not a whole-number id"),
     ("icu/icustays.csv", STAY_2, "10000002,9223372036854775808,30000201,",
      "icustays.csv: line 3, column hadm_id: '9223372036854775808' is too large for a 64-bit id"),
+    # streamed through DuckDB, whose BIGINT reading would round 20000021.5 to another admission
+    ("hosp/diagnoses_icd.csv", "10000002,20000021,1,N179", "10000002,20000021.5,1,N179",
+     "diagnoses_icd.csv: column hadm_id: '20000021.5' is not a whole-number id"),
 ])
 def test_an_id_that_is_not_a_whole_number_in_int64_is_a_one_line_error(raw, tmp_path, capsys, table, old, new,
                                                                          message):
