@@ -69,4 +69,26 @@ def locate_tables(root: Path) -> dict[str, Path]:
         if missing:
             raise InputError(f"{path}: missing column(s) {missing}; expected at least {required}")
         found[name] = path
+    refuse_zoned_stream_start(found["icu/chartevents"], "charttime")
     return found
+
+
+STREAM_SAMPLE_ROWS = 1000
+
+
+def refuse_zoned_stream_start(path: Path, column: str) -> None:
+    """Refuse a streamed table whose first rows carry a time zone in `column`.
+
+    chartevents is streamed through DuckDB, whose TIMESTAMP reading drops an offset without a word;
+    an export tool that zones times zones them all, so its first rows show it. A file that cannot be
+    read here is left to the stream, which names the file, line and column itself.
+    """
+    import pandas as pd
+
+    from clinfuse.etl.timestamps import refuse_time_zones
+
+    try:
+        sample = pd.read_csv(path, usecols=[column], dtype=str, nrows=STREAM_SAMPLE_ROWS, encoding="utf-8-sig")
+    except (UnicodeDecodeError, EOFError, OSError, ValueError, pd.errors.ParserError):
+        return
+    refuse_time_zones(sample[column], str(path), column)
