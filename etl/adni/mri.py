@@ -85,8 +85,12 @@ def preprocess_volume(path: str, size: int, spacing_mm: float) -> tuple[np.ndarr
 
     try:
         p = Path(path)
+        try:
+            p.stat()  # follows links: a symlink loop or an unreadable folder is an OSError of its own, not "absent"
+        except FileNotFoundError:
+            raise FileNotFoundError("scan referenced in ADNIMERGE (IMAGEUID) is absent") from None
         if not p.is_file():
-            raise FileNotFoundError("scan referenced in ADNIMERGE (IMAGEUID) is absent")
+            raise OSError("not a regular file (a folder, a device or a pipe)")
         check_geometry(p)
         img = LoadImage(image_only=True, ensure_channel_first=False, reader="NibabelReader")(str(p))
         while img.ndim > 3 and img.shape[-1] == 1:  # (X, Y, Z, 1[, 1]) is a 3D volume written with a time axis

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -85,3 +86,13 @@ def test_a_volume_with_a_nan_affine_is_counted_unreadable_not_given_a_default_ge
     assert "affine" in manifest["mri"]["failures"][0]["reason"]
     samples = pd.read_parquet(tmp_path / "out" / "samples.parquet")
     assert not samples.loc[samples["RID"] == 1, "has_mri"].item()
+
+
+def test_a_scan_that_is_a_symlink_loop_is_counted_unreadable_with_its_reason(adni, tmp_path):  # noqa: F811
+    scan = next((adni / "MRI" / "011_S_0001").glob("*.nii.gz"))
+    scan.unlink()
+    os.symlink(scan.name + ".b", scan)
+    os.symlink(scan.name, scan.with_name(scan.name + ".b"))
+    build_adni_cohort(adni, tmp_path / "out", ALL_TRAIN)
+    failures = json.loads((tmp_path / "out" / "manifest.json").read_text())["mri"]["failures"]
+    assert len(failures) == 1 and "symbolic links" in failures[0]["reason"]
