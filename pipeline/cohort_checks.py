@@ -6,7 +6,7 @@ is one line naming the file (and the row or column) instead of a run that trains
   - samples.parquet and `<modality>.npy` must open (a truncated file is named, not a traceback);
   - the arrays have the dtype the ETL writes (float32 features, uint8 images) and the shape the
     manifest describes (EHR hours and channels, tabular features, image size), one row per sample;
-  - `split` holds exactly train / val / test, labels are 0/1 (binary, multilabel) or a class
+  - `split` holds exactly train / val / test with each patient in one split, labels are 0/1 (binary, multilabel) or a class
     index (multiclass), `has_<modality>` is boolean, feature arrays are finite.
 
 `cohort_warnings` lists what is legal but makes results weak or undefined (one class, a split
@@ -116,6 +116,15 @@ def check_samples(path: Path, samples: pd.DataFrame, manifest) -> None:
         i = _first(bad)
         raise InputError(f"{path}: row {i}, column split: {_shown(split[i])} is not one of {', '.join(SPLITS)} "
                          "(exactly, lower case)")
+    patients = samples[manifest.patient_column].to_numpy()
+    per_patient = pd.Series(split).groupby(patients, sort=False).nunique()
+    leaking = per_patient.index[per_patient.to_numpy() > 1]
+    if len(leaking):  # one patient in two splits: test rows would share a patient with training rows
+        rows = np.flatnonzero(patients == leaking[0])
+        first, other = rows[0], rows[split[rows] != split[rows[0]]][0]
+        raise InputError(f"{path}: rows {first} and {other}, column {manifest.patient_column}: patient "
+                         f"{_shown(leaking[0])} is in the {split[first]} and {split[other]} splits; splits must "
+                         "be by patient")
     for column in manifest.label_columns:
         values = pd.to_numeric(samples[column], errors="coerce").to_numpy(dtype=float)
         if manifest.task_type == "multiclass":

@@ -143,7 +143,7 @@ def test_mixed_offsets_are_refused_at_the_first_zoned_value(raw, tmp_path, capsy
 @pytest.mark.parametrize("compressed", [False, True])
 def test_a_byte_order_mark_is_read_as_utf8_sig_and_changes_nothing(raw, tmp_path, compressed):
     _, clean = _build(raw, tmp_path / "clean")
-    for table in ("hosp/patients.csv", "icu/icustays.csv", "icu/chartevents.csv"):
+    for table in ("hosp/patients.csv", "icu/icustays.csv", "icu/chartevents.csv", "hosp/diagnoses_icd.csv"):
         path = raw / "mimic-iv" / table
         data = b"\xef\xbb\xbf" + path.read_bytes()
         if compressed:

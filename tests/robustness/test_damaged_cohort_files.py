@@ -93,6 +93,15 @@ def test_a_split_value_test_with_a_capital_is_refused_not_dropped_from_every_spl
     _refused(mimic, tmp_path, capsys, "samples.parquet: row", "column split: 'Test' is not one of train, val, test")
 
 
+def test_a_patient_in_two_splits_is_refused_as_leakage(mimic, tmp_path, capsys):
+    samples = pd.read_parquet(mimic / "samples.parquet")
+    first, second = samples.index[samples["subject_id"] == samples.at[0, "subject_id"]][:2]
+    other = "test" if samples.at[first, "split"] != "test" else "train"
+    _samples(mimic, split=lambda s: s.where(s.index != second, other))
+    _refused(mimic, tmp_path, capsys, f"rows {first} and {second}, column subject_id: patient",
+             "splits must be by patient")
+
+
 @pytest.mark.parametrize("value", [-1, 2])
 def test_a_multilabel_label_outside_0_1_is_refused(mimic, tmp_path, capsys, value):
     _samples(mimic, Shock=lambda s: s.where(s.index != 5, value))
