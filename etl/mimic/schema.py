@@ -69,26 +69,31 @@ def locate_tables(root: Path) -> dict[str, Path]:
         if missing:
             raise InputError(f"{path}: missing column(s) {missing}; expected at least {required}")
         found[name] = path
-    refuse_zoned_stream_start(found["icu/chartevents"], "charttime")
+    check_stream_start(found["icu/chartevents"], ids=["stay_id", "itemid"], time="charttime")
     return found
 
 
 STREAM_SAMPLE_ROWS = 1000
 
 
-def refuse_zoned_stream_start(path: Path, column: str) -> None:
-    """Refuse a streamed table whose first rows carry a time zone in `column`.
+def check_stream_start(path: Path, ids: list[str], time: str) -> None:
+    """Refuse a streamed table whose first rows hold an id that is not a whole number or a zoned time.
 
-    chartevents is streamed through DuckDB, whose TIMESTAMP reading drops an offset without a word;
-    an export tool that zones times zones them all, so its first rows show it. A file that cannot be
-    read here is left to the stream, which names the file, line and column itself.
+    chartevents is streamed through DuckDB, whose BIGINT reading rounds `30000101.5` to a stay and
+    whose TIMESTAMP reading drops an offset, both without a word; an export tool that damages ids or
+    zones times does so throughout, so the first rows show it (etl/ids.py, etl/timestamps.py). A
+    file that cannot be read here is left to the stream, which names the file, line and column.
     """
     import pandas as pd
 
+    from clinfuse.etl.ids import parse_ids
     from clinfuse.etl.timestamps import refuse_time_zones
 
     try:
-        sample = pd.read_csv(path, usecols=[column], dtype=str, nrows=STREAM_SAMPLE_ROWS, encoding="utf-8-sig")
+        sample = pd.read_csv(path, usecols=[*ids, time], dtype=str, nrows=STREAM_SAMPLE_ROWS, encoding="utf-8-sig",
+                             keep_default_na=False, na_values=[""])
     except (UnicodeDecodeError, EOFError, OSError, ValueError, pd.errors.ParserError):
         return
-    refuse_time_zones(sample[column], str(path), column)
+    for column in ids:
+        parse_ids(sample[column], str(path), column)
+    refuse_time_zones(sample[time], str(path), time)

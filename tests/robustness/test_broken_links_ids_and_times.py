@@ -107,6 +107,9 @@ def test_a_consistent_export_lists_no_broken_link_step(raw, tmp_path):
     # streamed through DuckDB, whose BIGINT reading would round 20000021.5 to another admission
     ("hosp/diagnoses_icd.csv", "10000002,20000021,1,N179", "10000002,20000021.5,1,N179",
      "diagnoses_icd.csv: column hadm_id: '20000021.5' is not a whole-number id"),
+    ("icu/chartevents.csv", "10000001,20000011,30000101,1,2150-01-01 09:30:00",
+     "10000001,20000011,30000101.5,1,2150-01-01 09:30:00",
+     "chartevents.csv: line 2, column stay_id: '30000101.5' is not a whole-number id"),
 ])
 def test_an_id_that_is_not_a_whole_number_in_int64_is_a_one_line_error(raw, tmp_path, capsys, table, old, new,
                                                                          message):
