@@ -71,6 +71,7 @@ class ReportData:
     ceiling: dict[str, Any] | None = None  # synthetic cohorts: oracle ceiling, each run's gap and withheld loss
     why: dict[str, Any] | None = None  # the "Why" section (evaluation.why), figures as base64 PNG
     summary_link: str | None = None  # relative link to the cross-cohort summary page
+    cohort_warnings: list[str] = field(default_factory=list)  # manifest.json `warnings` (pipeline/cohort_checks.py)
 
 
 
