@@ -19,9 +19,9 @@ STYLE = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 8}
 _styled = drawn_with(STYLE)
 
 
-def _png(fig) -> bytes:
+def _png(fig, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
@@ -96,5 +96,5 @@ def cases_figure(panels: list[dict]) -> bytes:
                 ax.set_title("IG: red raises, blue lowers the risk" if r else p["title"])
             else:
                 ax.axis("off")
-    fig.tight_layout()
-    return _png(fig)
+    fig.subplots_adjust(wspace=0.35, hspace=0.45)
+    return _png(fig, dpi=72)
