@@ -100,8 +100,8 @@ def differing_labels(diffs: dict[str, dict], labels: list[str], modality: str, r
                 continue
             word = "more" if d["difference"][k] > 0 else "less"
             out.append(f"{label}: {method} relies {word} on the {modality.upper()} than {reference} "
-                       f"(share {shares[method][k]:.2f} vs {shares[reference][k]:.2f}; difference "
-                       f"{d['difference'][k]:+.2f}, {level:.0%} CI {lo:+.2f} to {hi:+.2f}).")
+                       f"(share {shares[method][k]:.3f} vs {shares[reference][k]:.3f}; difference "
+                       f"{d['difference'][k]:+.3f}, {level:.0%} CI {lo:+.3f} to {hi:+.3f}).")
     return out
 
 
