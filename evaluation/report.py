@@ -71,6 +71,7 @@ class ReportData:
     why: dict[str, Any] | None = None  # the "Why" section (evaluation.why), figures as base64 PNG
     explain: dict[str, Any] | None = None  # reliance and cases sections (evaluation.explain_section)
     summary_link: str | None = None  # relative link to the cross-cohort summary page
+    cohort_warnings: list[str] = field(default_factory=list)  # manifest.json `warnings` (pipeline/cohort_checks.py)
 
 
 

@@ -47,6 +47,7 @@ from clinfuse.models.sync_batchnorm import convert_sync_batchnorm
 from .alignment import gradient_alignment
 from .augment import BatchAugment
 from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
+from .cohort_checks import cohort_warnings
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .data_parallel import (
     RankSplit,
@@ -414,6 +415,8 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                           f"the {world} processes (each takes batch_size / {world})")
     device = resolve_device(s.device)
     cohort = load_cohort(spec.cohort_dir)
+    for warning in cohort_warnings(cohort.samples, cohort.manifest) if is_main() else []:
+        print(f"WARNING: cohort {cohort.name}: {warning}", flush=True)
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
     if len(train) == 0:
         raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")
@@ -517,6 +520,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                     progress.advance(task)
                 _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                 epoch_metrics.update(method.on_epoch_end(epoch, hook_train))
+                epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with, logged as `lr`
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []
@@ -528,7 +532,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                 val_metrics = from_rank0(evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None})
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
-                          f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"],
+                          f"val_{headline}": score, "lr": epoch_lr,
                           **{f"epoch/{k}": v for k, v in hook_metrics.items()}}
                 if val_metrics.get("macro_auroc") is not None:
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]
