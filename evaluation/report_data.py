@@ -20,6 +20,7 @@ import pandas as pd
 from clinfuse.evaluation.bootstrap import paired_bootstrap_difference
 from clinfuse.evaluation.champion import champion_of
 from clinfuse.evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
+from clinfuse.evaluation.explain_section import explain_section
 from clinfuse.evaluation.method_notes import method_note
 from clinfuse.evaluation.metrics import is_degenerate, row_normalised, too_few_events
 from clinfuse.evaluation.operating import net_benefit
@@ -229,6 +230,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         ceiling=_ceiling(results, order),
         why=why_section(*analysis, seed=settings.seeds[0] if settings.seeds else None) if analysis else None,
         summary_link=summary_link,
+        explain=explain_section(*analysis) if analysis else None,
     )
 
 
