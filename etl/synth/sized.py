@@ -34,8 +34,18 @@ from clinfuse.etl.provenance import write_synthetic_marker
 
 from . import fastcsv
 from .csvgz import write_csv_gz
-from .mimic import COLUMNS, D_ITEMS, FILLER_CODES, NOISE_NUMERIC, NOISE_TEXT, VITALS, d_icd_table, d_items_table, \
-    generate_chunk, load_phenotype_codes
+from .mimic import (
+    COLUMNS,
+    D_ITEMS,
+    FILLER_CODES,
+    NOISE_NUMERIC,
+    NOISE_TEXT,
+    VITALS,
+    d_icd_table,
+    d_items_table,
+    generate_chunk,
+    load_phenotype_codes,
+)
 from .sizes import ExportSize
 
 CHUNK_PATIENTS = 100  # ICU patients per chunk: ~1M chartevents rows at full size, ~0.4 GB per worker
@@ -219,7 +229,7 @@ def plan_icu_chunks(seed: int, size: ExportSize, pool, on_chunk=None) -> list[tu
     plans, stays, index = [], [], 0
     while sum(stays) < size.icustays:
         batch = [(seed, index + k, 10_000_000 + (index + k) * CHUNK_PATIENTS, CHUNK_PATIENTS) for k in range(8)]
-        for args, n in zip(batch, pool.map(_count_stays, batch)):
+        for args, n in zip(batch, pool.map(_count_stays, batch), strict=True):
             if sum(stays) < size.icustays:
                 plans.append(args)
                 stays.append(min(n, size.icustays - sum(stays)))
@@ -228,7 +238,7 @@ def plan_icu_chunks(seed: int, size: ExportSize, pool, on_chunk=None) -> list[tu
         index += len(batch)
     cum = np.cumsum(stays)
     edges = np.round(np.concatenate([[0], cum]) * size.chartevents / size.icustays).astype(np.int64)
-    return [(*args, kept, int(edges[i + 1] - edges[i])) for i, (args, kept) in enumerate(zip(plans, stays))]
+    return [(*args, kept, int(edges[i + 1] - edges[i])) for i, (args, kept) in enumerate(zip(plans, stays, strict=True))]
 
 
 def write_sized_mimic_export(out_dir: Path, size: ExportSize, seed: int, workers: int = 2,
@@ -273,7 +283,7 @@ def write_sized_mimic_export(out_dir: Path, size: ExportSize, seed: int, workers
             adm_bounds = np.round(bounds / max(hospital_patients, 1) * hospital_admissions).astype(int)
             jobs = [(seed, k, first_subject + bounds[k], bounds[k + 1] - bounds[k], first_hadm + adm_bounds[k],
                      adm_bounds[k + 1] - adm_bounds[k]) for k in range(len(bounds) - 1) if bounds[k + 1] > bounds[k]]
-            for job, result in zip(jobs, pool.imap(_hospital_chunk, jobs)):
+            for job, result in zip(jobs, pool.imap(_hospital_chunk, jobs), strict=True):
                 for n, member in result["members"].items():
                     files[n].write(member)
                 for n, r in result["rows"].items():

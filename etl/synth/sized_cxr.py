@@ -29,7 +29,15 @@ from PIL import Image
 from clinfuse.etl.provenance import write_synthetic_marker
 
 from .csvgz import write_csv_gz
-from .cxr import CHEXPERT_LABELS, METADATA_COLUMNS, SPLIT_COLUMNS, VIEW, draw_chest, image_relpath, plan_studies
+from .cxr import (
+    CHEXPERT_LABELS,
+    METADATA_COLUMNS,
+    SPLIT_COLUMNS,
+    VIEW,
+    draw_chest,
+    image_relpath,
+    plan_studies,
+)
 from .sizes import ExportSize
 
 # MIMIC-CXR-JPG 2.1.0 metadata ViewPosition shares (377,110 rows; '' = not recorded); rarer
@@ -108,7 +116,7 @@ def write_sized_cxr_export(jpg_dir: Path, stays: pd.DataFrame, other_subjects: n
     bank = film_bank(seed, size.film_height, size.film_width)
     films = rows[rows["pairable"]]
     b1, b3 = _nearest_bin(films["h1"].to_numpy()), _nearest_bin(films["h3"].to_numpy())
-    for row, i1, i3 in zip(films.itertuples(index=False), b1, b3):
+    for row, i1, i3 in zip(films.itertuples(index=False), b1, b3, strict=True):
         path = jpg_dir / image_relpath(row.subject_id, row.study_id, row.dicom_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(bank[i1][i3])
@@ -144,4 +152,4 @@ def write_sized_cxr_export(jpg_dir: Path, stays: pd.DataFrame, other_subjects: n
     write_csv_gz(jpg_dir / "mimic-cxr-2.0.0-chexpert.csv.gz", chex, compresslevel=1)
     write_synthetic_marker(jpg_dir, "mimic-cxr-jpg", seed, size=size.name)
     return {"images": len(meta), "studies": len(studies), "patients": int(rows["subject_id"].nunique()),
-            "films": int(film.sum()), "film_bytes": int(sum(len(bank[i][j]) for i, j in zip(b1, b3))), "dicom": 0}
+            "films": int(film.sum()), "film_bytes": int(sum(len(bank[i][j]) for i, j in zip(b1, b3, strict=True))), "dicom": 0}

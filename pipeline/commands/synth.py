@@ -35,7 +35,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from clinfuse.etl.synth.adni import write_adni_export
     from clinfuse.etl.synth.cxr import write_cxr_export
