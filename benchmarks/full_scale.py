@@ -53,7 +53,9 @@ def run_stage(name: str, cmd: list[str], outputs: list[Path], env: dict, log: Pa
     with open(log, "ab") as fh:
         fh.write(f"\n=== {name}: {' '.join(cmd)}\n".encode())
         fh.flush()
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        # on a terminal the stage draws its own progress bars (counts, ETA) there; otherwise into the log
+        out = None if sys.stdout.isatty() else fh
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
