@@ -173,7 +173,15 @@ def main() -> None:
               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB)",
               "shared": args.shared, "load_start": load(), "stages": []}
     raw, processed, runs, reports = work / "raw", work / "processed", work / "runs", work / "reports"
-    stages = result["stages"]
+
+    class Stages(list):
+        """Each finished stage is saved at once, so a run stopped midway keeps its figures."""
+
+        def append(self, stage):
+            super().append(stage)
+            (work / "rehearsal.json").write_text(json.dumps({**result, "complete": False}, indent=1) + "\n")
+
+    stages = result["stages"] = Stages()
     if export_ready(raw, args.size, args.seed):
         print(f"rehearsal: reusing the {args.size} export in {raw}", flush=True)
     else:
@@ -204,7 +212,7 @@ def main() -> None:
                                 [c_reports / "report.html", c_reports / "plots", c_reports / "metrics.json"], env, log))
     result["load_end"] = load()
     result["inputs"] = input_sizes(raw, processed)
-    (work / "rehearsal.json").write_text(json.dumps(result, indent=1) + "\n")
+    (work / "rehearsal.json").write_text(json.dumps({**result, "complete": True}, indent=1) + "\n")
     table = markdown(result)
     (work / "rehearsal.md").write_text(table + "\n")
     print(f"rehearsal: log {log}; table {work / 'rehearsal.md'}, {work / 'rehearsal.json'}\n")
