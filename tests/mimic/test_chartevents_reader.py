@@ -83,3 +83,51 @@ def test_a_file_the_fast_reader_refuses_is_read_by_duckdb_with_the_same_result(m
     fast, slow, notes = _both(GOLDEN)
     assert len(notes) == 1 and "reading it with DuckDB" in notes[0] and "conversion error" in notes[0]
     _assert_same(fast, slow)
+
+
+class _ExplainOnly:
+    """A connection that runs everything but answers the windowed table's CREATE with its JSON plan."""
+
+    def __init__(self, con):
+        self.con, self.plan = con, None
+
+    def register(self, *args):
+        return self.con.register(*args)
+
+    def execute(self, sql, *args):
+        if "CREATE OR REPLACE TEMP TABLE windowed AS" in sql:
+            import json
+
+            text = self.con.execute(sql.replace("CREATE OR REPLACE TEMP TABLE windowed AS",
+                                                "EXPLAIN (FORMAT json)")).fetchall()[0][1]
+            self.plan = json.loads(text)
+            return None
+        return self.con.execute(sql, *args)
+
+
+def _scans(node) -> list[str]:
+    return [node["name"]] + [name for child in node.get("children", []) for name in _scans(child)]
+
+
+def _build_sides(node) -> list[list[str]]:
+    here = [_scans(node["children"][1])] if node["name"] == "HASH_JOIN" else []
+    return here + [side for child in node.get("children", []) for side in _build_sides(child)]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_chartevents_only_streams_every_hash_join_builds_on_a_small_table(fast):
+    """DuckDB has no statistics for a CSV or an Arrow stream and once built the stay join on
+    chartevents, holding every matching row in memory: memory grew with the file."""
+    from clinfuse.etl.mimic import ehr
+
+    path, stays, variables = locate_tables(GOLDEN)["icu/chartevents"], _stays(GOLDEN), load_variables()
+    con = _ExplainOnly(connect("256MB", 1))
+    if fast:
+        con.register("chartevents_fast", chartevents_reader.reader(path, read_header(path),
+                                                                    variables.itemids["itemid"].to_numpy(),
+                                                                    stays["stay_id"].to_numpy()))
+    ehr._create_windowed(con, path, stays, variables, 48, source="chartevents_fast" if fast else None)
+    sides = [side for root in con.plan for side in _build_sides(root)]
+    assert len(sides) >= 3  # the stay, item and text joins
+    for side in sides:
+        assert not any(name.startswith(("READ_CSV", "ARROW")) for name in side), side
