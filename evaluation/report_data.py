@@ -20,6 +20,7 @@ import pandas as pd
 from clinfuse.evaluation.bootstrap import paired_bootstrap_difference
 from clinfuse.evaluation.champion import champion_of
 from clinfuse.evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
+from clinfuse.evaluation.explain_section import explain_section
 from clinfuse.evaluation.method_notes import method_note
 from clinfuse.evaluation.metrics import is_degenerate, row_normalised, too_few_events
 from clinfuse.evaluation.operating import net_benefit
@@ -195,7 +196,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         synthetic=manifest.get("synthetic"),
         dataset=manifest.get("dataset", ""), task=manifest.get("task", ""), task_type=cohort.task_type,
         headline_metric=headline, methods=order, cohort_counts=manifest.get("counts", {}),
-        exclusions=manifest.get("exclusions", []),
+        exclusions=manifest.get("exclusions", []), cohort_warnings=list(manifest.get("warnings") or []),
         prevalence=_prevalence(cohort),
         label_rows=rows, excluded_labels=champion["test"]["excluded_labels"], comparison=comparison,
         paired_difference=paired, calibration=calibration, subgroups=champion["subgroups"], figures=figures,
@@ -226,6 +227,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         presence=presence_rows({m: r.get("presence") for m, r in best_by_method.items()}),
         why=why_section(*analysis, seed=settings.seeds[0] if settings.seeds else None) if analysis else None,
         summary_link=summary_link,
+        explain=explain_section(*analysis) if analysis else None,
     )
 
 

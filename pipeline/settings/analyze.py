@@ -39,3 +39,13 @@ class AnalyzeSettings(StrictModel):
     # The report's paired-difference table: the first of `proposed` minus this method (late fusion: the
     # same network without re-balancing, the reference point of every balancing method).
     reference: str = "late_fusion"
+    # Explanations (DESIGN section 10; pipeline/explanations.py): modality Shapley values on the test split,
+    # Captum attributions for the cases shown. Bounded here so the demo's analyze stage stays cheap.
+    explain: bool = True
+    explain_max_patients: int = Field(2000, ge=1)  # test patients (all their rows) in the reliance table
+    explain_resamples: int = Field(1000, ge=10)  # patient-bootstrap resamples of the reliance shares
+    explain_ci_level: float = Field(0.95, gt=0, lt=1)
+    explain_case_labels: int = Field(3, ge=1)  # labels with cases in the report (most test positives first)
+    explain_cases_per_rule: int = Field(1, ge=1)  # patients per rule (top true positive, false positive, missed)
+    explain_ig_steps: int = Field(32, ge=2)  # Integrated Gradients integration points
+    explain_top_variables: int = Field(5, ge=1)

@@ -46,6 +46,7 @@ from clinfuse.evaluation.probes import probe_probabilities
 from clinfuse.models.losses import task_loss
 from clinfuse.pipeline.alignment import model_encoders
 from clinfuse.pipeline.data import Cohort, SplitTensors, load_cohort, split_tensors
+from clinfuse.pipeline.explanations import explain_cohort, log_reliance_tables, write_reliance_tables
 from clinfuse.pipeline.inference import load_trained_model, predict_split
 from clinfuse.pipeline.runs import run_name
 
@@ -308,6 +309,10 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
               "sensitivity": sensitivity, "efficiency": efficiency, "skipped": skipped,
               "settings": settings.model_dump(), "seconds": None}
     figures = _figures(result, headline, seeds[0], settings.sensitivity_method)
+    if settings.explain:  # modality Shapley values, cases, the randomisation check (pipeline/explanations.py)
+        result["explanations"], explain_figures, reliance_tables = explain_cohort(
+            sweep_runs, cohort, evals_dir, settings, split_tensors(cohort, "val"), test)
+        figures.update(explain_figures)
     result["figures"] = sorted(figures)
     result["seconds"] = round(time.perf_counter() - started, 1)
     with atomic_dir(out, "analysis") as tmp:
@@ -316,8 +321,12 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
             (tmp / "figures" / f"{name}.png").write_bytes(png)
         write_json(tmp / "analysis.json", result)
         write_json(tmp / "skipped.json", skipped)
+        if settings.explain:
+            write_reliance_tables(tmp, reliance_tables)
     if log_mlflow:
         _log_to_mlflow(result, sweep_runs, out)
+        if settings.explain:
+            log_reliance_tables(sweep_runs, out)
     return (f"analysis {cohort.name}: {len(per_run)} runs, {len(figures)} figures, {len(skipped)} skipped "
             f"-> {out} in {result['seconds']:.1f} s")
 

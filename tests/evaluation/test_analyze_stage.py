@@ -96,3 +96,29 @@ def test_figures_and_sharpness_are_attached_to_the_mlflow_runs(analysed):
     assert "analysis/flatness.png" in names and "analysis/analysis.json" in names
     metrics = client.get_run(run_id).data.metrics
     assert "analysis/trace_per_param_ehr" in metrics and "align/gamma_ehr" in metrics
+
+
+def test_every_sweep_run_gets_a_reliance_table_and_every_method_its_cases(analysed):
+    _, runs, reports, analysis = analysed
+    ex = json.loads((analysis / "analysis.json").read_text())["explanations"]
+    assert set(ex["reliance"]) == {"late_fusion-s1", "masam-s1"} and ex["scale"] == "probability"
+    for run in ("late_fusion-s1", "masam-s1"):
+        table = (analysis / "explanations" / "reliance" / f"{run}.csv").read_text().splitlines()
+        assert table[0] == "label,modality,share,ci_low,ci_high,mean_abs_contribution"
+        assert len(table) == 1 + 3 * 2  # three labels x two modalities
+    for method in ("late_fusion", "masam"):
+        cases = ex["cases"][method]
+        assert [s["attribution"].split(" (")[0] for s in cases["sanity"]] == ["Integrated Gradients", "Grad-CAM"]
+        for case in cases["cases"]:
+            assert set(case["contributions"]) == {"ehr", "cxr"} and case["top_variables"]
+            assert not {"subject_id", "stay_id", "hadm_id", "row"} & set(case)  # numbered, never identified
+    html = (reports / "mimic-phenotype" / "report.html").read_text()
+    assert 'id="reliance"' in html and 'alt="modality reliance per label"' in html
+    assert 'id="cases"' in html and "Randomisation check" in html
+
+
+def test_the_reliance_table_is_an_artifact_of_each_training_run(analysed):
+    _, runs, _, _ = analysed
+    run_id = json.loads((runs / "late_fusion-s1" / "train_summary.json").read_text())["mlflow_run_id"]
+    names = {f.path for f in mlflow.MlflowClient().list_artifacts(run_id, "explanations")}
+    assert names == {"explanations/late_fusion-s1.csv"}
