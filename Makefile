@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # dvc.yaml stages call `clinfuse`; run them with the project's environment.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo demo-full test test-all lint bench mutation mlflow-ui clean
+.PHONY: demo demo-full test test-all lint bench rehearsal mutation mlflow-ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ bench: $(STAMP)  ## speed/memory figures (minutes)
 	$(BIN)/python benchmarks/etl_mimic.py --quick
 	$(BIN)/python benchmarks/bootstrap_speed.py
 	$(BIN)/python benchmarks/masam_memory.py
+
+# `make rehearsal` runs every stage on a 1/10 MIMIC-IV v3.1 / MIMIC-CXR-JPG-sized synthetic export
+# (43M chartevents rows, real-resolution films; about 2.5 GB under rehearsal/tenth) and prints a table of
+# wall time, CPU time, peak RSS and disk written per stage. `make rehearsal SIZE=full`: 433M rows,
+# about 22 GB written (REHEARSAL_DIR=/big/disk/folder to put it elsewhere); SIZE=hundredth for a quick look.
+SIZE ?= tenth
+rehearsal: $(STAMP)  ## every stage at 1/10 of MIMIC-IV's size (SIZE=full for the real size): time, CPU, RSS, disk per stage
+	$(BIN)/python benchmarks/full_scale.py --size $(SIZE) $(if $(REHEARSAL_DIR),--work $(REHEARSAL_DIR))
 
 # `make mutation MODULES="etl.normalize.* evaluation.champion.*"` re-runs those mutants only, keeping the rest;
 # `make mutation SAMPLE=0.2` runs a seeded 20 % of each module's mutants and prints each score with its 95 % CI.

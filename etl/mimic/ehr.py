@@ -77,10 +77,12 @@ def connect(memory_limit: str, threads: int, temp_directory: str | None = None):
     return con
 
 
-def _create_windowed(con, chartevents: Path, stays: pd.DataFrame, variables: Variables, window_hours: int) -> None:
-    """TEMP TABLE windowed(row, channel, priority, charttime, bin, x, lo, hi): the cohort's
+def _create_windowed(con, chartevents: Path, stays: pd.DataFrame, variables: Variables, window_hours: int,
+                     source: str | None = None) -> None:
+    """TEMP TABLE windowed(row, channel, priority, charttime, bin, x, ok): the cohort's
     chart rows of the 12 channels inside [intime, intime + window), units converted.
-    `row` is the stay's position in `stays`."""
+    `row` is the stay's position in `stays`. `source` names a registered relation with the
+    chartevents columns (the fast reader's); by default DuckDB reads the file itself."""
     con.register("cohort_stays", pd.DataFrame({"stay_id": stays["stay_id"].to_numpy(),
                                                "intime": stays["intime"].to_numpy(),
                                                "row": np.arange(len(stays), dtype=np.int64)}))
@@ -89,15 +91,30 @@ def _create_windowed(con, chartevents: Path, stays: pd.DataFrame, variables: Var
                  pd.DataFrame({"channel": pd.Series(dtype=int), "text": pd.Series(dtype=str), "score": pd.Series(dtype=float)}))
     itemids = ",".join(str(int(i)) for i in variables.itemids["itemid"])
     # Explicit column types (no sniffing): `value` holds text in real exports.
+    reader = source or (f"read_csv({sql_literal(Path(chartevents).as_posix())}, header = true, "
+                        f"columns = {_chartevents_columns(chartevents)}, auto_detect = false)")
+    # chartevents has no statistics (a CSV or an Arrow stream): DuckDB's join planner guesses it
+    # small and builds the hash join on it, holding every matching row in memory (2.4 GB at 51M
+    # rows). Written left-deep with the small tables on the right, and the planner's reordering
+    # off for this statement, every join builds on a small table and chartevents only streams.
+    con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+    try:
+        _create_windowed_table(con, reader, itemids, window_hours)
+    finally:
+        con.execute("RESET disabled_optimizers")
+
+
+def _create_windowed_table(con, reader: str, itemids: str, window_hours: int) -> None:
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE windowed AS
         WITH ev AS (
             SELECT stay_id, charttime, itemid, value, valuenum
-            FROM read_csv({sql_literal(Path(chartevents).as_posix())}, header = true,
-                          columns = {_chartevents_columns(chartevents)}, auto_detect = false)
+            FROM {reader}
             WHERE itemid IN ({itemids})
         )
-        SELECT s.row, m.channel, m.priority, ev.charttime,
+        , converted AS (
+        SELECT CAST(s.row AS INTEGER) AS row, CAST(m.channel AS TINYINT) AS channel,
+               CAST(m.priority AS TINYINT) AS priority, ev.charttime,
                CAST(floor(epoch(ev.charttime - s.intime) / 3600) AS INTEGER) AS bin,
                CASE WHEN m.is_text THEN coalesce(t.score, ev.valuenum)
                     WHEN m.fahrenheit THEN (ev.valuenum - 32) * 5.0 / 9.0
@@ -109,6 +126,10 @@ def _create_windowed(con, chartevents: Path, stays: pd.DataFrame, variables: Var
         JOIN item_map m ON ev.itemid = m.itemid
         LEFT JOIN text_map t ON t.channel = m.channel AND t.text = lower(trim(ev.value))
         WHERE ev.charttime >= s.intime AND ev.charttime < s.intime + to_hours({int(window_hours)})
+        )
+        -- narrow columns and the range test stored once (`ok`, NULL without a value): about 27 bytes a
+        -- row instead of 60, so the table stays inside DuckDB's memory limit at MIMIC-IV's size
+        SELECT row, channel, priority, charttime, bin, x, x BETWEEN lo AND hi AS ok FROM converted
     """)
 
 
@@ -116,8 +137,8 @@ def _channel_counts(con, variables: Variables) -> pd.DataFrame:
     counts = con.execute("""
         SELECT channel, count(*) AS rows_in_window,
                count(*) FILTER (WHERE x IS NULL) AS no_value,
-               count(*) FILTER (WHERE x IS NOT NULL AND (x < lo OR x > hi)) AS out_of_range,
-               count(*) FILTER (WHERE x BETWEEN lo AND hi) AS kept
+               count(*) FILTER (WHERE x IS NOT NULL AND NOT ok) AS out_of_range,
+               count(*) FILTER (WHERE ok) AS kept
         FROM windowed GROUP BY channel ORDER BY channel
     """).df()
     counts["channel"] = [variables.names[int(c)] for c in counts["channel"]]
@@ -130,25 +151,47 @@ def _channel_counts(con, variables: Variables) -> pd.DataFrame:
 _LAST_PER_BIN = """
     SELECT row, channel, bin,
            struct_extract(max(struct_pack(p := -priority, t := charttime, x := x)), 'x') AS value
-    FROM windowed WHERE x BETWEEN lo AND hi
+    FROM windowed WHERE ok
     GROUP BY row, channel, bin
 """
 
 
 def extract_ehr_values(con, chartevents: Path, stays: pd.DataFrame, variables: Variables,
-                       window_hours: int, batch_rows: int = 1 << 20) -> tuple[np.ndarray, pd.DataFrame]:
+                       window_hours: int, batch_rows: int = 1 << 20, fast: bool = True,
+                       on_bytes=None, on_note=None) -> tuple[np.ndarray, pd.DataFrame]:
     """Raw hourly values `[N, T, C]` float32 (NaN where unobserved), rows in `stays` order,
     and per-channel row counts (in window, no usable value, out of range, kept).
 
     The per-bin aggregate is streamed as Arrow batches straight into the array, so memory
     is DuckDB's (bounded by its limit) plus the output, whatever the size of chartevents.
     Derived channels (GCS total) are left NaN: see `derive_totals`.
+    `fast`: read chartevents with the parallel pre-filtering reader (chartevents_reader.py),
+    falling back to DuckDB's reader for a file it refuses (the result is the same either way);
+    on_bytes(done, total) reports its progress in stored bytes, on_note(text) says when it fell back.
     """
-    _create_windowed(con, chartevents, stays, variables, window_hours)
+    if fast:
+        import duckdb
+
+        from .chartevents_reader import reader
+        from .schema import read_header
+
+        path = Path(chartevents)
+        con.register("chartevents_fast", reader(path, read_header(path), variables.itemids["itemid"].to_numpy(),
+                                                stays["stay_id"].to_numpy(), on_bytes))
+        try:
+            _create_windowed(con, chartevents, stays, variables, window_hours, source="chartevents_fast")
+        except duckdb.Error as exc:
+            fast = False
+            if on_note:
+                on_note(f"fast reader refused the file ({str(exc).splitlines()[0][:160]}); reading it with DuckDB")
+        finally:
+            con.unregister("chartevents_fast")
+    if not fast:
+        _create_windowed(con, chartevents, stays, variables, window_hours)
     counts = _channel_counts(con, variables)
     values = np.full((len(stays), window_hours, len(variables.names)), np.nan, dtype=np.float32)
-    reader = con.sql(_LAST_PER_BIN).to_arrow_reader(batch_rows)
-    for batch in reader:
+    reader_ = con.sql(_LAST_PER_BIN).to_arrow_reader(batch_rows)
+    for batch in reader_:
         values[batch.column(0).to_numpy(), batch.column(2).to_numpy(), batch.column(1).to_numpy()] = \
             batch.column(3).to_numpy()
     con.execute("DROP TABLE windowed")

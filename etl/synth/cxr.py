@@ -91,8 +91,10 @@ def _study_datetime(ts: np.datetime64) -> tuple[int, float]:
     return int(t.strftime("%Y%m%d")), float(t.hour * 10000 + t.minute * 100 + t.second + t.microsecond / 1e6)
 
 
-def plan_studies(stays: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Which films exist for each stay (one row per image), deterministic for a seed."""
+def plan_studies(stays: pd.DataFrame, seed: int, p_window_ap: float = 0.82) -> pd.DataFrame:
+    """Which films exist for each stay (one row per image), deterministic for a seed.
+
+    `p_window_ap`: the share of stays with an AP film inside the pairing window."""
     rng = np.random.default_rng([seed, 7])
     rows = []
     study = 50_000_000
@@ -100,7 +102,7 @@ def plan_studies(stays: pd.DataFrame, seed: int) -> pd.DataFrame:
         intime = np.datetime64(stay.intime)
         plans = []
         r = rng.random()
-        if r < 0.82:  # AP inside the window, sometimes two
+        if r < p_window_ap:  # AP inside the window, sometimes two
             for _ in range(1 + (rng.random() < 0.25)):
                 plans.append((["AP"], rng.uniform(0.5, 47.5)))
         if rng.random() < 0.12:

@@ -175,8 +175,13 @@ class Chunk:
     stays: pd.DataFrame  # subject_id, hadm_id, stay_id, intime, outtime, h0..h3
 
 
-def generate_chunk(seed: int, chunk_index: int, first_subject: int, n_subjects: int) -> Chunk:
-    """Generate all MIMIC-IV rows for `n_subjects` patients (ids from `first_subject`)."""
+def generate_chunk(seed: int, chunk_index: int, first_subject: int, n_subjects: int,
+                   with_chartevents: bool = True) -> Chunk:
+    """Generate all MIMIC-IV rows for `n_subjects` patients (ids from `first_subject`).
+
+    `with_chartevents=False` skips the chartevents table (its draws come last, so every
+    other table is the same): sized exports count the stays of each chunk this way first.
+    """
     rng = np.random.default_rng([seed, chunk_index])
     names, codes = load_phenotype_codes()
     w, b = phenotype_weights(len(names))
@@ -274,13 +279,15 @@ def generate_chunk(seed: int, chunk_index: int, first_subject: int, n_subjects: 
             diag_rows.append((subj[adm_pat[i]], hadm[i], seq, str(chosen[j]), v))
     diagnoses = pd.DataFrame(diag_rows, columns=COLUMNS["hosp/diagnoses_icd"])
 
-    chartevents = _chartevents(rng, icustays, intime, outtime, h_adm[stay_adm])
+    chartevents = _chartevents(rng, icustays, intime, outtime, h_adm[stay_adm]) if with_chartevents else None
     stays = pd.DataFrame({"subject_id": icustays["subject_id"], "hadm_id": icustays["hadm_id"],
                           "stay_id": stay_id, "intime": intime, "outtime": outtime})
     for k in range(N_FACTORS):
         stays[f"h{k}"] = h_adm[stay_adm][:, k]
     tables = {"hosp/patients": patients, "hosp/admissions": admissions, "hosp/diagnoses_icd": diagnoses,
-              "icu/icustays": icustays, "icu/chartevents": chartevents}
+              "icu/icustays": icustays}
+    if with_chartevents:
+        tables["icu/chartevents"] = chartevents
     return Chunk(tables, stays)
 
 

@@ -73,6 +73,25 @@ def _log(msg: str) -> None:
     print(f"  etl mimic: {msg}", flush=True)
 
 
+def _extract_with_progress(con, chartevents: Path, cohort, variables, window_hours: int):
+    """extract_ehr_values with a progress bar over chartevents' stored bytes (counts, rate, ETA)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(TextColumn("  reading chartevents"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), transient=True) as progress:
+        task = progress.add_task("chartevents", total=chartevents.stat().st_size)
+        return extract_ehr_values(con, chartevents, cohort, variables, window_hours,
+                                  on_bytes=lambda done, total: progress.update(task, completed=done),
+                                  on_note=_log)
+
+
 # hadm_id as text, checked before the cast: DuckDB's BIGINT reading would round '2.5' to 3 (another admission)
 _WHOLE_ID_SQL = r"\+?0*[0-9]{1,18}(\.0*)?"
 
@@ -130,11 +149,11 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         else:
             cohort["in_hospital_mortality"] = in_hospital_mortality(cohort).to_numpy()
             label_columns = ["in_hospital_mortality"]
-        _log(f"streaming chartevents ({tables['icu/chartevents'].stat().st_size / 1e6:,.0f} MB) through DuckDB "
+        _log(f"streaming chartevents ({tables['icu/chartevents'].stat().st_size / 1e6:,.0f} MB; ISA-L inflate, Arrow parse) into DuckDB "
              f"(memory limit {settings.memory_limit})")
         try:
-            values, channel_counts = extract_ehr_values(con, tables["icu/chartevents"], cohort, variables,
-                                                        settings.window_hours)
+            values, channel_counts = _extract_with_progress(con, tables["icu/chartevents"], cohort, variables,
+                                                            settings.window_hours)
         except duckdb.Error as exc:
             raise InputError(csv_error_message(exc, tables["icu/chartevents"])) from None
         con.close()
