@@ -163,9 +163,13 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
 
     # every method vs the reference and each proposed method vs each other method, paired on seeds and patients
     unit = "stays" if str(cohort.manifest.get("dataset", "")).startswith("mimic") else "samples"
-    verdicts = compare_methods(results, [RunScores(*p) for p in predictions],
-                               comparison_pairs(order, settings.proposed, settings.reference), labels,
+    pairs = comparison_pairs(order, settings.proposed, settings.reference)
+    designs = design_alternatives(comparison)  # MASAM's Table 8 alternatives, each compared with MASAM too
+    pairs += [p for p in ((r["method"], designs[0]["method"]) for r in designs[1:]) if p not in pairs]
+    verdicts = compare_methods(results, [RunScores(*p) for p in predictions], pairs, labels,
                                settings.n_resamples, settings.seed, settings.level, unit)
+    by_pair = {(c["method"], c["reference"]): c for c in verdicts}
+    designs = [{**r, "paired": by_pair.get((r["method"], designs[0]["method"]))} for r in designs]
     forest = [{**c, "baseline": c["reference"], "rows": c["per_label"]} for c in verdicts
               if c["method"] in settings.proposed and c["reference"] not in settings.proposed]
     paired = next(({"a": c["method"], "b": c["reference"], "seeds": c["seeds"], "n_seeds": c["n_seeds"],
@@ -234,7 +238,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         reliability_bins=champion["calibration"]["pooled"]["reliability"],
         forest=forest, curves=curves, min_events=int(champion["ci"]["min_events"]),
         n_resamples=settings.n_resamples,
-        design_alternatives=design_alternatives(comparison),
+        design_alternatives=designs,
         presence=presence_rows({m: r.get("presence") for m, r in best_by_method.items()}),
         why=why_section(*analysis, seed=settings.seeds[0] if settings.seeds else None) if analysis else None,
         summary_link=summary_link,

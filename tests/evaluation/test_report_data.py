@@ -61,6 +61,15 @@ def test_the_proposed_method_is_compared_with_every_other_method_on_the_same_pat
     assert "forest:masam:late_fusion" in data.figures
 
 
+def test_a_masam_design_alternative_is_compared_with_masam_on_seeds_and_patients(evaluated):
+    results, predictions, cohort, settings = evaluated
+    renamed = [{**r, "method": "masam_gamma_only"} if r["method"] == "late_fusion" else r for r in results]
+    data = build_report_data(renamed, predictions, cohort, "A cohort", settings, sources={}, generated="now")
+    masam, alternative = data.design_alternatives
+    assert alternative["method"] == "masam_gamma_only" and alternative["paired"]["reference"] == "masam"
+    assert ("masam_gamma_only", "masam") in [(c["method"], c["reference"]) for c in data.verdicts]
+
+
 def test_the_comparison_follows_the_settings_not_the_method_names(evaluated):
     data = _build(evaluated, proposed=["late_fusion"], reference="masam")
     assert [(f["method"], f["baseline"]) for f in data.forest] == [("late_fusion", "masam")]
