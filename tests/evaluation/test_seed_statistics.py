@@ -8,12 +8,12 @@ import pytest
 
 from clinfuse.evaluation.bootstrap import paired_bootstrap_difference
 from clinfuse.evaluation.seed_statistics import (
-    bootstrap_p_value,
     holm_adjust,
     minimum_detectable_difference,
     t_interval,
     two_level_bootstrap_difference,
     verdict,
+    wald_p_value,
 )
 from clinfuse.evaluation.verdicts import RunScores, champion_margin, compare_methods, comparison_pairs
 
@@ -119,11 +119,12 @@ def test_holm_adjusts_by_hand_and_keeps_missing_p_values_missing():
     assert holm_adjust([]) == []
 
 
-def test_the_bootstrap_p_value_counts_both_tails_with_one_added():
-    # 1 of 4 draws <= 0 -> (1 + 1) / 5; 3 of 4 >= 0 -> 4 / 5; p = 2 * 0.4
-    assert bootstrap_p_value(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(0.8)
-    assert bootstrap_p_value(np.array([1.0, 2.0, 3.0, np.nan])) == pytest.approx(0.5)
-    assert bootstrap_p_value(np.array([np.nan])) is None
+def test_the_p_value_is_two_sided_from_the_bootstrap_standard_error():
+    # z = 0.02 / 0.01 = 2 -> 2 * (1 - Phi(2)) = 0.0455
+    assert wald_p_value(0.02, 0.01) == pytest.approx(0.0455003, rel=1e-5)
+    assert wald_p_value(-0.02, 0.01) == wald_p_value(0.02, 0.01)
+    assert wald_p_value(0.0, 0.0) == 1.0 and wald_p_value(0.01, 0.0) == 0.0
+    assert wald_p_value(None, 0.01) is None and wald_p_value(0.01, None) is None
 
 
 def test_every_method_meets_the_reference_and_the_proposed_method_each_baseline_once():
@@ -148,6 +149,9 @@ def test_a_verdict_line_names_the_interval_seeds_test_stays_and_detectable_diffe
     assert f"smallest detectable difference ≈ {c['macro_auprc']['mde']:.3f}" in c["line"]
     assert "training variance not measured" not in c["line"]
     assert [r["label"] for r in c["per_label"]] == ["x", "y"] and c["n_labels_tested"] == 2
+    # per-label AUPRC differences: Holm over the two labels, significant when the adjusted p < 0.05
+    assert [r["p_holm"] for r in c["per_label"]] == holm_adjust([r["p"] for r in c["per_label"]])
+    assert [r["significant_holm"] for r in c["per_label"]] == [r["p_holm"] < 0.05 for r in c["per_label"]]
 
 
 def test_a_one_seed_verdict_says_training_variance_is_not_measured():
