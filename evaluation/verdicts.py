@@ -16,7 +16,7 @@ import numpy as np
 
 from .bootstrap import paired_bootstrap_difference
 from .champion import champion_of
-from .report import _num
+from .report import fmt
 from .seed_statistics import (
     bootstrap_weights,
     difference_from_draws,
@@ -112,6 +112,12 @@ def compare_methods(runs: list[dict], scores: list[RunScores], pairs: list[tuple
     return out
 
 
+def _signed(value: float) -> str:
+    """"+0.005", "−0.004", "0.000": a sign only where the rounded value has one."""
+    text = fmt(value, 3)
+    return f"+{text}" if value > 0 and text != fmt(0.0, 3) else text
+
+
 def verdict_line(c: dict[str, Any], metric_label: str = "macro AUPRC") -> str:
     """"<method> vs <reference>: better / worse / no difference detectable", with the difference and its
     interval, the seeds and test rows, and the smallest difference the design could detect."""
@@ -119,12 +125,12 @@ def verdict_line(c: dict[str, Any], metric_label: str = "macro AUPRC") -> str:
     pct = round(100 * c["level"])
     if h["difference"] is None:
         return f"{c['method']} vs {c['reference']}: not computable (no label with both classes in the test split)"
-    interval = (f"{_num(h['ci'][0], 3)} to {_num(h['ci'][1], 3)}" if h["ci"][0] is not None else "no interval")
+    interval = (f"{fmt(h['ci'][0], 3)} to {fmt(h['ci'][1], 3)}" if h["ci"][0] is not None else "no interval")
     seeds = f"{c['n_seeds']} seed{'s' if c['n_seeds'] != 1 else ''}"
-    mde = "not computable" if h["mde"] is None else f"{_num(h['mde'], 3)}"
+    mde = "not computable" if h["mde"] is None else f"{fmt(h['mde'], 3)}"
     caveat = "" if c["training_variance_measured"] else " (this one seed only: training variance not measured)"
     line = (f"{c['method']} vs {c['reference']}: {h['verdict']}{caveat}; {metric_label} difference "
-            f"{'+' if h['difference'] > 0 else ''}{_num(h['difference'], 3)} ({pct}% CI {interval}), {seeds} × "
+            f"{_signed(h['difference'])} ({pct}% CI {interval}), {seeds} × "
             f"{c['n_test']} test {c['unit']} ({c['n_test_patients']} patients); smallest detectable difference "
             f"≈ {mde} (80% power, alpha 0.05)")
     if not c["training_variance_measured"]:
