@@ -1,7 +1,7 @@
 """The paper's result tables from the project's own evaluated runs.
 
 - Table 1 style (`cross_cohort_table`): methods x cohorts, a metric's mean +- std over
-  seeds, the rank of each method within its cohort (1 = best; ties share the mean rank),
+  seeds (std None with one seed), the rank of each method within its cohort (1 = best; ties share the mean rank),
   and the relative gain over the strongest baseline,
   gain = 100 * (mean - best_baseline_mean) / best_baseline_mean  (percent),
   where the strongest baseline is the best mean among methods not in `proposed`. The best
@@ -32,7 +32,6 @@ def cross_cohort_table(results: pd.DataFrame, metric: str, proposed: list[str]) 
     rows = []
     for cohort, group in data.groupby("cohort", sort=False):
         stats = group.groupby("method", sort=False)[metric].agg(["mean", "std", "size"])
-        stats["std"] = stats["std"].fillna(0.0)
         ranks = stats["mean"].rank(ascending=False, method="average")
         baselines = stats.loc[[m for m in stats.index if m not in proposed]]
         strongest = baselines["mean"].idxmax() if len(baselines) else None
@@ -43,7 +42,9 @@ def cross_cohort_table(results: pd.DataFrame, metric: str, proposed: list[str]) 
             if reference is not None and reference != 0:
                 gain = 100.0 * (float(s["mean"]) - reference) / reference
             rows.append({"cohort": cohort, "method": method, "metric": metric, "mean": float(s["mean"]),
-                         "std": float(s["std"]), "n_seeds": int(s["size"]), "rank": float(ranks[method]),
+                         # one seed has no spread: None, never a std of 0
+                         "std": float(s["std"]) if s["size"] >= 2 else None, "n_seeds": int(s["size"]),
+                         "rank": float(ranks[method]),
                          "gain_pct": gain, "best": bool(np.isclose(s["mean"], best)),
                          "strongest_baseline": method == strongest})
     return pd.DataFrame(rows, columns=["cohort", "method", "metric", "mean", "std", "n_seeds", "rank", "gain_pct",

@@ -76,21 +76,27 @@ def decision_curve_figure(curves: dict[str, dict[str, list[float]]], label: str)
 
 
 @_styled
-def forest_figure(rows: list[dict], baseline: str, method: str, metric: str = "AUPRC", unit: str = "label") -> str:
-    """Per-label difference (method - baseline) with its paired-bootstrap 95 % CI; a line at 0.
+def forest_figure(rows: list[dict], baseline: str, method: str, metric: str = "AUPRC", unit: str = "label",
+                  n_seeds: int = 1) -> str:
+    """Per-label difference (method - baseline) with its unadjusted paired-bootstrap 95 % CI; a line at 0.
 
-    rows: {label, difference, ci: [low, high] or None}; labels without a difference are left out.
+    rows: {label, difference, ci: [low, high] or None, significant_holm (optional)}; labels without a
+    difference are left out. A filled marker: significant after Holm's adjustment over the labels; hollow: not.
     """
     rows = [r for r in rows if r["difference"] is not None]
-    fig, ax = plt.subplots(figsize=(5.2, 1.0 + 0.26 * max(len(rows), 1)))
+    fig, ax = plt.subplots(figsize=(5.2, 1.3 + 0.26 * max(len(rows), 1)))
     y = np.arange(len(rows))[::-1]
     for yy, r in zip(y, rows, strict=True):
         ci = r.get("ci") or [None, None]
         if ci[0] is not None:
             ax.plot(ci, [yy, yy], c="#4a6fa5", lw=1.6)
-        ax.plot(r["difference"], yy, "o", c="#1d3b6a", ms=4.5)
+        filled = r.get("significant_holm", False)
+        ax.plot(r["difference"], yy, "o", c="#1d3b6a", ms=4.5, mfc="#1d3b6a" if filled else "white")
     ax.axvline(0, c="grey", ls=":", lw=1)
     ax.set_yticks(y, [r["label"] for r in rows])
-    ax.set(xlabel=f"{metric} difference: {method} - {baseline} (95% CI)", ylim=(-0.7, len(rows) - 0.3))
+    seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+    ax.set(xlabel=f"{metric} difference: {method} - {baseline} (95% CI, unadjusted)\n"
+                  f"filled: significant after Holm over {len(rows)} {unit}s; {seeds}",
+           ylim=(-0.7, len(rows) - 0.3))
     ax.set_title(f"{method} - {baseline}, per {unit} (test)")
     return _png(fig)

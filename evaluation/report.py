@@ -72,6 +72,10 @@ class ReportData:
     why: dict[str, Any] | None = None  # the "Why" section (evaluation.why), figures as base64 PNG
     explain: dict[str, Any] | None = None  # reliance and cases sections (evaluation.explain_section)
     summary_link: str | None = None  # relative link to the cross-cohort summary page
+    # evaluation.verdicts.compare_methods: seed-aware difference, verdict line and per-label Holm per pair
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    seeds_measured: bool = False  # every method has >= 2 seeds: spread, ranks and a bold best are shown
+    champion_margin: dict[str, Any] | None = None  # evaluation.verdicts.champion_margin
     cohort_warnings: list[str] = field(default_factory=list)  # manifest.json `warnings` (pipeline/cohort_checks.py)
 
 

@@ -17,7 +17,6 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 
-from clinfuse.evaluation.bootstrap import paired_bootstrap_difference
 from clinfuse.evaluation.champion import champion_of
 from clinfuse.evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
 from clinfuse.evaluation.explain_section import explain_section
@@ -29,6 +28,7 @@ from clinfuse.evaluation.plots import decision_curve_figure, forest_figure, reli
 from clinfuse.evaluation.presence import presence_rows
 from clinfuse.evaluation.report import LabelRow, ReportData
 from clinfuse.evaluation.svg import curve_svg
+from clinfuse.evaluation.verdicts import RunScores, champion_margin, compare_methods, comparison_pairs
 from clinfuse.evaluation.why import why_section
 
 
@@ -104,7 +104,8 @@ def runs_table(evaluations: list[dict]) -> pd.DataFrame:
 def build_report_data(evaluations: list[dict], predictions: list[Predictions], cohort: CohortInfo, title: str,
                       settings: ReportSettings, *, sources: dict, generated: str,
                       analysis: tuple[dict, dict[str, bytes]] | None = None, registry_record: dict | None = None,
-                      provenance: dict | None = None, summary_link: str | None = None) -> ReportData:
+                      provenance: dict | None = None, summary_link: str | None = None,
+                      val_predictions: list[Predictions] | None = None) -> ReportData:
     """Everything the report shows for one cohort.
 
     Args:
@@ -120,6 +121,8 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         registry_record: what `clinfuse register` recorded for this cohort, if it has run.
         provenance: git commit and dirty flag, the command (only shown).
         summary_link: relative link to the cross-cohort summary page.
+        val_predictions: each run's validation predictions, in the order of `evaluations`: with them the
+            report says whether the champion's validation margin over the runner-up is within noise.
     """
     results = evaluations
     scored_runs = {id(r): p for r, p in zip(results, predictions, strict=True)}
@@ -160,11 +163,23 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
                    "rank_auprc": _number_or_none(rank_p.get(m)), "rank_auroc": _number_or_none(rank_r.get(m))}
                   for m in order]
 
-    forest = _forest(results, scored_runs, labels, settings)
-    paired = next(({"a": f["method"], "b": f["baseline"], "seed": f["seed"], "macro_auprc": f["macro_auprc"],
-                    "macro_auroc": f["macro_auroc"]} for f in forest
-                   if settings.proposed and f["method"] == settings.proposed[0]
-                   and f["baseline"] == settings.reference), None)
+    # every method vs the reference and each proposed method vs each other method, paired on seeds and patients
+    unit = "stays" if str(cohort.manifest.get("dataset", "")).startswith("mimic") else "samples"
+    pairs = comparison_pairs(order, settings.proposed, settings.reference)
+    designs = design_alternatives(comparison)  # MASAM's Table 8 alternatives, each compared with MASAM too
+    pairs += [p for p in ((r["method"], designs[0]["method"]) for r in designs[1:]) if p not in pairs]
+    verdicts = compare_methods(results, [RunScores(*p) for p in predictions], pairs, labels,
+                               settings.n_resamples, settings.seed, settings.level, unit)
+    by_pair = {(c["method"], c["reference"]): c for c in verdicts}
+    designs = [{**r, "paired": by_pair.get((r["method"], designs[0]["method"]))} for r in designs]
+    forest = [{**c, "baseline": c["reference"], "rows": c["per_label"]} for c in verdicts
+              if c["method"] in settings.proposed and c["reference"] not in settings.proposed]
+    paired = next(({"a": c["method"], "b": c["reference"], "seeds": c["seeds"], "n_seeds": c["n_seeds"],
+                    "macro_auprc": c["macro_auprc"], "macro_auroc": c["macro_auroc"]} for c in verdicts
+                   if settings.proposed and c["method"] == settings.proposed[0]
+                   and c["reference"] == settings.reference), None)
+    margin = champion_margin(results, [RunScores(*p) for p in val_predictions] if val_predictions else None,
+                             settings.n_resamples, settings.seed, settings.level)
     calibration = [{"method": m, **{k: r["calibration"]["pooled"][k] for k in ("brier", "slope", "intercept")},
                     "slope_note": r["calibration"]["pooled"].get("slope_note")} for m, r in best_by_method.items()]
 
@@ -187,7 +202,8 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
             {m: net_benefit(y[:, 0], p[:, 0], thresholds) for m, (y, p) in scored.items()}, labels[0])
     for f in forest:
         figures[f"forest:{f['method']}:{f['baseline']}"] = forest_figure(
-            f["rows"], f["baseline"], f["method"], unit="class" if cohort.task_type == "multiclass" else "label")
+            f["rows"], f["baseline"], f["method"], unit="class" if cohort.task_type == "multiclass" else "label",
+            n_seeds=f["n_seeds"])
 
     manifest = cohort.manifest
     shown = {k: v for k, v in settings.shown.items()
@@ -225,11 +241,13 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         reliability_bins=champion["calibration"]["pooled"]["reliability"],
         forest=forest, curves=curves, min_events=int(champion["ci"]["min_events"]),
         n_resamples=settings.n_resamples,
-        design_alternatives=design_alternatives(comparison),
+        design_alternatives=designs,
         presence=presence_rows({m: r.get("presence") for m, r in best_by_method.items()}),
         ceiling=_ceiling(results, order),
         why=why_section(*analysis, seed=settings.seeds[0] if settings.seeds else None) if analysis else None,
         summary_link=summary_link,
+        verdicts=verdicts, seeds_measured=bool(comparison) and min(c["n_seeds"] for c in comparison) >= 2,
+        champion_margin=margin,
         explain=explain_section(*analysis) if analysis else None,
     )
 
@@ -257,13 +275,44 @@ def report_metrics(data: ReportData, cohort_name: str) -> tuple[dict, dict]:
     paired = data.paired_difference
     if paired:
         # {difference, ci: [lo, hi], ...} -> flat numbers: DVC makes a column per key, not per list item
+        # `mde` (smallest detectable difference) and `n_seeds` come with the seed-aware comparison
         metrics["paired_difference"] = {
             m: {"difference": paired[m]["difference"], "ci_low": paired[m]["ci"][0], "ci_high": paired[m]["ci"][1],
-                "p_le_zero": paired[m]["p_le_zero"]}
+                "p_le_zero": paired[m]["p_le_zero"],
+                **({"mde": paired[m]["mde"], "n_seeds": paired["n_seeds"]} if "mde" in paired[m] else {})}
             for m in ("macro_auprc", "macro_auroc")}
-        about["paired_difference"] = {"a": paired["a"], "b": paired["b"], "seed": paired["seed"],
-                                      "meaning": "test macro AUPRC/AUROC of a minus b (same seed, same patients)"}
+        about["paired_difference"] = {
+            "a": paired["a"], "b": paired["b"], "seeds": paired.get("seeds", [paired.get("seed")]),
+            "meaning": "test macro AUPRC/AUROC of a minus b, mean over the seeds both have; CI from a two-level "
+                       "paired bootstrap (seeds, then test patients); with one seed it covers test patients only; "
+                       "mde: smallest difference detectable at 80% power, alpha 0.05"}
+    verdicts = getattr(data, "verdicts", None)
+    if verdicts:
+        about["verdicts"] = [c["line"] for c in verdicts]
+    margin = getattr(data, "champion_margin", None)
+    if margin:
+        about["champion_validation_margin_within_noise"] = margin["within_noise"]
     return metrics, about
+
+
+def verdicts_record(data: ReportData, cohort_name: str) -> dict:
+    """verdicts.json: what the cross-cohort summary shows of this cohort's comparison, as the report says it.
+
+    The synthetic marker, the headline metric, whether training variance is measured (every method has
+    two seeds or more), each comparison's verdict line and numbers, and the champion's validation margin.
+    """
+    def numbers(c: dict) -> dict:
+        h = c["macro_auprc"]
+        return {"method": c["method"], "reference": c["reference"], "verdict": c["verdict"], "line": c["line"],
+                "n_seeds": c["n_seeds"], "seeds": c["seeds"], "n_test": c["n_test"],
+                "n_test_patients": c["n_test_patients"], "training_variance_measured": c["training_variance_measured"],
+                "difference": h["difference"], "ci": h["ci"], "mde": h["mde"],
+                "t_interval": h["t_interval"]["ci"] if h["t_interval"] else None}
+
+    return {"cohort": cohort_name, "synthetic": data.synthetic, "headline": data.headline_metric,
+            "seeds_measured": data.seeds_measured,
+            "n_seeds": {c["method"]: c["n_seeds"] for c in data.comparison},
+            "verdicts": [numbers(c) for c in data.verdicts], "champion_margin": data.champion_margin}
 
 
 # rows of the settings table that describe training: shown from the champion run's own config when it has one
@@ -348,39 +397,6 @@ def _registry_status(record: dict | None, champion: dict, name: str) -> dict:
             "champion_alias": record.get("champion"), "model_uri": record.get("model_uri"),
             "note": None if same else f"registered from run {registered_run}, "
                                       f"not this report's champion {champion['run']}: run clinfuse register again"}
-
-
-def _forest(results: list[dict], predictions: dict[int, Predictions], labels: list[str],
-            settings: ReportSettings) -> list[dict]:
-    """Per-label paired differences of each proposed method minus each other method, on the first seed both have.
-
-    Args:
-        results: evaluated runs (a later run of the same method and seed replaces an earlier one).
-        predictions: `id(run)` -> the run's test predictions.
-        labels: the label (class) names, in output order.
-        settings: `proposed` (the methods compared), `n_resamples` and `seed` of the paired bootstrap.
-    """
-    by = {(r["method"], r["seed"]): r for r in results}
-    out = []
-    for method in dict.fromkeys(settings.proposed):
-        method_seeds = sorted(s for (m, s) in by if m == method)
-        if not method_seeds:
-            continue
-        baselines = list(dict.fromkeys(m for (m, _) in by if m not in settings.proposed))
-        for b in baselines:
-            seeds = [s for s in method_seeds if (b, s) in by]
-            if not seeds:
-                continue
-            seed = seeds[0]
-            a, base = predictions[id(by[(method, seed)])], predictions[id(by[(b, seed)])]
-            diff = paired_bootstrap_difference(a.y, a.p, base.p, a.patient_id, settings.n_resamples, settings.seed,
-                                               settings.level)
-            rows = [{"label": lab, "difference": d["auprc"]["difference"], "ci": d["auprc"]["ci"],
-                     "auroc_difference": d["auroc"]["difference"], "auroc_ci": d["auroc"]["ci"]}
-                    for lab, d in zip(labels, diff["per_label"], strict=True)]
-            out.append({"method": method, "baseline": b, "seed": seed, "rows": rows,
-                        "macro_auprc": diff["macro_auprc"], "macro_auroc": diff["macro_auroc"]})
-    return out
 
 
 def _ceiling(results: list[dict], order: list[str]) -> dict | None:

@@ -116,7 +116,7 @@ def log_report(report_dir: Path) -> int:
 
     report_dir = Path(report_dir)
     page = report_dir / "report.html"
-    for path in [page, *(report_dir / f for f in ("metrics.json", "comparison.csv"))]:
+    for path in [page, *(report_dir / f for f in ("metrics.json", "comparison.csv", "verdicts.json"))]:
         if path.is_file():
             mlflow.log_artifact(str(path), artifact_path="report")
     if (report_dir / "plots").is_dir():
@@ -149,6 +149,18 @@ def embedded_figures(page: str) -> list[tuple[str, str, bytes]]:
             label = re.search(r'aria-label="([^"]*)"', tag)
             found.append((html.unescape(label.group(1)) if label else "", "svg", tag.encode()))
     return found
+
+
+def _champion_margin(report_dir: Path, champion_run: str) -> dict | None:
+    """The report's champion validation margin (verdicts.json), when it is about this champion run."""
+    path = Path(report_dir) / "verdicts.json"
+    if not path.is_file():
+        return None
+    margin = read_json(path).get("champion_margin")
+    if not margin or margin.get("champion", {}).get("run") != champion_run:
+        return None
+    return {"runner_up": margin["runner_up"], "difference": margin["difference"], "ci": margin["ci"],
+            "within_noise": margin["within_noise"]}
 
 
 def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Path, settings, name: str | None = None,
@@ -192,6 +204,10 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
               "model_uri": reg.model_uri, "run": str(run_dir), "method": champion["method"], "seed": champion["seed"],
               "test": {champion["test"]["headline"]: champion["test"][champion["test"]["headline"]]},
               "tracking_uri": mlflow.get_tracking_uri(), "report_figures_logged": figures}
+    margin = _champion_margin(report_dir, champion["run"]) if report_dir is not None else None
+    if margin is not None:
+        # the rule picks the best validation score; this says whether its lead over the runner-up is within noise
+        record["validation_margin"] = margin
     write_json(out, [record])
     moved = "now @champion" if reg.champion_moved else f"champion kept (val {reg.previous_champion_metric:.3f})"
     return (f"registered {reg.name} version {reg.version} from {champion['run']} "

@@ -7,6 +7,8 @@ Output folder (reports/<cohort>/):
   metrics_about.json what those numbers are: which metric `headline` is (macro_auprc or macro_map), the
                      champion's method, the paired comparison's methods (text stays out of metrics.json)
   comparison.csv     one row per (method, seed) with test metrics
+  verdicts.json      each comparison's verdict line and interval, the synthetic marker and whether training
+                     variance is measured, the champion's validation margin (read by `clinfuse tables`)
   plots/pr/*.json, plots/roc/*.json   the champion's per-label curves (for `dvc plots`)
 """
 
@@ -26,11 +28,13 @@ from clinfuse.evaluation.report_data import (
     build_report_data,
     report_metrics,
     runs_table,
+    verdicts_record,
 )
 from clinfuse.pipeline.data import load_cohort
 from clinfuse.pipeline.manifest import shareable_sources
 from clinfuse.pipeline.results import (
     load_evaluations,
+    predictions_file,
     read_analysis,
     read_curves,
     read_predictions,
@@ -63,13 +67,16 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
         cohort.manifest.title, settings, sources=shareable_sources(info.manifest["sources"]),
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         analysis=read_analysis(analysis) if analysis else None, registry_record=read_registry_record(out),
-        provenance=provenance, summary_link=summary_link)
+        provenance=provenance, summary_link=summary_link,
+        val_predictions=[Predictions(*read_predictions(r["_dir"], cohort, "val")) for r in results]
+        if all(predictions_file(r["_dir"], "val").is_file() for r in results) else None)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
     metrics, about = report_metrics(data, cohort.name)
     write_json(out / "metrics.json", metrics)
     write_json(out / "metrics_about.json", about)
     write_text(out / "comparison.csv", runs_table(results).to_csv(index=False))
+    write_json(out / "verdicts.json", verdicts_record(data, cohort.name))
     champion = champion_of(results)
     for kind in ("pr", "roc"):
         records = read_curves(champion["_dir"], kind)

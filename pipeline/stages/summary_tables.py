@@ -1,6 +1,8 @@
-"""reports/summary.html: the paper's tables (1, 6, 7 style) across cohorts from the evaluated runs.
+"""reports/summary.html: the verdicts and the paper's tables (1, 6, 7 style) across cohorts.
 
-Reads reports/<cohort>/runs/*/metrics.json (clinfuse evaluate) of each cohort; nothing else.
+Reads reports/<cohort>/runs/*/metrics.json (clinfuse evaluate) and reports/<cohort>/verdicts.json
+(clinfuse report: the synthetic marker, each comparison's verdict line, the champion's validation margin).
+A cohort with one seed for some method is shown without spread, ranks, bold winners or percentage gains.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from clinfuse.etl.atomic import write_text
 from clinfuse.etl.errors import InputError
 from clinfuse.evaluation.paper_tables import cross_cohort_table, per_label_table
-from clinfuse.evaluation.report import TEMPLATES
+from clinfuse.evaluation.report import TEMPLATES, fmt, metric_name
 
 SECONDARY = ("macro_auroc", "micro_auprc", "micro_auroc", "accuracy")
 
@@ -26,6 +28,17 @@ def _evaluations(folder: Path) -> list[dict]:
     if not results:
         raise InputError(f"{folder}: no evaluated runs (*/metrics.json); run `clinfuse evaluate` first")
     return results
+
+
+def _verdicts(folder: Path) -> dict | None:
+    """The cohort's verdicts.json (written by `clinfuse report`), or None before the report has run."""
+    path = folder / "verdicts.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); run `clinfuse report` again") from e
 
 
 def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[str], proposed: list[str]) -> str:
@@ -65,12 +78,23 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
             scored = {m: v for m, v in vals.items() if v is not None}
             rows.append({"label": label, "scores": vals, "best": max(scored, key=scored.get) if scored else None})
         table6[c] = {"methods": cols, "rows": rows, "ranks": {m: float(v) for m, v in ranks.items()}}
+    # a cohort where any method has one seed: training variance unmeasured, so no spread, rank, bold or gain
+    seeds_measured = {c: bool(len(t1[t1.cohort == c])) and int(t1[t1.cohort == c].n_seeds.min()) >= 2
+                      for c in cohorts}
+    verdicts = {c: _verdicts(reports / c) for c in cohorts}
+    synthetic = [c for c in cohorts if verdicts[c] and verdicts[c].get("synthetic")]
+    unknown = [c for c in cohorts if not verdicts[c] or verdicts[c].get("synthetic") is None]
     out.parent.mkdir(parents=True, exist_ok=True)
     reports_links = {c: os.path.relpath(reports / c / "report.html", out.parent) for c in cohorts}
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["metric_name"] = metric_name
+    env.filters["fmt"] = fmt
+    title = "clinfuse: results across cohorts"
     html = env.get_template("summary.html.j2").render(
-        title="clinfuse: results across cohorts", cohorts=cohorts, methods=order, metric_of=metric_of,
-        proposed=proposed, table1=table1, table6=table6, table7=table7, reports=reports_links,
+        title=f"SYNTHETIC DATA: {title}" if synthetic else title, cohorts=cohorts, methods=order,
+        metric_of=metric_of, proposed=proposed, table1=table1, table6=table6, table7=table7, reports=reports_links,
+        seeds_measured=seeds_measured, unmeasured=[c for c in cohorts if not seeds_measured[c]], verdicts=verdicts, synthetic=synthetic, provenance_unknown=unknown,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     write_text(out, html)
-    return f"summary: {len(cohorts)} cohorts, {len(order)} methods -> {out}"
+    n_verdicts = sum(len(v["verdicts"]) for v in verdicts.values() if v)
+    return f"summary: {len(cohorts)} cohorts, {len(order)} methods, {n_verdicts} verdicts -> {out}"

@@ -50,13 +50,24 @@ def _build(evaluated, **changes):
 def test_the_proposed_method_is_compared_with_every_other_method_on_the_same_patients(evaluated):
     results, predictions, _, settings = evaluated
     data = _build(evaluated)
-    assert [(f["method"], f["baseline"], f["seed"]) for f in data.forest] == [("masam", "late_fusion", 1)]
+    assert [(f["method"], f["baseline"], f["seeds"]) for f in data.forest] == [("masam", "late_fusion", [1])]
     by = {r["method"]: p for r, p in zip(results, predictions, strict=True)}
     expected = paired_bootstrap_difference(by["masam"].y, by["masam"].p, by["late_fusion"].p, by["masam"].patient_id,
                                            settings.n_resamples, settings.seed, settings.level)
     assert data.paired_difference["a"] == "masam" and data.paired_difference["b"] == "late_fusion"
-    assert data.paired_difference["macro_auprc"] == expected["macro_auprc"]
+    # one seed: the two-level bootstrap is the patient bootstrap, resample for resample
+    for key in ("difference", "ci", "n_valid_resamples", "p_le_zero"):
+        assert data.paired_difference["macro_auprc"][key] == expected["macro_auprc"][key]
     assert "forest:masam:late_fusion" in data.figures
+
+
+def test_a_masam_design_alternative_is_compared_with_masam_on_seeds_and_patients(evaluated):
+    results, predictions, cohort, settings = evaluated
+    renamed = [{**r, "method": "masam_gamma_only"} if r["method"] == "late_fusion" else r for r in results]
+    data = build_report_data(renamed, predictions, cohort, "A cohort", settings, sources={}, generated="now")
+    masam, alternative = data.design_alternatives
+    assert alternative["method"] == "masam_gamma_only" and alternative["paired"]["reference"] == "masam"
+    assert ("masam_gamma_only", "masam") in [(c["method"], c["reference"]) for c in data.verdicts]
 
 
 def test_the_comparison_follows_the_settings_not_the_method_names(evaluated):

@@ -85,6 +85,18 @@ def test_report_renders_tables_and_embedded_figures(pipeline_run):
     champion = json.loads((root / "eval" / f"{about['champion_method']}-s1" / "metrics.json").read_text())
     assert metrics["champion"]["test_headline"] == pytest.approx(champion["test"]["macro_auprc"])
     assert about["headline"] == "macro_auprc" and about["champion_method"] in {"late_fusion", "masam"}
+    verdicts = json.loads((root / "report" / "verdicts.json").read_text())
+    assert [(v["method"], v["reference"]) for v in verdicts["verdicts"]] == [("masam", "late_fusion")]
+    assert verdicts["verdicts"][0]["line"] == about["verdicts"][0]
+    assert verdicts["champion_margin"]["champion"]["method"] == about["champion_method"]
+
+
+def test_the_registry_record_says_whether_the_champions_validation_lead_is_within_noise(pipeline_run):
+    root, _, _ = pipeline_run
+    record = json.loads((root / "registry.json").read_text())[0]
+    margin = json.loads((root / "report" / "verdicts.json").read_text())["champion_margin"]
+    assert record["validation_margin"]["within_noise"] == margin["within_noise"]
+    assert record["validation_margin"]["runner_up"]["method"] != record["method"]
 
 
 def test_registered_champion_loads_and_predicts(pipeline_run, tmp_path):
