@@ -130,10 +130,12 @@ def takes_champion(val_metric: float, synthetic: str, previous_metric: float | N
 
 def _pip_requirements() -> list[str]:
     # Explicit requirements: MLflow's inference imports the model in a subprocess
-    # (slow) and would log torch with the local "+cpu" label.
+    # (slow) and would log torch with the local "+cpu" label. What pipeline.serving imports; clinfuse
+    # itself is inside the model (code/clinfuse, see pipeline.serving.stage_package).
     import mlflow
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
+    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy",
+            "pandas"]
 
 
 def register_model(
