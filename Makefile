@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # dvc.yaml stages call `clinfuse`; run them with the project's environment.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test test-all lint bench mutation mlflow-ui clean
+.PHONY: demo test test-all lint typecheck bench mutation mlflow-ui serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,19 @@ MUTATION_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 mutation: $(STAMP)  ## mutation testing of the core modules (mutmut; long, not part of `make test`); prints the score last
 	$(BIN)/python tests/mutation/run.py --max-children $(MUTATION_JOBS) $(if $(MODULES),$(foreach m,$(MODULES),'$(m)'),--fresh)
 
+# A moved or copied project: its store still names the old folder until rebased (idempotent, fast).
 mlflow-ui: $(STAMP)
+	$(BIN)/clinfuse relocate-store --store $(CURDIR)/mlflow.db
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# `make serve MODEL=adni-diagnosis PORT=5002`; POST JSON to http://127.0.0.1:$(PORT)/invocations.
+# MLflow starts `uvicorn` by name: the Makefile's PATH (.venv/bin first) is what lets it find it.
+MODEL ?= mimic-phenotype
+PORT  ?= 5001
+serve: $(STAMP)  ## serve models:/$(MODEL)@champion with MLflow's scoring server (offline, this environment)
+	$(BIN)/clinfuse relocate-store --store $(CURDIR)/mlflow.db
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/mlflow models serve -m models:/$(MODEL)@champion \
+	    --env-manager local --host 127.0.0.1 --port $(PORT)
 
 clean:
 	rm -rf data runs reports mlflow.db mlartifacts .dvc/tmp mutants

@@ -1,6 +1,8 @@
 """reports/summary.html: the paper's tables (1, 6, 7 style) across cohorts from the evaluated runs.
 
-Reads reports/<cohort>/runs/*/metrics.json (clinfuse evaluate) of each cohort; nothing else.
+Reads reports/<cohort>/runs/*/metrics.json (clinfuse evaluate) of each cohort, and the registered
+version of each cohort (reports/<cohort>/registry.json, clinfuse register) when there is one: the
+cohort reports are written before `clinfuse register` runs, so this page is where the version shows.
 """
 
 from __future__ import annotations
@@ -19,6 +21,22 @@ from clinfuse.evaluation.paper_tables import cross_cohort_table, per_label_table
 from clinfuse.evaluation.report import TEMPLATES
 
 SECONDARY = ("macro_auroc", "micro_auprc", "micro_auroc", "accuracy")
+MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+
+
+def registered_versions(reports: Path, cohorts: list[str]) -> list[dict]:
+    """One row per cohort: its registered version from reports/<cohort>/registry.json, or `version` None."""
+    rows = []
+    for c in cohorts:
+        path = reports / c / "registry.json"
+        records = json.loads(path.read_text()) if path.is_file() else []
+        record = (records[0] if isinstance(records, list) and records else records) or {}
+        name, version = record.get("name"), record.get("version")
+        rows.append({"cohort": c, "name": name, "version": version, "champion": bool(record.get("champion")),
+                     "run": Path(str(record["run"])).name if record.get("run") else None,
+                     "val_metric": record.get("val_metric"),
+                     "ui": f"{MLFLOW_UI}/#/models/{name}/versions/{version}" if name and version else None})
+    return rows
 
 
 def _evaluations(folder: Path) -> list[dict]:
@@ -71,6 +89,7 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
     html = env.get_template("summary.html.j2").render(
         title="clinfuse: results across cohorts", cohorts=cohorts, methods=order, metric_of=metric_of,
         proposed=proposed, table1=table1, table6=table6, table7=table7, reports=reports_links,
+        registry=registered_versions(reports, cohorts),
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     write_text(out, html)
     return f"summary: {len(cohorts)} cohorts, {len(order)} methods -> {out}"
