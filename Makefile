@@ -33,8 +33,12 @@ test: $(STAMP)  ## the test suite CI runs: unit tests + the dvc repro end-to-end
 test-all: $(STAMP)  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, then mypy (basic mode, pyproject [tool.mypy]); CI runs it after `make test`
 	$(BIN)/ruff check clinfuse pipeline etl models evaluation tests benchmarks
+	$(BIN)/mypy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 bench: $(STAMP)  ## speed/memory figures (minutes)
 	$(BIN)/python benchmarks/step_cost.py --quick

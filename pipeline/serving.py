@@ -50,11 +50,11 @@ def stage_package(dest: Path) -> Path:
 
     root = Path(dest) / "clinfuse"
     root.mkdir(parents=True)
-    shutil.copy2(Path(clinfuse.__file__), root / "__init__.py")
+    shutil.copy2(Path(str(clinfuse.__file__)), root / "__init__.py")
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
     for name in SUBPACKAGES:
         module = importlib.import_module(f"clinfuse.{name}")
-        shutil.copytree(Path(module.__file__).parent, root / name, ignore=skip)
+        shutil.copytree(Path(str(module.__file__)).parent, root / name, ignore=skip)
     return root
 
 

@@ -28,14 +28,11 @@ def run(args) -> int:
     from clinfuse.pipeline.store_location import relocate, sqlite_path
     from clinfuse.pipeline.tracking import resolve_tracking_uri, store_lock
 
-    if args.store:
-        db = Path(args.store)
-    else:
-        uri = resolve_tracking_uri()
-        db = sqlite_path(uri)
-        if db is None:
-            raise InputError(f"MLFLOW_TRACKING_URI={uri}: not a SQLite store (sqlite:///...); "
-                             "a tracking server keeps its own artifact root")
+    uri = resolve_tracking_uri()
+    db = Path(args.store) if args.store else sqlite_path(uri)
+    if db is None:
+        raise InputError(f"MLFLOW_TRACKING_URI={uri}: not a SQLite store (sqlite:///...); "
+                         "a tracking server keeps its own artifact root")
     if not db.is_file():
         raise InputError(f"{db}: no such MLflow store (expected the SQLite file mlflow.db)")
     import sqlite3

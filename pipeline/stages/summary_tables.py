@@ -65,7 +65,7 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
     order += sorted({p["method"] for p in primary} - set(order))
     t1 = cross_cohort_table(pd.DataFrame(primary), "value", proposed)
     table1 = {(r.cohort, r.method): r._asdict() for r in t1.itertuples(index=False)}
-    table7 = {}
+    table7: dict[tuple[str, str], dict[str, dict]] = {}
     if secondary:
         sec = pd.DataFrame(secondary)
         for metric, group in sec.groupby("metric", sort=False):
@@ -81,7 +81,7 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
         for label, row in wide[cols].iterrows():
             vals = {m: (None if pd.isna(row[m]) else float(row[m])) for m in cols}
             scored = {m: v for m, v in vals.items() if v is not None}
-            rows.append({"label": label, "scores": vals, "best": max(scored, key=scored.get) if scored else None})
+            rows.append({"label": label, "scores": vals, "best": max(scored, key=lambda m: scored[m]) if scored else None})
         table6[c] = {"methods": cols, "rows": rows, "ranks": {m: float(v) for m, v in ranks.items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     reports_links = {c: os.path.relpath(reports / c / "report.html", out.parent) for c in cohorts}
