@@ -10,7 +10,9 @@ One MLflow model, two flavors over the same exported program (`data/model.pt2`,
   `mlflow models predict` and `mlflow models serve` take NAMED inputs, a dict
   `{"ehr": [B, 48, 24], "cxr": [B, 1, S, S], "has_ehr": [B], "has_cxr": [B]}` of arrays, or
   a DataFrame with one column per input whose cells are one sample's array (or that array
-  flattened to a list), and return a DataFrame with one probability column per label.
+  flattened to a list), and return a DataFrame with one probability column per label; the
+  predict param `explain` (true/false, in the signature's params schema) adds each modality's
+  Shapley contribution per label (`contribution__<modality>__<label>`).
 
 MLflow's own pyfunc for `pytorch` takes one array only, so it is not added for a
 multi-input model; a `PythonModel` would be stored as a cloudpickle. Here the MLmodel
@@ -160,11 +162,58 @@ class ServedModel:
         return out
 
     def predict(self, data, params: dict[str, Any] | None = None):
-        """Probabilities `[B, K]` as a DataFrame with one column per label, in label order."""
+        """Probabilities `[B, K]` as a DataFrame with one column per label, in label order.
+
+        With `params={"explain": True}` (MLflow predict params; `"params": {"explain": true}` in a
+        JSON request to `mlflow models predict` / `serve`) it adds, per sample, each modality's exact
+        Shapley contribution to each label's probability: columns `contribution__<modality>__<label>`
+        (see `explain_columns`).
+        """
         import pandas as pd
         import torch
 
-        arrays = self.arrays(data)
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in self.arrays(data)]
         with torch.no_grad():
-            probs = self.program(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
-        return pd.DataFrame(probs.float().numpy(), columns=self.labels)
+            probs = self.program(*tensors)
+        out = pd.DataFrame(probs.float().numpy(), columns=self.labels)
+        if explain_requested(params):
+            contributions = explain_columns(self.program, self.input_names, tensors, self.labels)
+            out = pd.concat([out, contributions], axis=1)
+        return out
+
+
+def explain_requested(params: dict[str, Any] | None) -> bool:
+    """The `explain` predict param as a bool; anything but a boolean (or "true"/"false") is refused."""
+    value = (params or {}).get("explain", False)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise ValueError(f"predict param 'explain' must be true or false, got {value!r}")
+
+
+def explain_columns(program, input_names: list[str], tensors: list, labels: list[str]):
+    """Each modality's Shapley contribution to each label's probability, one column per (modality, label).
+
+    `program` takes the inputs positionally in `input_names` order: each modality `m` and its
+    presence flag `has_m` (1.0 present, 0.0 absent). A modality is made absent as the model
+    meets a missing one: zero input and `has_m` = 0 (pipeline.modality_shapley).
+
+    Returns:
+        a DataFrame `[B, M * K]`, columns `contribution__<modality>__<label>`.
+    """
+    import pandas as pd
+
+    from .modality_shapley import modality_shapley
+
+    named = dict(zip(input_names, tensors, strict=True))
+    modalities = [n for n in input_names if f"has_{n}" in named]
+
+    def predict(inputs, present):
+        return program(*[inputs[n] if n in inputs else present[n[len("has_"):]] for n in input_names])
+
+    phi, _, _ = modality_shapley(predict, {m: named[m] for m in modalities},
+                                 {m: named[f"has_{m}"] for m in modalities}, modalities)
+    phi = phi.numpy()  # [B, M, K]
+    return pd.DataFrame({f"contribution__{m}__{label}": phi[:, j, k] for j, m in enumerate(modalities)
+                         for k, label in enumerate(labels)})

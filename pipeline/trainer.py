@@ -23,6 +23,7 @@ run resumes on any number of processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -37,6 +38,7 @@ import yaml
 
 from clinfuse.etl.atomic import MARKER, output_kind, write_json, write_text
 from clinfuse.etl.errors import ClinfuseError, ConfigError, InputError
+from clinfuse.evaluation.epoch_selection import best_epoch_metrics, still_improving
 from clinfuse.evaluation.metrics import headline_metric, task_metrics
 from clinfuse.models.build import build_model
 from clinfuse.models.distributed import broadcast_buffers_, broadcast_module_, rank, world_size
@@ -47,6 +49,7 @@ from clinfuse.models.sync_batchnorm import convert_sync_batchnorm
 from .alignment import gradient_alignment
 from .augment import BatchAugment
 from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
+from .cohort_checks import cohort_warnings
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .data_parallel import (
     RankSplit,
@@ -185,6 +188,15 @@ def check_method_task(method_name: str, method: MethodConfig, cohort: Cohort) ->
         raise ConfigError(f"method {method_name!r} on cohort {cohort.name}: {exc}") from None
 
 
+def with_cohort_options(spec: RunSpec, cohort: Cohort) -> RunSpec:
+    """The spec with its method options resolved for the cohort (e.g. unimodal `modality: image` -> cxr)."""
+    try:
+        options = METHODS[spec.method.method].cohort_options(spec.method.options, cohort.modalities)
+    except ValueError as exc:
+        raise ConfigError(f"method config {spec.method_name!r} on cohort {cohort.name}: options: {exc}") from None
+    return dataclasses.replace(spec, method=spec.method.model_copy(update={"options": options}))
+
+
 def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     """Model, optimizer, scheduler and method for a run (deterministic given the seed)."""
     seed_everything(spec.seed)
@@ -309,6 +321,11 @@ class _Tracker:
         if values:
             self.retry(lambda: self.mlflow.log_metrics(values, step=step))
 
+    def summary(self, values: dict[str, float]) -> None:
+        """Run-level metrics (no epoch step, never skipped on resume): the selected epoch's `best_*`."""
+        if self.enabled and values:
+            self.retry(lambda: self.mlflow.log_metrics({k: float(v) for k, v in values.items()}))
+
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if self.enabled:
             self.mlflow.log_artifact(str(path), artifact_path=folder)
@@ -414,6 +431,9 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                           f"the {world} processes (each takes batch_size / {world})")
     device = resolve_device(s.device)
     cohort = load_cohort(spec.cohort_dir)
+    spec = with_cohort_options(spec, cohort)
+    for warning in cohort_warnings(cohort.samples, cohort.manifest) if is_main() else []:
+        print(f"WARNING: cohort {cohort.name}: {warning}", flush=True)
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
     if len(train) == 0:
         raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")
@@ -517,6 +537,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                     progress.advance(task)
                 _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                 epoch_metrics.update(method.on_epoch_end(epoch, hook_train))
+                epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with, logged as `lr`
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []
@@ -528,7 +549,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                 val_metrics = from_rank0(evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None})
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
-                          f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"],
+                          f"val_{headline}": score, "lr": epoch_lr,
                           **{f"epoch/{k}": v for k, v in hook_metrics.items()}}
                 if val_metrics.get("macro_auroc") is not None:
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]
@@ -577,10 +598,12 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "steps": state["global_step"],
         "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
         "label_noise": {"rate": s.label_noise, "flipped_entries": noise}, "processes": world,
+        "still_improving": still_improving(state["best_epoch"], state["epoch"]),
     }
     if main_rank:
         write_json(out / "train_summary.json", summary)
     tracker.metrics({f"best_val_{headline}": summary["best_val_metric"]}, state["epoch"])
+    tracker.summary(best_epoch_metrics(state["history"], state["best_epoch"]))  # best_* next to the last epoch's
     tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
     tracker.artifact(out / "config.yaml")
     tracker.artifact(out / "history.json")
@@ -593,6 +616,8 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
         return summary
     best_txt = "n/a" if summary["best_val_metric"] is None else f"{summary['best_val_metric']:.3f}"
     print(f"trained {spec.method_name} on {cohort.name} (seed {spec.seed}): best val {headline} {best_txt} "
-          f"at epoch {summary['best_epoch']}/{state['epoch']} in {summary['seconds']:.1f} s -> {out}")
+          f"at epoch {summary['best_epoch']}/{state['epoch']}"
+          f"{' (still improving at its last epoch: raise train.epochs)' if summary['still_improving'] else ''}"
+          f" in {summary['seconds']:.1f} s -> {out}")
     return summary
 

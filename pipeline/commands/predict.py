@@ -1,11 +1,14 @@
 """Predict with a registered model on a processed cohort.
 
   clinfuse predict --model models:/mimic-phenotype@champion --cohort data/processed/mimic-phenotype \
-                   --out predictions.parquet [--split test]
+                   --out predictions.parquet [--split test] [--explain]
 
 The model card stored with the version (metadata.json) says which inputs, in which
 order and shape, the model expects; a cohort that does not match is refused.
 Predicting only reads the tracking store: it creates no experiment and no run.
+`--explain` adds, next to each `prob__<label>`, every modality's exact Shapley contribution to
+that probability (`contribution__<modality>__<label>`; they add up to the probability minus the
+probability with every modality absent).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output Parquet file (one row per sample)")
     parser.add_argument("--split", choices=["all", "train", "val", "test"], default="all")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--explain", action="store_true",
+                        help="also write each modality's Shapley contribution to each label's probability "
+                             "(columns contribution__<modality>__<label>, probability scale)")
 
 
 def run(args) -> int:
@@ -32,6 +38,7 @@ def run(args) -> int:
     from clinfuse.etl.errors import InputError
     from clinfuse.pipeline.data import load_cohort, split_tensors
     from clinfuse.pipeline.registry import download_registered_model
+    from clinfuse.pipeline.serving import explain_columns
     from clinfuse.pipeline.tracking import connect
 
     connect()  # read-only: no experiment or run is created in the store
@@ -69,18 +76,24 @@ def run(args) -> int:
     frames = []
     for split in splits:
         t = split_tensors(cohort, split)
-        probs = []
+        probs, contributions = [], []
         with torch.no_grad():
             for start in range(0, len(t), args.batch_size):
                 b = t.batch(torch.arange(start, min(start + args.batch_size, len(t))))
                 tensors = [b["inputs"][m] for m in modalities] + [b["present"][m].float() for m in modalities]
                 probs.append(model(*tensors).numpy())
+                if args.explain:
+                    contributions.append(explain_columns(model, order, tensors, labels))
         p = np.concatenate(probs) if probs else np.zeros((0, len(labels)), np.float32)
         s = cohort.samples.iloc[t.rows].reset_index(drop=True)
         ids = [c for c in cohort.manifest.id_columns if c in s.columns] + ["split"]
         frame = s[ids].copy()
         for k, name in enumerate(labels):
             frame[f"prob__{name}"] = p[:, k]
+        if args.explain:
+            columns = [f"contribution__{m}__{name}" for m in modalities for name in labels]
+            extra = pd.concat(contributions, ignore_index=True) if contributions else pd.DataFrame(columns=columns)
+            frame = pd.concat([frame, extra[columns].astype(np.float32)], axis=1)
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     write_parquet(Path(args.out), out)

@@ -94,6 +94,32 @@ def test_the_dvc_metrics_and_comparison_table_come_from_the_same_runs(evaluated)
     assert list(table.columns) == ["method", "seed", "headline", "auroc"] and len(table) == len(results)
 
 
+def _with_label_auprc(evaluated, values: dict[str, float], label: str):
+    """The fixture's runs with `label`'s test AUPRC set by hand per method."""
+    import copy
+
+    results, predictions, cohort, settings = evaluated
+    results = copy.deepcopy(results)
+    for r in results:
+        r["test"]["per_label"][label]["auprc"] = values[r["method"]]
+    return results, predictions, cohort, settings
+
+
+@pytest.mark.parametrize("auprc, best", [({"masam": 0.9, "late_fusion": 0.3}, "masam"),
+                                         ({"masam": 0.2, "late_fusion": 0.6}, "late_fusion")])
+def test_the_best_method_of_a_label_row_is_the_one_with_the_highest_auprc(evaluated, auprc, best):
+    label = evaluated[0][0]["labels"][0]
+    data = _build(_with_label_auprc(evaluated, auprc, label))
+    row = next(r for r in data.label_rows if r.label == label)
+    assert row.best_method == best
+
+
+def test_a_label_row_without_any_auprc_names_no_best_method(evaluated):
+    label = evaluated[0][0]["labels"][0]
+    data = _build(_with_label_auprc(evaluated, {"masam": None, "late_fusion": None}, label))
+    assert next(r for r in data.label_rows if r.label == label).best_method is None
+
+
 def _analysis(seeds):
     runs = {f"m-s{s}": {"method": "m", "seed": s, "flatness": [{"encoder": "ehr", "trace_per_param": float(s)}]}
             for s in seeds}
@@ -117,3 +143,48 @@ def test_before_registration_the_report_names_the_model_as_clinfuse_register_wil
     data = build_report_data(results, predictions, partial, "A cohort", settings, sources={}, generated="now")
     assert data.provenance["registry"]["name"] == "mimic-phenotype-partial"
     assert data.provenance["registry"]["version"] is None
+
+
+def test_a_synthetic_cohorts_report_shows_the_oracle_ceiling_and_each_runs_film_withheld_loss(evaluated):
+    import copy
+
+    from clinfuse.evaluation.report import render_report
+
+    results, predictions, cohort, settings = evaluated
+    results = copy.deepcopy(results)
+    oracle = {"n": results[0]["n_test"], "seen": {"all": ["h0", "h1", "h2", "h3"], "ehr": ["h0", "h1", "h2"],
+                                                 "cxr": ["h1", "h3"]},
+              "all": {"macro_auprc": 0.9, "macro_auroc": 0.95}, "ehr": {"macro_auprc": 0.8, "macro_auroc": 0.9},
+              "cxr": {"macro_auprc": 0.6, "macro_auroc": 0.7}}
+    for r in results:
+        r["oracle"] = oracle
+    data = build_report_data(results, predictions, cohort, "A cohort", settings, sources={}, generated="now")
+    c = data.ceiling
+    assert c["oracle_all"] == 0.9 and c["oracle_withheld_loss"] == pytest.approx(0.1)
+    for row, r in zip(c["rows"], sorted(results, key=lambda r: settings.methods.index(r["method"])), strict=True):
+        assert row["gap_to_ceiling"] == pytest.approx(0.9 - r["test"]["macro_auprc"])
+        p = r["presence"]
+        assert row["withheld_loss"] == pytest.approx(p["paired"]["macro_auprc"] - p["withheld"]["macro_auprc"])
+    html = render_report(data)
+    assert 'id="ceiling"' in html and "0.900" in html
+    assert build_report_data(evaluated[0], predictions, cohort, "A cohort", settings, sources={},
+                             generated="now").ceiling is None  # no oracle: a real (or old) cohort
+
+
+def test_runs_still_improving_at_their_last_epoch_are_flagged_in_the_report(evaluated):
+    import copy
+
+    from clinfuse.evaluation.report import render_report
+
+    results, predictions, cohort, settings = evaluated
+    results = copy.deepcopy(results)
+    for r in results:
+        r["validation"].update(epochs_run=2, still_improving=r["method"] == "masam")
+    html = render_report(build_report_data(results, predictions, cohort, "A cohort", settings, sources={},
+                                           generated="now"))
+    assert 'id="still-improving"' in html and "1 of 2 runs were still improving" in html
+    for r in results:
+        r["validation"]["still_improving"] = False
+    html = render_report(build_report_data(results, predictions, cohort, "A cohort", settings, sources={},
+                                           generated="now"))
+    assert 'id="still-improving"' not in html
