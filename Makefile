@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # dvc.yaml stages call `clinfuse`; run them with the project's environment.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo demo-full test test-all lint bench rehearsal mutation mlflow-ui clean
+.PHONY: demo demo-full test test-all lint typecheck bench rehearsal mutation mlflow-ui serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,12 @@ test: $(STAMP)  ## the test suite CI runs: unit tests + the dvc repro end-to-end
 test-all: $(STAMP)  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, then mypy (basic mode, pyproject [tool.mypy]); CI runs it after `make test`
 	$(BIN)/ruff check clinfuse pipeline etl models evaluation tests benchmarks
+	$(BIN)/mypy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 bench: $(STAMP)  ## speed/memory figures (minutes)
 	$(BIN)/python benchmarks/step_cost.py --quick
@@ -69,8 +73,19 @@ MUTATION_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 mutation: $(STAMP)  ## mutation testing of the core modules (mutmut; long, not part of `make test`); prints the score last
 	$(BIN)/python tests/mutation/run.py --max-children $(MUTATION_JOBS) $(if $(MODULES),$(foreach m,$(MODULES),'$(m)'),--fresh) $(if $(SAMPLE),--sample $(SAMPLE))
 
+# A moved or copied project: its store still names the old folder until rebased (idempotent, fast).
 mlflow-ui: $(STAMP)
+	$(BIN)/clinfuse relocate-store --store $(CURDIR)/mlflow.db
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# `make serve MODEL=adni-diagnosis PORT=5002`; POST JSON to http://127.0.0.1:$(PORT)/invocations.
+# MLflow starts `uvicorn` by name: the Makefile's PATH (.venv/bin first) is what lets it find it.
+MODEL ?= mimic-phenotype
+PORT  ?= 5001
+serve: $(STAMP)  ## serve models:/$(MODEL)@champion with MLflow's scoring server (offline, this environment)
+	$(BIN)/clinfuse relocate-store --store $(CURDIR)/mlflow.db
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/mlflow models serve -m models:/$(MODEL)@champion \
+	    --env-manager local --host 127.0.0.1 --port $(PORT)
 
 clean:
 	rm -rf data runs reports mlflow.db mlartifacts .dvc/tmp mutants

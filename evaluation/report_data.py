@@ -389,8 +389,11 @@ def _features(manifest: dict) -> dict:
 
 def _registry_status(record: dict | None, champion: dict, name: str) -> dict:
     """The registered model (`clinfuse register`'s record), or the name it will get; flags a stale record."""
-    if record is None:
-        return {"name": name, "version": None, "note": "not registered yet (clinfuse register)"}
+    if record is None:  # `dvc repro` registers after the report: the summary page shows the version
+        return {"name": name, "version": None,
+                "note": "registered after this report by `clinfuse register` (the pipeline's register stage); "
+                        "its version and whether it holds @champion are in registry.json beside this page "
+                        "and on the summary page"}
     registered_run = Path(str(record.get("run", ""))).name
     same = registered_run == champion["run"]
     return {"name": record.get("name", name), "version": record.get("version"),

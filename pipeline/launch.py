@@ -4,7 +4,7 @@
 (`torch.distributed.run`, the code behind the `torchrun` command), which starts N copies of
 `python -m clinfuse.pipeline <the same arguments>` on this machine with a standalone rendezvous;
 each copy sees torchrun's RANK / LOCAL_RANK / WORLD_SIZE and joins the process group.
-Started by torchrun directly (`torchrun --nproc_per_node N -m pipeline train ...`, or with
+Started by torchrun directly (`torchrun --nproc_per_node N -m clinfuse.pipeline train ...`, or with
 `--nnodes/--node_rank/--rdzv_*` on several machines), it skips the launch and joins.
 
 Backend: NCCL on CUDA (one GPU per process: cuda:LOCAL_RANK), gloo on CPU.

@@ -132,10 +132,12 @@ def takes_champion(val_metric: float, synthetic: str, previous_metric: float | N
 
 def _pip_requirements() -> list[str]:
     # Explicit requirements: MLflow's inference imports the model in a subprocess
-    # (slow) and would log torch with the local "+cpu" label.
+    # (slow) and would log torch with the local "+cpu" label. What pipeline.serving imports; clinfuse
+    # itself is inside the model (code/clinfuse, see pipeline.serving.stage_package).
     import mlflow
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
+    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy",
+            "pandas"]
 
 
 def register_model(
@@ -345,6 +347,7 @@ def card_markdown(card: dict[str, Any], name: str, git_commit: str | None = None
         lines += ["", f"Validation {METRIC_NAMES.get(metric, metric.replace('_', ' '))}: {_fmt(val.get('value'))} "
                   f"(best epoch "
                   f"{val.get('best_epoch', 'n/a')}; selects the champion).", ""]
+    lines += _evaluation_detail_lines(ev)
     lines += ["### Intended use", card.get("intended_use", INTENDED_USE), ""]
     lines += ["### Training", f"method `{training.get('method', '')}`, seed {training.get('seed', 'n/a')}"
               + (f", git commit `{git_commit}`" if git_commit else "") + "; full config in `metadata.json`.", ""]
@@ -360,6 +363,52 @@ def card_markdown(card: dict[str, Any], name: str, git_commit: str | None = None
         tail = "\n\n(cut to MLflow's description limit: the full card is extra_files/metadata.json)"
         text = text[: DESCRIPTION_LIMIT - len(tail)] + tail
     return text
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _evaluation_detail_lines(ev: dict[str, Any]) -> list[str]:
+    """Card sections from the champion's evaluation: test positives and prevalence per label, the
+    calibration summary, the operating thresholds and how they were chosen, the validation margin."""
+    lines: list[str] = []
+    counts = ev.get("test_counts") or {}
+    if counts:
+        lines += [f"### Test positives and prevalence ({ev.get('split', 'test')} split)",
+                  "Positives / samples (prevalence) per label: " + "; ".join(
+                      f"{lab} {c.get('positives', 'n/a')}/{c.get('n', 'n/a')} ({_pct(c.get('prevalence'))})"
+                      for lab, c in counts.items()) + ".", ""]
+    cal = ev.get("calibration") or {}
+    if cal:
+        slope = _fmt(cal.get("slope")) if cal.get("slope") is not None else (cal.get("slope_note") or "n/a")
+        lines += ["### Calibration (test split, all labels pooled)",
+                  f"Brier score {_fmt(cal.get('brier'))}; calibration slope {slope}, intercept "
+                  f"{_fmt(cal.get('intercept'))} (slope 1 and intercept 0 = calibrated; slope < 1: "
+                  "predictions too extreme).", ""]
+    ops = ev.get("operating_points") or {}
+    if ops:
+        rule = ops.get("rule")
+        how = ("maximises Youden's J (sensitivity + specificity - 1)" if rule == "youden" else
+               f"the highest threshold with sensitivity >= {ops.get('target')}" if rule == "target_sensitivity"
+               else str(rule))
+        lines += ["### Operating threshold",
+                  f"Chosen on the validation split ({how}), then applied unchanged to the test split; a "
+                  "sample is positive when its probability is >= the threshold: " + "; ".join(
+                      f"{lab} {_fmt(t) if t is not None else 'none (validation split degenerate)'}"
+                      for lab, t in (ops.get("thresholds") or {}).items()) + ".", ""]
+    margin = ev.get("validation_margin") or {}
+    if margin:
+        metric = str(margin.get("metric", "")).removeprefix("val_")
+        name = METRIC_NAMES.get(metric, metric.replace("_", " "))
+        runner = margin.get("runner_up")
+        text = (f"Validation {name} {_fmt(margin.get('champion'))} against {_fmt(runner['value'])} for the best "
+                f"other method ({runner['method']}, seed {runner['seed']}): margin {margin['margin']:+.3f}. "
+                "A margin within the runs' seed-to-seed spread does not show this method is better."
+                if runner and margin.get("margin") is not None else
+                "No other method had a validation score: the champion was not chosen over another method.")
+        lines += ["### Champion's validation margin", text, ""]
+    return lines
 
 
 def version_tags(card: dict[str, Any], git_commit: str | None = None) -> dict[str, str]:

@@ -19,17 +19,45 @@ multi-input model; a `PythonModel` would be stored as a cloudpickle. Here the ML
 file names this module as the pyfunc loader (MLflow's custom-flavor mechanism), and
 `data/serving.json` holds the input names, per-sample shapes and label names: loading
 reads only our own files and the pt2 archive, which MLflow checks to be free of pickles.
+
+The model is self-contained: the `clinfuse` package this loader belongs to is copied into the
+model's `code/` folder (MLflow's `code_paths`, which every flavor puts first on `sys.path` when
+loading), and requirements.txt names what that code imports (torch, mlflow, numpy, pandas). So
+`mlflow models serve -m models:/<name>@champion` works in an environment with only mlflow and
+torch installed, and `mlflow models build-docker` builds an image from the registry alone.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 SERVING_FILE = "serving.json"  # in the model's data/ folder, beside model.pt2
+CODE_DIR = "code"  # MLflow's folder for a model's code_paths
+SUBPACKAGES = ("pipeline", "etl", "models", "evaluation", "configs")  # clinfuse.<name>, see clinfuse/__init__.py
+
+
+def stage_package(dest: Path) -> Path:
+    """Copy the importable `clinfuse` package into `dest/clinfuse` with its installed layout
+    (`clinfuse/pipeline`, `clinfuse/etl`, ...), wherever each subpackage lives (a checkout's top-level
+    folders or site-packages); returns that folder. Caches and compiled files are left out."""
+    import importlib
+
+    import clinfuse
+
+    root = Path(dest) / "clinfuse"
+    root.mkdir(parents=True)
+    shutil.copy2(Path(str(clinfuse.__file__)), root / "__init__.py")
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    for name in SUBPACKAGES:
+        module = importlib.import_module(f"clinfuse.{name}")
+        shutil.copytree(Path(str(module.__file__)).parent, root / name, ignore=skip)
+    return root
 
 
 def save_model(path: str, mlflow_model=None, *, exportable, example: dict[str, np.ndarray], labels: list[str],
@@ -48,7 +76,8 @@ def save_model(path: str, mlflow_model=None, *, exportable, example: dict[str, n
             batch axis dynamic); saved as the model's input example.
         labels: the K output names, one column each in the pyfunc's predictions.
         signature: the model signature (named TensorSpec inputs).
-        pip_requirements: requirements written to requirements.txt / conda.yaml.
+        pip_requirements: requirements written to requirements.txt / conda.yaml: what the loader imports
+            (the clinfuse package itself is copied into the model's `code/`).
         extra_files: files stored under `extra_files/` (the model card).
         metadata: free-form MLmodel metadata.
     """
@@ -57,9 +86,12 @@ def save_model(path: str, mlflow_model=None, *, exportable, example: dict[str, n
     from mlflow.pyfunc import add_to_model
 
     names = list(example)
-    mlflow.pytorch.save_model(exportable, path, mlflow_model=mlflow_model, serialization_format="pt2",
-                              input_example=tuple(example.values()), signature=signature,
-                              pip_requirements=pip_requirements, extra_files=extra_files, metadata=metadata)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = stage_package(Path(tmp))  # the pyfunc loader's own code travels with the model
+        mlflow.pytorch.save_model(exportable, path, mlflow_model=mlflow_model, serialization_format="pt2",
+                                  input_example=tuple(example.values()), signature=signature,
+                                  pip_requirements=pip_requirements, extra_files=extra_files, metadata=metadata,
+                                  code_paths=[str(package)])
     model = mlflow_model if mlflow_model is not None else mlflow.models.Model.load(path)
     # The pytorch flavor stored the positional example; the model's example is the named one.
     for stale in ("input_example.json", "serving_input_example.json"):
@@ -68,7 +100,8 @@ def save_model(path: str, mlflow_model=None, *, exportable, example: dict[str, n
     _save_example(model, example, path)
     spec = {"inputs": names, "shapes": {n: list(a.shape[1:]) for n, a in example.items()}, "labels": list(labels)}
     Path(path, "data", SERVING_FILE).write_text(json.dumps(spec, indent=2))
-    add_to_model(model, loader_module=__name__, data="data", conda_env="conda.yaml", python_env="python_env.yaml")
+    add_to_model(model, loader_module=__name__, data="data", code=CODE_DIR, conda_env="conda.yaml",
+                 python_env="python_env.yaml")
     model.save(str(Path(path) / "MLmodel"))
 
 

@@ -6,7 +6,9 @@ repo root is then the OUTER repository, so those runs log to the same store.
 `MLFLOW_TRACKING_URI` overrides everything. Artifacts follow the store: next to a
 SQLite file (`<folder of the .db>/mlartifacts/<experiment>`, absolute, never `./mlruns`
 relative to wherever a stage happened to run); a tracking server's own artifact root
-otherwise (its `--default-artifact-root` / proxied artifacts).
+otherwise (its `--default-artifact-root` / proxied artifacts). MLflow records those locations as
+absolute paths; a store that was moved with its project is rebased on first use
+(pipeline.store_location, `clinfuse relocate-store`).
 
 Runs carry what MLflow cannot detect itself here: the git commit (`mlflow.source.git.commit`;
 MLflow's detection looks at the entry point, which sits in `.venv/bin`), and, under DVC, the
@@ -99,9 +101,26 @@ def connect() -> str:
     import mlflow
 
     uri = resolve_tracking_uri()
+    follow_moved_store(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def follow_moved_store(uri: str) -> None:
+    """A SQLite store whose project folder was moved or copied: point its artifact locations at the
+    artifacts beside it (pipeline.store_location), saying so on stderr. A no-op read otherwise."""
+    import sys
+
+    from .store_location import old_roots, relocate, sqlite_path
+
+    db = sqlite_path(uri)
+    if db is None or not old_roots(db):
+        return
+    with store_lock(uri):
+        done = relocate(db)
+    if done.old_roots:
+        print(f"clinfuse: the MLflow store moved: {done.summary()}", file=sys.stderr)
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:

@@ -27,6 +27,7 @@ COMMAND_STAGES = {
     "etl": {"etl_mimic", "etl_adni"},
     "evaluate": {"evaluate"},
     "predict": set(),
+    "relocate_store": set(),
     "register": {"register"},
     "report": {"report"},
     "summary": set(),

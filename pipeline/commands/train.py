@@ -15,7 +15,7 @@ Several processes (data parallel, one per GPU): `train.nproc: N` in params.yaml 
 `--nproc N` starts this command N times under torchrun on this machine; or start it
 with torchrun yourself (several machines: docs/distributed.md):
 
-  torchrun --standalone --nproc_per_node 4 -m pipeline train --cohort ... --method masam
+  torchrun --standalone --nproc_per_node 4 -m clinfuse.pipeline train --cohort ... --method masam
 """
 
 from __future__ import annotations

@@ -56,8 +56,41 @@ def example_source(cohort) -> str:
     return "neutral values, not patient data: zeros (training means, no observations, black images)"
 
 
-def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray, ...], names: list[str]) -> dict:
-    """A MONAI-bundle-style description of the inputs, outputs, data, metrics and training."""
+def validation_margin(champion: dict, results: list[dict]) -> dict:
+    """How far the champion's validation score is ahead of the best run of any other method.
+
+    `margin` is None when no other method has a validation score (then nothing was beaten)."""
+    others = [r for r in results if r["method"] != champion["method"] and r["validation"]["value"] is not None]
+    value = champion["validation"]["value"]
+    if not others or value is None:
+        return {"metric": champion["validation"]["metric"], "champion": value, "runner_up": None, "margin": None}
+    runner = max(others, key=lambda r: r["validation"]["value"])
+    return {"metric": champion["validation"]["metric"], "champion": value,
+            "runner_up": {"method": runner["method"], "seed": runner["seed"], "value": runner["validation"]["value"]},
+            "margin": value - runner["validation"]["value"]}
+
+
+def card_evaluation_details(evaluation: dict) -> dict:
+    """The test positives and prevalence per label, the calibration summary and the operating thresholds
+    (chosen on validation) of an evaluated run, for the model card."""
+    test = evaluation["test"]
+    per = test.get("per_label") or test.get("per_class") or {}
+    counts = {lab: {"positives": m.get("n_pos"), "n": m.get("n"), "prevalence": m.get("prevalence")}
+              for lab, m in per.items()}
+    calibration = evaluation.get("calibration") or {}
+    pooled = {k: v for k, v in (calibration.get("pooled") or {}).items() if k != "reliability"}
+    ops = evaluation.get("operating_points") or {}
+    thresholds = {lab: v.get("threshold") for lab, v in (ops.get("per_label") or {}).items()}
+    return {"test_counts": counts, "calibration": pooled,
+            "operating_points": {"rule": ops.get("rule"), "target": ops.get("target"), "chosen_on": "validation",
+                                 "thresholds": thresholds} if ops else None}
+
+
+def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray, ...], names: list[str],
+               margin: dict | None = None) -> dict:
+    """A MONAI-bundle-style description of the inputs, outputs, data, metrics and training.
+
+    `margin`: the champion's validation margin over the other methods (validation_margin)."""
     m = cohort.manifest
     recorded = m.to_json()  # the manifest as written (sources, exclusions as plain records)
     inputs = {}
@@ -103,7 +136,8 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
                        "macro_auprc_ci": evaluation["ci"]["macro_auprc_ci"],
                        "macro_auroc_ci": evaluation["ci"]["macro_auroc_ci"],
                        "per_label": evaluation["test"].get("per_label") or evaluation["test"].get("per_class"),
-                       "validation": evaluation["validation"]},
+                       "validation": evaluation["validation"],
+                       **card_evaluation_details(evaluation), "validation_margin": margin},
         "training": {**config, "method": config["method_name"], "method_config": config["method"]},
     }
 
@@ -172,12 +206,13 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     from clinfuse.pipeline.tracking import setup_mlflow
 
     cohort = load_cohort(cohort_dir)
-    champion = champion_of(load_evaluations([evals_dir]))
+    results = load_evaluations([evals_dir])
+    champion = champion_of(results)
     run_dir = Path(runs_dir) / champion["run"]
     model, config = load_trained_model(run_dir)
     exportable = ExportableFusion(model, cohort.task_type, config["prediction_head"])
     names, example = example_inputs(cohort, settings.example_rows)
-    card = model_card(cohort, config, champion, example, names)
+    card = model_card(cohort, config, champion, example, names, validation_margin(champion, results))
     experiment_id = setup_mlflow(f"clinfuse/{cohort.name}")
     run_id = read_json(run_dir / "train_summary.json").get("mlflow_run_id")
     commit = None

@@ -3,6 +3,9 @@
 Reads reports/<cohort>/runs/*/metrics.json (clinfuse evaluate) and reports/<cohort>/verdicts.json
 (clinfuse report: the synthetic marker, each comparison's verdict line, the champion's validation margin).
 A cohort with one seed for some method is shown without spread, ranks, bold winners or percentage gains.
+The registered version of each cohort (reports/<cohort>/registry.json, clinfuse register) is listed
+when there is one: the cohort reports are written before `clinfuse register` runs, so this page is
+where the version shows.
 """
 
 from __future__ import annotations
@@ -21,6 +24,22 @@ from clinfuse.evaluation.paper_tables import cross_cohort_table, per_label_table
 from clinfuse.evaluation.report import TEMPLATES, fmt, metric_name
 
 SECONDARY = ("macro_auroc", "micro_auprc", "micro_auroc", "accuracy")
+MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+
+
+def registered_versions(reports: Path, cohorts: list[str]) -> list[dict]:
+    """One row per cohort: its registered version from reports/<cohort>/registry.json, or `version` None."""
+    rows = []
+    for c in cohorts:
+        path = reports / c / "registry.json"
+        records = json.loads(path.read_text()) if path.is_file() else []
+        record = (records[0] if isinstance(records, list) and records else records) or {}
+        name, version = record.get("name"), record.get("version")
+        rows.append({"cohort": c, "name": name, "version": version, "champion": bool(record.get("champion")),
+                     "run": Path(str(record["run"])).name if record.get("run") else None,
+                     "val_metric": record.get("val_metric"),
+                     "ui": f"{MLFLOW_UI}/#/models/{name}/versions/{version}" if name and version else None})
+    return rows
 
 
 def _evaluations(folder: Path) -> list[dict]:
@@ -60,7 +79,7 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
     order += sorted({p["method"] for p in primary} - set(order))
     t1 = cross_cohort_table(pd.DataFrame(primary), "value", proposed)
     table1 = {(r.cohort, r.method): r._asdict() for r in t1.itertuples(index=False)}
-    table7 = {}
+    table7: dict[tuple[str, str], dict[str, dict]] = {}
     if secondary:
         sec = pd.DataFrame(secondary)
         for metric, group in sec.groupby("metric", sort=False):
@@ -76,7 +95,7 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
         for label, row in wide[cols].iterrows():
             vals = {m: (None if pd.isna(row[m]) else float(row[m])) for m in cols}
             scored = {m: v for m, v in vals.items() if v is not None}
-            rows.append({"label": label, "scores": vals, "best": max(scored, key=scored.get) if scored else None})
+            rows.append({"label": label, "scores": vals, "best": max(scored, key=lambda m: scored[m]) if scored else None})
         table6[c] = {"methods": cols, "rows": rows, "ranks": {m: float(v) for m, v in ranks.items()}}
     # a cohort where any method has one seed: training variance unmeasured, so no spread, rank, bold or gain
     seeds_measured = {c: bool(len(t1[t1.cohort == c])) and int(t1[t1.cohort == c].n_seeds.min()) >= 2
@@ -94,6 +113,7 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
         title=f"SYNTHETIC DATA: {title}" if synthetic else title, cohorts=cohorts, methods=order,
         metric_of=metric_of, proposed=proposed, table1=table1, table6=table6, table7=table7, reports=reports_links,
         seeds_measured=seeds_measured, unmeasured=[c for c in cohorts if not seeds_measured[c]], verdicts=verdicts, synthetic=synthetic, provenance_unknown=unknown,
+        registry=registered_versions(reports, cohorts),
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     write_text(out, html)
     n_verdicts = sum(len(v["verdicts"]) for v in verdicts.values() if v)

@@ -1,8 +1,9 @@
 """Layout of the HTML report: wide tables scroll inside their own container, never the page.
 
-The structural test always runs. The browser test renders the page in headless Chromium
-at 1024 px and measures it; it runs where a `chromium` (Debian package `chromium`) or
-`chromium-browser`/`google-chrome` binary is on PATH and is skipped, saying so, elsewhere.
+The structural test always runs. The browser tests render the page in headless Chromium
+at 1024 and 1400 px and as printed (A4 landscape, print-to-PDF) and measure it; they run where a
+`chromium` (Debian package `chromium`; CI's .ci/run installs it) or `chromium-browser`/`google-chrome`
+binary is on PATH and are skipped, saying so, elsewhere.
 """
 
 from __future__ import annotations
@@ -25,25 +26,25 @@ LABELS = ["Pneumonia (except that caused by tuberculosis or sexually transmitted
           "Hypertension with complications and secondary hypertension", "Septicemia (except in labor)"]
 
 
-def wide_report() -> ReportData:
-    """A report with twelve methods: its per-label table is far wider than any screen."""
+def wide_report(methods: list[str] = METHODS) -> ReportData:
+    """A report with twelve methods (by default): its per-label table is far wider than any screen."""
     ci = {"auprc": 0.4123, "auprc_ci": [0.3011, 0.5234], "auroc": 0.7765, "auroc_ci": [0.7012, 0.8421]}
-    rows = [LabelRow(lab, 0.2105, 24, {m: ci for m in METHODS}, "masam") for lab in LABELS]
+    rows = [LabelRow(lab, 0.2105, 24, {m: ci for m in methods}, "masam") for lab in LABELS]
     rng = np.random.default_rng(0)
     y = (rng.random(60) < 0.3).astype(int)
-    curves = [(LABELS[1], curve_svg(LABELS[1], {m: (y, rng.random(60) + 0.3 * y) for m in METHODS}, 0.3))]
+    curves = [(LABELS[1], curve_svg(LABELS[1], {m: (y, rng.random(60) + 0.3 * y) for m in methods}, 0.3))]
     runs = [{"method": m, "seed": 42, "run": f"{m}-s42", "val_metric": "val_macro_auprc", "val": 0.4, "best_epoch": 3,
              "test": 0.41, "mlflow_run_id": "0123456789abcdef0123456789abcdef", "champion": m == "masam",
-             "best_of_method": True} for m in METHODS]
+             "best_of_method": True} for m in methods]
     return ReportData(
         title="wide", dataset="mimic", task="phenotype", task_type="multilabel", headline_metric="macro_auprc",
-        methods=METHODS, cohort_counts={"train": 10, "val": 2, "test": 4}, exclusions=[],
+        methods=methods, cohort_counts={"train": 10, "val": 2, "test": 4}, exclusions=[],
         prevalence={"train": {lab: 0.2105 for lab in LABELS}, "test": {lab: 0.2105 for lab in LABELS}},
         label_rows=rows, excluded_labels=[],
         comparison=[{"method": m, "n_seeds": 1, "headline_mean": 0.41, "headline_std": None, "auroc_mean": 0.77,
-                     "auroc_std": None, "rank_auprc": 2.0, "rank_auroc": 2.0} for m in METHODS],
+                     "auroc_std": None, "rank_auprc": 2.0, "rank_auroc": 2.0} for m in methods],
         paired_difference=None, calibration=[{"method": m, "brier": 0.1, "slope": 0.9, "intercept": 0.1}
-                                             for m in METHODS],
+                                             for m in methods],
         subgroups=[], n_resamples=1000, settings={"bootstrap resamples": 1000, "min subgroup patients": 10},
         champion={"method": "masam", "seed": 42, "value": 0.41, "ci": [0.3, 0.5]}, runs=runs,
         provenance={"commit": "f" * 40, "dirty": False, "changed_files": 0,
@@ -98,14 +99,22 @@ def _browser() -> str | None:
 
 MEASURE = """<script>
 (function () {
-  var vw = document.documentElement.clientWidth, out = [], wider = 0;
+  var vw = document.documentElement.clientWidth, out = [], wider = 0, cut = [], hidden = {};
   document.querySelectorAll("table").forEach(function (t) {
     var box = t.parentElement.getBoundingClientRect();
     if (t.getBoundingClientRect().width > vw) { wider += 1; }
     if (box.right > vw + 0.5 || box.left < -0.5) { out.push(t.id || "table"); }
+    // cut: columns outside the visible part of the table's container (reachable only by scrolling it)
+    if (t.getBoundingClientRect().right > box.right + 0.5) { cut.push(t.id || "table"); }
+    var heads = [];
+    t.querySelectorAll("thead th").forEach(function (th) {
+      if (th.getBoundingClientRect().right > box.right + 0.5) { heads.push(th.textContent.trim()); }
+    });
+    hidden[t.id || "table"] = heads;
   });
   document.body.setAttribute("data-layout", JSON.stringify(
-    {viewport: vw, page: document.documentElement.scrollWidth, overflowing: out, wider_than_page: wider}));
+    {viewport: vw, page: document.documentElement.scrollWidth, overflowing: out, wider_than_page: wider,
+     cut: cut, hidden_columns: hidden}));
 })();
 </script>"""
 
@@ -173,3 +182,75 @@ def test_a_method_whose_slope_is_not_estimable_shows_why_instead_of_a_number():
     first_row = table[table.index("<tbody>"):].split("</tr>")[0]
     assert "not estimable: classes separated" in first_row
     assert "not estimable" not in table.split("</tr>")[2]  # the other methods keep their numbers
+
+
+# The default sweep (late_fusion, sam, masam) plus the unimodal runs a sweep may add.
+DEFAULT_METHODS = ["late_fusion", "unimodal_ehr", "unimodal_cxr", "sam", "masam"]
+
+
+def default_report() -> ReportData:
+    """A report as the default sweep writes it, with the film-withheld (presence) table."""
+    data = wide_report(DEFAULT_METHODS)
+    ci = [0.3012, 0.5234]
+    data.presence = [{"method": m, "image": "CXR", "anchor": "EHR", "paired_n": 1234, "paired_auprc": 0.4123,
+                      "paired_auprc_ci": ci, "paired_auroc": 0.7765, "paired_auroc_ci": ci, "absent_n": 2345,
+                      "absent_auprc": 0.4123, "absent_auprc_ci": ci, "absent_auroc": 0.7765, "absent_auroc_ci": ci,
+                      "withheld_auprc": 0.4012, "withheld_auprc_ci": ci, "difference": -0.0111,
+                      "difference_ci": [-0.0312, 0.0101], "p_le_zero": 0.8123} for m in DEFAULT_METHODS]
+    return data
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium on PATH (Debian: apt-get install chromium)")
+def test_at_1400_px_no_table_of_the_default_sweep_is_cut(tmp_path):
+    layout = _measure(_browser(), render_report(default_report()), tmp_path, 1400)
+    assert "presence" in layout["hidden_columns"]
+    assert layout["cut"] == [], layout["hidden_columns"]
+    assert layout["page"] <= layout["viewport"]
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium on PATH (Debian: apt-get install chromium)")
+def test_at_1024_px_the_main_results_table_shows_masams_auroc(tmp_path):
+    layout = _measure(_browser(), render_report(default_report()), tmp_path, 1024)
+    assert layout["hidden_columns"]["per-label"] == []  # "masam AUROC" is the last column
+    assert layout["overflowing"] == [] and layout["page"] <= layout["viewport"]
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium on PATH (Debian: apt-get install chromium)")
+def test_the_label_column_stays_in_view_while_a_wide_table_scrolls(tmp_path):
+    html = render_report(wide_report())
+    probe = """<script>
+    var box = document.querySelector("#per-label").parentElement; box.scrollLeft = 400;
+    var first = document.querySelector("#per-label tbody td").getBoundingClientRect();
+    document.body.setAttribute("data-sticky", JSON.stringify(
+      {left: first.left, box: box.getBoundingClientRect().left, scrolled: box.scrollLeft}));
+    </script>"""
+    page = tmp_path / "sticky.html"
+    page.write_text(html.replace("</main></body>", "</main>" + probe + "</body>"))
+    dom = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1024,2000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    found = json.loads(re.search(r'data-sticky="([^"]*)"', dom.stdout).group(1).replace("&quot;", '"'))
+    assert found["scrolled"] > 0  # the table did scroll...
+    assert abs(found["left"] - found["box"]) < 1  # ...and the label cell stayed at the container's left edge
+
+
+A4_LANDSCAPE_PX = round((297 - 2 * 12) / 25.4 * 96)  # @page: A4 landscape, 12 mm margins, 96 CSS px per inch
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium on PATH (Debian: apt-get install chromium)")
+def test_printed_no_table_is_cut_and_chromium_prints_it_to_pdf(tmp_path):
+    browser = _browser()
+    html = render_report(default_report())
+    assert "@media print" in html
+    # the print rules applied at the printed page's width: every table fits the page, none scrolls
+    printed = _measure(browser, html.replace("@media print", "@media all"), tmp_path, A4_LANDSCAPE_PX)
+    assert printed["cut"] == [] and printed["page"] <= printed["viewport"], printed["hidden_columns"]
+    page = tmp_path / "report.html"
+    page.write_text(html)
+    pdf = tmp_path / "report.pdf"
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
+                           f"--print-to-pdf={pdf}", page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert pdf.is_file(), done.stderr[-500:]
+    body = pdf.read_bytes()
+    assert body.startswith(b"%PDF") and body.count(b"/Type /Page") >= 2
+    # A4 landscape pages (842 x 595 pt), as @page asks
+    assert re.search(rb"/MediaBox \[0 0 841\.9\d* 59[45]\.\d+\]", body), re.findall(rb"/MediaBox[^\]]*\]", body)[:2]
