@@ -17,8 +17,10 @@ every stage, `DVC_EXP_NAME` and `DVC_EXP_BASELINE_REV` under `dvc exp run`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -63,13 +65,44 @@ def lock_path(uri: str | None = None) -> Path:
     return repo_root() / ".mlflow-store.lock"
 
 
+# How long to wait for another process's lock on the store (params.yaml `registry.lock_timeout_s`,
+# set for its duration by `clinfuse register`); the lock is held for seconds, so minutes mean a stuck holder.
+LOCK_TIMEOUT_S: contextvars.ContextVar[float] = contextvars.ContextVar("LOCK_TIMEOUT_S", default=300.0)
+_LOCK_POLL_S = 0.1
+
+
 @contextlib.contextmanager
-def store_lock(uri: str | None = None) -> Iterator[None]:
-    """Exclusive inter-process lock on the tracking store (fcntl; released if the process dies)."""
+def store_lock(uri: str | None = None, timeout: float | None = None) -> Iterator[None]:
+    """Exclusive inter-process lock on the tracking store (fcntl; released if the process dies).
+
+    Waits at most `timeout` seconds (default LOCK_TIMEOUT_S), saying once that it waits and for
+    whom; then an InputError naming the lock file, never an endless silent wait.
+    """
+    from clinfuse.etl.errors import InputError
+
     path = lock_path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    limit = LOCK_TIMEOUT_S.get() if timeout is None else timeout
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open the MLflow store's lock file ({exc.strerror})") from None
+    with fh:
+        deadline = time.monotonic() + limit
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise InputError(f"{path}: the MLflow store is still locked by another process after {limit:g} s; "
+                                     "wait for it to finish (or end it), or raise registry.lock_timeout_s") from None
+                if not told:
+                    print(f"waiting for another process to release the MLflow store's lock {path} "
+                          f"(at most {limit:g} s)", file=sys.stderr, flush=True)
+                    told = True
+                time.sleep(_LOCK_POLL_S)
         try:
             yield
         finally:
