@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinfuse.etl.atomic import read_json, write_json
+from clinfuse.etl.atomic import write_json
 from clinfuse.etl.errors import InputError
 from clinfuse.evaluation.champion import champion_of
 from clinfuse.models.export import ExportableFusion
@@ -25,6 +25,7 @@ from clinfuse.pipeline.inference import load_trained_model
 from clinfuse.pipeline.manifest import shareable_sources
 from clinfuse.pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
 from clinfuse.pipeline.results import load_evaluations, slug
+from clinfuse.pipeline.runs import read_train_summary
 
 
 def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]]:
@@ -167,7 +168,7 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     names, example = example_inputs(cohort, settings.example_rows)
     card = model_card(cohort, config, champion, example, names)
     experiment_id = setup_mlflow(f"clinfuse/{cohort.name}")
-    run_id = read_json(run_dir / "train_summary.json").get("mlflow_run_id")
+    run_id = read_train_summary(run_dir).get("mlflow_run_id")
     commit = None
     try:
         commit = mlflow.MlflowClient().get_run(run_id).data.tags.get("mlflow.source.git.commit")
