@@ -45,3 +45,26 @@ def no_positive_test_cohort(tmp_path_factory):
     samples.loc[samples["split"] == "test", ["Sepsis", "Shock", "CHF"]] = 0
     samples.to_parquet(path / "samples.parquet", index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def registered_models(tmp_path_factory, fast_params):
+    """One MLflow store holding two registered models of late_fusion, trained for one epoch:
+    `paired` (every training stay has a film: has_cxr = 0 never seen) and `partial` (about 20 %
+    without one). Returns (tracking URI, {"paired"|"partial": (cohort folder, model URI)})."""
+    from clinfuse.pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    models = {}
+    for kind, missing in (("paired", 0.0), ("partial", 0.2)):
+        cohort = write_cohort(root / kind / "mimic-phenotype", "mimic", missing_image=missing)
+        run, evaluation = _train_and_evaluate(cohort, root / kind, fast_params)
+        assert main(["--params", str(fast_params), "register", "--cohort", str(cohort), "--runs", str(run.parent),
+                     "--evaluations", str(evaluation), "--out", str(root / kind / "registry.json"),
+                     "--name", f"{kind}-model"]) == 0
+        models[kind] = (cohort, f"models:/{kind}-model@champion")
+    yield uri, models
+    mp.undo()
