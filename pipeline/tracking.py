@@ -109,6 +109,105 @@ def store_lock(uri: str | None = None, timeout: float | None = None) -> Iterator
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store URI, else None."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str, write: bool = True) -> None:
+    """InputError naming a SQLite store that cannot serve, before MLflow touches it.
+
+    Refused: a path that is a folder, a file that is not a SQLite database (a text file named
+    mlflow.db), a damaged database (SQLite's quick_check: corrupt pages), and, when `write`, a
+    store or folder that cannot be written (SQLite also writes a journal beside the file).
+    """
+    from clinfuse.etl.errors import InputError
+
+    db = sqlite_file(uri)
+    if db is None:
+        return
+    if db.is_dir():
+        raise InputError(f"{db}: is a folder, not the SQLite file of the MLflow store {uri}")
+    if not db.exists():
+        parent = _existing_parent(db)
+        if write and (not os.access(parent, os.W_OK) or not parent.stat().st_mode & 0o222):
+            raise InputError(f"{db}: the MLflow store cannot be created: {_existing_parent(db)} is not writable")
+        return
+    try:
+        with open(db, "rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise InputError(f"{db}: the MLflow store cannot be read ({exc.strerror})") from None
+    if header and header != SQLITE_HEADER:
+        raise InputError(f"{db}: not a SQLite database, so not an MLflow store (it starts with {header[:12]!r}); "
+                         "point MLFLOW_TRACKING_URI at the store, or move this file away")
+    if header:
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                problem = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        if problem != "ok":
+            raise InputError(f"{db}: the MLflow store is damaged (SQLite: {problem}); restore it from a backup "
+                             "or move it away to start a new one") from None
+    if write:
+        for path in (db, db.parent):
+            # the mode bits too: root may write anywhere, but a store made read-only is meant to stay so
+            if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
+                raise InputError(f"{db}: the MLflow store is read-only ({path} is not writable); "
+                                 "this command writes to it")
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.parent
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+_STORE_PROBLEMS = (("database or disk is full", "no space left on the device"),
+                   ("No space left on device", "no space left on the device"),
+                   ("readonly database", "it is read-only"),
+                   ("Read-only file system", "it is on a read-only file system"),
+                   ("Permission denied", "permission denied"),
+                   ("database disk image is malformed", "the database is damaged"),
+                   ("file is not a database", "it is not a SQLite database"),
+                   ("unable to open database file", "the database file cannot be opened"))
+
+
+@contextlib.contextmanager
+def store_errors(uri: str | None = None, what: str = "the MLflow store") -> Iterator[None]:
+    """Turn a store that fails mid-command (disk full, read-only, damaged) into one InputError line
+    naming the store, instead of a SQLAlchemy or OSError traceback."""
+    import errno
+
+    from clinfuse.etl.errors import ClinfuseError, InputError
+
+    uri = uri or resolve_tracking_uri()
+    try:
+        yield
+    except ClinfuseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow wraps SQLAlchemy/sqlite3/OS errors in several types
+        text = str(exc)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            problem = "no space left on the device"
+        else:
+            problem = next((say for found, say in _STORE_PROBLEMS if found in text), None)
+        if problem is None:
+            raise
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        raise InputError(f"{uri}: {what} failed: {problem}{where}") from None
+
+
 def with_retries(fn: Callable[[], T], attempts: int = 8, first_wait: float = 0.1) -> T:
     """Call `fn`, retrying with backoff while SQLite answers "database is locked"."""
     for attempt in range(attempts):
@@ -178,7 +277,8 @@ def setup_mlflow(experiment: str, description: str | None = None) -> str:
         description = EXPERIMENT_DESCRIPTION.format(cohort=experiment.split("/", 1)[1])
 
     uri = connect()
-    with store_lock(uri):
+    check_store(uri)
+    with store_lock(uri), store_errors(uri):
         client = mlflow.MlflowClient()
         found = with_retries(lambda: client.get_experiment_by_name(experiment))
         if found is None:

@@ -35,9 +35,9 @@ def run(args) -> int:
     from clinfuse.etl.errors import InputError
     from clinfuse.pipeline.data import load_cohort, split_tensors
     from clinfuse.pipeline.registry import download_registered_model
-    from clinfuse.pipeline.tracking import connect
+    from clinfuse.pipeline.tracking import check_store, connect, store_errors
 
-    connect()  # read-only: no experiment or run is created in the store
+    check_store(connect(), write=False)  # read-only: no experiment or run is created in the store
     import mlflow
     import torch
 
@@ -49,7 +49,8 @@ def run(args) -> int:
     if Path(args.out).is_dir():
         raise InputError(f"--out {args.out}: is a folder; expected the Parquet file to write")
     check_writable(Path(args.out).parent)
-    local, card = download_registered_model(args.model)
+    with store_errors(what="reading the model"):
+        local, card = download_registered_model(args.model)
     cohort = load_cohort(args.cohort)
     fmt = card["network_data_format"]
     # Shapes can agree across tasks (phenotype and mortality share the EHR/CXR inputs): check what is predicted.

@@ -102,6 +102,11 @@ def run(args) -> int:
 
     from clinfuse.pipeline.trainer import RunSpec, fit
 
+    if not args.no_tracking:  # a damaged or read-only store is refused before the run folder is touched
+        from clinfuse.pipeline.tracking import check_store, resolve_tracking_uri
+
+        check_store(resolve_tracking_uri())
+
     spec = RunSpec(cohort, args.method, method, settings.preset, preset.encoders, settings, seed, out)
     # By default an interrupted run of the same configuration resumes (dvc repro after a kill), and a
     # changed or finished one starts afresh.
