@@ -87,6 +87,17 @@ def _load_pyfunc(data_path: str, model_config: dict | None = None) -> ServedMode
                        absent_refused(json.loads(card.read_text())) if card.is_file() else ())
 
 
+def invalid_input(message: str) -> Exception:
+    """An error that is both a ValueError (for Python callers) and an MlflowException with
+    INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with a 400 and a JSON body."""
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    class InvalidModelInput(MlflowException, ValueError):
+        pass
+
+    return InvalidModelInput(message, error_code=INVALID_PARAMETER_VALUE)
+
+
 CARD_FILE = "metadata.json"  # the model card, stored under extra_files/ (pipeline.registry.CARD_FILE)
 
 
@@ -194,17 +205,15 @@ class ServedModel:
         """Probabilities `[B, K]` as a DataFrame with one column per label, in label order."""
         import pandas as pd
         import torch
-        from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
-
-        try:  # an MlflowException with this code is a 400 with a JSON error from `mlflow models serve`
+        try:
             arrays = self.arrays(data)
             check_inputs(dict(zip(self.input_names, arrays, strict=True)), self.refused_absent)
         except (TypeError, ValueError) as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            raise invalid_input(str(exc)) from None
         with torch.no_grad():
             probs = self.program(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]).float().numpy()
         if not np.isfinite(probs).all():
             i = int(np.argmin(np.isfinite(probs).all(axis=1)))
-            raise MlflowException(f"row {i}: the model's probabilities are not finite (inputs far outside the "
-                                  "training range?); nothing returned", error_code=INVALID_PARAMETER_VALUE)
+            raise invalid_input(f"row {i}: the model's probabilities are not finite (inputs far outside the "
+                                "training range?); nothing returned")
         return pd.DataFrame(probs, columns=self.labels)

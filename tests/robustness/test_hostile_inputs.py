@@ -166,3 +166,18 @@ def test_predict_out_naming_a_folder_is_a_one_line_error(registered_models, tmp_
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "is a folder" in err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_docs_do_not_offer_the_dataframe_of_array_cells_that_mlflow_refuses(pyfuncs):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from clinfuse.pipeline import serving
+
+    frame = pd.DataFrame({name: list(values) for name, values in _inputs(2).items()})
+    with pytest.raises(MlflowException):  # MLflow's schema enforcement (named tensors) refuses it
+        pyfuncs["partial"].predict(frame)
+    readme = (__import__("pathlib").Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "each cell one sample's array" not in readme
+    assert "whose cells are one sample's array" not in serving.__doc__
+    assert "refuses a DataFrame whose cells are arrays" in readme and "cells are arrays" in serving.__doc__
