@@ -33,6 +33,8 @@ TRAIN_SUMMARY = "train_summary.json"
 _CONFIG_KEYS = {"cohort": str, "method_name": str, "method": dict, "modalities": list, "input_shapes": dict,
                 "label_names": list, "task_type": str, "encoders": dict, "prediction_head": str, "seed": int,
                 "train": dict}
+# what rebuilding the model needs (pipeline.inference.load_trained_model)
+MODEL_KEYS = ("modalities", "input_shapes", "label_names", "task_type", "encoders", "method")
 _SUMMARY_KEYS = {"metric": str, "best_val_metric": (float, int, type(None)), "best_epoch": (int, type(None))}
 
 
@@ -50,8 +52,9 @@ def _check_keys(data: object, keys: dict, path: Path, what: str) -> dict:
     return data
 
 
-def read_run_config(run_dir: str | Path) -> dict:
-    """A run's config.yaml (the resolved config `clinfuse train` wrote), its keys checked."""
+def read_run_config(run_dir: str | Path, keys: tuple[str, ...] | None = None) -> dict:
+    """A run's config.yaml (the resolved config `clinfuse train` wrote), its keys checked: all of
+    them, or only `keys` (e.g. MODEL_KEYS)."""
     from clinfuse.etl.errors import InputError
 
     from .config import load_yaml_text
@@ -63,7 +66,8 @@ def read_run_config(run_dir: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text; expected the config.yaml clinfuse train writes") from None
-    config = _check_keys(load_yaml_text(text, str(path)), _CONFIG_KEYS, path, "the config.yaml clinfuse train writes")
+    wanted = _CONFIG_KEYS if keys is None else {k: _CONFIG_KEYS[k] for k in keys}
+    config = _check_keys(load_yaml_text(text, str(path)), wanted, path, "the config.yaml clinfuse train writes")
     if not isinstance(config["method"].get("method"), str) or not isinstance(config["method"].get("options", {}), dict):
         raise InputError(f"{path}: method: expected {{method: <name>, options: {{...}}}}")
     return config
