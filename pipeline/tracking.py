@@ -110,6 +110,12 @@ def store_lock(uri: str | None = None, timeout: float | None = None) -> Iterator
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+_QUICK_CHECKED: set[tuple[Path, int, int]] = set()  # (path, size, mtime) of stores that passed quick_check
+
+
+def _stamp(db: Path) -> tuple[Path, int, int]:
+    st = db.stat()
+    return db, st.st_size, st.st_mtime_ns
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -144,7 +150,7 @@ def check_store(uri: str, write: bool = True) -> None:
     if header and header != SQLITE_HEADER:
         raise InputError(f"{db}: not a SQLite database, so not an MLflow store (it starts with {header[:12]!r}); "
                          "point MLFLOW_TRACKING_URI at the store, or move this file away")
-    if header:
+    if header and _stamp(db) not in _QUICK_CHECKED:  # a full scan: once per process and version of the file
         import sqlite3
 
         try:
@@ -158,6 +164,7 @@ def check_store(uri: str, write: bool = True) -> None:
         if problem != "ok":
             raise InputError(f"{db}: the MLflow store is damaged (SQLite: {problem}); restore it from a backup "
                              "or move it away to start a new one") from None
+        _QUICK_CHECKED.add(_stamp(db))
     if write:
         for path in (db, db.parent):
             # the mode bits too: root may write anywhere, but a store made read-only is meant to stay so
