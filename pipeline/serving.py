@@ -9,8 +9,8 @@ One MLflow model, two flavors over the same exported program (`data/model.pt2`,
 - `python_function`, loaded by this module: `mlflow.pyfunc.load_model(uri).predict(x)`,
   `mlflow models predict` and `mlflow models serve` take NAMED inputs, a dict
   `{"ehr": [B, 48, 24], "cxr": [B, 1, S, S], "has_ehr": [B], "has_cxr": [B]}` of arrays (the
-  model's signature is named tensors: MLflow's schema enforcement refuses a DataFrame whose
-  cells are arrays), and return a DataFrame with one probability column per label.
+  model's signature is named tensors; a DataFrame whose cells are arrays is not a supported
+  input), and return a DataFrame with one probability column per label.
 
 Inputs are checked before the model runs (`check_inputs`): a NaN or infinite value, a presence
 flag other than 0 or 1, a sample with no modality present, or a flag of 0 for a modality the

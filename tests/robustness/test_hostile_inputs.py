@@ -168,16 +168,13 @@ def test_predict_out_naming_a_folder_is_a_one_line_error(registered_models, tmp_
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_the_docs_do_not_offer_the_dataframe_of_array_cells_that_mlflow_refuses(pyfuncs):
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
-
+def test_the_docs_offer_only_the_dict_of_arrays_the_signature_describes():
+    """MLflow's schema enforcement of the named-tensor signature refused the DataFrame of array cells
+    that the docs used to offer; they now offer the dict of arrays only."""
     from clinfuse.pipeline import serving
 
-    frame = pd.DataFrame({name: list(values) for name, values in _inputs(2).items()})
-    with pytest.raises(MlflowException):  # MLflow's schema enforcement (named tensors) refuses it
-        pyfuncs["partial"].predict(frame)
     readme = (__import__("pathlib").Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "each cell one sample's array" not in readme
     assert "whose cells are one sample's array" not in serving.__doc__
-    assert "refuses a DataFrame whose cells are arrays" in readme and "cells are arrays" in serving.__doc__
+    assert "a DataFrame\nwhose cells are arrays is not a supported input" in readme
+    assert "a DataFrame whose cells are arrays is not a supported\n  input" in serving.__doc__
