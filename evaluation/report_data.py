@@ -195,7 +195,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         synthetic=manifest.get("synthetic"),
         dataset=manifest.get("dataset", ""), task=manifest.get("task", ""), task_type=cohort.task_type,
         headline_metric=headline, methods=order, cohort_counts=manifest.get("counts", {}),
-        exclusions=manifest.get("exclusions", []),
+        exclusions=manifest.get("exclusions", []), cohort_warnings=list(manifest.get("warnings") or []),
         prevalence=_prevalence(cohort),
         label_rows=rows, excluded_labels=champion["test"]["excluded_labels"], comparison=comparison,
         paired_difference=paired, calibration=calibration, subgroups=champion["subgroups"], figures=figures,

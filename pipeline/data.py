@@ -20,6 +20,7 @@ import torch
 
 from clinfuse.etl.atomic import recover_dir
 from clinfuse.etl.errors import InputError
+from clinfuse.pipeline.cohort_checks import check_array, check_samples, read_array, read_samples
 from clinfuse.pipeline.manifest import CohortManifest, read_manifest
 
 IMAGE_MODALITIES = {"cxr", "mri"}  # uint8 arrays, one channel
@@ -87,23 +88,20 @@ def load_cohort(path: str | Path) -> Cohort:
     samples_path = path / "samples.parquet"
     if not samples_path.is_file():
         raise InputError(f"{samples_path}: missing; expected one row per sample")
-    samples = pd.read_parquet(samples_path)
+    samples = read_samples(samples_path)
     arrays = {}
     for m in manifest.modalities:
         array_path = path / f"{m}.npy"
         if not array_path.is_file():
             raise InputError(f"{array_path}: missing array for modality '{m}'")
-        arrays[m] = np.load(array_path, mmap_mode="r")
-        if arrays[m].shape[0] != len(samples):
-            raise InputError(
-                f"{array_path}: has {arrays[m].shape[0]} rows but samples.parquet has {len(samples)}; "
-                "row i of every array must be row i of samples.parquet"
-            )
+        arrays[m] = read_array(array_path)
+        check_array(array_path, arrays[m], m, manifest, len(samples))
         if f"has_{m}" not in samples.columns:
             raise InputError(f"{samples_path}: missing column 'has_{m}'")
     for column in [*manifest.label_columns, manifest.patient_column, "split"]:
         if column not in samples.columns:
             raise InputError(f"{samples_path}: missing column '{column}'")
+    check_samples(samples_path, samples, manifest)
     return Cohort(path, manifest, samples, arrays)
 
 

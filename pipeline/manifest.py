@@ -128,6 +128,7 @@ class CohortManifest(_Record):
     tabular: TabularSummary | None = None
     mri: MriSummary | None = None
     sources: dict[str, SourceEntry]  # absolute paths: the manifest stays on site
+    warnings: list[str] | None = None  # what makes results weak or undefined (pipeline/cohort_checks.py); None: none
     synthetic: bool | None = None  # the sources carry the synthetic generator's marker (None: not recorded)
     synthetic_sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     config: MimicEtlSettings | AdniEtlSettings  # the ETL settings used
@@ -240,7 +241,11 @@ def exclusion_text(steps: list[dict]) -> str:
 def redact_path(text: str, path: str | Path) -> str:
     """`text` with the file's path and name (which hold patient, study and image ids) replaced by <file>."""
     path = Path(path)
-    for token in (str(path), str(path.resolve()), path.name, path.stem):
+    try:
+        resolved = str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): the path as given
+        resolved = str(path)
+    for token in (str(path), resolved, path.name, path.stem):
         if token:
             text = text.replace(token, "<file>")
     return text

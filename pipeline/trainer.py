@@ -47,6 +47,7 @@ from clinfuse.models.sync_batchnorm import convert_sync_batchnorm
 from .alignment import gradient_alignment
 from .augment import BatchAugment
 from .checkpoints import CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, save_checkpoint
+from .cohort_checks import cohort_warnings
 from .data import Cohort, SplitTensors, load_cohort, split_tensors
 from .data_parallel import (
     RankSplit,
@@ -448,6 +449,8 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                           f"the {world} processes (each takes batch_size / {world})")
     device = resolve_device(s.device)
     cohort = load_cohort(spec.cohort_dir)
+    for warning in cohort_warnings(cohort.samples, cohort.manifest) if is_main() else []:
+        print(f"WARNING: cohort {cohort.name}: {warning}", flush=True)
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
     if len(train) == 0:
         raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")

@@ -16,6 +16,7 @@ from clinfuse.etl.errors import InputError
 CLASS_NAMES = ["CN", "MCI", "AD"]
 DX_CODES = {"CN": 0, "MCI": 1, "Dementia": 2}
 DX_BL_CODES = {"CN": 0, "SMC": 0, "EMCI": 1, "LMCI": 1, "AD": 2}
+SEX_CODES = {"Male": "M", "Female": "F"}  # PTGENDER, after stripping spaces and line breaks
 REQUIRED = ["RID", "PTID", "VISCODE", "EXAMDATE", "DX_bl", "DX", "AGE", "PTGENDER", "IMAGEUID"]
 
 
@@ -28,6 +29,16 @@ def check_codes(table: pd.DataFrame, source: str) -> None:
             row = int(bad.index[0]) + 2
             raise InputError(f"{source}: row {row}, column {column}: unknown diagnosis code {bad.iloc[0]!r}; "
                              f"expected one of {sorted(allowed)}")
+
+
+def check_sex(table: pd.DataFrame, source: str) -> None:
+    """PTGENDER must be Male, Female or empty once surrounding whitespace ("Male\\n") is stripped: any
+    other value is an error naming the row, never a silent UNKNOWN."""
+    values = table["PTGENDER"].dropna().astype(str).str.strip()
+    bad = values[~values.isin(list(SEX_CODES)) & (values != "")]
+    if len(bad):
+        raise InputError(f"{source}: row {int(bad.index[0]) + 2}, column PTGENDER: unknown value "
+                         f"{table.at[bad.index[0], 'PTGENDER']!r}; expected one of {sorted(SEX_CODES)} or empty")
 
 
 def baseline_labels(table: pd.DataFrame, smc: str) -> tuple[pd.DataFrame, list[dict]]:

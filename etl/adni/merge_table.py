@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from clinfuse.etl.errors import InputError
+from clinfuse.etl.ids import invalid_ids
 
 MAX_PLAUSIBLE_AGE = 120
 
@@ -38,12 +39,12 @@ def validate_adnimerge(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, 
             raise InputError(f"{source}: row {i + 2}, column {column}: {table.at[i, column]!r} is not an age "
                              f"in years (0-{MAX_PLAUSIBLE_AGE})")
     text = table["IMAGEUID"].dropna().str.strip()
-    value = pd.to_numeric(text, errors="coerce")
-    bad = (value.isna() & (text != "")) | (value != np.floor(value))
+    text = text[text != ""]
+    bad = invalid_ids(text)[0]  # exactly: 1e30 or 20 digits would name another (or no) scan file
     if bad.any():
-        i = int(bad.index[np.flatnonzero(bad.to_numpy())[0]])
+        i = int(text.index[np.flatnonzero(bad)[0]])
         raise InputError(f"{source}: row {i + 2}, column IMAGEUID: {table.at[i, 'IMAGEUID']!r} is not an image id "
-                         "(a whole number)")
+                         "(a whole number in 64 bits)")
     text = table["EXAMDATE"].dropna().str.strip()
     parsed = pd.to_datetime(text, errors="coerce", format="mixed")
     bad = parsed.isna() & (text != "")

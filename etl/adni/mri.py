@@ -39,6 +39,24 @@ def scan_path(root: Path, ptid: str, image_uid) -> Path:
     return gz if gz.exists() or not stem.with_name(stem.name + ".nii").exists() else stem.with_name(stem.name + ".nii")
 
 
+def check_geometry(path: Path) -> None:
+    """Refuse a volume whose header cannot place it in space: a NaN/inf or singular affine, or a voxel
+    size that is not a positive number. The loader would otherwise substitute a default geometry and
+    resample the scan at a spacing it never had.
+    """
+    import nibabel as nib
+
+    image = nib.load(str(path))  # the header only: the voxels are read later, by MONAI
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise ValueError("the header's affine (voxel-to-world matrix) holds NaN or inf")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ValueError("the header's affine is singular (a zero voxel axis)")
+    zooms = np.asarray(image.header.get_zooms()[:3], dtype=float)
+    if not (np.isfinite(zooms).all() and (zooms > 0).all()):
+        raise ValueError(f"the header's voxel sizes (pixdim) are not positive numbers: {zooms.tolist()}")
+
+
 def quiet_monai() -> None:
     """MONAI logs GPU-codec availability at import; irrelevant on CPU and noisy in stage output."""
     import logging
@@ -67,8 +85,13 @@ def preprocess_volume(path: str, size: int, spacing_mm: float) -> tuple[np.ndarr
 
     try:
         p = Path(path)
+        try:
+            p.stat()  # follows links: a symlink loop or an unreadable folder is an OSError of its own, not "absent"
+        except FileNotFoundError:
+            raise FileNotFoundError("scan referenced in ADNIMERGE (IMAGEUID) is absent") from None
         if not p.is_file():
-            raise FileNotFoundError("scan referenced in ADNIMERGE (IMAGEUID) is absent")
+            raise OSError("not a regular file (a folder, a device or a pipe)")
+        check_geometry(p)
         img = LoadImage(image_only=True, ensure_channel_first=False, reader="NibabelReader")(str(p))
         while img.ndim > 3 and img.shape[-1] == 1:  # (X, Y, Z, 1[, 1]) is a 3D volume written with a time axis
             img = img[..., 0]

@@ -19,15 +19,51 @@ def exclusion(steps: Exclusions, step: str, reason: str, before: int, after: int
 def join_stays(patients: pd.DataFrame, admissions: pd.DataFrame, icustays: pd.DataFrame) -> pd.DataFrame:
     """One row per ICU stay with its admission and patient columns; datetimes parsed.
 
-    `age` is the age at admission: anchor_age + (admission year - anchor_year).
+    `age` is the age at admission: anchor_age + (admission year - anchor_year). The links between
+    the tables are kept for `select_cohort` to check: `admission_subject_id` (the admission's own
+    subject_id, NaN when the stay's hadm_id matches no admission) and `has_patient_row`.
     """
-    stays = icustays.merge(
-        admissions[["hadm_id", "admittime", "dischtime", "deathtime", "race"]], on="hadm_id", how="left"
-    ).merge(patients[["subject_id", "gender", "anchor_age", "anchor_year", "dod"]], on="subject_id", how="left")
+    linked_admissions = admissions[["hadm_id", "subject_id", "admittime", "dischtime", "deathtime", "race"]].rename(
+        columns={"subject_id": "admission_subject_id"})
+    stays = icustays.merge(linked_admissions, on="hadm_id", how="left").merge(
+        patients[["subject_id", "gender", "anchor_age", "anchor_year", "dod"]].assign(has_patient_row=True),
+        on="subject_id", how="left")
+    stays["has_patient_row"] = stays["has_patient_row"].notna().to_numpy()
     for col in ("intime", "outtime", "admittime", "dischtime", "deathtime", "dod"):
         stays[col] = pd.to_datetime(stays[col], errors="coerce")
     stays["age"] = stays["anchor_age"] + (stays["admittime"].dt.year - stays["anchor_year"])
     stays["sex"] = stays["gender"]
+    return stays
+
+
+# Broken links between the tables, each its own CONSORT step (listed only when it excludes a stay, so the
+# manifest of a consistent export is what it always was). Checked before age: a stay without its admission
+# or patient row has no age, and "age missing" would name the wrong cause.
+LINK_CHECKS = [
+    ("admission found", "hadm_id matches no row of admissions",
+     lambda s: s["admission_subject_id"].notna()),
+    ("same patient as the admission", "icustays subject_id differs from its admission's subject_id",
+     lambda s: s["admission_subject_id"] == s["subject_id"]),
+    ("patient found", "subject_id matches no row of patients", lambda s: s["has_patient_row"]),
+    ("consistent admission times", "admission dischtime before admittime",
+     lambda s: s["dischtime"] >= s["admittime"]),
+]
+
+
+def _linked(stays: pd.DataFrame, steps: Exclusions) -> pd.DataFrame:
+    """The stays whose admission and patient rows exist, belong to the stay's patient and are in time order.
+
+    A stay joined to another patient's admission would take that admission's times, race and
+    diagnoses; a discharge before the admission would make any in-hospital death window empty
+    (mortality silently 0). Each is excluded and counted under its own reason.
+    """
+    if "admission_subject_id" not in stays.columns:  # a stays table built without the links (tests of later steps)
+        return stays
+    for step, reason, keep in LINK_CHECKS:
+        n = len(stays)
+        stays = stays[keep(stays).to_numpy(dtype=bool)]
+        if len(stays) < n:
+            exclusion(steps, step, reason, n, len(stays))
     return stays
 
 
@@ -39,6 +75,7 @@ def select_cohort(stays: pd.DataFrame, task: str, min_age: int, min_stay_hours: 
     admission; the EHR window is still the first 48 h, partly empty).
     """
     steps: Exclusions = [{"step": "ICU stays in icustays", "reason": "", "excluded": 0, "remaining": len(stays)}]
+    stays = _linked(stays, steps)
     n = len(stays)
     # Missing, negative or impossible ages are data errors, not children: their own reason.
     stays = stays[stays["age"].between(0, MAX_PLAUSIBLE_AGE)]

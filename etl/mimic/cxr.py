@@ -11,6 +11,7 @@ frame (both counted). A film that cannot be read is counted by reason, never fat
 from __future__ import annotations
 
 import importlib.util
+import stat
 from functools import partial
 from pathlib import Path
 
@@ -18,32 +19,95 @@ import numpy as np
 import pandas as pd
 
 from clinfuse.etl.errors import InputError
+from clinfuse.etl.ids import parse_ids
 from clinfuse.etl.parallel import map_in_chunks
 
 METADATA_NAMES = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv")
+# A decoded film whose shorter side is under this is refused, never upsampled into a cached image
+# (a 1x1 "film" is a placeholder or a broken export; the smallest cxr_size is 8 as well).
+MIN_FILM_SIDE = 8
 REQUIRED = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]
 
 
-def read_cxr_metadata(mimic_cxr_dir: Path) -> pd.DataFrame:
-    """The metadata table with a parsed `study_datetime` column."""
+def locate_cxr_metadata(mimic_cxr_dir: Path) -> Path:
+    """The metadata table's path: exactly one of the .csv.gz and .csv names (both present is refused)."""
     root = Path(mimic_cxr_dir)
-    path = next((root / n for n in METADATA_NAMES if (root / n).is_file()), None)
-    if path is None:
+    present = [root / n for n in METADATA_NAMES if (root / n).is_file()]
+    if not present:
         raise InputError(f"{root / METADATA_NAMES[0]}: missing; expected the MIMIC-CXR-JPG metadata table")
-    meta = pd.read_csv(path, dtype={"dicom_id": str, "ViewPosition": str})
-    missing = [c for c in REQUIRED if c not in meta.columns]
+    if len(present) > 1:
+        raise InputError(f"{present[0]}: {present[1].name} is also present; keep exactly one copy of the "
+                         "MIMIC-CXR-JPG metadata table (they may differ)")
+    return present[0]
+
+
+def _bad_row(path: Path, mask: np.ndarray, meta: pd.DataFrame, column: str, expected: str) -> InputError:
+    i = int(np.flatnonzero(mask)[0])
+    return InputError(f"{path}: row {i + 2}, column {column}: {meta[column].iloc[i]!r} is not {expected}")
+
+
+def _bad_moment(path: Path, mask: np.ndarray, raw: pd.DataFrame, column: str, why: str) -> InputError:
+    """The StudyDate/StudyTime error: the row, the column and both values as the file has them."""
+    i = int(np.flatnonzero(mask)[0])
+    date, time = ("" if pd.isna(v) else str(v).strip() for v in raw.iloc[i][["StudyDate", "StudyTime"]])
+    return InputError(f"{path}: row {i + 2}: StudyDate/StudyTime not YYYYMMDD / HHMMSS.fff (column {column}: "
+                      f"{why}) (got {date or repr('')}, {time or repr('')})")
+
+
+def read_cxr_metadata(mimic_cxr_dir: Path) -> pd.DataFrame:
+    """The metadata table, read as strictly as the MIMIC-IV tables (etl/mimic/tables.py).
+
+    Returns dicom_id (text: leading zeros matter), subject_id and study_id (int64), ViewPosition
+    (text), StudyDate, StudyTime and a parsed `study_datetime`. A file that is not (gzip) CSV or not
+    UTF-8, an id that is not a whole number in int64, a StudyDate that is not a real YYYYMMDD day,
+    a StudyTime that is not a clock time HHMMSS.fff (hours < 24, minutes and seconds < 60) or one
+    dicom_id on two different rows is an InputError naming the file, the row and the column. Rows
+    repeated exactly are dropped; `attrs["duplicate_rows_dropped"]` counts them.
+    """
+    from clinfuse.etl.mimic.schema import read_header
+    from clinfuse.etl.mimic.tables import _read_text_csv
+
+    path = locate_cxr_metadata(mimic_cxr_dir)
+    header = read_header(path)
+    missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; expected at least {REQUIRED}")
-    meta["study_datetime"] = study_datetime(meta["StudyDate"], meta["StudyTime"])
-    bad = meta["study_datetime"].isna()
+    raw = _read_text_csv(path, REQUIRED)
+    meta = raw.copy()
+    for column in ("subject_id", "study_id"):
+        meta[column] = parse_ids(raw[column], str(path), column, row_word="row")
+    dicom = raw["dicom_id"].str.strip()
+    if dicom.isna().any() or (dicom == "").any():
+        raise _bad_row(path, (dicom.isna() | (dicom == "")).to_numpy(), raw, "dicom_id", "a dicom_id (empty)")
+    meta["dicom_id"] = dicom
+    meta["ViewPosition"] = raw["ViewPosition"].str.strip()
+    date_text = raw["StudyDate"].str.strip()
+    date_ok = date_text.str.fullmatch(r"\d{8}(\.0*)?").fillna(False).to_numpy(bool)
+    day = pd.to_datetime(date_text.str[:8].where(date_ok), format="%Y%m%d", errors="coerce")
+    bad = ~date_ok | day.isna().to_numpy()
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        # as Python values: a numpy scalar's repr would read np.int64(21501301)
-        date, time = (v.item() if isinstance(v, np.generic) else v
-                      for v in meta.loc[bad].iloc[0][["StudyDate", "StudyTime"]])
-        raise InputError(f"{path}: row {row + 2}: StudyDate/StudyTime not YYYYMMDD / HHMMSS.fff "
-                         f"(got {date!r}, {time!r})")
-    return meta
+        raise _bad_moment(path, bad, raw, "StudyDate", "not a real day")
+    time_text = raw["StudyTime"].str.strip()
+    time_ok = time_text.str.fullmatch(r"\d{1,6}(\.\d*)?").fillna(False).to_numpy(bool)
+    t = pd.to_numeric(time_text.where(time_ok), errors="coerce").to_numpy(dtype=float)
+    whole = np.floor(np.nan_to_num(t, nan=0.0))
+    bad = ~time_ok | np.isnan(t) | (whole // 10000 >= 24) | (whole // 100 % 100 >= 60) | (whole % 100 >= 60)
+    if bad.any():  # 996199 is not 99 h 61 min 99 s later: it is not a time at all
+        raise _bad_moment(path, bad, raw, "StudyTime", "not a clock time: hours < 24, minutes and seconds < 60")
+    meta["StudyDate"] = date_text.str[:8].astype(np.int64)
+    meta["StudyTime"] = t
+    meta["study_datetime"] = study_datetime(meta["StudyDate"], meta["StudyTime"])
+    exact = meta.duplicated(subset=REQUIRED, keep="first").to_numpy()
+    kept = meta[~exact]
+    clash = kept["dicom_id"].duplicated(keep=False).to_numpy()
+    if clash.any():
+        a, b = kept.index[clash][:2]
+        differ = [c for c in REQUIRED[1:] if kept.at[a, c] != kept.at[b, c]]
+        raise InputError(f"{path}: rows {a + 2} and {b + 2}: dicom_id {kept.at[a, 'dicom_id']!r} appears twice with "
+                         f"different {', '.join(differ)}; one film has one view and one study: remove the wrong row")
+    kept = kept.reset_index(drop=True)
+    kept.attrs["duplicate_rows_dropped"] = int(exact.sum())
+    return kept
 
 
 def study_datetime(date: pd.Series, time: pd.Series) -> pd.Series:
@@ -105,6 +169,8 @@ UNDECODABLE = "compressed pixel data not decodable (no installed decoder, or cor
 TRUNCATED = "pixel data truncated or inconsistent with its header"
 LAYOUT = "unsupported image layout"
 ABSENT = "file absent"
+NOT_OPENABLE = "file cannot be opened (symlink loop, permissions, I/O error or not a regular file)"
+TOO_SMALL = f"image too small to be a radiograph (shorter side under {MIN_FILM_SIDE} px)"
 
 
 def _installed(module: str) -> bool:
@@ -230,8 +296,14 @@ def decode_one(path: str, size: int, draft: bool = True) -> tuple[np.ndarray, di
     """
     p = Path(path)
     try:
-        if not p.is_file():
-            raise FileNotFoundError("file referenced in metadata is absent")
+        try:
+            mode = p.stat().st_mode  # follows links: a symlink loop or an unreadable folder raises OSError here
+        except FileNotFoundError:
+            raise FileNotFoundError("file referenced in metadata is absent") from None
+        except OSError as exc:
+            raise UnreadableFilm(NOT_OPENABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):
+            raise UnreadableFilm(NOT_OPENABLE, "not a regular file (a folder, a device or a pipe)")
         notes = []
         if p.suffix.lower() == ".dcm":
             img, notes = _read_dicom(p)
@@ -243,6 +315,10 @@ def decode_one(path: str, size: int, draft: bool = True) -> tuple[np.ndarray, di
                     draft_jpeg(im, size)
                 im.load()
                 img, notes = _grey_8bit(im)
+        if min(img.shape[:2]) < min(MIN_FILM_SIDE, size):  # (a target under 8 px exists in unit tests only)
+            raise UnreadableFilm(TOO_SMALL, f"decoded to {img.shape[1]}x{img.shape[0]} px")
+        if min(img.shape[:2]) < size:
+            notes.append(f"smaller than {size} px on its shorter side: upsampled")
         img = _resize_center_crop(img, size)
         if img.shape != (size, size):  # a guard: nothing of another shape may reach the cache
             raise UnreadableFilm(LAYOUT, f"decoded to shape {img.shape}")

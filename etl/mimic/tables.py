@@ -4,8 +4,9 @@ Real exports get copied, concatenated and re-encoded on the way to an analyst:
 rows appear twice, ids pick up a decimal, a date column holds text. Nothing here
 is silently rounded, coerced or dropped:
   - a file that is not valid (gzip) CSV or not UTF-8 is an InputError naming it;
-  - an id that is not a whole number, or a required time that does not parse,
-    is an InputError naming the file, the line and the column;
+  - an id that is not a whole number in int64 (etl/ids.py), a time with a time-zone
+    suffix (etl/timestamps.py), or a required time that does not parse, is an InputError
+    naming the file, the line and the column;
   - rows repeated exactly are dropped and counted (`duplicates` in the manifest);
   - two different rows for one key (a stay_id, hadm_id or subject_id) are an
     InputError naming both lines: which one is right is not ours to guess.
@@ -22,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from clinfuse.etl.errors import InputError, not_utf8
+from clinfuse.etl.ids import parse_ids
+from clinfuse.etl.timestamps import refuse_time_zones
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,9 @@ TABLES = {
 
 
 def _read_text_csv(path: Path, columns: list[str]) -> pd.DataFrame:
-    try:
+    try:  # utf-8-sig: a byte-order mark (Excel, some Windows tools) is not part of the first column's name
         return pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False, na_values=[""],
-                           encoding="utf-8")
+                           encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc, "MIMIC-IV") from None
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
@@ -79,13 +82,7 @@ def read_table(path: Path, spec: TableSpec) -> tuple[pd.DataFrame, int]:
     raw = _read_text_csv(path, spec.columns)
     frame = raw.copy()
     for col in spec.ids:
-        text = raw[col].str.strip()
-        number = pd.to_numeric(text, errors="coerce")
-        bad = number.isna() | (number != np.floor(number)) | (number < 0)
-        if bad.any():
-            i = _first_bad(bad)
-            raise InputError(f"{path}: line {i + 2}, column {col}: {raw[col].iloc[i]!r} is not a whole-number id")
-        frame[col] = number.astype(np.int64)
+        frame[col] = parse_ids(raw[col], str(path), col)
     for col in spec.numbers:
         text = raw[col].str.strip()
         number = pd.to_numeric(text, errors="coerce")
@@ -95,6 +92,7 @@ def read_table(path: Path, spec: TableSpec) -> tuple[pd.DataFrame, int]:
             raise InputError(f"{path}: line {i + 2}, column {col}: {raw[col].iloc[i]!r} is not a number")
         frame[col] = number
     for col in spec.times:
+        refuse_time_zones(raw[col], str(path), col)
         parsed = pd.to_datetime(raw[col], errors="coerce", format="mixed")
         bad = raw[col].notna() & parsed.isna()
         if col in spec.required_times:

@@ -17,14 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clinfuse.etl.adni.labels import CLASS_NAMES, REQUIRED, baseline_labels, check_codes
+from clinfuse.etl.adni.labels import CLASS_NAMES, REQUIRED, SEX_CODES, baseline_labels, check_codes, check_sex
 from clinfuse.etl.adni.merge_table import validate_adnimerge
 from clinfuse.etl.adni.mri import choose_scans, preprocess_volume, scan_path
 from clinfuse.etl.adni.tabular import fit_transform_tabular
 from clinfuse.etl.errors import InputError, not_utf8
+from clinfuse.etl.ids import parse_ids
 from clinfuse.etl.parallel import map_in_chunks
 from clinfuse.etl.provenance import synthetic_sources
 from clinfuse.etl.split import assign_patient_split
+from clinfuse.pipeline.cohort_checks import cohort_warnings
 from clinfuse.pipeline.manifest import (
     SCHEMA_VERSION,
     CohortManifest,
@@ -55,7 +57,8 @@ def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path, int]:
     if not path.is_file():
         raise InputError(f"{path}: missing; expected the ADNIMERGE export (one row per visit)")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=True, encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Excel, some Windows tools) is not part of the first column's name
+        table = pd.read_csv(path, dtype=str, keep_default_na=True, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: empty file; expected the ADNIMERGE header and one row per visit") from None
     except UnicodeDecodeError as exc:
@@ -65,11 +68,10 @@ def read_adnimerge(adni: Path) -> tuple[pd.DataFrame, Path, int]:
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; expected at least {REQUIRED}")
-    rid = pd.to_numeric(table["RID"], errors="coerce")
-    if rid.isna().any():
-        raise InputError(f"{path}: row {int(np.flatnonzero(rid.isna())[0]) + 2}, column RID: expected an integer")
-    table["RID"] = rid.astype(int)
+    # exactly: RID 2.5 is not subject 2, and 1e30 is not an id (read through a float it would split a subject)
+    table["RID"] = parse_ids(table["RID"], str(path), "RID", row_word="row")
     check_codes(table, str(path))
+    check_sex(table, str(path))
     table, duplicates = validate_adnimerge(table, str(path))
     return table, path, duplicates
 
@@ -125,7 +127,7 @@ def build_adni_cohort(adni: Path, out: Path, settings) -> str:
         "IMAGEUID": pd.to_numeric(base["IMAGEUID"], errors="coerce").astype("Int64").where(ok),
         "split": base["split"], "label": base["label"].astype(np.int64), "label_name": base["label_name"],
         "has_tabular": True, "has_mri": ok.astype(bool),
-        "sex": base["PTGENDER"].map({"Male": "M", "Female": "F"}).fillna("UNKNOWN"),
+        "sex": base["PTGENDER"].str.strip().map(SEX_CODES).fillna("UNKNOWN"),  # empty: UNKNOWN (check_sex)
         "age": pd.to_numeric(base["AGE"], errors="coerce"), "smc": base["smc"].astype(bool),
         "scan_viscode": base["scan_viscode"].where(ok), "scan_days_from_bl": base["scan_days_from_bl"].where(ok),
     })
@@ -148,6 +150,9 @@ def build_adni_cohort(adni: Path, out: Path, settings) -> str:
         **synthetic_sources({"adni": adni}),
         config=settings, created=now(),
     )
+    manifest.warnings = cohort_warnings(samples, manifest) or None  # listed in manifest.json, printed here
+    for warning in manifest.warnings or []:
+        print(f"  etl adni: WARNING: {warning}", flush=True)
     write_cohort_folder(out, {"tabular": tabular, "mri": mri}, samples, manifest, {"tabular_features.json": names})
     by_class = samples["label_name"].value_counts().reindex(CLASS_NAMES, fill_value=0).to_dict()
     excluded = exclusion_text(steps)

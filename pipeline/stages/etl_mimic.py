@@ -32,6 +32,7 @@ from clinfuse.etl.parallel import scratch_dir
 from clinfuse.etl.provenance import synthetic_sources
 from clinfuse.etl.split import assign_patient_split
 from clinfuse.etl.sql import csv_error_message, sql_literal
+from clinfuse.pipeline.cohort_checks import cohort_warnings
 from clinfuse.pipeline.manifest import (
     SCHEMA_VERSION,
     CohortManifest,
@@ -68,6 +69,30 @@ def _log(msg: str) -> None:
     print(f"  etl mimic: {msg}", flush=True)
 
 
+# hadm_id as text, checked before the cast: DuckDB's BIGINT reading would round '2.5' to 3 (another admission)
+_WHOLE_ID_SQL = r"\+?0*[0-9]{1,18}(\.0*)?"
+
+
+def read_diagnoses(con, path: Path) -> pd.DataFrame:
+    """The cohort's diagnoses_icd rows (hadm_id, icd_code, icd_version); `cohort_adm` must be registered.
+
+    A hadm_id that is not a whole number (up to 18 digits) is an InputError naming the file, the
+    column and the value (DuckDB streams the table, so the value stands in for its line number).
+    """
+    source = f"""read_csv({sql_literal(path.as_posix())}, header = true,
+                 types = {{'icd_code': 'VARCHAR', 'icd_version': 'INTEGER', 'hadm_id': 'VARCHAR'}})"""
+    bad = con.execute(f"""SELECT hadm_id FROM {source}
+                          WHERE hadm_id IS NULL OR NOT regexp_full_match(trim(hadm_id), '{_WHOLE_ID_SQL}')
+                          LIMIT 1""").fetchall()
+    if bad:
+        raise InputError(f"{path}: column hadm_id: {bad[0][0] or ''!r} is not a whole-number id (at most 18 digits)")
+    return con.execute(f"""
+        SELECT d.hadm_id, d.icd_code, d.icd_version
+        FROM (SELECT CAST(CAST(trim(hadm_id) AS DECIMAL(38, 0)) AS BIGINT) AS hadm_id, icd_code, icd_version
+              FROM {source}) d
+        JOIN cohort_adm USING (hadm_id)""").df()
+
+
 def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str, out: Path, settings) -> str:
     """Run the whole ETL for one task; returns the one-line summary."""
     started = time.perf_counter()
@@ -76,9 +101,11 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     variables = load_variables()
     _log(f"reading cohort tables from {mimic_iv}")
     patients, admissions, icustays, duplicates = read_small_tables(tables)
+    if metadata.attrs.get("duplicate_rows_dropped"):  # listed only when non-zero: consistent exports are unchanged
+        duplicates["mimic-cxr metadata"] = metadata.attrs["duplicate_rows_dropped"]
     for name, n in duplicates.items():
         if n:
-            _log(f"{tables[name].name}: {n} exactly repeated row(s) dropped")
+            _log(f"{tables[name].name if name in tables else name}: {n} exactly repeated row(s) dropped")
     stays = join_stays(patients, admissions, icustays)
     cohort, steps = select_cohort(stays, task, settings.min_age, settings.min_stay_hours)
 
@@ -88,10 +115,7 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
             definitions = load_phenotype_definitions()
             con.register("cohort_adm", cohort[["hadm_id"]])
             try:
-                diagnoses = con.execute(f"""
-                    SELECT d.hadm_id, d.icd_code, d.icd_version FROM read_csv({sql_literal(tables["hosp/diagnoses_icd"].as_posix())},
-                        header = true, types = {{'icd_code': 'VARCHAR', 'icd_version': 'INTEGER', 'hadm_id': 'BIGINT'}}) d
-                    JOIN cohort_adm USING (hadm_id)""").df()
+                diagnoses = read_diagnoses(con, tables["hosp/diagnoses_icd"])
             except duckdb.Error as exc:
                 raise InputError(csv_error_message(exc, tables["hosp/diagnoses_icd"])) from None
             labels = assign_phenotypes(diagnoses, definitions)
@@ -205,6 +229,9 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
         **synthetic_sources({"mimic-iv": mimic_iv, "mimic-cxr": mimic_cxr, "mimic-cxr images": images}),
         config=settings, created=now(),
     )
+    manifest.warnings = cohort_warnings(samples, manifest) or None  # listed in manifest.json, printed here
+    for warning in manifest.warnings or []:
+        _log(f"WARNING: {warning}")
     write_cohort_folder(out, {"ehr": ehr, "cxr": cxr}, samples, manifest, {"ehr_stats.json": stats})
     excluded = exclusion_text(steps)
     return (f"etl mimic {task}: {len(samples)} stays ({counts['train']}/{counts['val']}/{counts['test']} "

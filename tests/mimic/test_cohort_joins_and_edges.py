@@ -11,9 +11,10 @@ from clinfuse.etl.mimic.cohort import join_stays, select_cohort
 def _tables():
     patients = pd.DataFrame({"subject_id": [1, 2], "gender": ["F", "M"], "anchor_age": [60, 0],
                              "anchor_year": [2150, 2150], "dod": [None, None]})
-    admissions = pd.DataFrame({"hadm_id": [10, 20], "admittime": ["2150-01-01 00:00", "2150-02-01 00:00"],
-                               "dischtime": ["2150-01-09 00:00", "2150-02-09 00:00"],
-                               "deathtime": [None, None], "race": ["WHITE", "ASIAN"]})
+    admissions = pd.DataFrame({"subject_id": [1, 2, 3], "hadm_id": [10, 20, 40],
+                               "admittime": ["2150-01-01 00:00", "2150-02-01 00:00", "2150-04-01 00:00"],
+                               "dischtime": ["2150-01-09 00:00", "2150-02-09 00:00", "2150-04-09 00:00"],
+                               "deathtime": [None, None, None], "race": ["WHITE", "ASIAN", "WHITE"]})
     icustays = pd.DataFrame({
         "subject_id": [1, 2, 1, 3],
         "hadm_id": [10, 20, 30, 40],  # hadm 30 has no admissions row; subject 3 no patients row
@@ -25,13 +26,15 @@ def _tables():
     return patients, admissions, icustays
 
 
-def test_a_stay_without_its_admission_or_patient_row_is_kept_by_the_join_and_counted_as_implausible_age():
+def test_a_stay_without_its_admission_or_patient_row_is_kept_by_the_join_and_counted_under_its_broken_link():
     stays = join_stays(*_tables())
     assert sorted(stays["stay_id"]) == [100, 200, 300, 400]  # left joins: nothing vanishes uncounted
     cohort, steps = select_cohort(stays, "phenotype", min_age=18, min_stay_hours=48.0)
     assert steps[0]["remaining"] == 4
-    age_step = next(s for s in steps if s["step"] == "plausible age")
-    assert age_step["excluded"] == 2  # stays 300 (no admission) and 400 (no patient): age unknown
+    by_reason = {s["reason"]: s["excluded"] for s in steps}
+    assert by_reason["hadm_id matches no row of admissions"] == 1  # stay 300
+    assert by_reason["subject_id matches no row of patients"] == 1  # stay 400
+    assert next(s for s in steps if s["step"] == "plausible age")["excluded"] == 0  # not "age missing"
     assert 300 not in set(cohort["stay_id"]) and 400 not in set(cohort["stay_id"])
 
 
@@ -39,7 +42,7 @@ def test_a_newborn_is_excluded_as_a_child_not_as_an_implausible_age():
     stays = join_stays(*_tables())
     _, steps = select_cohort(stays, "phenotype", min_age=18, min_stay_hours=48.0)
     by_name = {s["step"]: s for s in steps}
-    assert by_name["plausible age"]["excluded"] == 2  # only the two stays with no age at all
+    assert by_name["plausible age"]["excluded"] == 0  # the stays with no age at all are broken links
     assert by_name["adults"]["excluded"] == 1  # subject 2, aged 0 at admission
 
 
