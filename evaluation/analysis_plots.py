@@ -39,7 +39,8 @@ def _colors(methods: list[str]) -> dict[str, str]:
 def flatness_figure(rows: list[dict]) -> bytes:
     """Per-encoder Hessian trace / #params (+-1 SE) and top eigenvalue, bars per method.
 
-    rows: {method, encoder, trace_per_param, se_per_param, eigenvalue}.
+    rows: {method, encoder, trace_per_param, se_per_param, eigenvalue, eigenvalue_status}; an
+    eigenvalue whose status is not "ok" (negative, not converged) gets no bar, only its status.
     """
     methods = list(dict.fromkeys(r["method"] for r in rows))
     encoders = list(dict.fromkeys(r["encoder"] for r in rows))
@@ -51,7 +52,14 @@ def flatness_figure(rows: list[dict]) -> bytes:
         axes[0].bar(x, [by[e]["trace_per_param"] if e in by else np.nan for e in encoders], width,
                     yerr=[by[e]["se_per_param"] or 0 if e in by else 0 for e in encoders], capsize=3,
                     color=colors[m], label=m)
-        axes[1].bar(x, [by[e]["eigenvalue"] if e in by else np.nan for e in encoders], width, color=colors[m], label=m)
+        # only converged, non-negative eigenvalues are sharpness; the others are labelled where their bar would be
+        ok = [e in by and by[e].get("eigenvalue_status", "ok") == "ok" for e in encoders]
+        axes[1].bar(x, [by[e]["eigenvalue"] if good else np.nan for e, good in zip(encoders, ok, strict=True)], width,
+                    color=colors[m], label=m)
+        for xi, e, good in zip(x, encoders, ok, strict=True):
+            if e in by and not good:
+                axes[1].text(xi, 0, " " + by[e]["eigenvalue_status"], rotation=90, ha="center", va="bottom",
+                             fontsize=7, color=colors[m])
     for ax in axes:
         ax.set_xticks(np.arange(len(encoders)), encoders)
         ax.set_xlabel("encoder")
@@ -219,4 +227,29 @@ def efficiency_figure(rows: dict[str, dict], device: str) -> bytes:
         ax.set(ylabel=unit, title=title)
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"Efficiency on {device} (same model and batch)")
+    return _png(fig)
+
+
+@_styled
+def dominance_figure(series: dict[str, list[dict]]) -> bytes:
+    """MASAM's dominant modality per epoch: share of steps each modality was dominant (top) and mean APS (bottom).
+
+    series: method -> evaluation.dominance.dominance_series output.
+    """
+    methods = list(series)
+    fig, axes = plt.subplots(2, len(methods), figsize=(3.8 * len(methods), 4.6), squeeze=False, sharex="col")
+    for col, method in enumerate(methods):
+        records = series[method]
+        epochs = [r["epoch"] for r in records]
+        mods = list(records[0]["share"]) if records else []
+        bottom = np.zeros(len(records))
+        for mod in mods:
+            share = np.array([r["share"][mod] for r in records])
+            axes[0][col].bar(epochs, share, bottom=bottom, label=mod)
+            bottom += share
+            aps = [np.nan if r["aps"].get(mod) is None else r["aps"][mod] for r in records]
+            axes[1][col].plot(epochs, aps, marker="o", ms=3, label=mod)
+        axes[0][col].set(title=f"{method}: dominant modality", ylabel="share of steps", ylim=(0, 1))
+        axes[0][col].legend(title="dominant", fontsize=7)
+        axes[1][col].set(xlabel="epoch", ylabel="mean APS")
     return _png(fig)

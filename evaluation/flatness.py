@@ -71,27 +71,47 @@ def rademacher(params: Sequence[torch.Tensor], generator: torch.Generator) -> li
 
 def hutchinson_trace(loss_terms: LossTerms, params: Sequence[torch.Tensor], n_vectors: int = 16,
                      generator: torch.Generator | None = None,
-                     vectors: Iterable[Sequence[torch.Tensor]] | None = None) -> dict:
+                     vectors: Iterable[Sequence[torch.Tensor]] | None = None,
+                     target_rel_se: float | None = None, max_vectors: int | None = None) -> dict:
     """Hutchinson estimate of tr(H) with its standard error.
 
     Args:
         loss_terms: see `hessian_vector_product`.
         params: the parameters whose Hessian block is traced.
-        n_vectors: number of Rademacher vectors (ignored when `vectors` is given).
+        n_vectors: number of Rademacher vectors (ignored when `vectors` is given); with
+            `target_rel_se`, the minimum number.
         generator: CPU generator for the vectors (seeded by the caller).
         vectors: explicit probe vectors (e.g. the full sign basis in tests).
+        target_rel_se: keep drawing vectors (up to `max_vectors`) until se <= target * |trace|.
+        max_vectors: the most vectors drawn with `target_rel_se` (default: n_vectors, i.e. fixed).
     Returns:
         {"trace": mean of v^T H v, "se": its standard error (None for one vector),
-         "n_vectors": n, "n_params": number of scalars, "samples": [v^T H v ...]}.
+         "n_vectors": n, "n_params": number of scalars, "samples": [v^T H v ...],
+         "target_rel_se": the target (None: fixed count), "se_reached": whether se <= target * |trace|}.
     """
     if vectors is None:
         generator = generator or torch.Generator().manual_seed(0)
-        vectors = (rademacher(params, generator) for _ in range(n_vectors))
-    samples = [_inner(v, hessian_vector_product(loss_terms, params, v)) for v in vectors]
+        limit = max(n_vectors, max_vectors or n_vectors) if target_rel_se is not None else n_vectors
+        vectors = (rademacher(params, generator) for _ in range(limit))
+    samples: list[float] = []
+    for v in vectors:
+        samples.append(_inner(v, hessian_vector_product(loss_terms, params, v)))
+        if target_rel_se is not None and len(samples) >= max(n_vectors, 2) \
+                and _relative_se(samples) <= target_rel_se:
+            break  # the same vectors in the same order: a larger budget only adds vectors
     n = len(samples)
     se = float(np.std(samples, ddof=1) / math.sqrt(n)) if n > 1 else None
     return {"trace": float(np.mean(samples)), "se": se, "n_vectors": n,
-            "n_params": int(sum(p.numel() for p in params)), "samples": samples}
+            "n_params": int(sum(p.numel() for p in params)), "samples": samples, "target_rel_se": target_rel_se,
+            "se_reached": None if target_rel_se is None else bool(n > 1 and _relative_se(samples) <= target_rel_se)}
+
+
+def _relative_se(samples: Sequence[float]) -> float:
+    """Standard error of the mean over |mean| (inf for a zero mean or one sample)."""
+    mean = abs(float(np.mean(samples)))
+    if len(samples) < 2 or mean == 0:
+        return math.inf
+    return float(np.std(samples, ddof=1) / math.sqrt(len(samples))) / mean
 
 
 def top_eigenvalue(loss_terms: LossTerms, params: Sequence[torch.Tensor], iters: int = 20, tol: float = 1e-3,

@@ -68,7 +68,9 @@ class ReportData:
     min_events: int = 5
     design_alternatives: list[dict[str, Any]] = field(default_factory=list)  # MASAM vs its Table 8 designs
     presence: list[dict[str, Any]] = field(default_factory=list)  # evaluation.presence.presence_rows
+    ceiling: dict[str, Any] | None = None  # synthetic cohorts: oracle ceiling, each run's gap and withheld loss
     why: dict[str, Any] | None = None  # the "Why" section (evaluation.why), figures as base64 PNG
+    explain: dict[str, Any] | None = None  # reliance and cases sections (evaluation.explain_section)
     summary_link: str | None = None  # relative link to the cross-cohort summary page
     cohort_warnings: list[str] = field(default_factory=list)  # manifest.json `warnings` (pipeline/cohort_checks.py)
 

@@ -20,9 +20,11 @@ import pandas as pd
 from clinfuse.evaluation.bootstrap import paired_bootstrap_difference
 from clinfuse.evaluation.champion import champion_of
 from clinfuse.evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
+from clinfuse.evaluation.explain_section import explain_section
 from clinfuse.evaluation.method_notes import method_note
 from clinfuse.evaluation.metrics import is_degenerate, row_normalised, too_few_events
 from clinfuse.evaluation.operating import net_benefit
+from clinfuse.evaluation.oracle import ceiling_rows
 from clinfuse.evaluation.plots import decision_curve_figure, forest_figure, reliability_figure
 from clinfuse.evaluation.presence import presence_rows
 from clinfuse.evaluation.report import LabelRow, ReportData
@@ -212,7 +214,8 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         generated=generated,
         runs=[{"method": r["method"], "seed": r["seed"], "run": r["run"],
                "val_metric": r["validation"]["metric"], "val": r["validation"]["value"],
-               "best_epoch": r["validation"].get("best_epoch"), "test": r["test"][headline],
+               "best_epoch": r["validation"].get("best_epoch"), "epochs_run": r["validation"].get("epochs_run"),
+               "still_improving": bool(r["validation"].get("still_improving")), "test": r["test"][headline],
                "mlflow_run_id": r.get("mlflow_run_id"), "champion": r is champion,
                "best_of_method": r is best_by_method[r["method"]]}
               for r in sorted(results, key=lambda r: (order.index(r["method"]), r["seed"]))],
@@ -226,8 +229,10 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
         n_resamples=settings.n_resamples,
         design_alternatives=design_alternatives(comparison),
         presence=presence_rows({m: r.get("presence") for m, r in best_by_method.items()}),
+        ceiling=_ceiling(results, order),
         why=why_section(*analysis, seed=settings.seeds[0] if settings.seeds else None) if analysis else None,
         summary_link=summary_link,
+        explain=explain_section(*analysis) if analysis else None,
     )
 
 
@@ -377,6 +382,31 @@ def _forest(results: list[dict], predictions: dict[int, Predictions], labels: li
                     for lab, d in zip(labels, diff["per_label"], strict=True)]
             out.append({"method": method, "baseline": b, "seed": seed, "rows": rows,
                         "macro_auprc": diff["macro_auprc"], "macro_auroc": diff["macro_auroc"]})
+    return out
+
+
+def _ceiling(results: list[dict], order: list[str]) -> dict | None:
+    """The oracle ceiling of a synthetic cohort with every run's gap to it and film-withheld loss (or None).
+
+    The oracle was scored by `clinfuse evaluate` on the same test rows as each run (metrics.json
+    `oracle`); a run's withheld loss is its paired-rows score minus its score with the image
+    withheld (the presence block), compared with the oracle's loss from all factors to the
+    anchor modality's factors on those rows.
+    """
+    oracle = next((r["oracle"] for r in results if r.get("oracle")), None)
+    if oracle is None:
+        return None
+    runs = []
+    for r in sorted(results, key=lambda r: (order.index(r["method"]), r["seed"])):
+        presence = r.get("presence") or {}
+        runs.append({"method": r["method"], "seed": r["seed"], "score": r["test"].get("macro_auprc"),
+                     "paired": (presence.get("paired") or {}).get("macro_auprc"),
+                     "withheld": (presence.get("withheld") or {}).get("macro_auprc")})
+    image = next((r["presence"]["image"] for r in results if r.get("presence")), "cxr")
+    anchor = next((r["presence"]["anchor"] for r in results if r.get("presence")), "ehr")
+    out = ceiling_rows(oracle, runs, image, anchor)
+    out["auroc"] = {k: oracle[k]["macro_auroc"] for k in oracle["seen"]}
+    out["seen"] = oracle["seen"]
     return out
 
 

@@ -8,10 +8,27 @@ from __future__ import annotations
 
 import base64
 
+from .claims import AGREES, DISAGREES, MIXED, UNCLEAR, eigenvalue_status, why_claims
+
+# which figure carries which claim's verdict
+CLAIM_FIGURES = {"flatness": "flatness", "probes": "probes", "alignment": "alignment"}
+VERDICT_WORDS = {AGREES: "agree with it", DISAGREES: "contradict it", MIXED: "partly agree with it",
+                 UNCLEAR: "cannot tell (every difference is within noise)"}
+
+
+def claim_sentence(claim: dict, cohort: str | None, seed: int | None) -> str:
+    """"The paper's claim: ... On <cohort> (seed s) the measured numbers agree with it: details." for a caption."""
+    where = f"On {cohort}" if cohort else "Here"
+    words = VERDICT_WORDS.get(claim["verdict"], "cannot test it")
+    details = "; ".join(claim["details"][:6]) + (" …" if len(claim["details"]) > 6 else "")
+    return (f" The paper's claim: {claim['claim']}. {where} (seed {seed}, one run per method) the measured numbers "
+            f"{words}" + (f": {details}." if details else "."))
+
 CAPTIONS = {
     "flatness": "Sharpness per encoder: Hutchinson estimate of the Hessian trace of the fused loss, divided by the "
                 "encoder's parameter count (error bars ±1 standard error over the Rademacher vectors), and the top "
-                "Hessian eigenvalue (power iteration). The paper's claim: MASAM leaves each encoder flatter.",
+                "Hessian eigenvalue (power iteration; a negative or unconverged value is labelled, not drawn: it is "
+                "no sharpness).",
     "landscape_1d": "Loss along one random filter-normalised direction (Li et al. 2018), over all parameters and per "
                     "encoder; solid = training loss, dashed = test loss. Same direction seed for every method.",
     "landscape_2d_train": "Training-loss contours over two filter-normalised directions (rows: all parameters, then "
@@ -21,6 +38,8 @@ CAPTIONS = {
     "alignment": "Gradient alignment over training: γ_m = cos(∇θ_m L_fuse, ∇θ_m L_m) on a fixed training batch "
                  "every train.alignment_every steps. Low or negative γ = the fused objective pulls encoder m away "
                  "from what its own modality alone would learn.",
+    "dominant_modality": "{method}'s dominant modality per epoch: the share of optimizer steps in which each "
+                         "modality was chosen as dominant (argmax APS) and the epoch-mean APS per modality.",
     "probes": "Linear probes on each frozen encoder (logistic regression fitted on training features, scored on "
               "test). Dashed line: the same probe on the encoder trained alone (unimodal baseline), when that run "
               "exists. Above the line = fusion training left the encoder better than training it alone.",
@@ -47,12 +66,19 @@ def why_section(analysis: dict, figures: dict[str, bytes], seed: int | None = No
     seeds = {r["seed"] for r in analysis["runs"].values()}
     if seed not in seeds:
         seed = min(seeds, default=None)
-    flat = [{"method": r["method"], **row} for r in analysis["runs"].values() if r["seed"] == seed
-            for row in r["flatness"]]
+    # an analysis written before the status was recorded gets it from its eigenvalue and convergence
+    flat = [{"method": r["method"], **row,
+             "eigenvalue_status": row.get("eigenvalue_status") or eigenvalue_status(row.get("eigenvalue"),
+                                                                                    row.get("power_converged"))}
+            for r in analysis["runs"].values() if r["seed"] == seed for row in r["flatness"]]
     eff = analysis.get("efficiency") or {}
     # the sensitivity runs are those of analyze.sensitivity_method (MASAM by default)
     method = analysis["settings"]["sensitivity_method"].upper()
     captions = {name: text.replace("{method}", method) for name, text in CAPTIONS.items()}
-    return {"settings": analysis["settings"], "flatness": flat, "skipped": analysis["skipped"], "captions": captions,
+    proposed = (analysis["settings"].get("proposed") or [None])[0]
+    claims = why_claims(analysis, seed, proposed)
+    for key, figure in CLAIM_FIGURES.items():
+        captions[figure] += claim_sentence(claims[key], analysis.get("cohort"), seed)
+    return {"settings": analysis["settings"], "flatness": flat, "claims": claims, "skipped": analysis["skipped"], "captions": captions,
             "figures": {n: base64.b64encode(png).decode() for n, png in figures.items()},
             "efficiency": eff.get("methods"), "efficiency_device": f"{eff.get('device')}, batch {eff.get('batch')}"}

@@ -63,7 +63,7 @@ def model_signature(input_names: list[str], example: tuple[np.ndarray, ...], lab
     """Named TensorSpec inputs with a dynamic batch axis (the `pt2` format requires TensorSpecs; the
     pyfunc takes the same names), and one float probability column per label as outputs."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
 
     inputs = Schema(
         [
@@ -72,7 +72,9 @@ def model_signature(input_names: list[str], example: tuple[np.ndarray, ...], lab
         ]
     )
     outputs = Schema([ColSpec(DataType.float, label) for label in labels])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    # `explain`: add per-sample modality contributions to the output (pipeline.serving)
+    params = ParamSchema([ParamSpec("explain", DataType.boolean, False)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def card_labels(card: dict[str, Any], num_outputs: int) -> list[str]:

@@ -10,7 +10,9 @@ One MLflow model, two flavors over the same exported program (`data/model.pt2`,
   `mlflow models predict` and `mlflow models serve` take NAMED inputs, a dict
   `{"ehr": [B, 48, 24], "cxr": [B, 1, S, S], "has_ehr": [B], "has_cxr": [B]}` of arrays (the
   model's signature is named tensors; a DataFrame whose cells are arrays is not a supported
-  input), and return a DataFrame with one probability column per label.
+  input), and return a DataFrame with one probability column per label; the predict param
+  `explain` (true/false, in the signature's params schema) adds each modality's Shapley
+  contribution per label (`contribution__<modality>__<label>`).
 
 Inputs are checked before the model runs (`check_inputs`): a NaN or infinite value, a presence
 flag other than 0 or 1, a sample with no modality present, or a flag of 0 for a modality the
@@ -202,18 +204,67 @@ class ServedModel:
         return out
 
     def predict(self, data, params: dict[str, Any] | None = None):
-        """Probabilities `[B, K]` as a DataFrame with one column per label, in label order."""
+        """Probabilities `[B, K]` as a DataFrame with one column per label, in label order.
+
+        With `params={"explain": True}` (MLflow predict params; `"params": {"explain": true}` in a
+        JSON request to `mlflow models predict` / `serve`) it adds, per sample, each modality's exact
+        Shapley contribution to each label's probability: columns `contribution__<modality>__<label>`
+        (see `explain_columns`).
+        """
         import pandas as pd
         import torch
         try:
             arrays = self.arrays(data)
             check_inputs(dict(zip(self.input_names, arrays, strict=True)), self.refused_absent)
+            explain = explain_requested(params)
         except (TypeError, ValueError) as exc:
             raise invalid_input(str(exc)) from None
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
         with torch.no_grad():
-            probs = self.program(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]).float().numpy()
+            probs = self.program(*tensors).float().numpy()
         if not np.isfinite(probs).all():
             i = int(np.argmin(np.isfinite(probs).all(axis=1)))
             raise invalid_input(f"row {i}: the model's probabilities are not finite (inputs far outside the "
                                 "training range?); nothing returned")
-        return pd.DataFrame(probs, columns=self.labels)
+        out = pd.DataFrame(probs, columns=self.labels)
+        if explain:
+            contributions = explain_columns(self.program, self.input_names, tensors, self.labels)
+            out = pd.concat([out, contributions], axis=1)
+        return out
+
+
+def explain_requested(params: dict[str, Any] | None) -> bool:
+    """The `explain` predict param as a bool; anything but a boolean (or "true"/"false") is refused."""
+    value = (params or {}).get("explain", False)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise ValueError(f"predict param 'explain' must be true or false, got {value!r}")
+
+
+def explain_columns(program, input_names: list[str], tensors: list, labels: list[str]):
+    """Each modality's Shapley contribution to each label's probability, one column per (modality, label).
+
+    `program` takes the inputs positionally in `input_names` order: each modality `m` and its
+    presence flag `has_m` (1.0 present, 0.0 absent). A modality is made absent as the model
+    meets a missing one: zero input and `has_m` = 0 (pipeline.modality_shapley).
+
+    Returns:
+        a DataFrame `[B, M * K]`, columns `contribution__<modality>__<label>`.
+    """
+    import pandas as pd
+
+    from .modality_shapley import modality_shapley
+
+    named = dict(zip(input_names, tensors, strict=True))
+    modalities = [n for n in input_names if f"has_{n}" in named]
+
+    def predict(inputs, present):
+        return program(*[inputs[n] if n in inputs else present[n[len("has_"):]] for n in input_names])
+
+    phi, _, _ = modality_shapley(predict, {m: named[m] for m in modalities},
+                                 {m: named[f"has_{m}"] for m in modalities}, modalities)
+    phi = phi.numpy()  # [B, M, K]
+    return pd.DataFrame({f"contribution__{m}__{label}": phi[:, j, k] for j, m in enumerate(modalities)
+                         for k, label in enumerate(labels)})

@@ -23,6 +23,7 @@ run resumes on any number of processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -37,6 +38,7 @@ import yaml
 
 from clinfuse.etl.atomic import MARKER, output_kind, write_json, write_text
 from clinfuse.etl.errors import ClinfuseError, ConfigError, InputError
+from clinfuse.evaluation.epoch_selection import best_epoch_metrics, still_improving
 from clinfuse.evaluation.metrics import headline_metric, task_metrics
 from clinfuse.models.build import build_model
 from clinfuse.models.distributed import broadcast_buffers_, broadcast_module_, rank, world_size
@@ -220,6 +222,15 @@ def check_method_task(method_name: str, method: MethodConfig, cohort: Cohort) ->
         raise ConfigError(f"method {method_name!r} on cohort {cohort.name}: {exc}") from None
 
 
+def with_cohort_options(spec: RunSpec, cohort: Cohort) -> RunSpec:
+    """The spec with its method options resolved for the cohort (e.g. unimodal `modality: image` -> cxr)."""
+    try:
+        options = METHODS[spec.method.method].cohort_options(spec.method.options, cohort.modalities)
+    except ValueError as exc:
+        raise ConfigError(f"method config {spec.method_name!r} on cohort {cohort.name}: options: {exc}") from None
+    return dataclasses.replace(spec, method=spec.method.model_copy(update={"options": options}))
+
+
 def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     """Model, optimizer, scheduler and method for a run (deterministic given the seed)."""
     seed_everything(spec.seed)
@@ -344,6 +355,11 @@ class _Tracker:
         if values:
             self.retry(lambda: self.mlflow.log_metrics(values, step=step))
 
+    def summary(self, values: dict[str, float]) -> None:
+        """Run-level metrics (no epoch step, never skipped on resume): the selected epoch's `best_*`."""
+        if self.enabled and values:
+            self.retry(lambda: self.mlflow.log_metrics({k: float(v) for k, v in values.items()}))
+
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if self.enabled:
             self.mlflow.log_artifact(str(path), artifact_path=folder)
@@ -449,6 +465,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                           f"the {world} processes (each takes batch_size / {world})")
     device = resolve_device(s.device)
     cohort = load_cohort(spec.cohort_dir)
+    spec = with_cohort_options(spec, cohort)
     for warning in cohort_warnings(cohort.samples, cohort.manifest) if is_main() else []:
         print(f"WARNING: cohort {cohort.name}: {warning}", flush=True)
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
@@ -620,10 +637,12 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
         "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
         "label_noise": {"rate": s.label_noise, "flipped_entries": noise}, "processes": world,
         "cohort_digest": digest,  # evaluate refuses a cohort whose content differs
+        "still_improving": still_improving(state["best_epoch"], state["epoch"]),
     }
     if main_rank:
         write_json(out / "train_summary.json", summary)
     tracker.metrics({f"best_val_{headline}": summary["best_val_metric"]}, state["epoch"])
+    tracker.summary(best_epoch_metrics(state["history"], state["best_epoch"]))  # best_* next to the last epoch's
     tracker.artifact(out / CHECKPOINT_BEST, "checkpoint")
     tracker.artifact(out / "config.yaml")
     tracker.artifact(out / "history.json")
@@ -636,6 +655,8 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
         return summary
     best_txt = "n/a" if summary["best_val_metric"] is None else f"{summary['best_val_metric']:.3f}"
     print(f"trained {spec.method_name} on {cohort.name} (seed {spec.seed}): best val {headline} {best_txt} "
-          f"at epoch {summary['best_epoch']}/{state['epoch']} in {summary['seconds']:.1f} s -> {out}")
+          f"at epoch {summary['best_epoch']}/{state['epoch']}"
+          f"{' (still improving at its last epoch: raise train.epochs)' if summary['still_improving'] else ''}"
+          f" in {summary['seconds']:.1f} s -> {out}")
     return summary
 

@@ -18,11 +18,11 @@ synth: {subjects: 90, seed: 3, adni_subjects: 50, mri_size: 12}
 etl_mimic: {cxr_size: 16, workers: 1, threads: 1, memory_limit: 512MB}
 etl_adni: {mri_size: 12, workers: 1}
 sweep: {cohorts: [mimic-phenotype, mimic-mortality, adni, mimic-phenotype-partial],
-        methods: [late_fusion, masam, medfuse, drfuse], seeds: [1], partially_paired: [phenotype]}
+        methods: [late_fusion, masam, medfuse, drfuse, unimodal_image], seeds: [1], partially_paired: [phenotype]}
 evaluate: {n_resamples: 50}
 registry: {example_rows: 2}
 train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2, alignment_every: 2}
-analyze: {hutchinson_vectors: 2, power_iters: 2, batch_size: 8, landscape_points_1d: 3, landscape_points_2d: 3,
+analyze: {hutchinson_vectors: 2, hutchinson_max_vectors: 2, power_iters: 2, batch_size: 8, landscape_points_1d: 3, landscape_points_2d: 3,
           landscape_samples: 16, probe_max_train: 100, efficiency_batch: 2, efficiency_steps: 1}
 """
 
@@ -50,6 +50,9 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
             assert (work / "runs" / cohort / f"{method}-s1" / "checkpoint_best.pt").is_file()
         assert (work / "reports" / cohort / "analysis" / "figures" / "flatness.png").is_file()
         assert 'id="why"' in (work / "reports" / cohort / "report.html").read_text()
+    phenotype = (work / "reports" / "mimic-phenotype" / "report.html").read_text()
+    assert 'id="ceiling"' in phenotype and 'id="why-claims"' in phenotype  # synthetic: the oracle ceiling
+    assert 'id="ceiling"' not in (work / "reports" / "adni" / "report.html").read_text()
     assert 'id="table1"' in (work / "reports" / "summary.html").read_text()
     partial = (work / "reports" / "mimic-phenotype-partial" / "report.html").read_text()
     assert 'id="presence"' in partial and "cxr withheld AUPRC" in partial

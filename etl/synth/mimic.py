@@ -23,6 +23,7 @@ import pandas as pd
 from clinfuse.etl.provenance import write_synthetic_marker
 
 from .csvgz import GzipCsvWriter
+from .factors import factor_writer, write_label_model, write_stay_factors
 from .latent import N_FACTORS, mortality_logit, phenotype_weights, sigmoid
 
 COLUMNS = {
@@ -402,6 +403,7 @@ def write_mimic_export(out_dir: Path, n_subjects: int, seed: int, scale: int = 1
     (out_dir / "icu").mkdir(parents=True, exist_ok=True)
     writers = {name: GzipCsvWriter(out_dir / f"{name}.csv.gz", cols, compresslevel=6 if scale == 1 else 1)
                for name, cols in COLUMNS.items() if name not in ("icu/d_items", "hosp/d_icd_diagnoses")}
+    writers["factors"] = factor_writer(out_dir, compresslevel=6 if scale == 1 else 1)  # synthetic only: factors.py
     total = n_subjects * scale
     stays_for_cxr = []
     try:
@@ -410,6 +412,7 @@ def write_mimic_export(out_dir: Path, n_subjects: int, seed: int, scale: int = 1
             chunk = generate_chunk(seed, index, 10_000_000 + start, n)
             for name, frame in chunk.tables.items():
                 writers[name].write(frame)
+            write_stay_factors(writers["factors"], chunk.stays)
             if start < n_subjects:
                 stays_for_cxr.append(chunk.stays[chunk.stays["subject_id"] < 10_000_000 + n_subjects])
             if on_chunk:
@@ -421,6 +424,7 @@ def write_mimic_export(out_dir: Path, n_subjects: int, seed: int, scale: int = 1
 
     write_csv_gz(out_dir / "icu/d_items.csv.gz", d_items_table())
     write_csv_gz(out_dir / "hosp/d_icd_diagnoses.csv.gz", d_icd_table())
-    counts = {name: w.rows for name, w in writers.items()}
+    write_label_model(out_dir, load_phenotype_codes()[0])
+    counts = {name: w.rows for name, w in writers.items() if name != "factors"}
     write_synthetic_marker(out_dir, "mimic-iv", seed, subjects=n_subjects, scale=scale)
     return counts, pd.concat(stays_for_cxr, ignore_index=True)

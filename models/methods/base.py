@@ -155,6 +155,12 @@ class Method:
         return FusionModel(encoders, num_outputs)
 
     @classmethod
+    def cohort_options(cls, options: dict, modalities: list[str]) -> dict:
+        """The options as run on a cohort with these modalities (a method may resolve cohort-relative
+        values here, e.g. the unimodal method's modality role); by default unchanged."""
+        return dict(options)
+
+    @classmethod
     def check_task(cls, task_type: str) -> None:
         """Raise ValueError naming the reason when the method is undefined for a task type."""
         return None

@@ -1,7 +1,7 @@
 """Predict with a registered model on a processed cohort.
 
   clinfuse predict --model models:/mimic-phenotype@champion --cohort data/processed/mimic-phenotype \
-                   --out predictions.parquet [--split test]
+                   --out predictions.parquet [--split test] [--explain]
 
 The model card stored with the version (metadata.json) says which inputs, in which
 order and shape, the model expects; a cohort that does not match is refused, and so is a
@@ -9,6 +9,9 @@ sample the model cannot score faithfully (pipeline.serving.check_inputs: NaN or 
 values, presence flags other than 0/1, no modality present, a modality missing that the
 model never saw missing in training), naming the sample; nothing is written then.
 Predicting only reads the tracking store: it creates no experiment and no run.
+`--explain` adds, next to each `prob__<label>`, every modality's exact Shapley contribution to
+that probability (`contribution__<modality>__<label>`; they add up to the probability minus the
+probability with every modality absent).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output Parquet file (one row per sample)")
     parser.add_argument("--split", choices=["all", "train", "val", "test"], default="all")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--explain", action="store_true",
+                        help="also write each modality's Shapley contribution to each label's probability "
+                             "(columns contribution__<modality>__<label>, probability scale)")
 
 
 def run(args) -> int:
@@ -35,6 +41,7 @@ def run(args) -> int:
     from clinfuse.etl.errors import InputError
     from clinfuse.pipeline.data import load_cohort, split_tensors
     from clinfuse.pipeline.registry import download_registered_model
+    from clinfuse.pipeline.serving import explain_columns
     from clinfuse.pipeline.tracking import check_store, connect, store_errors
 
     check_store(connect(), write=False)  # read-only: no experiment or run is created in the store
@@ -87,7 +94,7 @@ def run(args) -> int:
             named = ", ".join(f"{c} {s[c].iloc[i]}" for c in ids if c != "split")
             return f"samples.parquet row {int(t.rows[i])} ({named})"
 
-        probs = []
+        probs, contributions = [], []
         with torch.no_grad():
             for start in range(0, len(t), args.batch_size):
                 b = t.batch(torch.arange(start, min(start + args.batch_size, len(t))))
@@ -102,10 +109,16 @@ def run(args) -> int:
                     raise InputError(f"{args.cohort}: {sample(i)}: the model's probabilities are not finite "
                                      "(inputs far outside the training range?); nothing written")
                 probs.append(batch_probs)
+                if args.explain:
+                    contributions.append(explain_columns(model, order, tensors, labels))
         p = np.concatenate(probs) if probs else np.zeros((0, len(labels)), np.float32)
         frame = s[ids].copy()
         for k, name in enumerate(labels):
             frame[f"prob__{name}"] = p[:, k]
+        if args.explain:
+            columns = [f"contribution__{m}__{name}" for m in modalities for name in labels]
+            extra = pd.concat(contributions, ignore_index=True) if contributions else pd.DataFrame(columns=columns)
+            frame = pd.concat([frame, extra[columns].astype(np.float32)], axis=1)
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     write_parquet(Path(args.out), out)

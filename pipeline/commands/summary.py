@@ -39,6 +39,9 @@ def run(args) -> int:
     print(f"  MLflow tracking:   {uri}")
     if uri.startswith("sqlite:"):
         print(f"  MLflow UI:         .venv/bin/mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    if len(params.sweep.seeds) < 2:
+        print(f"  note: one seed per method ({params.sweep.seeds[0] if params.sweep.seeds else 'none'}): a smoke test of the "
+              "pipeline, not a comparison; training variance is not measured (README: make demo-full)")
     if args.elapsed is not None:
         print(f"done in {args.elapsed // 60} min {args.elapsed % 60} s")
     return 0

@@ -1,12 +1,14 @@
 """Analysis settings (params.yaml `analyze:`): the "why" figures of each cohort.
 
-The defaults are light enough for the CPU demo (few Hutchinson vectors, small landscape
-grids, probes on a subset); the definitions do not change with them. For a paper-grade
+The defaults are light enough for the CPU demo (Hutchinson vectors until a 10 % relative
+standard error, small landscape grids, probes on a subset); the definitions do not change with them. For a paper-grade
 analysis raise hutchinson_vectors (PyHessian uses 100+), power_iters, landscape_points_*
 and the sample counts.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -15,10 +17,20 @@ from .base import StrictModel
 
 class AnalyzeSettings(StrictModel):
     seed: int = 0  # Rademacher vectors, power-iteration start and landscape directions (same for every method)
+    # Which of the sweep's seeds are analysed: "all", or "first" (the seed the report's figures and claims
+    # use) to keep a many-seed sweep's analysis affordable on a CPU (`make demo-full`).
+    seeds: Literal["all", "first"] = "all"
     hessian_batches: int = Field(1, ge=1)  # fixed training batches (in row order) the Hessian is taken on
     batch_size: int = Field(16, ge=1)
-    hutchinson_vectors: int = Field(4, ge=2)
-    power_iters: int = Field(4, ge=1)
+    # Hutchinson vectors: at least `hutchinson_vectors`, then more until the trace's standard error is
+    # at most trace_target_rel_se x |trace| or hutchinson_max_vectors are drawn (the report says which).
+    hutchinson_vectors: int = Field(8, ge=2)
+    hutchinson_max_vectors: int = Field(16, ge=2)
+    trace_target_rel_se: float = Field(0.1, gt=0)
+    # Power iteration stops when the eigenvalue changes by less than power_tol (relative) or after
+    # power_iters; an unconverged or negative value is marked as such, never drawn as sharpness.
+    power_iters: int = Field(10, ge=1)
+    power_tol: float = Field(1e-2, gt=0)
     landscape_span: float = Field(1.0, gt=0)  # grid covers [-span, span] in filter-normalised units
     landscape_points_1d: int = Field(9, ge=3)
     landscape_points_2d: int = Field(5, ge=3)
@@ -39,3 +51,13 @@ class AnalyzeSettings(StrictModel):
     # The report's paired-difference table: the first of `proposed` minus this method (late fusion: the
     # same network without re-balancing, the reference point of every balancing method).
     reference: str = "late_fusion"
+    # Explanations (DESIGN section 10; pipeline/explanations.py): modality Shapley values on the test split,
+    # Captum attributions for the cases shown. Bounded here so the demo's analyze stage stays cheap.
+    explain: bool = True
+    explain_max_patients: int = Field(2000, ge=1)  # test patients (all their rows) in the reliance table
+    explain_resamples: int = Field(1000, ge=10)  # patient-bootstrap resamples of the reliance shares
+    explain_ci_level: float = Field(0.95, gt=0, lt=1)
+    explain_case_labels: int = Field(3, ge=1)  # labels with cases in the report (most test positives first)
+    explain_cases_per_rule: int = Field(1, ge=1)  # patients per rule (top true positive, false positive, missed)
+    explain_ig_steps: int = Field(32, ge=2)  # Integrated Gradients integration points
+    explain_top_variables: int = Field(5, ge=1)

@@ -33,6 +33,8 @@ import torch
 from clinfuse.etl.atomic import atomic_dir, read_json, write_json
 from clinfuse.etl.errors import InputError
 from clinfuse.evaluation import analysis_plots as plots
+from clinfuse.evaluation.claims import eigenvalue_status
+from clinfuse.evaluation.dominance import dominance_series
 from clinfuse.evaluation.flatness import (
     filter_normalized_direction,
     hutchinson_trace,
@@ -45,6 +47,7 @@ from clinfuse.evaluation.probes import probe_probabilities
 from clinfuse.models.losses import task_loss
 from clinfuse.pipeline.alignment import model_encoders
 from clinfuse.pipeline.data import Cohort, SplitTensors, load_cohort, split_tensors
+from clinfuse.pipeline.explanations import explain_cohort, log_reliance_tables, write_reliance_tables
 from clinfuse.pipeline.inference import load_trained_model, predict_split
 from clinfuse.pipeline.results import read_evaluation
 from clinfuse.pipeline.runs import read_run_config, read_train_summary, run_name
@@ -81,13 +84,17 @@ def flatness_of_run(model, train: SplitTensors, task_type: str, settings) -> lis
     for name, params in scopes.items():
         if name == "all" and len(scopes) > 1:
             continue  # per encoder when encoders are named; whole network otherwise
-        trace = hutchinson_trace(terms, params, settings.hutchinson_vectors, torch.Generator().manual_seed(settings.seed))
-        eig = top_eigenvalue(terms, params, settings.power_iters, generator=torch.Generator().manual_seed(settings.seed + 1))
+        trace = hutchinson_trace(terms, params, settings.hutchinson_vectors, torch.Generator().manual_seed(settings.seed),
+                                 target_rel_se=settings.trace_target_rel_se, max_vectors=settings.hutchinson_max_vectors)
+        eig = top_eigenvalue(terms, params, settings.power_iters, tol=settings.power_tol,
+                             generator=torch.Generator().manual_seed(settings.seed + 1))
         n = trace["n_params"]
         rows.append({"encoder": name, "n_params": n, "trace": trace["trace"], "trace_se": trace["se"],
                      "trace_per_param": trace["trace"] / n, "se_per_param": (trace["se"] or 0.0) / n,
-                     "n_vectors": trace["n_vectors"], "eigenvalue": eig["eigenvalue"],
-                     "power_iterations": eig["iterations"], "power_converged": eig["converged"]})
+                     "n_vectors": trace["n_vectors"], "target_rel_se": trace["target_rel_se"],
+                     "se_reached": trace["se_reached"], "eigenvalue": eig["eigenvalue"],
+                     "power_iterations": eig["iterations"], "power_converged": eig["converged"],
+                     "eigenvalue_status": eigenvalue_status(eig["eigenvalue"], eig["converged"])})
     return rows
 
 
@@ -244,12 +251,21 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
     """Run every analysis for the sweep's runs of one cohort and write `out` (atomically)."""
     started = time.perf_counter()
     runs_dir = Path(runs_dir)
+    seeds = list(seeds)[:1] if settings.seeds == "first" else list(seeds)
     sweep_runs = [runs_dir / run_name(m, s) for m in methods for s in seeds]
     missing = [r for r in sweep_runs if not (r / "train_summary.json").is_file()]
     if missing:
         raise InputError(f"{missing[0]}: not a finished run (no train_summary.json); train the sweep first")
     torch.manual_seed(settings.seed)
-    first = read_run_config(sweep_runs[0])
+    configs = {run: read_run_config(run) for run in sweep_runs}
+    # Unimodal runs are the probes' references (an encoder trained alone), not fusion methods to compare:
+    # their other encoder never trained, so its flatness and probe would say nothing about the method.
+    references = [r for r in sweep_runs if configs[r]["method"]["method"] == "unimodal"]
+    sweep_runs = [r for r in sweep_runs if r not in references]
+    methods = [m for m in methods if not any(configs[r]["method_name"] == m for r in references)]
+    if not sweep_runs:
+        raise InputError(f"{runs_dir}: the sweep has only unimodal runs; the analyses compare fusion methods")
+    first = configs[sweep_runs[0]]
     cohort = load_cohort(first["cohort"])
     train, test = split_tensors(cohort, "train"), split_tensors(cohort, "test")
     headline = headline_metric(cohort.task_type)
@@ -267,6 +283,8 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
             "landscape": landscapes_of_run(model, train, test, cohort.task_type, settings),
             "probes": probes_of_run(model, train, test, cohort, settings) if not why else {},
             "alignment": read_json(run / "alignment.json") if (run / "alignment.json").is_file() else None,
+            "dominance": dominance_series(read_json(run / "history.json"), cohort.modalities)
+            if (run / "history.json").is_file() else None,
             "seconds": None,
         }
         if per_run[run.name]["alignment"] is None:
@@ -308,6 +326,10 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
               "sensitivity": sensitivity, "efficiency": efficiency, "skipped": skipped,
               "settings": settings.model_dump(), "seconds": None}
     figures = _figures(result, headline, seeds[0], settings.sensitivity_method)
+    if settings.explain:  # modality Shapley values, cases, the randomisation check (pipeline/explanations.py)
+        result["explanations"], explain_figures, reliance_tables = explain_cohort(
+            sweep_runs, cohort, evals_dir, settings, split_tensors(cohort, "val"), test)
+        figures.update(explain_figures)
     result["figures"] = sorted(figures)
     result["seconds"] = round(time.perf_counter() - started, 1)
     with atomic_dir(out, "analysis") as tmp:
@@ -316,8 +338,12 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
             (tmp / "figures" / f"{name}.png").write_bytes(png)
         write_json(tmp / "analysis.json", result)
         write_json(tmp / "skipped.json", skipped)
+        if settings.explain:
+            write_reliance_tables(tmp, reliance_tables)
     if log_mlflow:
         _log_to_mlflow(result, sweep_runs, out)
+        if settings.explain:
+            log_reliance_tables(sweep_runs, out)
     return (f"analysis {cohort.name}: {len(per_run)} runs, {len(figures)} figures, {len(skipped)} skipped "
             f"-> {out} in {result['seconds']:.1f} s")
 
@@ -379,6 +405,9 @@ def _figures(result: dict, headline: str, seed: int, sensitivity_method: str) ->
     series = {m: r["alignment"] for m, r in runs.items() if r["alignment"]}
     if series:
         figs["alignment"] = plots.alignment_figure(series)
+    dominance = {m: r["dominance"] for m, r in runs.items() if r.get("dominance")}
+    if dominance:
+        figs["dominant_modality"] = plots.dominance_figure(dominance)
     probe_rows = [{"modality": mod, "method": m, "score": v["score"],
                    "baseline": result["probe_baselines"].get(mod, {}).get("score")}
                   for m, r in runs.items() for mod, v in r["probes"].items() if v["score"] is not None]
@@ -416,7 +445,8 @@ def _log_to_mlflow(result: dict, sweep_runs: list[Path], out: Path) -> None:
         metrics = {}
         for row in r["flatness"]:
             metrics[f"analysis/trace_per_param_{row['encoder']}"] = row["trace_per_param"]
-            metrics[f"analysis/top_eigenvalue_{row['encoder']}"] = row["eigenvalue"]
+            if row.get("eigenvalue_status", "ok") == "ok":  # a negative or unconverged value is no sharpness
+                metrics[f"analysis/top_eigenvalue_{row['encoder']}"] = row["eigenvalue"]
         for mod, v in r["probes"].items():
             if v["score"] is not None:
                 metrics[f"analysis/probe_{mod}"] = v["score"]

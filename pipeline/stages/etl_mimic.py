@@ -32,6 +32,7 @@ from clinfuse.etl.parallel import scratch_dir
 from clinfuse.etl.provenance import synthetic_sources
 from clinfuse.etl.split import assign_patient_split
 from clinfuse.etl.sql import csv_error_message, sql_literal
+from clinfuse.etl.synth.factors import read_export_factors
 from clinfuse.pipeline.cohort_checks import cohort_warnings
 from clinfuse.pipeline.manifest import (
     SCHEMA_VERSION,
@@ -44,6 +45,9 @@ from clinfuse.pipeline.manifest import (
 )
 
 TASKS = ("phenotype", "mortality")
+# Written into a cohort built from a marked synthetic export only (docs/cohort-format.md)
+SYNTHETIC_FACTORS = "synthetic_factors"  # .npy, [N, 4] float64, row i = samples.parquet row i
+SYNTHETIC_LABEL_MODEL = "synthetic_label_model.json"
 ID_COLUMNS = ["subject_id", "hadm_id", "stay_id", "dicom_id"]  # samples.parquet columns naming a sample
 
 
@@ -232,7 +236,14 @@ def build_mimic_cohort(mimic_iv: Path, mimic_cxr: Path, images: Path, task: str,
     manifest.warnings = cohort_warnings(samples, manifest) or None  # listed in manifest.json, printed here
     for warning in manifest.warnings or []:
         _log(f"WARNING: {warning}")
-    write_cohort_folder(out, {"ehr": ehr, "cxr": cxr}, samples, manifest, {"ehr_stats.json": stats})
+    arrays, extra = {"ehr": ehr, "cxr": cxr}, {"ehr_stats.json": stats}
+    oracle = read_export_factors(mimic_iv, samples["stay_id"].to_numpy(), label_columns)
+    if oracle is not None:  # a marked synthetic export only: the generator's factors, for the oracle ceiling
+        label_model, factors = oracle
+        arrays[SYNTHETIC_FACTORS] = factors
+        extra[SYNTHETIC_LABEL_MODEL] = label_model
+        _log(f"synthetic export: generator factors of {len(factors)} stays kept for the oracle ceiling")
+    write_cohort_folder(out, arrays, samples, manifest, extra)
     excluded = exclusion_text(steps)
     return (f"etl mimic {task}: {len(samples)} stays ({counts['train']}/{counts['val']}/{counts['test']} "
             f"train/val/test) from {steps[0]['remaining']} ICU stays [{excluded}] -> {out} "

@@ -5,7 +5,9 @@ Per run folder it writes to its output folder:
   predictions_test_withheld.parquet                   test predictions with the image (cxr, mri) withheld
   metrics.json                                        test metrics with 95 % patient-bootstrap CIs,
                                                       calibration, subgroups, validation headline,
-                                                      `presence`: paired / image-absent / withheld blocks
+                                                      `presence`: paired / image-absent / withheld blocks,
+                                                      `oracle` (synthetic cohorts with the generator's
+                                                      factors only): the Bayes ceiling on the test rows
   curves_pr.json, curves_roc.json                     per-label curve points (test)
 """
 
@@ -14,13 +16,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from clinfuse.etl.atomic import atomic_dir, write_json, write_parquet
+import numpy as np
+
+from clinfuse.etl.atomic import atomic_dir, read_json, write_json, write_parquet
 from clinfuse.etl.errors import InputError
 from clinfuse.evaluation.bootstrap import bootstrap_class_rates, bootstrap_label_cis
 from clinfuse.evaluation.calibration import calibration_summary
 from clinfuse.evaluation.curves import curve_records
+from clinfuse.evaluation.epoch_selection import still_improving
 from clinfuse.evaluation.metrics import task_metrics
 from clinfuse.evaluation.operating import operating_points
+from clinfuse.evaluation.oracle import oracle_metrics
 from clinfuse.evaluation.presence import presence_blocks
 from clinfuse.evaluation.subgroups import subgroup_metrics
 from clinfuse.pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
@@ -62,6 +68,40 @@ def undefined_reason(y) -> str:
     return "no label has both positives and negatives in the test split"
 
 
+SYNTHETIC_FACTORS = "synthetic_factors.npy"  # written by the MIMIC ETL from a marked synthetic export only
+SYNTHETIC_LABEL_MODEL = "synthetic_label_model.json"
+
+
+def oracle_block(cohort: Cohort, rows, y, image: str | None) -> dict | None:
+    """The oracle (Bayes) metrics on the evaluated test rows, for a synthetic cohort that kept its factors.
+
+    None for a cohort without the generator's factors, and always for one whose manifest does not
+    say it was built from synthetic sources (a real cohort never gets an oracle). With stays whose
+    image is absent, `paired` holds the oracle on the paired rows, where the models' film-withheld
+    loss is measured.
+    """
+    folder = Path(cohort.path)
+    if not cohort.manifest.synthetic or not (folder / SYNTHETIC_FACTORS).is_file() \
+            or not (folder / SYNTHETIC_LABEL_MODEL).is_file() or cohort.task_type == "multiclass":
+        return None
+    factors = np.load(folder / SYNTHETIC_FACTORS, allow_pickle=False)
+    if factors.ndim != 2 or len(factors) != len(cohort.samples):
+        raise InputError(f"{folder / SYNTHETIC_FACTORS}: expected [{len(cohort.samples)}, F] factors, "
+                         f"got shape {list(factors.shape)}")
+    model = read_json(folder / SYNTHETIC_LABEL_MODEL)
+    try:
+        block = oracle_metrics(cohort.task_type, y, factors[rows], model, cohort.label_names)
+        if image is not None:
+            present = cohort.samples[f"has_{image}"].to_numpy(bool)[rows]
+            if not present.all() and present.any():
+                block["paired"] = oracle_metrics(cohort.task_type, y[present], factors[rows][present], model,
+                                                 cohort.label_names)
+    except ValueError as exc:
+        raise InputError(f"{folder / SYNTHETIC_LABEL_MODEL}: {exc}") from None
+    block["source"] = "the synthetic generator's latent factors (CLINFUSE_SYNTHETIC export)"
+    return block
+
+
 def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
     """Evaluate one run; returns its metrics dict (also written to out/metrics.json)."""
     run_dir = Path(run_dir)
@@ -69,10 +109,11 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
     summary = read_train_summary(run_dir)
     cohort = load_cohort(config["cohort"])
     check_same_cohort(run_dir, summary, cohort.path)
-    frames = {}
+    frames, split_rows = {}, {}
     for split in ("val", "test"):
         rows, probs = predict_split(run_dir, cohort, split)
         frames[split] = prediction_frame(cohort, rows, probs)
+        split_rows[split] = rows
     test = frames["test"]
     names = cohort.label_names
     y, p = labels_and_scores(test, cohort)
@@ -89,7 +130,8 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
         "seed": config["seed"], "labels": names,
         "n_test": len(test), "n_test_patients": int(test["patient_id"].nunique()),
         "validation": {"metric": summary["metric"], "value": summary["best_val_metric"],
-                       "best_epoch": summary["best_epoch"]},
+                       "best_epoch": summary["best_epoch"], "epochs_run": summary.get("epochs_run"),
+                       "still_improving": still_improving(summary["best_epoch"], summary.get("epochs_run"))},
         "test": metrics, "ci": cis,
         "calibration": calibration_summary(y, p, names, settings.calibration_bins),
         "subgroups": subgroup_metrics(test, y, p, names, cohort.manifest.dataset, cohort.modalities,
@@ -117,6 +159,9 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
                                              test[f"has_{image}"].to_numpy(bool), names, cohort.modalities[0], image,
                                              settings.n_resamples, settings.seed, settings.ci_level,
                                              settings.min_subgroup_patients, settings.min_events)
+    oracle = oracle_block(cohort, split_rows["test"], y, image)
+    if oracle is not None:
+        result["oracle"] = oracle
     with atomic_dir(out, "evaluations") as tmp:
         for split, frame in frames.items():
             write_parquet(predictions_file(tmp, split), frame)

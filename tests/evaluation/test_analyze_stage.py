@@ -22,7 +22,7 @@ def analysed(tmp_path_factory):
         "sweep:\n  cohorts: [mimic-phenotype]\n  methods: [late_fusion, masam]\n  seeds: [1]\n"
         "train:\n  epochs: 1\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n  alignment_every: 2\n"
         "evaluate:\n  n_resamples: 20\n  min_subgroup_patients: 3\n"
-        "analyze:\n  hutchinson_vectors: 2\n  power_iters: 2\n  batch_size: 8\n  landscape_points_1d: 3\n"
+        "analyze:\n  hutchinson_vectors: 2\n  hutchinson_max_vectors: 2\n  power_iters: 2\n  batch_size: 8\n  landscape_points_1d: 3\n"
         "  landscape_points_2d: 3\n  landscape_samples: 8\n  efficiency_batch: 2\n  efficiency_steps: 1\n"
     )
     cohort = write_cohort(root / "data" / "mimic-phenotype", "mimic", n=40)
@@ -53,13 +53,14 @@ def test_every_sweep_run_gets_sharpness_per_encoder_landscapes_and_probes(analys
     for r in a["runs"].values():
         assert [f["encoder"] for f in r["flatness"]] == ["ehr", "cxr"]
         assert all(f["n_vectors"] == 2 and f["trace_se"] is not None for f in r["flatness"])
+        assert all(f["eigenvalue_status"] in ("ok", "negative", "not converged") for f in r["flatness"])
         assert set(r["landscape"]["scopes"]) == {"all", "ehr", "cxr"}
         grid = r["landscape"]["scopes"]["ehr"]["train_2d"]
         assert len(grid) == 3 and len(grid[0]) == 3
         assert set(r["probes"]) == {"ehr", "cxr"}
         assert r["alignment"] and {"step", "ehr", "cxr"} <= set(r["alignment"][0])
     for name in ("flatness", "landscape_1d", "landscape_2d_train", "landscape_2d_test", "landscape_surface",
-                 "alignment", "probes", "label_noise", "efficiency"):
+                 "alignment", "probes", "label_noise", "efficiency", "dominant_modality"):
         assert (analysis / "figures" / f"{name}.png").stat().st_size > 1000, name
 
 
@@ -96,3 +97,29 @@ def test_figures_and_sharpness_are_attached_to_the_mlflow_runs(analysed):
     assert "analysis/flatness.png" in names and "analysis/analysis.json" in names
     metrics = client.get_run(run_id).data.metrics
     assert "analysis/trace_per_param_ehr" in metrics and "align/gamma_ehr" in metrics
+
+
+def test_every_sweep_run_gets_a_reliance_table_and_every_method_its_cases(analysed):
+    _, runs, reports, analysis = analysed
+    ex = json.loads((analysis / "analysis.json").read_text())["explanations"]
+    assert set(ex["reliance"]) == {"late_fusion-s1", "masam-s1"} and ex["scale"] == "probability"
+    for run in ("late_fusion-s1", "masam-s1"):
+        table = (analysis / "explanations" / "reliance" / f"{run}.csv").read_text().splitlines()
+        assert table[0] == "label,modality,share,ci_low,ci_high,mean_abs_contribution"
+        assert len(table) == 1 + 3 * 2  # three labels x two modalities
+    for method in ("late_fusion", "masam"):
+        cases = ex["cases"][method]
+        assert [s["attribution"].split(" (")[0] for s in cases["sanity"]] == ["Integrated Gradients", "Grad-CAM"]
+        for case in cases["cases"]:
+            assert set(case["contributions"]) == {"ehr", "cxr"} and case["top_variables"]
+            assert not {"subject_id", "stay_id", "hadm_id", "row"} & set(case)  # numbered, never identified
+    html = (reports / "mimic-phenotype" / "report.html").read_text()
+    assert 'id="reliance"' in html and 'alt="modality reliance per label"' in html
+    assert 'id="cases"' in html and "Randomisation check" in html
+
+
+def test_the_reliance_table_is_an_artifact_of_each_training_run(analysed):
+    _, runs, _, _ = analysed
+    run_id = json.loads((runs / "late_fusion-s1" / "train_summary.json").read_text())["mlflow_run_id"]
+    names = {f.path for f in mlflow.MlflowClient().list_artifacts(run_id, "explanations")}
+    assert names == {"explanations/late_fusion-s1.csv"}

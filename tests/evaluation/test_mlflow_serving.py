@@ -241,3 +241,52 @@ def test_a_model_registered_without_a_training_run_keeps_its_artifacts_with_the_
 
     served = mlflow.pyfunc.load_model(reg.model_uri).predict({"x": example[0], "has_x": example[1]})
     np.testing.assert_allclose(served["output_0"].to_numpy(), 1 / (1 + np.exp([-1.0, 2.0])), rtol=1e-6)
+
+
+def test_mlflow_models_predict_adds_modality_contributions_when_the_explain_param_is_set(champion, tmp_path):
+    import mlflow
+
+    root, cohort, record, _, _ = champion
+    uri = f"models:/{record['name']}@champion"
+    params = mlflow.models.get_model_info(uri).signature.params
+    assert [(p.name, p.default) for p in params.params] == [("explain", False)]
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "model")))
+    inputs, expected = clinfuse_probabilities(root, cohort, record, "test")
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"inputs": {k: v.tolist() for k, v in inputs.items()}, "params": {"explain": True}}))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": record["tracking_uri"], "PYTHONPATH": str(Path.cwd()),
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "PIP_NO_INDEX": "1"}
+    out = tmp_path / "explained.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "models", "predict", "-m", str(local), "-i", str(request), "-t", "json",
+         "-o", str(out), "--env-manager", "local"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = pd.DataFrame(json.loads(out.read_text())["predictions"])
+    contrib = [f"contribution__{m}__{label}" for m in ("ehr", "cxr") for label in LABELS]
+    assert list(served.columns) == LABELS + contrib
+    np.testing.assert_allclose(served[LABELS].to_numpy(), expected, atol=1e-5)
+    # exact Shapley values: they add up to the probability minus the probability with both modalities absent
+    none = {k: np.zeros_like(v) for k, v in inputs.items()}
+    p_none = eager_probabilities(root, record, none)
+    total = sum(served[[f"contribution__{m}__{label}" for label in LABELS]].to_numpy() for m in ("ehr", "cxr"))
+    np.testing.assert_allclose(total, expected - p_none, atol=1e-5)
+    # a stay without its film gets no contribution from the film
+    no_film = inputs["has_cxr"] < 0.5
+    assert np.all(served.loc[no_film, [f"contribution__cxr__{label}" for label in LABELS]].to_numpy() == 0)
+
+
+def test_clinfuse_predict_explain_writes_contributions_next_to_the_probabilities(champion, tmp_path):
+    root, cohort, record, _, _ = champion
+    out = tmp_path / "pred.parquet"
+    assert main(["predict", "--model", f"models:/{record['name']}@champion", "--cohort", str(cohort),
+                 "--out", str(out), "--split", "test", "--explain"]) == 0
+    frame = pd.read_parquet(out)
+    _, expected = clinfuse_probabilities(root, cohort, record, "test")
+    probs = frame[[f"prob__{label}" for label in LABELS]].to_numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    contrib = [f"contribution__{m}__{label}" for m in ("ehr", "cxr") for label in LABELS]
+    assert list(frame.columns[-len(contrib):]) == contrib and frame[contrib].notna().all().all()
+    plain = tmp_path / "plain.parquet"
+    assert main(["predict", "--model", f"models:/{record['name']}@champion", "--cohort", str(cohort),
+                 "--out", str(plain), "--split", "test"]) == 0
+    assert not any(c.startswith("contribution__") for c in pd.read_parquet(plain).columns)

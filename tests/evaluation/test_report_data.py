@@ -143,3 +143,48 @@ def test_before_registration_the_report_names_the_model_as_clinfuse_register_wil
     data = build_report_data(results, predictions, partial, "A cohort", settings, sources={}, generated="now")
     assert data.provenance["registry"]["name"] == "mimic-phenotype-partial"
     assert data.provenance["registry"]["version"] is None
+
+
+def test_a_synthetic_cohorts_report_shows_the_oracle_ceiling_and_each_runs_film_withheld_loss(evaluated):
+    import copy
+
+    from clinfuse.evaluation.report import render_report
+
+    results, predictions, cohort, settings = evaluated
+    results = copy.deepcopy(results)
+    oracle = {"n": results[0]["n_test"], "seen": {"all": ["h0", "h1", "h2", "h3"], "ehr": ["h0", "h1", "h2"],
+                                                 "cxr": ["h1", "h3"]},
+              "all": {"macro_auprc": 0.9, "macro_auroc": 0.95}, "ehr": {"macro_auprc": 0.8, "macro_auroc": 0.9},
+              "cxr": {"macro_auprc": 0.6, "macro_auroc": 0.7}}
+    for r in results:
+        r["oracle"] = oracle
+    data = build_report_data(results, predictions, cohort, "A cohort", settings, sources={}, generated="now")
+    c = data.ceiling
+    assert c["oracle_all"] == 0.9 and c["oracle_withheld_loss"] == pytest.approx(0.1)
+    for row, r in zip(c["rows"], sorted(results, key=lambda r: settings.methods.index(r["method"])), strict=True):
+        assert row["gap_to_ceiling"] == pytest.approx(0.9 - r["test"]["macro_auprc"])
+        p = r["presence"]
+        assert row["withheld_loss"] == pytest.approx(p["paired"]["macro_auprc"] - p["withheld"]["macro_auprc"])
+    html = render_report(data)
+    assert 'id="ceiling"' in html and "0.900" in html
+    assert build_report_data(evaluated[0], predictions, cohort, "A cohort", settings, sources={},
+                             generated="now").ceiling is None  # no oracle: a real (or old) cohort
+
+
+def test_runs_still_improving_at_their_last_epoch_are_flagged_in_the_report(evaluated):
+    import copy
+
+    from clinfuse.evaluation.report import render_report
+
+    results, predictions, cohort, settings = evaluated
+    results = copy.deepcopy(results)
+    for r in results:
+        r["validation"].update(epochs_run=2, still_improving=r["method"] == "masam")
+    html = render_report(build_report_data(results, predictions, cohort, "A cohort", settings, sources={},
+                                           generated="now"))
+    assert 'id="still-improving"' in html and "1 of 2 runs were still improving" in html
+    for r in results:
+        r["validation"]["still_improving"] = False
+    html = render_report(build_report_data(results, predictions, cohort, "A cohort", settings, sources={},
+                                           generated="now"))
+    assert 'id="still-improving"' not in html

@@ -276,3 +276,13 @@ def test_every_export_carries_the_synthetic_marker_with_its_seed(raw):
         assert (raw / folder / MARKER).is_file(), folder
         marker = synthetic_marker(raw / folder)
         assert marker["synthetic"] is True and marker["seed"] == 5 and marker["generator"] == "clinfuse synth"
+
+
+def test_the_export_keeps_every_stays_latent_factors_in_a_file_of_its_own_beside_the_marker(raw, tables):
+    from clinfuse.etl.provenance import synthetic_marker
+    from clinfuse.etl.synth.factors import FACTORS_FILE, LABEL_MODEL_FILE
+
+    factors = pd.read_csv(raw / "mimic-iv" / FACTORS_FILE)
+    assert synthetic_marker(raw / "mimic-iv") is not None and (raw / "mimic-iv" / LABEL_MODEL_FILE).is_file()
+    assert sorted(factors["stay_id"]) == sorted(tables["icustays"]["stay_id"])
+    assert list(factors.columns) == ["subject_id", "hadm_id", "stay_id", "h0", "h1", "h2", "h3"]
