@@ -224,7 +224,9 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
                                                           if "bytes" in v else "")
                           for k, v in sources.items()}},
         champion={"method": champion["method"], "seed": champion["seed"], "value": champion["test"][headline],
-                  "ci": champion["ci"].get(f"{headline}_ci") or champion["ci"].get("macro_auprc_ci")},
+                  "ci": champion["ci"].get(f"{headline}_ci") or champion["ci"].get("macro_auprc_ci"),
+                  # why the value is None (clinfuse evaluate's `headline_undefined`), shown instead of a dash
+                  "undefined": champion.get("headline_undefined")},
         generated=generated,
         runs=[{"method": r["method"], "seed": r["seed"], "run": r["run"],
                "val_metric": r["validation"]["metric"], "val": r["validation"]["value"],

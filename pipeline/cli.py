@@ -20,6 +20,15 @@ from . import commands
 
 EXIT_USER_ERROR = 2
 DEFAULT_PARAMS = "params.yaml"
+MAX_ERROR_CHARS = 1000  # an error is one line a person reads, whatever value or file it quotes
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`message` on one line, cut to `limit` characters (saying how much was cut)."""
+    text = " ".join(str(message).split())
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text) - limit:,} more characters)"
+    return text
 
 
 def _quiet_third_party() -> None:
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClinfuseError as exc:
         if args.debug:
             raise
-        print(f"clinfuse {args.command}: error: {exc}", file=sys.stderr)
+        print(one_line(f"clinfuse {args.command}: error: {exc}"), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

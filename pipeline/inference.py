@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from clinfuse.etl.errors import InputError
 from clinfuse.models.build import build_model
@@ -21,6 +20,7 @@ from clinfuse.models.precision import upcast
 
 from .checkpoints import CHECKPOINT_BEST, load_checkpoint
 from .data import Cohort, SplitTensors, split_tensors
+from .runs import MODEL_KEYS, read_run_config
 from .settings.methods import MethodConfig
 
 
@@ -79,7 +79,7 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu") 
     for p in (config_path, best):
         if not p.is_file():
             raise InputError(f"{p}: missing; expected a finished training run folder")
-    config = yaml.safe_load(config_path.read_text())
+    config = read_run_config(run_dir, MODEL_KEYS)
     shapes = {m: tuple(s) for m, s in config["input_shapes"].items()}
     model = build_model(config["encoders"], config["modalities"], shapes, len(config["label_names"]),
                         method=config["method"]["method"], task_type=config["task_type"],

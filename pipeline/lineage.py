@@ -36,11 +36,38 @@ def cohort_digest(folder: str | Path) -> str:
 @functools.lru_cache(maxsize=8)
 def _digest(folder: Path, key: tuple) -> str:
     h = hashlib.sha256()
-    for name, size, _ in key:
+    for name, size, *_ in key:
         h.update(f"{name}\0{size}\0".encode())
         with open(folder / name, "rb") as fh:
             while chunk := fh.read(_CHUNK):
                 h.update(chunk)
+    return h.hexdigest()
+
+
+# Manifest fields that say when and from which file dates a cohort was built, not what it holds:
+# a rebuild of the same data from the same exports gives the same content digest.
+_VOLATILE_MANIFEST_FIELDS = ("created", "sources")
+
+
+def cohort_content_digest(folder: str | Path) -> str:
+    """Hex SHA-256 of what a cohort holds: samples.parquet and every `*.npy` array (names, sizes and
+    bytes) and manifest.json without its build time and source-file dates.
+
+    A run records it (checkpoints, train_summary.json); resume and evaluate refuse a cohort whose
+    content differs from the one the run was trained on. Cached per process like `cohort_digest`.
+    """
+    import json
+
+    folder = Path(folder).resolve()
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".parquet", ".npy"))
+    # the change time too: a file rewritten with its old size and modification time is read again
+    key = tuple((p.name, (st := p.stat()).st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for p in files)
+    h = hashlib.sha256(_digest(folder, key).encode())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if isinstance(manifest, dict):
+        for field in _VOLATILE_MANIFEST_FIELDS:
+            manifest.pop(field, None)
+    h.update(json.dumps(manifest, sort_keys=True).encode())
     return h.hexdigest()
 
 

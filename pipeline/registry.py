@@ -22,6 +22,7 @@ and `mlflow models predict` take named inputs (see pipeline.serving), while
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,10 +212,24 @@ def register_model(
                                      description=card_markdown(card, name, git_commit))
     version = int(mv.version)
     tags = {"val_metric": f"{val_metric:.6f}", **version_tags(card, git_commit)}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, value)
-    moved, previous = move_champion_if_better(client, name, version, val_metric, synthetic)
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version), key, value)
+        moved, previous = move_champion_if_better(client, name, version, val_metric, synthetic)
+    except BaseException:
+        _remove_half_registered(client, name, version)
+        raise
     return Registration(name, version, moved, val_metric, previous, f"models:/{name}/{version}")
+
+
+def _remove_half_registered(client, name: str, version: int) -> None:
+    """Delete a version whose tags or champion move failed: a version without its val_metric and
+    synthetic tags would be misjudged by every later registration (best effort: the store is failing)."""
+    try:
+        client.delete_model_version(name, str(version))
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        print(f"registry {name}: version {version} was created but could not be completed or removed; "
+              f"delete it yourself (MlflowClient().delete_model_version({name!r}, '{version}'))", file=sys.stderr)
 
 
 def move_champion_if_better(client, name: str, version: int, val_metric: float, synthetic: str = "unknown"

@@ -70,10 +70,46 @@ def labels_and_scores(frame: pd.DataFrame, cohort: Cohort) -> tuple[np.ndarray, 
 
 
 def read_predictions(folder: Path, cohort: Cohort, split: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An evaluated run's predictions on `split`: `[N, K]` labels, `[N, K]` probabilities, `[N]` patient ids."""
-    frame = pd.read_parquet(predictions_file(folder, split))
+    """An evaluated run's predictions on `split`: `[N, K]` labels, `[N, K]` probabilities, `[N]` patient ids.
+
+    A truncated or foreign file, or one without the contract's columns, is an InputError naming it.
+    """
+    path = predictions_file(folder, split)
+    if not path.is_file():
+        raise InputError(f"{path}: missing; run `clinfuse evaluate` again for this run")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{path}: not a readable Parquet file ({first}); run `clinfuse evaluate` again") from None
+    names = cohort.label_names
+    wanted = ["patient_id", *([f"prob__{n}" for n in names]),
+              *(["label"] if cohort.task_type == "multiclass" else [f"label__{n}" for n in names])]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing[:3]}; expected the predictions of cohort {cohort.name}")
     y, p = labels_and_scores(frame, cohort)
     return y, p, frame["patient_id"].to_numpy()
+
+
+# What every consumer of an evaluated run's metrics.json reads (report, register, analyze, summary)
+_EVALUATION_KEYS = {"run": str, "cohort": str, "method": str, "seed": int, "labels": list, "n_test": int,
+                    "test": dict, "validation": dict, "ci": dict}
+
+
+def read_evaluation(path: Path) -> dict:
+    """One evaluated run's metrics.json with its keys checked (`{}`, a truncated file, a missing
+    headline: an InputError naming the file and the key)."""
+    from .runs import read_json_record
+
+    what = "the metrics.json clinfuse evaluate writes"
+    record = read_json_record(Path(path), _EVALUATION_KEYS, what)
+    headline = record["test"].get("headline")
+    if not isinstance(headline, str) or headline not in record["test"]:
+        raise InputError(f"{path}: test.headline: missing or not one of its test metrics; expected {what}")
+    if "value" not in record["validation"]:
+        raise InputError(f"{path}: validation.value: missing; expected {what}")
+    return record
 
 
 def load_evaluations(evals_dirs: list[Path]) -> list[dict]:
@@ -87,7 +123,7 @@ def load_evaluations(evals_dirs: list[Path]) -> list[dict]:
         paths += ([Path(d) / METRICS_FILE] if (Path(d) / METRICS_FILE).is_file()
                   else sorted(Path(d).glob(f"*/{METRICS_FILE}")))
     for path in paths:
-        r = json.loads(path.read_text())
+        r = read_evaluation(path)
         r["_dir"] = path.parent
         results.append(r)
     if not results:

@@ -8,11 +8,17 @@ One MLflow model, two flavors over the same exported program (`data/model.pt2`,
   torch-native model, e.g. to fine-tune or to compile it).
 - `python_function`, loaded by this module: `mlflow.pyfunc.load_model(uri).predict(x)`,
   `mlflow models predict` and `mlflow models serve` take NAMED inputs, a dict
-  `{"ehr": [B, 48, 24], "cxr": [B, 1, S, S], "has_ehr": [B], "has_cxr": [B]}` of arrays, or
-  a DataFrame with one column per input whose cells are one sample's array (or that array
-  flattened to a list), and return a DataFrame with one probability column per label; the
-  predict param `explain` (true/false, in the signature's params schema) adds each modality's
-  Shapley contribution per label (`contribution__<modality>__<label>`).
+  `{"ehr": [B, 48, 24], "cxr": [B, 1, S, S], "has_ehr": [B], "has_cxr": [B]}` of arrays (the
+  model's signature is named tensors; a DataFrame whose cells are arrays is not a supported
+  input), and return a DataFrame with one probability column per label; the predict param
+  `explain` (true/false, in the signature's params schema) adds each modality's Shapley
+  contribution per label (`contribution__<modality>__<label>`).
+
+Inputs are checked before the model runs (`check_inputs`): a NaN or infinite value, a presence
+flag other than 0 or 1, a sample with no modality present, or a flag of 0 for a modality the
+model never saw missing in training (its model card's `accepts_absent: false`) is refused with
+an error naming the input and the row (`mlflow models serve` answers 400 with a JSON error),
+never answered with NaN or with an out-of-distribution probability.
 
 MLflow's own pyfunc for `pytorch` takes one array only, so it is not added for a
 multi-input model; a `PythonModel` would be stored as a cloudpickle. Here the MLmodel
@@ -111,7 +117,74 @@ def _load_pyfunc(data_path: str, model_config: dict | None = None) -> ServedMode
 
     spec = json.loads(Path(data_path, SERVING_FILE).read_text())
     program = mlflow.pytorch.load_model(str(Path(data_path).parent))  # the pt2 archive, pickle-free
-    return ServedModel(program, spec["inputs"], {k: tuple(v) for k, v in spec["shapes"].items()}, spec["labels"])
+    card = Path(data_path).parent / "extra_files" / CARD_FILE
+    return ServedModel(program, spec["inputs"], {k: tuple(v) for k, v in spec["shapes"].items()}, spec["labels"],
+                       absent_refused(json.loads(card.read_text())) if card.is_file() else ())
+
+
+def invalid_input(message: str) -> Exception:
+    """An error that is both a ValueError (for Python callers) and an MlflowException with
+    INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with a 400 and a JSON body."""
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    class InvalidModelInput(MlflowException, ValueError):
+        pass
+
+    return InvalidModelInput(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+CARD_FILE = "metadata.json"  # the model card, stored under extra_files/ (pipeline.registry.CARD_FILE)
+
+
+def absent_refused(card: dict[str, Any]) -> tuple[str, ...]:
+    """Modalities a model card says the model never saw missing in training (`accepts_absent: false`):
+    a presence flag of 0 for them is refused."""
+    inputs = card.get("network_data_format", {}).get("inputs", {})
+    return tuple(name.removeprefix("has_") for name, spec in inputs.items()
+                 if name.startswith("has_") and isinstance(spec, dict) and spec.get("accepts_absent") is False)
+
+
+def check_inputs(named: dict[str, np.ndarray], refused_absent: tuple[str, ...] = (), first_row: int = 0,
+                 describe_row=None) -> None:
+    """ValueError naming the input and row for what the model cannot score faithfully.
+
+    Args:
+        named: input name -> `[B, ...]` array; presence flags are the inputs named `has_<m>`.
+        refused_absent: modalities whose flag must be 1 (never missing in training).
+        first_row: the row number of `named`'s first sample (batches of a larger input).
+        describe_row: row number -> how to name that sample (default "row <n>").
+
+    Refused: NaN or infinite values; presence flags other than exactly 0 or 1; a sample with
+    every flag 0 (nothing to predict from); a flag of 0 for a modality in `refused_absent`.
+    """
+    name_row = describe_row or (lambda i: f"row {i}")
+    flags = {n: np.asarray(a) for n, a in named.items() if n.startswith("has_")}
+    for name, arr in named.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "fc":
+            finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+            if not finite.all():
+                i = int(np.argmin(finite))
+                raise ValueError(f"input '{name}': {name_row(first_row + i)} has NaN or infinite values; "
+                                 "the model takes finite numbers only")
+    for name, arr in flags.items():
+        ok = (arr == 0) | (arr == 1)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise ValueError(f"input '{name}': {name_row(first_row + i)} is {arr[i].item()!r}; a presence flag is 0 or 1")
+    if flags:
+        any_present = np.stack([a == 1 for a in flags.values()]).any(axis=0)
+        if not any_present.all():
+            i = int(np.argmin(any_present))
+            raise ValueError(f"{name_row(first_row + i)}: no modality present ({' = '.join(flags)} = 0); "
+                             "the model needs at least one input")
+    for modality in refused_absent:
+        arr = flags.get(f"has_{modality}")
+        if arr is not None and (arr == 0).any():
+            i = int(np.argmax(arr == 0))
+            raise ValueError(f"input 'has_{modality}': {name_row(first_row + i)} is 0, but this model never saw a "
+                             f"sample without {modality} in training (model card: accepts_absent false); "
+                             f"it predicts only with {modality} present")
 
 
 class ServedModel:
@@ -124,11 +197,13 @@ class ServedModel:
         labels: the K output names.
     """
 
-    def __init__(self, program, input_names: list[str], shapes: dict[str, tuple[int, ...]], labels: list[str]):
+    def __init__(self, program, input_names: list[str], shapes: dict[str, tuple[int, ...]], labels: list[str],
+                 refused_absent: tuple[str, ...] = ()):
         self.program = program
         self.input_names = list(input_names)
         self.shapes = shapes
         self.labels = list(labels)
+        self.refused_absent = tuple(refused_absent)  # modalities never missing in training (check_inputs)
 
     def get_raw_model(self):
         """The exported torch module (MLflow's accessor for a flavor's underlying model)."""
@@ -171,12 +246,21 @@ class ServedModel:
         """
         import pandas as pd
         import torch
-
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in self.arrays(data)]
+        try:
+            arrays = self.arrays(data)
+            check_inputs(dict(zip(self.input_names, arrays, strict=True)), self.refused_absent)
+            explain = explain_requested(params)
+        except (TypeError, ValueError) as exc:
+            raise invalid_input(str(exc)) from None
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
         with torch.no_grad():
-            probs = self.program(*tensors)
-        out = pd.DataFrame(probs.float().numpy(), columns=self.labels)
-        if explain_requested(params):
+            probs = self.program(*tensors).float().numpy()
+        if not np.isfinite(probs).all():
+            i = int(np.argmin(np.isfinite(probs).all(axis=1)))
+            raise invalid_input(f"row {i}: the model's probabilities are not finite (inputs far outside the "
+                                "training range?); nothing returned")
+        out = pd.DataFrame(probs, columns=self.labels)
+        if explain:
             contributions = explain_columns(self.program, self.input_names, tensors, self.labels)
             out = pd.concat([out, contributions], axis=1)
         return out

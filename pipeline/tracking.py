@@ -19,8 +19,10 @@ every stage, `DVC_EXP_NAME` and `DVC_EXP_BASELINE_REV` under `dvc exp run`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -65,17 +67,154 @@ def lock_path(uri: str | None = None) -> Path:
     return repo_root() / ".mlflow-store.lock"
 
 
+# How long to wait for another process's lock on the store (params.yaml `registry.lock_timeout_s`,
+# set for its duration by `clinfuse register`); the lock is held for seconds, so minutes mean a stuck holder.
+LOCK_TIMEOUT_S: contextvars.ContextVar[float] = contextvars.ContextVar("LOCK_TIMEOUT_S", default=300.0)
+_LOCK_POLL_S = 0.1
+
+
 @contextlib.contextmanager
-def store_lock(uri: str | None = None) -> Iterator[None]:
-    """Exclusive inter-process lock on the tracking store (fcntl; released if the process dies)."""
+def store_lock(uri: str | None = None, timeout: float | None = None) -> Iterator[None]:
+    """Exclusive inter-process lock on the tracking store (fcntl; released if the process dies).
+
+    Waits at most `timeout` seconds (default LOCK_TIMEOUT_S), saying once that it waits and for
+    whom; then an InputError naming the lock file, never an endless silent wait.
+    """
+    from clinfuse.etl.errors import InputError
+
     path = lock_path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    limit = LOCK_TIMEOUT_S.get() if timeout is None else timeout
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open the MLflow store's lock file ({exc.strerror})") from None
+    with fh:
+        deadline = time.monotonic() + limit
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise InputError(f"{path}: the MLflow store is still locked by another process after {limit:g} s; "
+                                     "wait for it to finish (or end it), or raise registry.lock_timeout_s") from None
+                if not told:
+                    print(f"waiting for another process to release the MLflow store's lock {path} "
+                          f"(at most {limit:g} s)", file=sys.stderr, flush=True)
+                    told = True
+                time.sleep(_LOCK_POLL_S)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+_QUICK_CHECKED: set[tuple[Path, int, int]] = set()  # (path, size, mtime) of stores that passed quick_check
+
+
+def _stamp(db: Path) -> tuple[Path, int, int]:
+    st = db.stat()
+    return db, st.st_size, st.st_mtime_ns
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store URI, else None."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str, write: bool = True) -> None:
+    """InputError naming a SQLite store that cannot serve, before MLflow touches it.
+
+    Refused: a path that is a folder, a file that is not a SQLite database (a text file named
+    mlflow.db), a damaged database (SQLite's quick_check: corrupt pages), and, when `write`, a
+    store or folder that cannot be written (SQLite also writes a journal beside the file).
+    """
+    from clinfuse.etl.errors import InputError
+
+    db = sqlite_file(uri)
+    if db is None:
+        return
+    if db.is_dir():
+        raise InputError(f"{db}: is a folder, not the SQLite file of the MLflow store {uri}")
+    if not db.exists():
+        parent = _existing_parent(db)
+        if write and (not os.access(parent, os.W_OK) or not parent.stat().st_mode & 0o222):
+            raise InputError(f"{db}: the MLflow store cannot be created: {_existing_parent(db)} is not writable")
+        return
+    try:
+        with open(db, "rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise InputError(f"{db}: the MLflow store cannot be read ({exc.strerror})") from None
+    if header and header != SQLITE_HEADER:
+        raise InputError(f"{db}: not a SQLite database, so not an MLflow store (it starts with {header[:12]!r}); "
+                         "point MLFLOW_TRACKING_URI at the store, or move this file away")
+    if header and _stamp(db) not in _QUICK_CHECKED:  # a full scan: once per process and version of the file
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                problem = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        if problem != "ok":
+            raise InputError(f"{db}: the MLflow store is damaged (SQLite: {problem}); restore it from a backup "
+                             "or move it away to start a new one") from None
+        _QUICK_CHECKED.add(_stamp(db))
+    if write:
+        for path in (db, db.parent):
+            # the mode bits too: root may write anywhere, but a store made read-only is meant to stay so
+            if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
+                raise InputError(f"{db}: the MLflow store is read-only ({path} is not writable); "
+                                 "this command writes to it")
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.parent
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+_STORE_PROBLEMS = (("database or disk is full", "no space left on the device"),
+                   ("No space left on device", "no space left on the device"),
+                   ("readonly database", "it is read-only"),
+                   ("Read-only file system", "it is on a read-only file system"),
+                   ("Permission denied", "permission denied"),
+                   ("database disk image is malformed", "the database is damaged"),
+                   ("file is not a database", "it is not a SQLite database"),
+                   ("unable to open database file", "the database file cannot be opened"))
+
+
+@contextlib.contextmanager
+def store_errors(uri: str | None = None, what: str = "the MLflow store") -> Iterator[None]:
+    """Turn a store that fails mid-command (disk full, read-only, damaged) into one InputError line
+    naming the store, instead of a SQLAlchemy or OSError traceback."""
+    import errno
+
+    from clinfuse.etl.errors import ClinfuseError, InputError
+
+    uri = uri or resolve_tracking_uri()
+    try:
+        yield
+    except ClinfuseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow wraps SQLAlchemy/sqlite3/OS errors in several types
+        text = str(exc)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            problem = "no space left on the device"
+        else:
+            problem = next((say for found, say in _STORE_PROBLEMS if found in text), None)
+        if problem is None:
+            raise
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        raise InputError(f"{uri}: {what} failed: {problem}{where}") from None
 
 
 def with_retries(fn: Callable[[], T], attempts: int = 8, first_wait: float = 0.1) -> T:
@@ -164,7 +303,8 @@ def setup_mlflow(experiment: str, description: str | None = None) -> str:
         description = EXPERIMENT_DESCRIPTION.format(cohort=experiment.split("/", 1)[1])
 
     uri = connect()
-    with store_lock(uri):
+    check_store(uri)
+    with store_lock(uri), store_errors(uri):
         client = mlflow.MlflowClient()
         found = with_retries(lambda: client.get_experiment_by_name(experiment))
         if found is None:

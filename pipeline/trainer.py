@@ -63,6 +63,7 @@ from .data_parallel import (
 from .inference import autocast, prediction_head
 from .label_noise import flip_labels
 from .launch import process_device, threads_per_process
+from .lineage import cohort_content_digest
 from .runs import run_name
 from .settings.methods import MethodConfig
 from .settings.train import TrainSettings
@@ -129,13 +130,46 @@ def check_resumable(saved: dict, current: dict) -> None:
 RUN_KIND = "run"  # the marker kind of a run folder (etl.atomic.MARKER)
 
 
-def resume_or_start_afresh(out: Path, config: dict, cohort_dir: Path, track: bool) -> bool:
+def recorded_configuration(out: Path, checkpoint: dict) -> dict | None:
+    """The configuration the run in `out` was trained with: what its last checkpoint records, else
+    (a checkpoint written before checkpoints recorded it) config.yaml when that is a valid mapping;
+    None when neither says."""
+    saved = checkpoint.get("config")
+    if isinstance(saved, dict):
+        return saved
+    from .config import load_yaml_text
+
+    try:
+        saved = load_yaml_text((out / "config.yaml").read_text(encoding="utf-8"), str(out / "config.yaml"))
+    except (OSError, UnicodeDecodeError, ClinfuseError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def check_checkpoint_resumable(out: Path, checkpoint: dict, config: dict, cohort_digest: str | None) -> None:
+    """ConfigError ("cannot resume: ...") unless `checkpoint` was trained with `config` (check_resumable)
+    on a cohort of the same content (`cohort_digest`, when both are known)."""
+    saved = recorded_configuration(out, checkpoint)
+    if saved is None:
+        raise ConfigError(f"cannot resume: {out / CHECKPOINT_LAST} does not record the configuration it was trained "
+                          "with and config.yaml is missing or invalid; train into a new --out or use --fresh")
+    check_resumable(saved, config)
+    recorded = checkpoint.get("cohort_digest")
+    if cohort_digest is not None and recorded is not None and recorded != cohort_digest:
+        raise ConfigError(f"cannot resume: the cohort {config.get('cohort')} changed since the last checkpoint "
+                          f"(content digest {str(recorded)[:12]} -> {cohort_digest[:12]}); "
+                          "train into a new --out or use --fresh")
+
+
+def resume_or_start_afresh(out: Path, config: dict, cohort_dir: Path, track: bool,
+                           cohort_digest: str | None = None) -> bool:
     """Decide `resume="auto"`: True to continue the run in `out`, False to start afresh.
 
     `dvc repro` keeps run folders (`persist: true`) and runs the train stage again when it was
     interrupted or when a dependency changed. So: a run with a last checkpoint, no train summary
-    (it did not finish), the same configuration (check_resumable) and a cohort no newer than that
-    checkpoint resumes. Anything else starts afresh; a run folder with a checkpoint is then removed
+    (it did not finish), the same configuration as the one the checkpoint records (never config.yaml,
+    which a user may have edited or removed) and a cohort no newer than that checkpoint, of the same
+    content, resumes. Anything else starts afresh; a run folder with a checkpoint is then removed
     first, but only one clinfuse wrote (its marker), so a wrong --out is never deleted.
     """
     last = out / CHECKPOINT_LAST
@@ -146,9 +180,9 @@ def resume_or_start_afresh(out: Path, config: dict, cohort_dir: Path, track: boo
         reason = "the run had finished and is trained again"
     elif (Path(cohort_dir) / "manifest.json").stat().st_mtime > last.stat().st_mtime:
         reason = f"the cohort {cohort_dir} was rebuilt after the last checkpoint"
-    elif (out / "config.yaml").is_file():
+    else:
         try:
-            check_resumable(yaml.safe_load((out / "config.yaml").read_text()), config)
+            check_checkpoint_resumable(out, load_checkpoint(last), config, cohort_digest)
         except ConfigError as exc:
             reason = str(exc).removeprefix("cannot resume: ").split(";")[0]
     if reason is None:
@@ -443,9 +477,11 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
     augment = BatchAugment(s.augment, spec.seed, {m: cohort.input_shape(m) for m in cohort.modalities})
     head = config["prediction_head"]
     out = Path(spec.out_dir)
+    digest = cohort_content_digest(spec.cohort_dir) if is_main() else None  # recorded with every checkpoint
     if resume == "auto":
         # rank 0 decides (and, starting afresh, removes the old folder) before any rank goes on
-        resume = from_rank0(resume_or_start_afresh(out, config, spec.cohort_dir, track) if is_main() else False)
+        resume = from_rank0(resume_or_start_afresh(out, config, spec.cohort_dir, track, digest) if is_main()
+                            else False)
     new_folder = not out.exists() or not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
     if new_folder and is_main():  # marks it as ours: resume_or_start_afresh may remove it later, never a folder we did not make
@@ -455,9 +491,9 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
              "history": [], "mlflow_run_id": None, "finished": False}
     last = out / CHECKPOINT_LAST
     if from_rank0(resume and last.exists()):  # rank 0 decides (the run folder is shared across nodes)
-        if (out / "config.yaml").is_file():
-            check_resumable(yaml.safe_load((out / "config.yaml").read_text()), config)
         ckpt = load_checkpoint(last, device)
+        if is_main():
+            check_checkpoint_resumable(out, ckpt, config, digest)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -572,7 +608,9 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                 if is_main():
                     save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "method": method.state_dict(),
-                                     "state": state, "rng": _rng_states(device)}, last)
+                                     "state": state, "rng": _rng_states(device),
+                                     # what resume compares with (config.yaml may be edited or lost)
+                                     "config": config, "cohort_digest": digest}, last)
                 barrier()  # no rank runs ahead of the checkpoint it would resume from
                 progress.remove_task(task)
                 if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
@@ -598,6 +636,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "steps": state["global_step"],
         "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
         "label_noise": {"rate": s.label_noise, "flipped_entries": noise}, "processes": world,
+        "cohort_digest": digest,  # evaluate refuses a cohort whose content differs
         "still_improving": still_improving(state["best_epoch"], state["epoch"]),
     }
     if main_rank:

@@ -77,6 +77,8 @@ def grads_or_zeros(grads, params: Tensors) -> Tensors:
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
                 low_open: bool = False, high_open: bool = False) -> float:
     """`value` as a float, or ValueError "name must be in [low, high) (got v)" naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number (got {value!r})"[:200])
     v = float(value)
     bad = v != v or (low is not None and (v <= low if low_open else v < low)) or (
         high is not None and (v >= high if high_open else v > high))
@@ -171,11 +173,11 @@ class Method:
             unknown = set(lambda_m) - set(model.modalities)
             if unknown:
                 raise ValueError(f"lambda_m names unknown modalities {sorted(unknown)}")
-            self.lambdas = {m: float(lambda_m.get(m, 1.0)) for m in model.modalities}
+            weights = {m: lambda_m.get(m, 1.0) for m in model.modalities}
         else:
-            self.lambdas = {m: float(lambda_m) for m in model.modalities}
-        for m, weight in self.lambdas.items():
-            check_range(f"lambda_m[{m}]", weight, 0.0)
+            weights = dict.fromkeys(model.modalities, lambda_m)
+        # check_range refuses a list or a string before float() would raise a TypeError
+        self.lambdas = {m: check_range(f"lambda_m[{m}]", w, 0.0) for m, w in weights.items()}
 
     # losses
     def fusion_loss(self, out: FusionOutput, batch) -> torch.Tensor:

@@ -4,7 +4,10 @@
                    --out predictions.parquet [--split test] [--explain]
 
 The model card stored with the version (metadata.json) says which inputs, in which
-order and shape, the model expects; a cohort that does not match is refused.
+order and shape, the model expects; a cohort that does not match is refused, and so is a
+sample the model cannot score faithfully (pipeline.serving.check_inputs: NaN or infinite
+values, presence flags other than 0/1, no modality present, a modality missing that the
+model never saw missing in training), naming the sample; nothing is written then.
 Predicting only reads the tracking store: it creates no experiment and no run.
 `--explain` adds, next to each `prob__<label>`, every modality's exact Shapley contribution to
 that probability (`contribution__<modality>__<label>`; they add up to the probability minus the
@@ -39,15 +42,22 @@ def run(args) -> int:
     from clinfuse.pipeline.data import load_cohort, split_tensors
     from clinfuse.pipeline.registry import download_registered_model
     from clinfuse.pipeline.serving import explain_columns
-    from clinfuse.pipeline.tracking import connect
+    from clinfuse.pipeline.tracking import check_store, connect, store_errors
 
-    connect()  # read-only: no experiment or run is created in the store
+    check_store(connect(), write=False)  # read-only: no experiment or run is created in the store
     import mlflow
     import torch
 
+    from clinfuse.etl.atomic import check_writable
+    from clinfuse.pipeline.serving import absent_refused, check_inputs
+
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be a positive number of samples, got {args.batch_size}")
-    local, card = download_registered_model(args.model)
+    if Path(args.out).is_dir():
+        raise InputError(f"--out {args.out}: is a folder; expected the Parquet file to write")
+    check_writable(Path(args.out).parent)
+    with store_errors(what="reading the model"):
+        local, card = download_registered_model(args.model)
     cohort = load_cohort(args.cohort)
     fmt = card["network_data_format"]
     # Shapes can agree across tasks (phenotype and mortality share the EHR/CXR inputs): check what is predicted.
@@ -72,21 +82,36 @@ def run(args) -> int:
         if want != got:
             raise InputError(f"{args.cohort}: modality '{m}' has per-sample shape {got}; the model expects {want}")
     labels = model_labels
+    refused = absent_refused(card)
     splits = ["train", "val", "test"] if args.split == "all" else [args.split]
     frames = []
     for split in splits:
         t = split_tensors(cohort, split)
+        s = cohort.samples.iloc[t.rows].reset_index(drop=True)
+        ids = [c for c in cohort.manifest.id_columns if c in s.columns] + ["split"]
+
+        def sample(i: int, s=s, ids=ids, t=t) -> str:
+            named = ", ".join(f"{c} {s[c].iloc[i]}" for c in ids if c != "split")
+            return f"samples.parquet row {int(t.rows[i])} ({named})"
+
         probs, contributions = [], []
         with torch.no_grad():
             for start in range(0, len(t), args.batch_size):
                 b = t.batch(torch.arange(start, min(start + args.batch_size, len(t))))
                 tensors = [b["inputs"][m] for m in modalities] + [b["present"][m].float() for m in modalities]
-                probs.append(model(*tensors).numpy())
+                try:
+                    check_inputs(dict(zip(order, [x.numpy() for x in tensors], strict=True)), refused, start, sample)
+                except ValueError as exc:
+                    raise InputError(f"{args.cohort}: {exc}; nothing written") from None
+                batch_probs = model(*tensors).numpy()
+                if not np.isfinite(batch_probs).all():
+                    i = start + int(np.argmin(np.isfinite(batch_probs).all(axis=1)))
+                    raise InputError(f"{args.cohort}: {sample(i)}: the model's probabilities are not finite "
+                                     "(inputs far outside the training range?); nothing written")
+                probs.append(batch_probs)
                 if args.explain:
                     contributions.append(explain_columns(model, order, tensors, labels))
         p = np.concatenate(probs) if probs else np.zeros((0, len(labels)), np.float32)
-        s = cohort.samples.iloc[t.rows].reset_index(drop=True)
-        ids = [c for c in cohort.manifest.id_columns if c in s.columns] + ["split"]
         frame = s[ids].copy()
         for k, name in enumerate(labels):
             frame[f"prob__{name}"] = p[:, k]

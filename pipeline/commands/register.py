@@ -30,8 +30,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from clinfuse.pipeline.stages.register import register_champion
+    from clinfuse.pipeline.tracking import LOCK_TIMEOUT_S, store_errors
 
     params = load_params(args.params)
-    print(register_champion(Path(args.cohort), Path(args.runs), Path(args.evaluations), Path(args.out),
-                            params.registry, args.name, Path(args.report) if args.report else None))
+    LOCK_TIMEOUT_S.set(params.registry.lock_timeout_s)
+    with store_errors(what="registering"):  # a store that fails midway: one line, nothing half-registered
+        print(register_champion(Path(args.cohort), Path(args.runs), Path(args.evaluations), Path(args.out),
+                                params.registry, args.name, Path(args.report) if args.report else None))
     return 0

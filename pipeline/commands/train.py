@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from clinfuse.etl.errors import ConfigError
 from clinfuse.pipeline.config import load_params, load_section
 from clinfuse.pipeline.runs import run_dir
 from clinfuse.pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
+from clinfuse.pipeline.settings.sweep import MAX_SEED
 
 NAME = "train"
 HELP = "train a fusion model with a method on a processed cohort (tracked in MLflow)"
@@ -57,14 +60,13 @@ def run(args) -> int:
 
     params = load_params(args.params)
     settings = params.train.model_copy()
-    if args.epochs is not None:
-        settings.epochs = args.epochs
-    if args.device is not None:
-        settings.device = args.device
-    if args.nproc is not None:
-        if args.nproc < 1:
-            raise ConfigError(f"--nproc {args.nproc}: expected a number of processes >= 1")
-        settings.nproc = args.nproc
+    for key in ("epochs", "device", "nproc"):  # command-line overrides get the settings' own checks
+        value = getattr(args, key)
+        if value is not None:
+            try:
+                setattr(settings, key, value)
+            except ValidationError as err:
+                raise ConfigError(f"--{key} {value}: {err.errors()[0]['msg']} (train.{key})") from None
     method_file = Path(args.config) if args.config else method_path(args.method)
     if not method_file.is_file():
         raise ConfigError(
@@ -77,7 +79,11 @@ def run(args) -> int:
         raise ConfigError(f"{method_file}: trains method {method.method!r}, but --method says {args.method!r}; "
                           f"use --method {method_file.stem} (or {method.method})")
     preset = load_section(ModelPreset, preset_path(settings.preset))
+    if args.seed is None and not params.sweep.seeds:
+        raise ConfigError(f"{args.params}: sweep.seeds is empty; give --seed or list a seed in sweep.seeds")
     seed = args.seed if args.seed is not None else params.sweep.seeds[0]
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed {seed}: expected a seed from 0 to {MAX_SEED}")
     cohort = Path(args.cohort)
     out = Path(args.out) if args.out else run_dir(params.paths.runs, cohort.name, args.method, seed)
     if args.resume and args.fresh:
@@ -95,6 +101,11 @@ def run(args) -> int:
         return relaunch_under_torchrun(settings.nproc, args.argv)
 
     from clinfuse.pipeline.trainer import RunSpec, fit
+
+    if not args.no_tracking:  # a damaged or read-only store is refused before the run folder is touched
+        from clinfuse.pipeline.tracking import check_store, resolve_tracking_uri
+
+        check_store(resolve_tracking_uri())
 
     spec = RunSpec(cohort, args.method, method, settings.preset, preset.encoders, settings, seed, out)
     # By default an interrupted run of the same configuration resumes (dvc repro after a kill), and a

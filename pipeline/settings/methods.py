@@ -36,12 +36,17 @@ class MethodConfig(StrictModel):
 
         if self.method not in METHODS:
             raise ConfigError(f"{source}: method: unknown method {self.method!r}; known: {sorted(METHODS)}")
-        accepted = set(inspect.signature(METHODS[self.method].__init__).parameters) - NOT_OPTIONS
-        for key in self.options:
+        parameters = inspect.signature(METHODS[self.method].__init__).parameters
+        accepted = set(parameters) - NOT_OPTIONS
+        for key, value in self.options.items():
             if key not in accepted:
                 raise ConfigError(
                     f"{source}: options.{key}: unknown option for method {self.method!r}; accepted: {sorted(accepted)}"
                 )
+            expected = _KINDS.get(str(parameters[key].annotation))
+            if expected is not None and not _is_kind(value, expected):
+                raise ConfigError(f"{source}: options.{key}: expected {expected} (default "
+                                  f"{parameters[key].default!r}), got {_short(value)}")
         return self
 
     def resolved_options(self) -> dict[str, Any]:
@@ -53,6 +58,26 @@ class MethodConfig(StrictModel):
         defaults = {k: p.default for k, p in parameters.items()
                     if k not in NOT_OPTIONS and p.default is not inspect.Parameter.empty}
         return {**defaults, **self.options}
+
+
+# An option's annotation on the method constructor -> what the config must give (other annotations,
+# such as `float | None` or per-modality dicts, are checked by the method itself)
+_KINDS = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string"}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if kind == "a number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "an integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def preset_path(preset: str) -> Path:

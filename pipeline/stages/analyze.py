@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from clinfuse.etl.atomic import atomic_dir, read_json, write_json
 from clinfuse.etl.errors import InputError
@@ -50,7 +49,8 @@ from clinfuse.pipeline.alignment import model_encoders
 from clinfuse.pipeline.data import Cohort, SplitTensors, load_cohort, split_tensors
 from clinfuse.pipeline.explanations import explain_cohort, log_reliance_tables, write_reliance_tables
 from clinfuse.pipeline.inference import load_trained_model, predict_split
-from clinfuse.pipeline.runs import run_name
+from clinfuse.pipeline.results import read_evaluation
+from clinfuse.pipeline.runs import read_run_config, read_train_summary, run_name
 
 
 def _subset(t: SplitTensors, n: int) -> dict:
@@ -152,7 +152,7 @@ def probes_of_run(model, train: SplitTensors, test: SplitTensors, cohort: Cohort
 def _test_headline(run: Path, evals_dir: Path | None, cohort: Cohort) -> float | None:
     """A run's test headline: from its evaluation when there is one, else predicted here."""
     if evals_dir is not None and (evals_dir / run.name / "metrics.json").is_file():
-        m = read_json(evals_dir / run.name / "metrics.json")["test"]
+        m = read_evaluation(evals_dir / run.name / "metrics.json")["test"]
         return m[m["headline"]]
     rows, probs = predict_split(run, cohort, "test")
     y = cohort.labels(rows)
@@ -169,8 +169,8 @@ def collect_variant_runs(runs_dir: Path, evals_dir: Path | None, cohort: Cohort)
     """
     records, seen = [], set()
     for run in sorted(p.parent for p in Path(runs_dir).glob("*/train_summary.json")):
-        config = yaml.safe_load((run / "config.yaml").read_text())
-        summary = read_json(run / "train_summary.json")
+        config = read_run_config(run)
+        summary = read_train_summary(run)
         seen.add(summary.get("mlflow_run_id"))
         records.append({"run": run.name, "method": config["method_name"], "seed": config["seed"],
                         "options": config["method"].get("options", {}),
@@ -257,7 +257,7 @@ def analyze_cohort(runs_dir: Path, evals_dir: Path | None, out: Path, methods: l
     if missing:
         raise InputError(f"{missing[0]}: not a finished run (no train_summary.json); train the sweep first")
     torch.manual_seed(settings.seed)
-    configs = {run: yaml.safe_load((run / "config.yaml").read_text()) for run in sweep_runs}
+    configs = {run: read_run_config(run) for run in sweep_runs}
     # Unimodal runs are the probes' references (an encoder trained alone), not fusion methods to compare:
     # their other encoder never trained, so its flatness and probe would say nothing about the method.
     references = [r for r in sweep_runs if configs[r]["method"]["method"] == "unimodal"]
@@ -352,7 +352,7 @@ def _unimodal_baselines(runs_dir: Path, cohort: Cohort, train, test, settings) -
     """Probe score of each modality's encoder trained ALONE (the unimodal method's runs), when present."""
     out = {}
     for run in sorted(p.parent for p in runs_dir.glob("*/train_summary.json")):
-        config = yaml.safe_load((run / "config.yaml").read_text())
+        config = read_run_config(run)
         if config["method"]["method"] != "unimodal" or config["train"].get("label_noise", 0):
             continue
         m = config["method"]["options"].get("modality")
@@ -433,7 +433,7 @@ def _log_to_mlflow(result: dict, sweep_runs: list[Path], out: Path) -> None:
 
     setup_mlflow(f"clinfuse/{result['cohort']}")
     for run in sweep_runs:
-        run_id = read_json(run / "train_summary.json").get("mlflow_run_id")
+        run_id = read_train_summary(run).get("mlflow_run_id")
         if not run_id:
             continue
         try:

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from clinfuse.etl.atomic import atomic_dir, read_json, write_json, write_parquet
 from clinfuse.etl.errors import InputError
@@ -32,13 +31,41 @@ from clinfuse.evaluation.presence import presence_blocks
 from clinfuse.evaluation.subgroups import subgroup_metrics
 from clinfuse.pipeline.data import IMAGE_MODALITIES, Cohort, load_cohort
 from clinfuse.pipeline.inference import predict_split
+from clinfuse.pipeline.lineage import cohort_content_digest
 from clinfuse.pipeline.results import labels_and_scores, prediction_frame, predictions_file
+from clinfuse.pipeline.runs import TRAIN_SUMMARY, read_run_config, read_train_summary
 
 
 def withheld_modality(cohort: Cohort) -> str | None:
     """The image modality that may be missing (cxr, mri), scored again withheld; None for one modality."""
     images = [m for m in cohort.modalities[1:] if m in IMAGE_MODALITIES]
     return images[-1] if images else None
+
+
+def check_same_cohort(run_dir: Path, summary: dict, cohort_dir: Path) -> None:
+    """InputError unless the cohort holds what the run was trained on (the content digest its
+    train_summary.json records; a run trained before runs recorded it is evaluated with a note)."""
+    recorded = summary.get("cohort_digest")
+    if not recorded:
+        print(f"  note: {run_dir / TRAIN_SUMMARY} records no cohort digest (trained by an older clinfuse): "
+              f"cannot check that {cohort_dir} is the cohort it was trained on")
+        return
+    now = cohort_content_digest(cohort_dir)
+    if now != recorded:
+        raise InputError(f"{cohort_dir}: its content changed since {run_dir} was trained (content digest "
+                         f"{recorded[:12]} in {TRAIN_SUMMARY}, now {now[:12]}); retrain the run on this cohort "
+                         "or evaluate it on the cohort it was trained on")
+
+
+def undefined_reason(y) -> str:
+    """Why a ranking metric is undefined on `[N, K]` 0/1 indicators: no label has both classes."""
+    if len(y) == 0:
+        return "no test samples"
+    if not y.any():
+        return "no positives in the test split"
+    if y.all():
+        return "no negatives in the test split"
+    return "no label has both positives and negatives in the test split"
 
 
 SYNTHETIC_FACTORS = "synthetic_factors.npy"  # written by the MIMIC ETL from a marked synthetic export only
@@ -78,12 +105,10 @@ def oracle_block(cohort: Cohort, rows, y, image: str | None) -> dict | None:
 def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
     """Evaluate one run; returns its metrics dict (also written to out/metrics.json)."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise InputError(f"{config_path}: missing; expected a finished training run (clinfuse train)")
-    config = yaml.safe_load(config_path.read_text())
+    config = read_run_config(run_dir)
+    summary = read_train_summary(run_dir)
     cohort = load_cohort(config["cohort"])
-    summary = read_json(run_dir / "train_summary.json")
+    check_same_cohort(run_dir, summary, cohort.path)
     frames, split_rows = {}, {}
     for split in ("val", "test"):
         rows, probs = predict_split(run_dir, cohort, split)
@@ -115,6 +140,8 @@ def evaluate_run(run_dir: Path, out: Path, settings) -> dict:
         "mlflow_run_id": summary.get("mlflow_run_id"),
         "training": config.get("train", {}),  # the run's own settings (params.yaml may have changed since)
     }
+    if metrics[metrics["headline"]] is None:  # said in metrics.json, the log and the report, never a crash
+        result["headline_undefined"] = undefined_reason(y)
     if cohort.task_type == "multiclass":
         result["class_rates"] = bootstrap_class_rates(raw_y, p.argmax(1), patients, names, settings.n_resamples,
                                                       settings.seed, settings.ci_level)
@@ -184,7 +211,8 @@ def evaluate_runs(run_dirs: list[Path], out: Path, settings, single: bool) -> li
         h = r["test"]["headline"]
         lo, hi = r["ci"]["macro_auprc_ci"]
         ci = f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and h == "macro_auprc" else ""
-        print(f"evaluated {r['cohort']}/{r['run']}: test {h} {r['test'][h]:.3f}{ci} on {r['n_test']} samples "
+        value = f"{r['test'][h]:.3f}" if r["test"][h] is not None else f"undefined ({r['headline_undefined']})"
+        print(f"evaluated {r['cohort']}/{r['run']}: test {h} {value}{ci} on {r['n_test']} samples "
               f"-> {target} in {time.perf_counter() - started:.1f} s", flush=True)
         results.append(r)
     return results

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinfuse.etl.atomic import read_json, write_json
+from clinfuse.etl.atomic import write_json
 from clinfuse.etl.errors import InputError
 from clinfuse.evaluation.champion import champion_of
 from clinfuse.models.export import ExportableFusion
@@ -25,6 +25,14 @@ from clinfuse.pipeline.inference import load_trained_model
 from clinfuse.pipeline.manifest import shareable_sources
 from clinfuse.pipeline.registry import INTENDED_USE, SYNTHETIC_USE, register_model
 from clinfuse.pipeline.results import load_evaluations, slug
+from clinfuse.pipeline.runs import read_train_summary
+
+
+def absent_in_training(cohort) -> dict[str, int]:
+    """Training samples without each modality: a model that never saw one without `m` must not be
+    asked to predict without it (the model card's `accepts_absent`, enforced by pipeline.serving)."""
+    train = cohort.samples["split"].to_numpy() == "train"
+    return {m: int((~cohort.samples[f"has_{m}"].to_numpy(bool)[train]).sum()) for m in cohort.modalities}
 
 
 def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]]:
@@ -34,19 +42,35 @@ def example_inputs(cohort, rows: int) -> tuple[list[str], tuple[np.ndarray, ...]
     registry, so it never holds patient data: a synthetic cohort gives its first `rows`
     validation samples; any other cohort gives neutral values of the right shapes (zeros: the
     training mean of every z-scored feature with no observation, black images), every sample
-    with its first modality and every other sample with the others (presence flags 1/0/1/...).
+    with its first modality and every other sample with the others (presence flags 1/0/1/...), except
+    a modality no training sample lacked (its flag is always 1: the model refuses 0 for it).
     """
     names = list(cohort.modalities) + [f"has_{m}" for m in cohort.modalities]
+    never_absent = [m for m, n in absent_in_training(cohort).items() if n == 0]  # flags that must be 1
     if cohort.manifest.synthetic is True:
         t = split_tensors(cohort, "val" if (cohort.samples["split"] == "val").sum() >= rows else "train")
-        batch = t.batch(np.arange(min(rows, len(t))))
+        usable = np.ones(len(t), bool)
+        for m in never_absent:
+            usable &= t.present[m].cpu().numpy().astype(bool)
+        batch = t.batch(np.flatnonzero(usable)[:rows])
         arrays = [batch["inputs"][m].numpy().astype(np.float32) for m in cohort.modalities]
         arrays += [batch["present"][m].numpy().astype(np.float32) for m in cohort.modalities]
         return names, tuple(arrays)
     arrays = [np.zeros((rows, *cohort.input_shape(m)), np.float32) for m in cohort.modalities]
     every_other = (np.arange(rows) % 2 == 0).astype(np.float32)
-    arrays += [np.ones(rows, np.float32) if k == 0 else every_other.copy() for k in range(len(cohort.modalities))]
+    arrays += [np.ones(rows, np.float32) if k == 0 or m in never_absent else every_other.copy()
+               for k, m in enumerate(cohort.modalities)]
     return names, tuple(arrays)
+
+
+def presence_meaning(modality: str, absent: int) -> str:
+    """What a presence flag does, as the model card states it (enforced by pipeline.serving.check_inputs)."""
+    if absent == 0:
+        return (f"must be 1: no training sample lacked {modality}, so this model never learned to predict without "
+                f"it; 0 is refused (clinfuse predict, the pyfunc model, mlflow models serve). Only exactly 0 or 1.")
+    return (f"1 if the {modality} input of the sample is present, 0 if not: the {modality} input is then ignored "
+            f"and the model predicts from the others, as for the {absent} training samples without it. "
+            "Only exactly 0 or 1; at least one modality present.")
 
 
 def example_source(cohort) -> str:
@@ -94,11 +118,13 @@ def model_card(cohort, config: dict, evaluation: dict, example: tuple[np.ndarray
     m = cohort.manifest
     recorded = m.to_json()  # the manifest as written (sources, exclusions as plain records)
     inputs = {}
+    absent = absent_in_training(cohort)
     for name, arr in zip(names, example, strict=True):
         modality = name.removeprefix("has_")
         if name.startswith("has_"):
             inputs[name] = {"type": "presence flag", "shape": [-1], "dtype": "float32", "value_range": [0, 1],
-                            "meaning": f"1 if the {modality} input of the sample is present, else 0 (input ignored)"}
+                            "absent_in_training": absent[modality], "accepts_absent": absent[modality] > 0,
+                            "meaning": presence_meaning(modality, absent[modality])}
             continue
         entry = {"type": "image" if name in IMAGE_MODALITIES else "tensor", "shape": [-1, *arr.shape[1:]],
                  "dtype": "float32", "description": m.input_descriptions[name]}
@@ -214,7 +240,7 @@ def register_champion(cohort_dir: Path, runs_dir: Path, evals_dir: Path, out: Pa
     names, example = example_inputs(cohort, settings.example_rows)
     card = model_card(cohort, config, champion, example, names, validation_margin(champion, results))
     experiment_id = setup_mlflow(f"clinfuse/{cohort.name}")
-    run_id = read_json(run_dir / "train_summary.json").get("mlflow_run_id")
+    run_id = read_train_summary(run_dir).get("mlflow_run_id")
     commit = None
     try:
         commit = mlflow.MlflowClient().get_run(run_id).data.tags.get("mlflow.source.git.commit")

@@ -87,6 +87,8 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
         for label in dict.fromkeys(r["label"] for r in records):
             write_json(folder / f"{slug(label)}.json", [r for r in records if r["label"] == label])
     headline = data.headline_metric
+    value = champion["test"][headline]
+    shown = f"{value:.3f}" if value is not None else f"undefined ({champion.get('headline_undefined', 'n/a')})"
     return (f"report {cohort.name}: champion {champion['method']} (seed {champion['seed']}) test {headline} "
-            f"{champion['test'][headline]:.3f}; {len(results)} runs of {len(data.methods)} methods -> "
+            f"{shown}; {len(results)} runs of {len(data.methods)} methods -> "
             f"{out / 'report.html'} in {time.perf_counter() - started:.1f} s")

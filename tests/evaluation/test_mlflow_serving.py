@@ -119,8 +119,8 @@ def test_served_model_names_a_missing_input_and_a_wrong_shape():
 
     served = ServedModel(lambda x, has_x: torch.sigmoid(x.sum(-1, keepdim=True)) * has_x[:, None],
                          ["x", "has_x"], {"x": (2,), "has_x": ()}, ["risk"])
-    out = served.predict({"x": np.array([[0.0, 0.0], [1.0, -1.0]]), "has_x": np.array([1.0, 0.0])})
-    np.testing.assert_allclose(out["risk"].to_numpy(), [0.5, 0.0])
+    out = served.predict({"x": np.array([[0.0, 0.0], [1.0, 1.0]]), "has_x": np.array([1.0, 1.0])})
+    np.testing.assert_allclose(out["risk"].to_numpy(), [0.5, 1 / (1 + np.exp(-2.0))], rtol=1e-6)
     with pytest.raises(ValueError, match=r"missing input\(s\) \['has_x'\]"):
         served.predict({"x": np.zeros((1, 2))})
     with pytest.raises(ValueError, match=r"input 'x' has per-sample shape \[3\]; the model expects \[2\]"):
