@@ -89,7 +89,7 @@ def filtered_batches(path: Path, header: list[str], itemids: np.ndarray, stay_id
         total = Path(path).stat().st_size
         with open(path, "rb") as raw, _open(raw) as fh, ThreadPoolExecutor(max(1, threads)) as pool:
             fh.readline()  # the header (its names are `header`)
-            pending = deque()
+            pending: deque = deque()
             for data in _segments(fh):
                 pending.append(pool.submit(parse_and_filter, data))
                 if len(pending) > threads:

@@ -226,7 +226,9 @@ def _hospital_chunk(args) -> dict:
 def plan_icu_chunks(seed: int, size: ExportSize, pool, on_chunk=None) -> list[tuple[int, int, int, int, int, int]]:
     """(seed, index, first_subject, n, stays kept, chartevents rows) per ICU chunk: exactly `size.icustays`
     stays and `size.chartevents` rows in all, each chunk's rows in proportion to its stays."""
-    plans, stays, index = [], [], 0
+    plans: list[tuple[int, int, int, int]] = []  # (seed, index, first_subject, n)
+    stays: list[int] = []
+    index = 0
     while sum(stays) < size.icustays:
         batch = [(seed, index + k, 10_000_000 + (index + k) * CHUNK_PATIENTS, CHUNK_PATIENTS) for k in range(8)]
         for args, n in zip(batch, pool.map(_count_stays, batch), strict=True):

@@ -56,7 +56,7 @@ def film_bank(seed: int, height: int, width: int) -> list[list[bytes]]:
         row = []
         for h3 in BINS:
             small = draw_chest(rng, np.array([0.0, h1, 0.0, h3]), max(height // 10, 16), max(width // 10, 16), "AP")
-            big = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+            big = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
             buf = io.BytesIO()
             big.save(buf, format="JPEG", quality=FILM_QUALITY)
             row.append(buf.getvalue())
@@ -104,7 +104,7 @@ def write_sized_cxr_export(jpg_dir: Path, stays: pd.DataFrame, other_subjects: n
     n_fill = sum(fill_views.values())
     over = len(plan) + n_fill - size.cxr_images
     if over > 0:  # the planner made more of some view than its share: take the excess from the largest fill
-        fill_views[max(fill_views, key=fill_views.get)] -= over
+        fill_views[max(fill_views, key=lambda v: fill_views[v])] -= over
     planned_subjects = plan["subject_id"].nunique()
     fill_studies = size.cxr_studies - plan["study_id"].nunique()
     fill_subjects = max(0, min(size.cxr_patients - planned_subjects, len(other_subjects), fill_studies))

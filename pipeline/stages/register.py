@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinfuse.etl.atomic import write_json
+from clinfuse.etl.atomic import read_json, write_json
 from clinfuse.etl.errors import InputError
 from clinfuse.evaluation.champion import champion_of
 from clinfuse.models.export import ExportableFusion

@@ -101,8 +101,8 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
     seeds_measured = {c: bool(len(t1[t1.cohort == c])) and int(t1[t1.cohort == c].n_seeds.min()) >= 2
                       for c in cohorts}
     verdicts = {c: _verdicts(reports / c) for c in cohorts}
-    synthetic = [c for c in cohorts if verdicts[c] and verdicts[c].get("synthetic")]
-    unknown = [c for c in cohorts if not verdicts[c] or verdicts[c].get("synthetic") is None]
+    synthetic = [c for c in cohorts if (verdicts[c] or {}).get("synthetic")]
+    unknown = [c for c in cohorts if (verdicts[c] or {}).get("synthetic") is None]
     out.parent.mkdir(parents=True, exist_ok=True)
     reports_links = {c: os.path.relpath(reports / c / "report.html", out.parent) for c in cohorts}
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
