@@ -12,7 +12,7 @@ Layout (`<tuning>/<cohort>/<method>/`):
 Budget. Every method gets `tune.budget` trials (a grid smaller than the budget caps it: each point
 once). A trial counts once it ends: complete, pruned, or failed with an error (a diverged run).
 A trial whose worker died (no heartbeat for `tune.grace_seconds`) is marked failed by the next
-worker that looks, and Optuna's RetryFailedTrialCallback queues it again with the same parameters
+worker that looks, and Optuna's RetryHeartbeatStaleTrialCallback queues it again with the same parameters
 (it resumes from its last checkpoint when its folder is on this machine); it does not count.
 
 Workers. Any number of `clinfuse tune` processes (this machine, other machines, SLURM array jobs)
@@ -131,7 +131,7 @@ def open_storage(study: Study):
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=s.max_retries))
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=s.max_retries))
     except Exception as exc:  # a malformed URL or a missing database driver
         raise ConfigError(f"tune.storage: cannot open {url!r}: {str(exc).splitlines()[0]}") from None
 
@@ -277,7 +277,7 @@ def make_objective(study: Study, track: bool, parent_run_id: str | None, worker:
         params = suggest(trial, study.space)
         options, train = split_params(params)
         frozen = next(t for t in trials if t.number == trial.number)
-        original = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+        original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         folder = study.folder / "study" / "trials" / f"t{trial.number if original is None else original:04d}"
         try:
             settings = TrainSettings.model_validate({**study.train.model_dump(), **train})
