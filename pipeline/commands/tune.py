@@ -39,12 +39,15 @@ def add_arguments(parser) -> None:
 
 
 def build_study(args, params):
-    """The `Study` the arguments and params.yaml describe (every file validated, errors name the key)."""
-    from clinfuse.pipeline.data import load_cohort
+    """The `Study` the arguments and params.yaml describe (every file validated, errors name the key).
+
+    With `tune.budget: 0` no trial runs, and neither torch nor the cohort is loaded (nine such stages run
+    in `make demo`): the files are validated as YAML schemas here, and the method's options by
+    `clinfuse train` when it reads selected.yaml.
+    """
     from clinfuse.pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
     from clinfuse.pipeline.settings.tune import SearchSpace, search_path
     from clinfuse.pipeline.stages.tune import Study
-    from clinfuse.pipeline.trainer import check_method_task
 
     settings = params.tune.model_copy()
     for key in ("budget", "sampler", "storage"):
@@ -57,20 +60,34 @@ def build_study(args, params):
     if not method_file.is_file():
         raise ConfigError(f"{method_file}: no such method config; available: "
                           f"{sorted(p.stem for p in method_file.parent.glob('*.yaml'))}")
-    method = load_section(MethodConfig, method_file).check(str(method_file))
+    method = load_section(MethodConfig, method_file)
     space_file = Path(args.search) if args.search else search_path(args.method)
     if not space_file.is_file():
         raise ConfigError(f"{space_file}: no search space for method config {args.method!r} "
                           f"(expected configs/search/{args.method}.yaml)")
-    space = load_section(SearchSpace, space_file).check(str(space_file), method.method, method.options)
-    cohort = load_cohort(args.cohort)
-    check_method_task(args.method, method, cohort)
+    space = load_section(SearchSpace, space_file)
     train = params.train.model_copy()
     if settings.epochs is not None:
         train.epochs = settings.epochs
     preset = load_section(ModelPreset, preset_path(train.preset))
-    folder = Path(args.out) if args.out else Path(params.paths.tuning) / cohort.name / args.method
-    return Study(Path(args.cohort), cohort.name, cohort.task_type, args.method, method, space, str(space_file),
+    cohort_dir = Path(args.cohort)
+    folder = Path(args.out) if args.out else Path(params.paths.tuning) / cohort_dir.name / args.method
+    task_type = None
+    if settings.budget > 0:
+        from clinfuse.pipeline.data import load_cohort
+        from clinfuse.pipeline.trainer import check_method_task
+
+        method.check(str(method_file))
+        space.check(str(space_file), method.method, method.options)
+        cohort = load_cohort(cohort_dir)
+        check_method_task(args.method, method, cohort)
+        task_type = cohort.task_type
+    elif not (cohort_dir / "manifest.json").is_file():
+        from clinfuse.etl.errors import InputError
+
+        raise InputError(f"{cohort_dir / 'manifest.json'}: missing; expected a processed cohort folder")
+    shown = str(space_file) if args.search else f"configs/search/{args.method}.yaml"
+    return Study(cohort_dir, cohort_dir.name, task_type, args.method, method, space, shown,
                  settings, train, train.preset, preset.encoders, params.sweep.seeds[0], folder)
 
 

@@ -56,7 +56,7 @@ class Study:
 
     cohort_dir: Path
     cohort_name: str
-    task_type: str
+    task_type: str | None  # None with budget 0 (the cohort is not loaded)
     method_name: str  # config name (configs/methods/<name>.yaml)
     method: MethodConfig
     space: SearchSpace
@@ -69,7 +69,9 @@ class Study:
     folder: Path  # <tuning>/<cohort>/<method>
 
     @property
-    def metric(self) -> str:
+    def metric(self) -> str | None:
+        if self.task_type is None:
+            return None
         from clinfuse.evaluation.metrics import headline_metric
 
         return f"val_{headline_metric(self.task_type)}"
@@ -412,7 +414,8 @@ def _write(study: Study, selected: SelectedConfig, record: dict[str, Any]) -> No
     study.folder.mkdir(parents=True, exist_ok=True)
     write_json(study.folder / "study.json", record)
     header = (f"# Selected by `clinfuse tune` on {study.cohort_name}'s validation split ({study.metric}); "
-              "read by `clinfuse train --tuned`.\n")
+              "read by `clinfuse train --tuned`.\n" if study.settings.budget else
+              "# tune.budget is 0: the method config as it is; read by `clinfuse train --tuned`.\n")
     write_text(study.folder / "selected.yaml",
                header + yaml.safe_dump(selected.model_dump(mode="json"), sort_keys=False))
 
