@@ -70,6 +70,7 @@ class ReportData:
     presence: list[dict[str, Any]] = field(default_factory=list)  # evaluation.presence.presence_rows
     why: dict[str, Any] | None = None  # the "Why" section (evaluation.why), figures as base64 PNG
     summary_link: str | None = None  # relative link to the cross-cohort summary page
+    tuning: list[dict[str, Any]] | None = None  # evaluation.tuning.tuning_rows: how each method was configured
 
 
 

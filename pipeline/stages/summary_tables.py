@@ -1,6 +1,7 @@
 """reports/summary.html: the paper's tables (1, 6, 7 style) across cohorts from the evaluated runs.
 
-Reads reports/<cohort>/runs/*/metrics.json (clinfuse evaluate) of each cohort; nothing else.
+Reads reports/<cohort>/runs/*/metrics.json (clinfuse evaluate) of each cohort, and with a tuning folder
+<tuning>/<cohort>/<method>/study.json (clinfuse tune); nothing else.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ def _evaluations(folder: Path) -> list[dict]:
     return results
 
 
-def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[str], proposed: list[str]) -> str:
-    """Write the summary page; returns a one-line message."""
+def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[str], proposed: list[str],
+                  tuning_root: Path | None = None) -> str:
+    """Write the summary page; returns a one-line message. `tuning_root` (<paths.tuning>) adds how each
+    method was tuned (its `<cohort>/<method>/study.json`, clinfuse tune)."""
     primary, secondary, per_label, metric_of = [], [], {}, {}
     for c in cohorts:
         results = _evaluations(reports / c / "runs")
@@ -71,6 +74,20 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
     html = env.get_template("summary.html.j2").render(
         title="clinfuse: results across cohorts", cohorts=cohorts, methods=order, metric_of=metric_of,
         proposed=proposed, table1=table1, table6=table6, table7=table7, reports=reports_links,
-        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        tuning=_tuning(tuning_root, cohorts, order) if tuning_root else None)
     write_text(out, html)
     return f"summary: {len(cohorts)} cohorts, {len(order)} methods -> {out}"
+
+
+def _tuning(root: Path, cohorts: list[str], methods: list[str]) -> dict[str, list[dict]]:
+    """cohort -> per-method tuning rows (evaluation.tuning), for the cohorts and methods that have a study."""
+    from clinfuse.evaluation.tuning import tuning_rows
+
+    out = {}
+    for c in cohorts:
+        studies = [json.loads((root / c / m / "study.json").read_text()) for m in methods
+                   if (root / c / m / "study.json").is_file()]
+        if studies:
+            out[c] = tuning_rows(studies, figures=False)
+    return out
