@@ -51,6 +51,8 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
         assert (work / "reports" / cohort / "analysis" / "figures" / "flatness.png").is_file()
         assert 'id="why"' in (work / "reports" / cohort / "report.html").read_text()
     assert 'id="table1"' in (work / "reports" / "summary.html").read_text()
+    # tune.budget 0 (the default): each method's selected.yaml is its config as it is
+    assert "budget: 0" in (work / "tuning" / "adni" / "masam" / "selected.yaml").read_text()
     partial = (work / "reports" / "mimic-phenotype-partial" / "report.html").read_text()
     assert 'id="presence"' in partial and "cxr withheld AUPRC" in partial
     assert '"name": "mimic-phenotype-partial"' in (work / "reports" / "mimic-phenotype-partial" / "registry.json").read_text()
