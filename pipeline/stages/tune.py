@@ -48,6 +48,7 @@ from ..settings.train import TrainSettings
 from ..settings.tune import Range, SearchSpace, SelectedConfig, TuneSettings, split_params
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+WHERE_IT_RUNS = ("device", "num_threads", "eval_batch_size", "log_every", "nproc")  # train keys outside the study name
 
 
 @dataclass
@@ -94,7 +95,9 @@ class Study:
         key = json.dumps({
             "cohort": hashlib.sha256(manifest).hexdigest(), "method": self.method.model_dump(mode="json"),
             "space": self.space.fingerprint(), "sampler": self.settings.sampler, "pruner": self.settings.pruner,
-            "seed": self.settings.seed, "train": self.train.model_dump(mode="json"), "preset": self.preset,
+            "seed": self.settings.seed, "preset": self.preset,
+            # where and how fast a trial runs is not part of the question (workers may differ in it)
+            "train": {k: v for k, v in self.train.model_dump(mode="json").items() if k not in WHERE_IT_RUNS},
             "trial_seed": self.seed,
         }, sort_keys=True, default=str)
         return f"{self.cohort_name}-{self.method_name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"

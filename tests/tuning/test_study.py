@@ -159,3 +159,46 @@ def test_every_trial_is_an_mlflow_run_nested_under_the_study_with_its_configurat
         assert child.data.metrics["best_val_macro_auprc"] == pytest.approx(trial.value)
         contexts = {i.tags[0].value for i in child.inputs.dataset_inputs} if child.inputs else set()
         assert "test" not in contexts
+
+
+def test_the_study_name_ignores_where_trials_run_but_not_what_they_compute(tiny_cohort, tmp_path):
+    params = write_params(tmp_path, budget=2)
+    study = build_study(tune_args(tiny_cohort, "sam", params), load_params(params))
+    name = study.name()
+    study.train = study.train.model_copy(update={"device": "cuda", "num_threads": 8})
+    assert study.name() == name  # a GPU worker joins the CPU worker's study
+    study.train = study.train.model_copy(update={"weight_decay": 0.1})
+    assert study.name() != name
+    study.settings.budget = 50
+    study.train = study.train.model_copy(update={"weight_decay": 0.0})
+    assert study.name() == name  # a raised budget continues the same study
+
+
+def test_a_grid_smaller_than_the_budget_is_visited_once_whole(tiny_cohort, tmp_path):
+    params = write_params(tmp_path, budget=1000)
+    study = build_study(tune_args(tiny_cohort, "sam", params), load_params(params))
+    assert study.target == study.space.grid_size() == 24
+
+
+def test_a_range_under_the_grid_sampler_fails_naming_the_key(tiny_cohort, tmp_path):
+    from clinfuse.etl.errors import ConfigError
+    from clinfuse.pipeline.stages.tune import make_sampler
+
+    params = write_params(tmp_path, budget=2)
+    space = tmp_path / "space.yaml"
+    space.write_text("method: sam\nsources: [x]\nspace:\n  rho: {low: 0.01, high: 0.5, log: true}\n")
+    study = build_study(tune_args(tiny_cohort, "sam", params, search=str(space)), load_params(params))
+    with pytest.raises(ConfigError, match=r"space.rho: a range cannot be visited by a grid"):
+        make_sampler(study)
+    study.settings.sampler = "tpe"
+    assert make_sampler(study) is not None
+
+
+def test_an_unknown_option_in_the_search_space_fails_before_any_trial(tiny_cohort, tmp_path):
+    from clinfuse.etl.errors import ConfigError
+
+    params = write_params(tmp_path, budget=2)
+    space = tmp_path / "space.yaml"
+    space.write_text("method: sam\nsources: [x]\nspace:\n  radius: [0.1]\n")
+    with pytest.raises(ConfigError, match=r"space.yaml: space.radius: unknown option for method 'sam'"):
+        build_study(tune_args(tiny_cohort, "sam", params, search=str(space)), load_params(params))
