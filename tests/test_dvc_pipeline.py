@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = """\
 paths: {raw: data/raw, mimic_iv: data/raw/mimic-iv, mimic_cxr: data/raw/mimic-cxr-jpg, adni: data/raw/adni,
-        processed: data/processed, runs: runs, reports: reports}
+        processed: data/processed, runs: runs, reports: reports, tuning: tuning}
 synth: {subjects: 90, seed: 3, adni_subjects: 50, mri_size: 12}
 etl_mimic: {cxr_size: 16, workers: 1, threads: 1, memory_limit: 512MB}
 etl_adni: {mri_size: 12, workers: 1}

@@ -16,6 +16,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # Two methods, two trials each (1 epoch), two seeds: the smallest run that shows every stage's wiring.
 TUNING_PARAMS = """\
+paths: {raw: data/raw, mimic_iv: data/raw/mimic-iv, mimic_cxr: data/raw/mimic-cxr-jpg, adni: data/raw/adni,
+        processed: data/processed, runs: runs, reports: reports, tuning: tuning}
 synth: {subjects: 90, seed: 3, adni_subjects: 50, mri_size: 12}
 etl_mimic: {cxr_size: 16, workers: 1, threads: 1, memory_limit: 512MB}
 etl_adni: {mri_size: 12, workers: 1}

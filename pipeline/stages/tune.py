@@ -453,9 +453,7 @@ def _close_parent_run(run_id: str, study: Study, best: dict, summary: dict) -> N
     from ..tracking import with_retries
 
     client = mlflow.MlflowClient()
-    run = with_retries(lambda: client.get_run(run_id))
-    if run.info.status == "FINISHED":
-        return
+    # a raised budget continues the study: its parent run, finished before, takes the new selection
     metrics = [mlflow.entities.Metric(f"best_{study.metric}", best["value"], int(time.time() * 1000), 0),
                mlflow.entities.Metric("trials", summary["trials"], int(time.time() * 1000), 0)]
     tags = [mlflow.entities.RunTag(f"selected.{k}", str(v)) for k, v in best["params"].items()]
