@@ -159,7 +159,8 @@ def make_pruner(study: Study):
     import optuna
 
     if study.settings.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # epochs count from 1: the first epoch is never pruned
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
     return optuna.pruners.NopPruner()
 
 

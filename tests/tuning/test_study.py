@@ -202,3 +202,27 @@ def test_an_unknown_option_in_the_search_space_fails_before_any_trial(tiny_cohor
     space.write_text("method: sam\nsources: [x]\nspace:\n  radius: [0.1]\n")
     with pytest.raises(ConfigError, match=r"space.yaml: space.radius: unknown option for method 'sam'"):
         build_study(tune_args(tiny_cohort, "sam", params, search=str(space)), load_params(params))
+
+
+def test_the_median_pruner_stops_a_trial_below_the_median_and_it_counts_but_is_never_selected(
+        tiny_cohort, tmp_path, monkeypatch):
+    # a stand-in for the trainer: trial k reports its scores per epoch through the trial hook
+    scores = {0: [0.8, 0.9], 1: [0.7, 0.8], 2: [0.1, 0.2], 3: [0.6, 0.95]}
+    calls = []
+
+    def fake_fit(spec, resume, track, trial):
+        k = int(trial.tags["tune.trial"])
+        calls.append(k)
+        for epoch, score in enumerate(scores[k], start=1):
+            trial.on_epoch(epoch, score)
+        return {"mlflow_run_id": None, "best_epoch": 2, "seconds": 0.0, "best_val_metric": max(scores[k])}
+
+    monkeypatch.setattr(trainer_module, "fit", fake_fit)
+    params = write_params(tmp_path, budget=4, pruner="median")
+    study = build_study(tune_args(tiny_cohort, "sam", params), load_params(params))
+    optuna_study, ran = work(study, track=False)
+    finish(study, optuna_study, track=False)
+    states = {t.number: t.state.name for t in optuna_study.get_trials()}
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED", 3: "COMPLETE"}
+    selected = yaml.safe_load((study.folder / "selected.yaml").read_text())["tuning"]
+    assert (selected["trials"], selected["pruned"], selected["trial"], selected["value"]) == (4, 1, 3, 0.95)
