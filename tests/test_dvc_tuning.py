@@ -21,7 +21,8 @@ paths: {raw: data/raw, mimic_iv: data/raw/mimic-iv, mimic_cxr: data/raw/mimic-cx
 synth: {subjects: 90, seed: 3, adni_subjects: 50, mri_size: 12}
 etl_mimic: {cxr_size: 16, workers: 1, threads: 1, memory_limit: 512MB}
 etl_adni: {mri_size: 12, workers: 1}
-sweep: {cohorts: [mimic-phenotype], methods: [late_fusion, masam], seeds: [1, 2]}
+sweep: {cohorts: [mimic-phenotype], methods: [late_fusion, masam], seeds: [1, 2], partially_paired: []}
+registry: {example_rows: 2}
 evaluate: {n_resamples: 50}
 train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2}
 analyze: {hutchinson_vectors: 2, power_iters: 2, batch_size: 8, landscape_points_1d: 3, landscape_points_2d: 3,

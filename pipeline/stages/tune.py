@@ -133,12 +133,19 @@ def open_storage(study: Study):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine = {"connect_args": {"timeout": 60}}  # several workers: wait for the file lock, do not fail
     s = study.settings
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=s.max_retries))
-    except Exception as exc:  # a malformed URL or a missing database driver
-        raise ConfigError(f"tune.storage: cannot open {url!r}: {str(exc).splitlines()[0]}") from None
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=s.max_retries))
+        except Exception as exc:  # a malformed URL, a missing database driver
+            # ... or two workers creating a fresh database's tables at the same moment: the second sees
+            # "table already exists"; a moment later the tables are there
+            if attempt < 2 and "already exists" in str(exc):
+                time.sleep(1.0)
+                continue
+            raise ConfigError(f"tune.storage: cannot open {url!r}: {str(exc).splitlines()[0]}") from None
 
 
 def make_sampler(study: Study):
