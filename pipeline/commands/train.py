@@ -52,7 +52,7 @@ def add_arguments(parser) -> None:
 
 def tuned_method(path: Path, method_name: str, settings) -> MethodConfig:
     """The method config in `clinfuse tune`'s selected.yaml; its training settings are applied to `settings`."""
-    from clinfuse.pipeline.settings.tune import SelectedConfig
+    from clinfuse.pipeline.settings.search import SelectedConfig
 
     selected = load_section(SelectedConfig, path)
     configured = load_section(MethodConfig, method_path(method_name)) if method_path(method_name).is_file() else None

@@ -46,7 +46,7 @@ def build_study(args, params):
     `clinfuse train` when it reads selected.yaml.
     """
     from clinfuse.pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
-    from clinfuse.pipeline.settings.tune import SearchSpace, search_path
+    from clinfuse.pipeline.settings.search import SearchSpace, search_path
     from clinfuse.pipeline.stages.tune import Study
 
     settings = params.tune.model_copy()

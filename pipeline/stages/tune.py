@@ -44,8 +44,9 @@ from clinfuse.etl.atomic import write_json, write_text
 from clinfuse.etl.errors import ClinfuseError, ConfigError
 
 from ..settings.methods import MethodConfig
+from ..settings.search import Range, SearchSpace, SelectedConfig, split_params
 from ..settings.train import TrainSettings
-from ..settings.tune import Range, SearchSpace, SelectedConfig, TuneSettings, split_params
+from ..settings.tune import TuneSettings
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 WHERE_IT_RUNS = ("device", "num_threads", "eval_batch_size", "log_every", "nproc")  # train keys outside the study name

@@ -7,7 +7,7 @@ import pytest
 from clinfuse.etl.errors import ConfigError
 from clinfuse.pipeline.config import load_section
 from clinfuse.pipeline.settings.methods import CONFIG_DIR, MethodConfig
-from clinfuse.pipeline.settings.tune import SearchSpace, SelectedConfig, search_path, split_params
+from clinfuse.pipeline.settings.search import SearchSpace, SelectedConfig, search_path, split_params
 
 METHOD_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "methods").glob("*.yaml"))
 
