@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .precision import upcast
+
 
 @dataclass
 class FusionOutput:
@@ -61,7 +63,7 @@ def average_probabilities(
     mods = list(logits)
     first = logits[mods[0]]
     probs = torch.stack(
-        [torch.softmax(logits[m].float(), -1) if task_type == "multiclass" else torch.sigmoid(logits[m].float())
+        [torch.softmax(upcast(logits[m]), -1) if task_type == "multiclass" else torch.sigmoid(upcast(logits[m]))
          for m in mods]
     )  # [M, B, K]
     w = torch.stack([

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .precision import upcast
+
 TASK_TYPES = ("multilabel", "binary", "multiclass")
 
 
@@ -13,8 +15,7 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, task_type: str) -> to
 
     Half-precision logits (bf16 autocast) are upcast: the loss is computed in fp32.
     """
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+    logits = upcast(logits)
     if task_type == "multiclass":
         return F.cross_entropy(logits, y.long(), reduction="none")
     if task_type in ("multilabel", "binary"):

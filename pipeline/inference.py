@@ -17,6 +17,7 @@ from clinfuse.etl.errors import InputError
 from clinfuse.models.build import build_model
 from clinfuse.models.encoders.images import channels_last_
 from clinfuse.models.fusion import FusionModel
+from clinfuse.models.precision import upcast
 
 from .checkpoints import CHECKPOINT_BEST, load_checkpoint
 from .data import Cohort, SplitTensors, split_tensors
@@ -38,8 +39,11 @@ def select_logits(out, head: str) -> torch.Tensor:
 
 
 def probabilities(logits: torch.Tensor, task_type: str) -> torch.Tensor:
-    """`[B, K]` probabilities: softmax for multiclass, sigmoid per label otherwise (in float32)."""
-    logits = logits.float()
+    """`[B, K]` probabilities: softmax for multiclass, sigmoid per label otherwise.
+
+    Half-precision (bf16 autocast) logits are upcast to float32; float32 and float64 keep their dtype.
+    """
+    logits = upcast(logits)
     return torch.softmax(logits, -1) if task_type == "multiclass" else torch.sigmoid(logits)
 
 

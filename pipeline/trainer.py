@@ -534,6 +534,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                     progress.advance(task)
                 _check_finite(first_bad, epoch, state["global_step"] - n_steps)
                 epoch_metrics.update(method.on_epoch_end(epoch, hook_train))
+                epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with, logged as `lr`
                 scheduler.step()
                 names = list(sums)
                 means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []
@@ -545,7 +546,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                 val_metrics = from_rank0(evaluate_split(model, val, cohort, head, s) if len(val) else {headline: None})
                 score = val_metrics.get(headline)
                 record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_means.items()},
-                          f"val_{headline}": score, "lr": optimizer.param_groups[0]["lr"],
+                          f"val_{headline}": score, "lr": epoch_lr,
                           **{f"epoch/{k}": v for k, v in hook_metrics.items()}}
                 if val_metrics.get("macro_auroc") is not None:
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]

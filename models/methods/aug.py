@@ -203,9 +203,10 @@ class AUG(Method):
         self.order = list(order) if order is not None else list(model.modalities)
         if sorted(self.order) != sorted(model.modalities):
             raise ValueError(f"aug: order must list each of {model.modalities} once, got {self.order}")
-        device = model.classifier.weight.device
-        self.score_sum = torch.zeros(len(model.modalities), device=device)  # sum of S over present samples
-        self.score_count = torch.zeros(len(model.modalities), device=device)
+        # in the model's dtype (a float64 model accumulates in float64) and on its device
+        like = {"device": model.classifier.weight.device, "dtype": model.classifier.weight.dtype}
+        self.score_sum = torch.zeros(len(model.modalities), **like)  # sum of S over present samples
+        self.score_count = torch.zeros(len(model.modalities), **like)
 
     # --- training step ---------------------------------------------------------------
     def modality_loss(self, m: str, z: torch.Tensor, batch, n: int):
@@ -214,7 +215,7 @@ class AUG(Method):
         branches = self.model.branch_logits(m, z, n)
         out = torch.stack(branches).sum(0)
         losses = per_sample_loss(out, y, self.task_type)
-        weight = torch.ones((), device=z.device)
+        weight = torch.ones((), device=z.device, dtype=self.score_sum.dtype)
         if n >= 1:
             o = torch.stack(branches[:-1]).sum(0)
             losses = losses + per_sample_loss(o, y, self.task_type) + boosted_loss(

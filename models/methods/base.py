@@ -24,6 +24,7 @@ from torch import nn
 from ..distributed import average_gradients
 from ..fusion import FusionModel, FusionOutput
 from ..losses import task_loss
+from ..precision import upcast  # noqa: F401 - re-exported: methods import it from here
 
 Tensors = list[torch.Tensor]
 
@@ -33,7 +34,7 @@ Tensors = list[torch.Tensor]
 
 def _full_precision(a: Tensors) -> Tensors:
     """Half-precision (fp16/bf16) tensors as float32; float32 and float64 unchanged."""
-    return [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in a]
+    return [upcast(t) for t in a]
 
 
 def _no_autocast(a: Tensors):
@@ -89,11 +90,6 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
 def option(cls, options: dict, name: str):
     """A method option from its config, else the constructor's default (defaults live in one place)."""
     return options.get(name, inspect.signature(cls.__init__).parameters[name].default)
-
-
-def upcast(logits: torch.Tensor) -> torch.Tensor:
-    """Half-precision (bf16 autocast) logits to fp32; fp32 and fp64 unchanged."""
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 # --- determinism guards for a second forward pass ---------------------------------------

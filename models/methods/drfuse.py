@@ -85,12 +85,8 @@ from clinfuse.etl.errors import ConfigError
 from ..distributed import all_reduce_sum_, is_distributed, world_size
 from ..fusion import FusionOutput
 from ..losses import task_loss
+from ..precision import upcast
 from .base import Method
-
-
-def full(t: torch.Tensor) -> torch.Tensor:
-    """Half-precision (autocast) tensors upcast to float32; float32/float64 kept."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def fresh_copy(module: nn.Module) -> nn.Module:
@@ -124,7 +120,7 @@ def bernoulli_jsd(h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
 
 def per_label_losses(logits: torch.Tensor, y: torch.Tensor, task_type: str) -> torch.Tensor:
     """`[B, K]` per-label losses: BCE, or one-vs-rest BCE of softmax probabilities (multi-class)."""
-    logits = full(logits)
+    logits = upcast(logits)
     if task_type == "multiclass":
         target = F.one_hot(y.long(), logits.shape[-1]).to(logits.dtype)
         log_p = torch.log_softmax(logits, -1)
@@ -246,15 +242,15 @@ class DrFuse(Method):
         terms = {"fuse": task_loss(out.fused, y, tt), "shared": task_loss(out.extras["shared_logits"], y, tt)}
         for m in (a, b):
             terms[m] = task_loss(out.unimodal[m], y, tt, present[m])
-            cos = F.cosine_similarity(full(out.extras[f"shared_{m}"]), full(out.features[m]), dim=-1).abs()
+            cos = F.cosine_similarity(upcast(out.extras[f"shared_{m}"]), upcast(out.features[m]), dim=-1).abs()
             terms[f"orth_{m}"] = (cos * present[m]).sum() / present[m].sum().clamp(min=1)
-        jsd = bernoulli_jsd(full(out.extras[f"projected_{a}"]), full(out.extras[f"projected_{b}"]))
+        jsd = bernoulli_jsd(upcast(out.extras[f"projected_{a}"]), upcast(out.extras[f"projected_{b}"]))
         terms["jsd"] = (jsd * paired).sum() / paired.sum().clamp(min=1)
 
         with torch.no_grad():
             l_a, l_b = per_label_losses(out.unimodal[a], y, tt), per_label_losses(out.unimodal[b], y, tt)
             l_s = per_label_losses(out.extras["shared_logits"], y, tt)
-        alpha = full(out.extras["attention"])
+        alpha = upcast(out.extras["attention"])
         al_a, al_s, al_b = alpha[..., 0], alpha[..., 1], alpha[..., 2]
         pairs = ((al_b, al_a, l_b, l_a), (al_s, al_a, l_s, l_a), (al_s, al_b, l_s, l_b))
         if not is_distributed():

@@ -110,8 +110,8 @@ class GBlend(Method):
         self.super_epoch, self.holdout_fraction = int(super_epoch), float(holdout_fraction)
         self.holdout_seed, self.estimate_batch_size = int(holdout_seed), int(estimate_batch_size)
         self.heads = [FUSED, *model.modalities]
-        device = model.fusion_head.weight.device
-        self.weights = torch.full((len(self.heads),), 1.0 / len(self.heads), device=device)
+        head = model.fusion_head.weight  # the blending weights live in the model's dtype, on its device
+        self.weights = torch.full((len(self.heads),), 1.0 / len(self.heads), device=head.device, dtype=head.dtype)
         self.holdout: torch.Tensor | None = None  # [N_train] bool, True = held out
 
     # --- the held-out part of the training split -------------------------------------
@@ -260,10 +260,10 @@ class GBlend(Method):
             keep = torch.nonzero(~self.holdout[batch["index"]]).squeeze(1)  # one host sync
             batch = _select(batch, keep)
         # every head's sample count over every rank's kept rows (one collective; a no-op in one process)
-        counts = torch.stack([mask.sum() for mask in self.head_masks(batch)]).float()
+        counts = torch.stack([mask.sum() for mask in self.head_masks(batch)]).to(self.weights.dtype)
         all_reduce_sum_([counts])
         if len(batch["y"]) == 0:  # every row of this shard is held out: nothing to learn from here
-            zero = torch.zeros((), device=self.weights.device)
+            zero = torch.zeros((), device=self.weights.device, dtype=self.weights.dtype)
             losses = [zero] * len(self.heads)
         else:
             out = model(batch["inputs"], batch["present"])

@@ -65,6 +65,7 @@ from __future__ import annotations
 import torch
 
 from ..distributed import all_reduce_sum_, average_gradients
+from ..precision import upcast
 from .base import Method
 
 REDUCTIONS = ("mean", "sum")
@@ -154,7 +155,7 @@ class InfoReg(Method):
         sums, counts = [], []
         for m in self.model.modalities:
             logits = unimodal[m].detach()
-            logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+            logits = upcast(logits)
             if self.task_type == "multiclass":
                 per_sample = torch.softmax(logits, 1).gather(1, y.long().unsqueeze(1)).squeeze(1)
             else:

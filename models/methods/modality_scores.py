@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from ..distributed import all_reduce_sum_
+from ..precision import upcast
 
 
 def slice_logits(model, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -55,7 +56,7 @@ def match_score(logits: torch.Tensor, y: torch.Tensor, task_type: str) -> torch.
         y: `[B]` class indices (multiclass) or `[B, K]` 0/1 labels.
         task_type: "multilabel", "binary" or "multiclass".
     """
-    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    logits = upcast(logits)
     if task_type == "multiclass":
         return torch.softmax(logits, -1).gather(1, y.long().unsqueeze(1)).squeeze(1)
     p, target = torch.sigmoid(logits), y.to(logits.dtype)

@@ -78,13 +78,9 @@ import math
 import torch
 
 from ..distributed import all_reduce_sum_, rank, world_size
+from ..precision import upcast
 from .base import Method
 from .modality_scores import summed_over_ranks
-
-
-def full_precision(t: torch.Tensor) -> torch.Tensor:
-    """Half-precision (autocast) features upcast to fp32; fp32/fp64 kept as they are."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class PMR(Method):
@@ -181,7 +177,7 @@ class PMR(Method):
         sums, counts = {}, {}
         for m in model.modalities:
             params = [p for p in model.encoders[m].parameters() if p.is_floating_point()]
-            dtype = full_precision(params[0]).dtype if params else torch.float32
+            dtype = upcast(params[0]).dtype if params else torch.float32
             sums[m] = torch.zeros(self.num_classes, model.encoders[m].out_dim, dtype=dtype, device=device)
             counts[m] = torch.zeros(self.num_classes, dtype=dtype, device=device)
         mine = torch.tensor_split(rows, world_size())[rank()]
@@ -189,7 +185,7 @@ class PMR(Method):
             batch = train_tensors.batch(mine[start : start + chunk].to(device))
             onehot = torch.nn.functional.one_hot(self.classes(batch["y"]), self.num_classes)
             for m in model.modalities:
-                z = full_precision(model.encode(m, batch["inputs"][m]))
+                z = upcast(model.encode(m, batch["inputs"][m]))
                 w = onehot * batch["present"][m].unsqueeze(1)  # [B, K]: present samples of class k
                 sums[m] += (w.T.to(z.dtype) @ z).to(sums[m].dtype)
                 counts[m] += w.sum(0).to(counts[m].dtype)
@@ -223,7 +219,7 @@ class PMR(Method):
         cls = self.classes(y)
         pce, entropy, score = {}, {}, {}
         for m in self.model.modalities:
-            logits = self.prototype_logits(full_precision(features[m]), self.prototypes[m])
+            logits = self.prototype_logits(upcast(features[m]), self.prototypes[m])
             logp = torch.log_softmax(logits, dim=1)
             w = present[m].to(logp.dtype)
             n = w.sum().clamp(min=1.0)

@@ -197,3 +197,25 @@ def test_a_volume_stored_with_trailing_singleton_axes_is_read_as_3d(tmp_path, tr
     assert reason is None and reason_padded is None
     np.testing.assert_array_equal(got, want)
     assert want.max() > 0
+
+
+def test_every_dx_bl_code_is_the_fallback_label_where_dx_is_empty():
+    # One baseline row per DX_bl code, DX empty: CN and SMC -> CN, EMCI and LMCI -> MCI, AD -> AD.
+    from clinfuse.etl.adni.labels import baseline_labels
+
+    codes = ["CN", "SMC", "EMCI", "LMCI", "AD"]
+    table = pd.DataFrame({"RID": [1, 2, 3, 4, 5], "VISCODE": ["bl"] * 5, "DX": [None] * 5, "DX_bl": codes})
+    labels, _ = baseline_labels(table, smc="cn")
+    assert dict(zip(labels["DX_bl"], labels["label_name"], strict=True)) == {
+        "CN": "CN", "SMC": "CN", "EMCI": "MCI", "LMCI": "MCI", "AD": "AD"}
+    assert labels["label"].tolist() == [0, 0, 1, 1, 2]
+
+
+def test_a_present_dx_wins_over_dx_bl():
+    # DX is the baseline visit's own diagnosis: it decides even where DX_bl says otherwise.
+    from clinfuse.etl.adni.labels import baseline_labels
+
+    table = pd.DataFrame({"RID": [1, 2, 3], "VISCODE": ["bl"] * 3, "DX": ["Dementia", "CN", "MCI"],
+                          "DX_bl": ["LMCI", "AD", "CN"]})
+    labels, _ = baseline_labels(table, smc="cn")
+    assert labels["label_name"].tolist() == ["AD", "CN", "MCI"]

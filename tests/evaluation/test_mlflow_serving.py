@@ -127,6 +127,22 @@ def test_served_model_names_a_missing_input_and_a_wrong_shape():
         served.predict({"x": np.zeros((1, 3)), "has_x": np.ones(1)})
 
 
+def test_served_model_feeds_inputs_in_the_program_s_order_whatever_the_caller_s_key_or_column_order():
+    # The program is order-sensitive (a - 2 b + 3 c): only the program's own argument order gives
+    # 1 - 2*10 + 3*100 = 281 for the first sample, whichever order the caller's dict or DataFrame uses.
+    from clinfuse.pipeline.serving import ServedModel
+
+    served = ServedModel(lambda a, b, c: (a - 2 * b + 3 * c)[:, None], ["a", "b", "c"],
+                         {"a": (), "b": (), "c": ()}, ["score"])
+    values = {"a": np.array([1.0, 2.0]), "b": np.array([10.0, 20.0]), "c": np.array([100.0, 200.0])}
+    expected = [[281.0], [562.0]]
+    for order in (["a", "b", "c"], ["c", "b", "a"], ["b", "c", "a"]):
+        as_dict = {k: values[k] for k in order}
+        np.testing.assert_array_equal(served.predict(as_dict).to_numpy(), expected)
+        as_frame = pd.DataFrame({k: values[k] for k in order})
+        np.testing.assert_array_equal(served.predict(as_frame).to_numpy(), expected)
+
+
 def test_the_version_keeps_the_torch_native_program_beside_the_pyfunc(champion):
     import mlflow
     import torch

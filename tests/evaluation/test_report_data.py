@@ -94,6 +94,32 @@ def test_the_dvc_metrics_and_comparison_table_come_from_the_same_runs(evaluated)
     assert list(table.columns) == ["method", "seed", "headline", "auroc"] and len(table) == len(results)
 
 
+def _with_label_auprc(evaluated, values: dict[str, float], label: str):
+    """The fixture's runs with `label`'s test AUPRC set by hand per method."""
+    import copy
+
+    results, predictions, cohort, settings = evaluated
+    results = copy.deepcopy(results)
+    for r in results:
+        r["test"]["per_label"][label]["auprc"] = values[r["method"]]
+    return results, predictions, cohort, settings
+
+
+@pytest.mark.parametrize("auprc, best", [({"masam": 0.9, "late_fusion": 0.3}, "masam"),
+                                         ({"masam": 0.2, "late_fusion": 0.6}, "late_fusion")])
+def test_the_best_method_of_a_label_row_is_the_one_with_the_highest_auprc(evaluated, auprc, best):
+    label = evaluated[0][0]["labels"][0]
+    data = _build(_with_label_auprc(evaluated, auprc, label))
+    row = next(r for r in data.label_rows if r.label == label)
+    assert row.best_method == best
+
+
+def test_a_label_row_without_any_auprc_names_no_best_method(evaluated):
+    label = evaluated[0][0]["labels"][0]
+    data = _build(_with_label_auprc(evaluated, {"masam": None, "late_fusion": None}, label))
+    assert next(r for r in data.label_rows if r.label == label).best_method is None
+
+
 def _analysis(seeds):
     runs = {f"m-s{s}": {"method": "m", "seed": s, "flatness": [{"encoder": "ehr", "trace_per_param": float(s)}]}
             for s in seeds}

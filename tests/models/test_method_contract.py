@@ -69,3 +69,47 @@ def test_encoder_parameters_are_the_trainable_parameters_of_that_modalitys_encod
     ids = lambda params: {id(p) for p in params}  # noqa: E731
     assert ids(method.encoder_params("ehr")) == ids(model.encoders["ehr"].parameters())
     assert ids(method.encoder_params("cxr")) == {id(model.encoders["cxr"].a)}
+
+
+def _float64_outputs(name: str, task_type: str = "multilabel", options: dict | None = None):
+    torch.manual_seed(0)
+    inputs = {"ehr": torch.randn(3, 48, 24, dtype=torch.float64), "cxr": torch.rand(3, 1, 16, 16, dtype=torch.float64)}
+    present = {"ehr": torch.ones(3, dtype=torch.bool), "cxr": torch.tensor([True, False, True])}
+    options = options if options is not None else ({"modality": "ehr"} if name == "unimodal" else {})
+    model = build_model(SPEC, ["ehr", "cxr"], SHAPES, 5, method=name, task_type=task_type, options=options).double()
+    return model, model.eval()(inputs, present), present
+
+
+def test_a_float64_model_predicts_in_float64_with_every_method():
+    for name in METHODS:
+        _, out, _ = _float64_outputs(name)
+        assert out.fused.dtype == torch.float64, name
+        assert all(u.dtype == torch.float64 for u in out.unimodal.values()), name
+
+
+def _mean_of_present(values: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-sample mean over the present modalities, computed in float64 from scratch."""
+    mask = torch.stack([present[m].double() for m in values])[..., None]  # [M, B, 1]
+    return (torch.stack(list(values.values())) * mask).sum(0) / mask.sum(0)
+
+
+def test_methods_that_average_unimodal_probabilities_do_it_in_float64_for_a_float64_model():
+    # IGM (mean) and MLA (fixed, equal weights) predict the mean of the present modalities'
+    # probabilities: in float64 it matches the float64 mean to rounding, not to float32's 1e-8.
+    for name, options in (("igm", {}), ("mla", {"fusion": "fixed"})):
+        _, out, present = _float64_outputs(name, options=options)
+        expected = _mean_of_present({m: torch.sigmoid(u) for m, u in out.unimodal.items()}, present)
+        assert torch.allclose(torch.sigmoid(out.fused), expected, rtol=0, atol=1e-14), name
+
+
+def test_aug_combines_the_present_modalities_logits_in_float64_for_a_float64_model():
+    model, out, present = _float64_outputs("aug")
+    assert torch.allclose(out.fused, _mean_of_present(out.unimodal, present), rtol=0, atol=1e-14)
+
+
+def test_aug_and_gblend_keep_their_accumulators_and_weights_in_the_model_s_dtype():
+    for name, state in (("aug", ("score_sum", "score_count")), ("gblend", ("weights",))):
+        model, _, _ = _float64_outputs(name)
+        method = METHODS[name](model, torch.optim.SGD(model.parameters(), lr=0.1), "multilabel")
+        for attribute in state:
+            assert getattr(method, attribute).dtype == torch.float64, f"{name}.{attribute}"

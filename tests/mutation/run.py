@@ -7,6 +7,8 @@
     python tests/mutation/run.py --spawned-only       # re-check survivors against the spawned-process tests only
     python tests/mutation/run.py "etl.*" --recheck tests/x.py  # re-check survivors (globs first) against
                                                       # tests written since the run
+    python tests/mutation/run.py --fresh --sample 0.2  # a seeded random 20 % of each module's mutants
+                                                      # (`make mutation SAMPLE=0.2`): within the hour
 
 mutmut plants one small change at a time (a flipped comparison, a changed constant, a
 dropped argument...) and runs the tests that call the changed function; a mutant is
@@ -14,16 +16,24 @@ killed when a test fails (or it times out). Survivors that no test could ever ki
 (equivalent mutants: same behaviour) are listed, with the reason, in EQUIVALENT.md beside
 this file, matched by function and mutated line, so renumbering does not stale the list.
 
-The score is killed / (mutants checked - listed equivalents), printed last as
-`mutation score: <killed>/<total> = <ratio>`. A survivor that is not listed is printed
-with its diff: kill it with a test, or list it with the reason it is equivalent.
+The score is killed / (mutants checked - listed equivalents), printed per module and last
+overall as `mutation score: <killed>/<total> = <ratio>`. A survivor that is not listed is
+printed with its diff: kill it with a test, or list it with the reason it is equivalent.
+
+A sampled run (`--sample F`) generates every mutant, then runs a fixed random fraction F of
+each module's (seeded by `--sample-seed`, so the same code gives the same sample) and prints
+each module's score with its 95 % Wilson interval: the score of all its mutants lies there
+with 95 % confidence. The complete run is the reference; the sample is for when hours are not
+available.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -187,6 +197,64 @@ def selected(name: str, patterns: list[str]) -> bool:
     return not patterns or any(fnmatch(name, p) for p in patterns)
 
 
+def module_of(mutant: str) -> str:
+    """`clinfuse.etl.normalize.x_train_statistics__mutmut_3` -> `etl.normalize` (the mutated file's module)."""
+    return function_of(mutant).rsplit(".", 2 if "ǁ" in mutant else 1)[0]
+
+
+def sample_mutants(names: list[str], fraction: float, seed: int) -> list[str]:
+    """A seeded random `fraction` of each module's mutants (at least one per module), sorted.
+
+    The draw depends only on the module's mutant names, the fraction and the seed: the same
+    code gives the same sample, and a module's sample does not change when another module's does.
+    """
+    by_module: dict[str, list[str]] = {}
+    for name in sorted(names):
+        by_module.setdefault(module_of(name), []).append(name)
+    chosen = []
+    for module, members in sorted(by_module.items()):
+        k = min(len(members), max(1, round(fraction * len(members))))
+        chosen += random.Random(f"{seed}:{module}").sample(members, k)
+    return sorted(chosen)
+
+
+def wilson_interval(killed: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion killed / total ((0, 1) when total is 0)."""
+    if total == 0:
+        return 0.0, 1.0
+    p = killed / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def module_scores(killed: list[str], scored: list[str]) -> dict[str, tuple[int, int]]:
+    """module -> (killed, scored) over `scored` (checked mutants less listed equivalents)."""
+    dead = set(killed)
+    out: dict[str, tuple[int, int]] = {}
+    for name in scored:
+        k, n = out.get(module_of(name), (0, 0))
+        out[module_of(name)] = (k + (name in dead), n + 1)
+    return dict(sorted(out.items()))
+
+
+NO_MUTANT = "clinfuse.no-such-mutant"  # matches nothing: mutmut generates and maps the mutants, then stops
+
+
+def _mutmut_run(names: list[str], max_children: int, log: Path) -> None:
+    with open(log, "w") as fh:
+        # mutmut with mutants named clinfuse.<folder>... as the tests import them (see mutmut_namespaced.py)
+        code = subprocess.call([sys.executable, str(Path(__file__).with_name("mutmut_namespaced.py")), "run",
+                                "--max-children", str(max_children), *names],
+                               cwd=ROOT, env=_env(), stdout=fh, stderr=fh)
+    # mutmut refuses a filter that matches nothing, after it has generated every mutant and collected
+    # which tests reach each function: exactly the state a sampled run needs before it draws
+    generated_only = names == [NO_MUTANT] and "nothing matches" in log.read_text()
+    if code != 0 and not generated_only:
+        print(log.read_text()[-3000:])
+        sys.exit(f"mutmut run failed (exit {code}); full log: {log}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("patterns", nargs="*", help="mutant-name globs, e.g. 'etl.normalize.*' (default: all)")
@@ -199,28 +267,42 @@ def main(argv: list[str] | None = None) -> int:
                              "unexplained survivor (tests written since the run), then score")
     parser.add_argument("--fresh", action="store_true",
                         help="delete mutants/ first (mutmut keeps its copy of unmutated files and old verdicts)")
+    parser.add_argument("--sample", type=float, default=None, metavar="F",
+                        help="run a seeded random fraction F (0 < F <= 1) of each module's mutants; each module's "
+                             "score is printed with its 95 %% Wilson interval")
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the sample (default 0)")
     args = parser.parse_args(argv)
+    if args.sample is not None and not 0 < args.sample <= 1:
+        parser.error(f"--sample must be in (0, 1], got {args.sample}")
     args.patterns = namespaced(args.patterns)
 
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
     if args.fresh and not args.report_only:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    sample_file = ROOT / "mutants" / "sample.json"
     if not args.report_only and not args.spawned_only and not args.recheck:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
-        with open(log, "w") as fh:
-            # mutmut with mutants named clinfuse.<folder>... as the tests import them (see mutmut_namespaced.py)
-            code = subprocess.call([sys.executable, str(Path(__file__).with_name("mutmut_namespaced.py")), "run",
-                                    "--max-children", str(args.max_children), *args.patterns],
-                                   cwd=ROOT, env=_env(), stdout=fh, stderr=fh)
-        for name in VERDICT_FILES if args.patterns else ():  # mutmut re-ran the selected mutants:
-            if (ROOT / "mutants" / name).is_file():           # their extra verdicts are stale
-                Verdicts(name, args.patterns).save({})
-        if code != 0:
-            print(log.read_text()[-3000:])
-            sys.exit(f"mutmut run failed (exit {code}); full log: {log}")
+        names = args.patterns
+        sample_file.unlink(missing_ok=True)  # a new run: an earlier run's sample no longer applies
+        if args.sample is not None:
+            # generate every mutant (and mutmut's test mapping) without running one, then draw the sample
+            _mutmut_run([NO_MUTANT], args.max_children, log)
+            names = sample_mutants([k for k in results() if selected(k, args.patterns)], args.sample,
+                                   args.sample_seed)
+            sample_file.write_text(json.dumps({"fraction": args.sample, "seed": args.sample_seed,
+                                               "mutants": names}, indent=1))
+            print(f"sampled {len(names)} mutants ({args.sample:.0%} of each module, seed {args.sample_seed})",
+                  flush=True)
+        _mutmut_run(names, args.max_children, log)
+        for name in VERDICT_FILES if names else ():  # mutmut re-ran the selected mutants:
+            if (ROOT / "mutants" / name).is_file():   # their extra verdicts are stale
+                Verdicts(name, names).save({})
 
     found = {k: v for k, v in results().items() if selected(k, args.patterns)}
+    sample = json.loads(sample_file.read_text()) if sample_file.is_file() else None
+    if sample is not None:  # a sampled run scores its sample only (the rest was never run)
+        found = {k: v for k, v in found.items() if k in set(sample["mutants"])}
     status = {k: s for k, (s, _) in found.items()}
     checked = {k: v for k, v in status.items() if v not in NOT_RUN}
     killed = [k for k, v in checked.items() if v in KILLED]
@@ -258,7 +340,16 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{s} {n}" for s, n in counts.items())
           + f"; {len(listed)} survivors listed as equivalent in {EQUIVALENT.relative_to(ROOT)}, "
           f"{len(unexplained)} unexplained")
+    listed_names = {k for k, _ in listed}
+    for module, (k, n) in module_scores(killed, [m for m in checked if m not in listed_names]).items():
+        lo, hi = wilson_interval(k, n)
+        interval = f" (95 % CI {lo:.3f}-{hi:.3f}, sampled)" if sample is not None else ""
+        print(f"  {module}: {k}/{n} = {k / n if n else 0.0:.3f}{interval}")
     total = len(checked) - len(listed)
+    if sample is not None:
+        lo, hi = wilson_interval(len(killed), total)
+        print(f"sample: {sample['fraction']:.0%} of each module's mutants, seed {sample['seed']}; "
+              f"95 % CI of the score {lo:.3f}-{hi:.3f}")
     print(f"mutation score: {len(killed)}/{total} = {len(killed) / total if total else 0.0:.3f}")
     return 0
 

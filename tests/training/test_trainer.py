@@ -109,3 +109,51 @@ def test_unknown_method_option_names_the_key(tmp_path, mimic_cohort, capsys):
     bad.write_text("method: masam\noptions:\n  rhoo: 0.1\n")
     code = main(["train", "--cohort", str(mimic_cohort), "--method", "masam", "--config", str(bad), "--no-tracking"])
     assert code == 2 and "options.rhoo: unknown option" in capsys.readouterr().err
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(mimic_cohort, tmp_path, monkeypatch):
+    # A validation metric that never improves: epoch 1 sets the best, epoch 2 is the first bad epoch,
+    # and patience 1 stops right there: exactly 2 epochs (one more would be the off-by-one `>`).
+    import clinfuse.pipeline.trainer as trainer
+
+    monkeypatch.setattr(trainer, "evaluate_split", lambda *a, **k: {"macro_auprc": 0.5})
+    run = spec(mimic_cohort, "late_fusion", tmp_path / "run", epochs=6)
+    run.settings.patience = 1
+    summary = fit(run, track=False)
+    assert summary["epochs_run"] == 2
+    assert summary["best_epoch"] == 1
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_patience_counts_only_consecutive_epochs_without_improvement(mimic_cohort, tmp_path, monkeypatch):
+    # scores 0.1, 0.3, 0.2, 0.4, 0.35, 0.3: with patience 2 the run stops after the 6th epoch (two bad
+    # epochs in a row after the best at epoch 4), not after the 3rd (one bad epoch, then an improvement).
+    import clinfuse.pipeline.trainer as trainer
+
+    scores = iter([0.1, 0.3, 0.2, 0.4, 0.35, 0.3, 0.9, 0.9])
+    monkeypatch.setattr(trainer, "evaluate_split", lambda *a, **k: {"macro_auprc": next(scores)})
+    run = spec(mimic_cohort, "late_fusion", tmp_path / "run", epochs=8)
+    run.settings.patience = 2
+    summary = fit(run, track=False)
+    assert summary["epochs_run"] == 6 and summary["best_epoch"] == 4
+
+
+def test_cosine_schedule_steps_once_per_epoch_and_logs_the_rate_each_epoch_trained_with(mimic_cohort, tmp_path):
+    # CosineAnnealingLR with T_max = epochs = 3, stepped after each epoch: the rate of epoch e (0-based)
+    # is lr * (1 + cos(pi * e / 3)) / 2 = lr * [1, 3/4, 1/4]. Stepping per batch would end epoch 1 far lower.
+    run = spec(mimic_cohort, "late_fusion", tmp_path / "run", epochs=3)
+    run.settings.lr = 0.004
+    run.settings.schedule = "cosine"
+    fit(run, track=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["lr"] for r in history] == pytest.approx([0.004, 0.003, 0.001], rel=1e-9)
+
+
+def test_constant_schedule_logs_the_same_rate_every_epoch(mimic_cohort, tmp_path):
+    run = spec(mimic_cohort, "late_fusion", tmp_path / "run", epochs=2)
+    run.settings.lr = 0.004
+    run.settings.schedule = "none"
+    fit(run, track=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["lr"] for r in history] == [0.004, 0.004]

@@ -1,0 +1,47 @@
+"""`make mutation SAMPLE=F`: the sample it draws and the interval it prints (tests/mutation/run.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.mutation.run import module_of, module_scores, sample_mutants, wilson_interval
+
+NAMES = [f"clinfuse.etl.split.x_assign_patient_split__mutmut_{i}" for i in range(1, 21)] + [
+    f"clinfuse.models.methods.masam.xǁMASAMǁstep__mutmut_{i}" for i in range(1, 11)]
+
+
+def test_a_mutant_belongs_to_the_module_of_its_file_whether_function_or_method():
+    assert module_of("clinfuse.etl.split.x_assign_patient_split__mutmut_3") == "etl.split"
+    assert module_of("clinfuse.models.methods.masam.xǁMASAMǁstep__mutmut_7") == "models.methods.masam"
+
+
+def test_the_sample_takes_the_fraction_of_each_module_and_is_the_same_for_the_same_seed():
+    sample = sample_mutants(NAMES, 0.2, seed=0)
+    assert sum(n.startswith("clinfuse.etl.split.") for n in sample) == 4  # 20 % of 20
+    assert sum(n.startswith("clinfuse.models.methods.masam.") for n in sample) == 2  # 20 % of 10
+    assert sample == sample_mutants(list(reversed(NAMES)), 0.2, seed=0)
+    assert sample != sample_mutants(NAMES, 0.2, seed=1)
+
+
+def test_a_module_s_sample_does_not_depend_on_the_other_modules():
+    alone = sample_mutants(NAMES[:20], 0.2, seed=0)
+    assert [n for n in sample_mutants(NAMES, 0.2, seed=0) if n.startswith("clinfuse.etl.")] == alone
+
+
+def test_every_module_keeps_at_least_one_mutant():
+    assert len(sample_mutants(NAMES, 0.01, seed=0)) == 2
+
+
+def test_the_wilson_interval_by_hand():
+    # 9 of 10: p = 0.9, z = 1.96, z^2 = 3.8416: centre (0.9 + 3.8416 / 20) / (1 + 3.8416 / 10) = 0.78898,
+    # half-width 1.96 * sqrt(0.9 * 0.1 / 10 + 3.8416 / 400) / 1.38416 = 0.19314 -> (0.5958, 0.9821)
+    lo, hi = wilson_interval(9, 10)
+    assert (lo, hi) == pytest.approx((0.5958, 0.9821), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(10, 10)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(0.7225, abs=1e-4)
+
+
+def test_module_scores_count_kills_per_module():
+    scored = NAMES[:3] + NAMES[20:22]
+    assert module_scores([NAMES[0], NAMES[20]], scored) == {"etl.split": (1, 3), "models.methods.masam": (1, 2)}
