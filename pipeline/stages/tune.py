@@ -141,9 +141,11 @@ def open_storage(study: Study):
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=s.max_retries))
         except Exception as exc:  # a malformed URL, a missing database driver
-            # ... or two workers creating a fresh database's tables at the same moment: the second sees
-            # "table already exists"; a moment later the tables are there
-            if attempt < 2 and "already exists" in str(exc):
+            # ... or two workers creating a fresh database's tables (and version row) at the same moment:
+            # the second sees "table already exists" or a UNIQUE constraint; a moment later all is there
+            from sqlalchemy.exc import SQLAlchemyError
+
+            if attempt < 2 and isinstance(exc, SQLAlchemyError):
                 time.sleep(1.0)
                 continue
             raise ConfigError(f"tune.storage: cannot open {url!r}: {str(exc).splitlines()[0]}") from None
