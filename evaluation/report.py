@@ -77,6 +77,7 @@ class ReportData:
     seeds_measured: bool = False  # every method has >= 2 seeds: spread, ranks and a bold best are shown
     champion_margin: dict[str, Any] | None = None  # evaluation.verdicts.champion_margin
     cohort_warnings: list[str] = field(default_factory=list)  # manifest.json `warnings` (pipeline/cohort_checks.py)
+    tuning: list[dict[str, Any]] | None = None  # evaluation.tuning.tuning_rows: how each method was configured
 
 
 

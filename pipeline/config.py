@@ -51,6 +51,7 @@ def _build_params_model() -> type[StrictModel]:
         ("evaluate", "evaluate", "EvaluateSettings"),
         ("analyze", "analyze", "AnalyzeSettings"),
         ("registry", "registry", "RegistrySettings"),
+        ("tune", "tune", "TuneSettings"),
     ]:
         model = _optional_section(module, cls)
         if model is not None:

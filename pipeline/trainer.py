@@ -84,7 +84,20 @@ class RunSpec:
 
 
 class StopTraining(Exception):
-    """Raised by a test hook to simulate a killed run."""
+    """Raised by a test hook to simulate a killed run (and by a tuning trial's pruner)."""
+
+
+@dataclass
+class TrialHooks:
+    """How a tuning trial's run differs from a pipeline run (pipeline/stages/tune.py).
+
+    `tags` are added to the MLflow run (`mlflow.parentRunId` nests it under the study's run);
+    `on_epoch(epoch, validation score)` is called after each epoch's checkpoint and may raise a
+    `StopTraining` to prune the trial. A trial's run records only the splits it reads: train and val.
+    """
+
+    tags: dict[str, str]
+    on_epoch: Any  # Callable[[int, float | None], None]
 
 
 class TrainingDiverged(ClinfuseError):
@@ -442,7 +455,8 @@ def _log_alignment(model, train: SplitTensors, task_type: str, batch_size: int, 
     tracker.metrics({f"align/gamma_{m}": v for m, v in zip(names, values, strict=True)}, state["global_step"])
 
 
-def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_after_epoch: int | None = None) -> dict:
+def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_after_epoch: int | None = None,
+        trial: TrialHooks | None = None) -> dict:
     """Train one run and write its folder; returns the train summary.
 
     Args:
@@ -451,6 +465,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
             the same configuration, else start afresh (resume_or_start_afresh).
         track: log to MLflow.
         stop_after_epoch: raise StopTraining after this epoch's checkpoint (tests simulate a kill).
+        trial: a tuning trial's MLflow tags and per-epoch callback (None: a pipeline run).
     """
     started = time.perf_counter()
     s = spec.settings
@@ -518,8 +533,10 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
     tracker.run_id = state["mlflow_run_id"] = from_rank0(tracker.run_id)
     if tracker.run_id and is_main():
         write_json(run_file, {"run_id": tracker.run_id})
-    tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed)})
-    tracker.lineage(cohort, {split: cohort.rows(split) for split in ("train", "val", "test")},
+    tracker.tags({"cohort": cohort.name, "method": spec.method_name, "seed": str(spec.seed),
+                  **(trial.tags if trial else {})})
+    splits = ("train", "val") if trial else ("train", "val", "test")
+    tracker.lineage(cohort, {split: cohort.rows(split) for split in splits},
                     f"{spec.method_name} on {cohort.name}, seed {spec.seed} (clinfuse train)")
     headline = headline_metric(cohort.task_type)
 
@@ -615,6 +632,8 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                 progress.remove_task(task)
                 if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                     raise StopTraining(f"stopped after epoch {epoch + 1}")
+                if trial is not None:
+                    trial.on_epoch(epoch + 1, score)
                 if stop_early:
                     break
     except StopTraining:

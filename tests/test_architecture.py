@@ -34,6 +34,7 @@ COMMAND_STAGES = {
     "synth": set(),
     "tables": {"summary_tables"},
     "train": set(),
+    "tune": {"tune"},
 }
 # (command, stage) imports tolerated for now, with the name imported and why (the test fails on an
 # entry that is no longer used, so it cannot outlive its reason). None since the cohort manifest

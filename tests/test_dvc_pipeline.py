@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = """\
 paths: {raw: data/raw, mimic_iv: data/raw/mimic-iv, mimic_cxr: data/raw/mimic-cxr-jpg, adni: data/raw/adni,
-        processed: data/processed, runs: runs, reports: reports}
+        processed: data/processed, runs: runs, reports: reports, tuning: tuning}
 synth: {subjects: 90, seed: 3, adni_subjects: 50, mri_size: 12}
 etl_mimic: {cxr_size: 16, workers: 1, threads: 1, memory_limit: 512MB}
 etl_adni: {mri_size: 12, workers: 1}
@@ -22,6 +22,7 @@ sweep: {cohorts: [mimic-phenotype, mimic-mortality, adni, mimic-phenotype-partia
 evaluate: {n_resamples: 50}
 registry: {example_rows: 2}
 train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2, alignment_every: 2}
+tune: {}
 analyze: {hutchinson_vectors: 2, hutchinson_max_vectors: 2, power_iters: 2, batch_size: 8, landscape_points_1d: 3, landscape_points_2d: 3,
           landscape_samples: 16, probe_max_train: 100, efficiency_batch: 2, efficiency_steps: 1}
 """
@@ -54,6 +55,8 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
     assert 'id="ceiling"' in phenotype and 'id="why-claims"' in phenotype  # synthetic: the oracle ceiling
     assert 'id="ceiling"' not in (work / "reports" / "adni" / "report.html").read_text()
     assert 'id="table1"' in (work / "reports" / "summary.html").read_text()
+    # tune.budget 0 (the default): each method's selected.yaml is its config as it is
+    assert "budget: 0" in (work / "tuning" / "adni" / "masam" / "selected.yaml").read_text()
     partial = (work / "reports" / "mimic-phenotype-partial" / "report.html").read_text()
     assert 'id="presence"' in partial and "cxr withheld AUPRC" in partial
     assert '"name": "mimic-phenotype-partial"' in (work / "reports" / "mimic-phenotype-partial" / "registry.json").read_text()

@@ -21,6 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", nargs="+", required=True, help="evaluated run folder(s) (clinfuse evaluate --out)")
     parser.add_argument("--out", required=True, help="report folder (report.html, metrics.json, plots/)")
     parser.add_argument("--analysis", default=None, help="analysis folder (clinfuse analyze --out): the Why section")
+    parser.add_argument("--tuning", default=None,
+                        help="tuning folder of the cohort (<paths.tuning>/<cohort>, clinfuse tune): the Tuning section")
     parser.add_argument("--summary-link", default=None, help="relative link to the cross-cohort summary page")
 
 
@@ -44,7 +46,9 @@ def run(args) -> int:
         argv += ["--analysis", args.analysis]
     if args.summary_link:
         argv += ["--summary-link", args.summary_link]
+    if args.tuning:
+        argv += ["--tuning", args.tuning]
     provenance = {**git_state(), "command": command_line(argv), "working_directory": os.getcwd()}
     print(build_report(Path(args.cohort), [Path(r) for r in args.runs], Path(args.out), settings, provenance, analysis,
-                       args.summary_link))
+                       args.summary_link, Path(args.tuning) if args.tuning else None))
     return 0

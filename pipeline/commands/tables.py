@@ -29,5 +29,5 @@ def run(args) -> int:
     reports = Path(args.reports or params.paths.reports)
     out = Path(args.out) if args.out else reports / "summary.html"
     print(build_summary(reports, args.cohorts or params.sweep.cohorts, out, params.sweep.methods,
-                        params.analyze.proposed))
+                        params.analyze.proposed, Path(params.paths.tuning)))
     return 0

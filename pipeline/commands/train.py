@@ -39,6 +39,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", required=True, help="method config name in configs/methods/ (e.g. masam)")
     parser.add_argument("--seed", type=int, default=None, help="seed (default: first of params sweep.seeds)")
     parser.add_argument("--config", default=None, help="method YAML (default: configs/methods/<method>.yaml)")
+    parser.add_argument("--tuned", default=None,
+                        help="selected configuration written by `clinfuse tune` (<tuning>/<cohort>/<method>/selected.yaml): "
+                             "its method options and training settings replace the config's")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<cohort>/<method>-s<seed>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run folder's last checkpoint (fail if its configuration changed)")
@@ -48,6 +51,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--nproc", type=int, default=None,
                         help="override train.nproc: processes on this machine, started with torchrun")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+
+def tuned_method(path: Path, method_name: str, settings) -> MethodConfig:
+    """The method config in `clinfuse tune`'s selected.yaml; its training settings are applied to `settings`."""
+    from clinfuse.pipeline.settings.search import SelectedConfig
+
+    selected = load_section(SelectedConfig, path)
+    configured = load_section(MethodConfig, method_path(method_name)) if method_path(method_name).is_file() else None
+    if configured is not None and configured.method != selected.method:
+        raise ConfigError(f"{path}: method: {selected.method!r} was tuned, but --method {method_name} trains "
+                          f"{configured.method!r}")
+    method = MethodConfig(method=selected.method, options=selected.options).check(str(path))
+    for key, value in selected.train.items():
+        try:
+            setattr(settings, key, value)
+        except Exception as exc:  # pydantic names the constraint
+            raise ConfigError(f"{path}: train.{key}: {str(exc).splitlines()[-1].strip()}") from None
+    return method
 
 
 def run(args) -> int:
@@ -67,13 +88,18 @@ def run(args) -> int:
                 setattr(settings, key, value)
             except ValidationError as err:
                 raise ConfigError(f"--{key} {value}: {err.errors()[0]['msg']} (train.{key})") from None
-    method_file = Path(args.config) if args.config else method_path(args.method)
+    if args.tuned and args.config:
+        raise ConfigError("--tuned and --config: choose one (--tuned already holds the method config)")
+    method_file = Path(args.tuned or args.config or method_path(args.method))
     if not method_file.is_file():
         raise ConfigError(
             f"{method_file}: no such method config; available: "
             f"{sorted(p.stem for p in method_file.parent.glob('*.yaml'))}"
         )
-    method = load_section(MethodConfig, method_file).check(str(method_file))
+    if args.tuned:
+        method = tuned_method(method_file, args.method, settings)
+    else:
+        method = load_section(MethodConfig, method_file).check(str(method_file))
     if args.config and args.method not in (method.method, method_file.stem):
         # The run is named after --method: it must be what the file trains.
         raise ConfigError(f"{method_file}: trains method {method.method!r}, but --method says {args.method!r}; "

@@ -20,3 +20,4 @@ class PathsSettings(StrictModel):
     processed: str = "data/processed"
     runs: str = "runs"
     reports: str = "reports"
+    tuning: str = "tuning"  # <tuning>/<cohort>/<method>/: a study, its trials and selected.yaml (clinfuse tune)

@@ -50,8 +50,17 @@ def cohort_info(cohort) -> SimpleNamespace:
                            registered_model_name=cohort.manifest.registered_model_name)
 
 
+def read_studies(folder: Path, methods: list[str]) -> list[dict]:
+    """`<folder>/<method>/study.json` (clinfuse tune) of each reported method that has one."""
+    import json
+
+    return [json.loads((folder / m / "study.json").read_text()) for m in methods
+            if (folder / m / "study.json").is_file()]
+
+
 def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: ReportSettings,
-                 provenance: dict | None = None, analysis: Path | None = None, summary_link: str | None = None) -> str:
+                 provenance: dict | None = None, analysis: Path | None = None, summary_link: str | None = None,
+                 tuning: Path | None = None) -> str:
     """Write report.html, metrics.json, comparison.csv and plots/ for one cohort.
 
     Reads the cohort and the evaluated runs (and the analysis and `out/registry.json` when
@@ -70,6 +79,10 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
         provenance=provenance, summary_link=summary_link,
         val_predictions=[Predictions(*read_predictions(r["_dir"], cohort, "val")) for r in results]
         if all(predictions_file(r["_dir"], "val").is_file() for r in results) else None)
+    if tuning is not None:
+        from clinfuse.evaluation.tuning import tuning_rows
+
+        data.tuning = tuning_rows(read_studies(tuning, data.methods))
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
     metrics, about = report_metrics(data, cohort.name)

@@ -6,6 +6,7 @@ A cohort with one seed for some method is shown without spread, ranks, bold winn
 The registered version of each cohort (reports/<cohort>/registry.json, clinfuse register) is listed
 when there is one: the cohort reports are written before `clinfuse register` runs, so this page is
 where the version shows.
+With a tuning folder, <tuning>/<cohort>/<method>/study.json (clinfuse tune) adds how each method was tuned.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def _verdicts(folder: Path) -> dict | None:
         raise InputError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); run `clinfuse report` again") from e
 
 
-def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[str], proposed: list[str]) -> str:
-    """Write the summary page; returns a one-line message."""
+def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[str], proposed: list[str],
+                  tuning_root: Path | None = None) -> str:
+    """Write the summary page; returns a one-line message. `tuning_root` (<paths.tuning>) adds how each
+    method was tuned (its `<cohort>/<method>/study.json`, clinfuse tune)."""
     primary, secondary, per_label, metric_of = [], [], {}, {}
     for c in cohorts:
         results = _evaluations(reports / c / "runs")
@@ -114,7 +117,21 @@ def build_summary(reports: Path, cohorts: list[str], out: Path, methods: list[st
         metric_of=metric_of, proposed=proposed, table1=table1, table6=table6, table7=table7, reports=reports_links,
         seeds_measured=seeds_measured, unmeasured=[c for c in cohorts if not seeds_measured[c]], verdicts=verdicts, synthetic=synthetic, provenance_unknown=unknown,
         registry=registered_versions(reports, cohorts),
-        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        tuning=_tuning(tuning_root, cohorts, order) if tuning_root else None)
     write_text(out, html)
     n_verdicts = sum(len(v["verdicts"]) for v in verdicts.values() if v)
     return f"summary: {len(cohorts)} cohorts, {len(order)} methods, {n_verdicts} verdicts -> {out}"
+
+
+def _tuning(root: Path, cohorts: list[str], methods: list[str]) -> dict[str, list[dict]]:
+    """cohort -> per-method tuning rows (evaluation.tuning), for the cohorts and methods that have a study."""
+    from clinfuse.evaluation.tuning import tuning_rows
+
+    out = {}
+    for c in cohorts:
+        studies = [json.loads((root / c / m / "study.json").read_text()) for m in methods
+                   if (root / c / m / "study.json").is_file()]
+        if studies:
+            out[c] = tuning_rows(studies, figures=False)
+    return out
