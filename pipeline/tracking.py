@@ -207,6 +207,7 @@ def store_errors(uri: str | None = None, what: str = "the MLflow store") -> Iter
         raise
     except Exception as exc:  # noqa: BLE001 - MLflow wraps SQLAlchemy/sqlite3/OS errors in several types
         text = str(exc)
+        problem: str | None
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             problem = "no space left on the device"
         else:
