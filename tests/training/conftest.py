@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 
 from tests.fixtures.cohorts import write_cohort
@@ -15,6 +18,19 @@ def mimic_cohort(tmp_path_factory):
 @pytest.fixture(scope="session")
 def adni_cohort(tmp_path_factory):
     return write_cohort(tmp_path_factory.mktemp("cohorts") / "adni", "adni")
+
+
+@pytest.fixture(scope="session")
+def binary_cohort(tmp_path_factory):
+    """The MIMIC fixture reduced to one label: a mortality-like binary task."""
+    path = write_cohort(tmp_path_factory.mktemp("cohorts") / "mimic-mortality", "mimic")
+    samples = pd.read_parquet(path / "samples.parquet")
+    samples["in_hospital_mortality"] = samples["Sepsis"]
+    samples.drop(columns=["Sepsis", "Shock", "CHF"]).to_parquet(path / "samples.parquet", index=False)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest.update(task="mortality", task_type="binary", label_columns=["in_hospital_mortality"])
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
 
 
 @pytest.fixture(scope="session")

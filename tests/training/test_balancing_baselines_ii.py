@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
-import pandas as pd
 import pytest
 import torch
 
@@ -13,21 +10,7 @@ from clinfuse.pipeline.checkpoints import CHECKPOINT_LAST
 from clinfuse.pipeline.data import load_cohort, split_tensors
 from clinfuse.pipeline.inference import load_trained_model, predict_split
 from clinfuse.pipeline.trainer import StopTraining, fit
-from tests.fixtures.cohorts import write_cohort
 from tests.training.test_trainer import spec
-
-
-@pytest.fixture(scope="module")
-def binary_cohort(tmp_path_factory):
-    """The MIMIC fixture reduced to one label: a mortality-like binary task."""
-    path = write_cohort(tmp_path_factory.mktemp("cohorts") / "mimic-mortality", "mimic")
-    samples = pd.read_parquet(path / "samples.parquet")
-    samples["in_hospital_mortality"] = samples["Sepsis"]
-    samples.drop(columns=["Sepsis", "Shock", "CHF"]).to_parquet(path / "samples.parquet", index=False)
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest.update(task="mortality", task_type="binary", label_columns=["in_hospital_mortality"])
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    return path
 
 
 @pytest.mark.parametrize("method", ["mla", "mmpareto", "aug"])

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from clinfuse.pipeline.data import load_cohort
 from clinfuse.pipeline.inference import load_trained_model, predict_split, probabilities
 from clinfuse.pipeline.trainer import fit
-from tests.fixtures.cohorts import write_cohort
 from tests.training.test_trainer import spec
 
 
@@ -41,15 +38,9 @@ def test_probabilities_upcast_half_precision_and_keep_float32_and_float64():
 
 
 @pytest.fixture(scope="module")
-def binary_run(tmp_path_factory):
-    """A trained run on the MIMIC fixture reduced to one label (a mortality-like binary task)."""
-    path = write_cohort(tmp_path_factory.mktemp("cohorts") / "mimic-mortality", "mimic")
-    samples = pd.read_parquet(path / "samples.parquet")
-    samples["in_hospital_mortality"] = samples["Sepsis"]
-    samples.drop(columns=["Sepsis", "Shock", "CHF"]).to_parquet(path / "samples.parquet", index=False)
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest.update(task="mortality", task_type="binary", label_columns=["in_hospital_mortality"])
-    (path / "manifest.json").write_text(json.dumps(manifest))
+def binary_run(binary_cohort, tmp_path_factory):
+    """A trained run on the MIMIC fixture reduced to one label (tests/training/conftest.py)."""
+    path = binary_cohort
     out = tmp_path_factory.mktemp("runs") / "late_fusion"
     fit(spec(path, "late_fusion", out, epochs=1), track=False)
     return path, out
