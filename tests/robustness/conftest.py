@@ -3,6 +3,9 @@ run of each, trained and evaluated once per session (copy them before damaging t
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -68,3 +71,13 @@ def registered_models(tmp_path_factory, fast_params):
         models[kind] = (cohort, f"models:/{kind}-model@champion")
     yield uri, models
     mp.undo()
+
+
+MIMIC_GOLDEN = Path(__file__).resolve().parents[1] / "mimic" / "golden" / "input"
+
+
+@pytest.fixture()
+def raw(tmp_path):
+    """A fresh copy of the hand-made MIMIC golden export to damage (ADNI test modules define their own)."""
+    shutil.copytree(MIMIC_GOLDEN, tmp_path / "raw")
+    return tmp_path / "raw"

@@ -18,6 +18,7 @@ from clinfuse.etl.synth.adni import brain_volume, nifti_bytes
 from clinfuse.pipeline.cli import main
 from clinfuse.pipeline.stages.etl_adni import build_adni_cohort
 from tests.adni.test_adni_etl import ALL_TRAIN, adni  # noqa: F401 - the golden export fixture
+from tests.robustness.edits import edit_text as _edit
 
 ROW2 = "1,011_S_0001,bl,2010-01-10,CN,CN,70,Male,"
 SROW_X = 280  # byte offset of the sform's first row in a NIfTI-1 header
@@ -28,10 +29,6 @@ def _cli(folder: Path, out: Path, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err.strip()
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
 
 
 @pytest.mark.parametrize(("rid", "message"), [

@@ -10,6 +10,7 @@ import pytest
 from clinfuse.pipeline.cli import main
 from clinfuse.pipeline.stages.etl_adni import build_adni_cohort
 from tests.adni.test_adni_etl import ALL_TRAIN, adni  # noqa: F401 - the golden export fixture
+from tests.robustness.edits import edit_text as _edit
 
 HEADER_ROW2 = "1,011_S_0001,bl,2010-01-10,CN,CN,70,Male"
 
@@ -19,10 +20,6 @@ def _cli(folder: Path, out: Path, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err.strip()
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [

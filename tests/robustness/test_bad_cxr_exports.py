@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from clinfuse.etl.mimic.cxr import NOT_OPENABLE, TOO_SMALL, decode_one
 from clinfuse.pipeline.cli import main
 from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
 from clinfuse.pipeline.stages.etl_mimic import build_mimic_cohort
+from tests.robustness.edits import edit_text as _edit
 
 GOLDEN = Path(__file__).resolve().parents[1] / "mimic" / "golden" / "input"
 SETTINGS = MimicEtlSettings(workers=1, threads=1, memory_limit="256MB", cxr_size=8)
@@ -27,16 +27,6 @@ ROW_B = "bbbb0002,10000001,50000002,CHEST (PORTABLE AP),AP,12,10,21500102,90000.
 FILM_B = "files/p10/p10000001/s50000002/bbbb0002.jpg"
 
 
-@pytest.fixture()
-def raw(tmp_path):
-    shutil.copytree(GOLDEN, tmp_path / "raw")
-    return tmp_path / "raw"
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
 
 
 def _cli(raw: Path, out: Path, capsys) -> tuple[int, str]:

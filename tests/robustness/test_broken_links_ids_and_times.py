@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -15,22 +14,13 @@ import pytest
 from clinfuse.pipeline.cli import main
 from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
 from clinfuse.pipeline.stages.etl_mimic import build_mimic_cohort
+from tests.robustness.edits import edit_text as _edit
 
 GOLDEN = Path(__file__).resolve().parents[1] / "mimic" / "golden" / "input"
 SETTINGS = MimicEtlSettings(workers=1, threads=1, memory_limit="256MB", cxr_size=8)
 STAY_2 = "10000002,20000021,30000201,"  # icustays: subject 10000002's only stay (in the phenotype cohort)
 
 
-@pytest.fixture()
-def raw(tmp_path):
-    shutil.copytree(GOLDEN, tmp_path / "raw")
-    return tmp_path / "raw"
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
 
 
 def _cli(raw: Path, out: Path, capsys, task: str = "phenotype") -> tuple[int, str]:
