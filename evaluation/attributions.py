@@ -20,6 +20,11 @@ def channel_variables(channels: list[str]) -> list[str]:
     return [c[: -len("_mask")] if c.endswith("_mask") else c for c in channels]
 
 
+def mask_channels(channels: list[str]) -> np.ndarray:
+    """`[C]` True for the observation-mask channels (`<name>_mask`): those an IG baseline holds at the input."""
+    return np.array([c.endswith("_mask") for c in channels], dtype=bool)
+
+
 def variable_hour_map(attr: np.ndarray, channels: list[str]) -> tuple[list[str], np.ndarray]:
     """Attributions `[..., T, C]` summed over each variable's channels (value and mask): `[..., V, T]`.
 

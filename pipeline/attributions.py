@@ -1,9 +1,14 @@
 """Attributions inside a modality with Captum, through the method's own prediction rule.
 
 - Integrated Gradients (Sundararajan et al. 2017) on a non-image input (the hourly EHR
-  `[B, 48, 24]` or ADNI's tabular row `[B, F]`). Baseline: the all-zero input of that modality,
-  which is the training mean of every z-scored value with every observation mask 0 (the form of
-  an unobserved stay), its presence flag kept True; the other modalities fixed at the sample's own.
+  `[B, 48, 24]` or ADNI's tabular row `[B, F]`). Baseline: every z-scored value at its training
+  mean (0), with the channels named in `fixed` held at the sample's own value: for the EHR its
+  observation masks, so the path changes what was measured, never whether it was; ADNI's row
+  goes to all zeros. The presence flag stays True and the other modalities stay the sample's own.
+  Why the masks are held: the EHR encoders read them as 0/1 facts (the transformer pools only
+  the hours whose mask exceeds 0.5), so a path from masks 0 to 1 crosses a step that no
+  gradient sees: attributions then miss most of p(x) - p(baseline) and follow the
+  untrained parts of the network (see tests/explain/test_known_answers.py).
   Riemann/Gauss-Legendre path with `steps` points (Captum's default method).
 - LayerGradCam (Selvaraju et al. 2017) on the image encoder's LAST convolution, ReLU applied,
   upsampled (bilinear / trilinear) to the film's stored resolution.
@@ -57,9 +62,23 @@ def _forward(predict: Predict, modalities: list[str], explained: str):
     return f, others
 
 
+def ig_baseline(x: torch.Tensor, fixed: np.ndarray | None = None) -> torch.Tensor:
+    """The IG baseline of `x` `[B, ..., C]`: zeros, except the channels where `fixed` `[C]` is True, which keep `x`."""
+    if fixed is None or not np.any(fixed):
+        return torch.zeros_like(x)
+    fixed = np.asarray(fixed, dtype=bool)
+    if fixed.shape != (x.shape[-1],):
+        raise ValueError(f"fixed has {fixed.shape[0]} channel flags for an input with {x.shape[-1]} channels")
+    return x * torch.as_tensor(fixed, dtype=x.dtype, device=x.device)
+
+
 def integrated_gradients(predict: Predict, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
-                         modality: str, targets: list[int], steps: int) -> np.ndarray:
+                         modality: str, targets: list[int], steps: int,
+                         fixed: np.ndarray | None = None) -> np.ndarray:
     """IG attributions `[B, ...]` (the modality's input shape) of each sample's target probability.
+
+    They sum (up to the integration error) to p(x) - p(`ig_baseline(x, fixed)`) per sample, and a
+    channel in `fixed` gets exactly 0.
 
     Args:
         predict: the method's prediction rule (`model_predict`).
@@ -67,6 +86,8 @@ def integrated_gradients(predict: Predict, inputs: dict[str, torch.Tensor], pres
         modality: the input explained (a non-image modality).
         targets: `[B]` the label index explained for each sample.
         steps: integration points.
+        fixed: `[C]` booleans over the last axis: channels held at the sample's own value (the EHR's
+            observation masks, `evaluation.attributions.mask_channels`); None: an all-zero baseline.
     """
     from captum.attr import IntegratedGradients
 
@@ -74,7 +95,7 @@ def integrated_gradients(predict: Predict, inputs: dict[str, torch.Tensor], pres
     x = inputs[modality].float()
     extra = tuple(inputs[m] for m in others) + tuple(present[m] for m in present)
     with torch.enable_grad():
-        attr = IntegratedGradients(f).attribute(x, baselines=torch.zeros_like(x), target=list(targets),
+        attr = IntegratedGradients(f).attribute(x, baselines=ig_baseline(x, fixed), target=list(targets),
                                                 additional_forward_args=extra, n_steps=steps)
     return attr.detach().float().numpy()
 

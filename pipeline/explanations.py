@@ -27,6 +27,7 @@ import torch
 from clinfuse.etl.atomic import read_json
 from clinfuse.evaluation.attributions import (
     CASE_RULES,
+    mask_channels,
     rank_correlation,
     select_cases,
     top_variables,
@@ -41,8 +42,18 @@ from .data import IMAGE_MODALITIES, Cohort, SplitTensors
 from .inference import load_trained_model, predict_tensors
 from .modality_shapley import modality_shapley
 
-IG_BASELINE = ("all zeros: every z-scored value at its training mean and every observation mask 0 (an unobserved "
-               "input), presence flag kept; the other modalities fixed at the patient's own")
+IG_BASELINE = {
+    "ehr": ("every z-scored value at its training mean, the observation masks held at the patient's own (what was "
+            "measured is kept; the masks get no attribution), presence flag kept; the other modalities fixed at "
+            "the patient's own"),
+    "tabular": ("all zeros: every z-scored feature at its training mean and every indicator (missing, censored, "
+                "category) 0, presence flag kept; the other modalities fixed at the patient's own"),
+}
+
+
+def _ig_fixed(modality: str | None, names: list[str]) -> np.ndarray | None:
+    """The channels an IG baseline holds at the input: the EHR's observation masks (pipeline.attributions)."""
+    return mask_channels(names) if modality == "ehr" else None
 
 
 def shapley_of_split(model, config: dict, tensors: SplitTensors, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -126,11 +137,13 @@ def explain_cases(run: Path, model, config: dict, cohort: Cohort, test: SplitTen
     control_model = untrained_model(config, settings.seed)
     control = model_predict(control_model, config["prediction_head"], task_type)
     maps, sanity = {}, []
+    names = _variable_names(cohort, other)
     if other is not None:
+        fixed = _ig_fixed(other, names)
         maps[other] = integrated_gradients(trained, batch["inputs"], batch["present"], other, targets,
-                                           settings.explain_ig_steps)
+                                           settings.explain_ig_steps, fixed)
         random_ig = integrated_gradients(control, batch["inputs"], batch["present"], other, targets,
-                                         settings.explain_ig_steps)
+                                         settings.explain_ig_steps, fixed)
         sanity.append(_sanity_row(f"Integrated Gradients ({other})", maps[other], random_ig))
     if image is not None:
         cam = grad_cam(trained, model, batch["inputs"], batch["present"], image, targets)
@@ -138,7 +151,6 @@ def explain_cases(run: Path, model, config: dict, cohort: Cohort, test: SplitTen
             maps[image] = cam
             random_cam = grad_cam(control, control_model, batch["inputs"], batch["present"], image, targets)
             sanity.append(_sanity_row(f"Grad-CAM ({image}, last convolution)", cam, random_cam))
-    names = _variable_names(cohort, other)
     cases, panels = [], {}
     for i, (k, rule, row) in enumerate(picks):
         case = {"case": i + 1, "label": labels[k], "rule": CASE_RULES[rule], "risk": float(probs[row, k]),
@@ -193,7 +205,7 @@ def explain_cohort(sweep_runs: list[Path], cohort: Cohort, evals_dir: Path | Non
     started = time.perf_counter()
     test = _limit_patients(test, settings.explain_max_patients)
     modalities, labels = cohort.modalities, cohort.label_names
-    image, _ = _image_and_other(modalities)
+    image, explained = _image_and_other(modalities)
     compared = image or modalities[-1]
     level = settings.explain_ci_level
     reliance, tables, phis, cases, figures = {}, {}, {}, {}, {}
@@ -233,7 +245,8 @@ def explain_cohort(sweep_runs: list[Path], cohort: Cohort, evals_dir: Path | Non
            "n_test_rows": len(test), "n_test_patients": int(len(set(test.groups.tolist()))),
            "ci_level": level, "n_resamples": settings.explain_resamples, "first_seed_runs": first_seed,
            "reference": reference, "reliance": reliance, "differences": differences, "sentences": sentences,
-           "cases": cases, "ig_baseline": IG_BASELINE, "ig_steps": settings.explain_ig_steps,
+           "cases": cases, "ig_baseline": IG_BASELINE.get(explained, "not used (no non-image modality)"),
+           "ig_steps": settings.explain_ig_steps,
            "figures": sorted(figures), "seconds": round(time.perf_counter() - started, 1)}
     return doc, figures, tables
 

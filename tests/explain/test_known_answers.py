@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from clinfuse.evaluation.attributions import rank_correlation, variable_hour_map
+from clinfuse.evaluation.attributions import mask_channels, rank_correlation, variable_hour_map
 from clinfuse.evaluation.reliance import reliance_shares
 from clinfuse.models.fusion import FusionModel
-from clinfuse.pipeline.attributions import grad_cam, integrated_gradients, model_predict
+from clinfuse.pipeline.attributions import grad_cam, ig_baseline, integrated_gradients, model_predict
 from clinfuse.pipeline.modality_shapley import modality_shapley
 
 CHANNELS = ["heart_rate", "sbp", "gcs_total", "heart_rate_mask", "sbp_mask", "gcs_total_mask"]
@@ -90,6 +90,42 @@ def test_integrated_gradients_put_the_variable_the_label_reads_first_and_sum_to_
         p = predict(inputs, present)[:, 1]
         p0 = predict({**inputs, "ehr": torch.zeros_like(inputs["ehr"])}, present)[:, 1]
     np.testing.assert_allclose(ig.reshape(6, -1).sum(1), (p - p0).numpy(), atol=2e-3)  # completeness
+
+
+def test_the_ehr_baseline_puts_every_value_at_the_training_mean_and_keeps_the_observation_masks():
+    x = torch.tensor([[[1.5, -2.0, 1.0, 0.0], [0.5, 3.0, 1.0, 1.0]]])  # [B=1, T=2, C=4]: 2 values, 2 masks
+    fixed = mask_channels(["heart_rate", "sbp", "heart_rate_mask", "sbp_mask"])
+    assert fixed.tolist() == [False, False, True, True]
+    expected = torch.tensor([[[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 1.0]]])
+    assert torch.equal(ig_baseline(x, fixed), expected)
+    assert torch.equal(ig_baseline(x, None), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="3 channel flags for an input with 4 channels"):
+        ig_baseline(x, np.array([False, True, True]))
+
+
+def test_integrated_gradients_through_the_ehr_transformer_add_up_to_the_change_and_leave_the_masks_alone():
+    """The transformer pools only hours whose mask is above 0.5: a path that moved the masks would cross that step
+    unseen (the baseline used before: all masks 0). With the masks held, the path is smooth and IG is complete."""
+    from clinfuse.models.build import build_model
+
+    torch.manual_seed(0)
+    spec = {"ehr": {"name": "ehr_transformer", "d_model": 16, "nhead": 2, "num_layers": 1, "dropout": 0.0},
+            "cxr": {"name": "small_cnn", "channels": [4, 8], "out_dim": 8}}
+    model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 6), "cxr": (1, 8, 8)}, 2).eval()
+    g = torch.Generator().manual_seed(3)
+    ehr = torch.randn(5, 48, 6, generator=g)
+    ehr[..., 3:] = (torch.rand(5, 48, 3, generator=g) < 0.6).float()  # some hours unmeasured
+    inputs = {"ehr": ehr, "cxr": torch.rand(5, 1, 8, 8, generator=g)}
+    present = {"ehr": torch.ones(5, dtype=torch.bool), "cxr": torch.ones(5, dtype=torch.bool)}
+    predict = model_predict(model, "fused", "multilabel")
+    fixed = mask_channels(CHANNELS)
+    ig = integrated_gradients(predict, inputs, present, "ehr", [0, 1, 0, 1, 0], steps=64, fixed=fixed)
+    assert np.abs(ig[..., 3:]).max() == 0.0
+    with torch.no_grad():
+        change = predict(inputs, present) - predict({**inputs, "ehr": ig_baseline(ehr, fixed)}, present)
+    change = change[torch.arange(5), torch.tensor([0, 1, 0, 1, 0])].numpy()
+    assert np.abs(change).min() > 1e-3  # the test has something to add up to
+    np.testing.assert_allclose(ig.reshape(5, -1).sum(1), change, rtol=0.02, atol=1e-4)
 
 
 def test_grad_cam_finds_the_upper_half_and_a_reinitialised_network_does_not():
