@@ -10,9 +10,14 @@ Per stage: wall time, CPU time (user + sys of the process and its children), pea
 stage's outputs), plus the input sizes (rows, files, bytes) and the machine's load.
 
 Writes <work>/rehearsal.json and <work>/rehearsal.md and prints the Markdown table last.
-Usage: python benchmarks/full_scale.py [--size tenth|hundredth|full] [--work DIR] [--keep-export]
+Usage: python benchmarks/full_scale.py [--size tenth|hundredth|full] [--work DIR] [--methods ...]
   (--size tenth, about 43M chartevents rows and 1,900 films of 3056 x 2544 px, is the regular
   rehearsal; --size full writes about 22 GB and needs about 30 GB free under --work).
+  --subjects N instead of --size: the demo's generator (64 px films, demo-sized chartevents) with N
+  patients, for the stages that grow with the cohort rather than the raw export: 15,000 patients
+  give a phenotype cohort of about 10,800 stays with a test split of about 2,166, the real
+  cohort's (issue 29's evaluate / analyze / report targets; `--methods late_fusion sam masam`,
+  the default sweep's three fusion methods).
 """
 
 from __future__ import annotations
@@ -68,10 +73,10 @@ def run_stage(name: str, cmd: list[str], outputs: list[Path], env: dict, log: Pa
             "load_before": load_before, "load_after": load()}
 
 
-def write_params(work: Path) -> Path:
-    """The rehearsal's params.yaml: paths under `work`, the 4 families x 2 MIMIC cohorts, 1 epoch on CPU."""
+def write_params(work: Path, methods_run: list[str]) -> Path:
+    """The rehearsal's params.yaml: paths under `work`, the methods x 2 MIMIC cohorts, 1 epoch on CPU."""
     params = work / "params.yaml"
-    methods = ", ".join(METHODS)
+    methods = ", ".join(methods_run)
     params.write_text(f"""# written by benchmarks/full_scale.py
 paths:
   raw: {work / 'raw'}
@@ -92,9 +97,13 @@ train:
     return params
 
 
-def export_ready(raw: Path, size: str, seed: int) -> bool:
+def export_ready(raw: Path, size: str, seed: int, subjects: int | None = None) -> bool:
     from clinfuse.etl.provenance import synthetic_marker
 
+    if subjects:  # the demo generator's export records its patients, not a named size
+        marker = synthetic_marker(raw / "mimic-iv")
+        return bool(marker and marker.get("subjects") == subjects and marker.get("seed") == seed
+                    and not marker.get("size") and (raw / "mimic-cxr-jpg").is_dir())
     markers = [synthetic_marker(raw / d) for d in ("mimic-iv", "mimic-cxr-jpg")]
     return all(m and m.get("size") == size and m.get("seed") == seed for m in markers)
 
@@ -161,15 +170,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", type=int, default=2, help="synth generator processes")
     parser.add_argument("--shared", action="store_true", help="say in the table that the machine was shared")
+    parser.add_argument("--subjects", type=int, default=None,
+                        help="the demo generator with this many MIMIC patients instead of a named --size")
+    parser.add_argument("--methods", nargs="+", default=METHODS, help=f"methods trained (default: {' '.join(METHODS)})")
     args = parser.parse_args()
-    work = Path(args.work or ROOT / "rehearsal" / args.size).resolve()
+    label = f"demo generator, {args.subjects:,} patients" if args.subjects else args.size
+    work = Path(args.work or ROOT / "rehearsal" / (f"subjects-{args.subjects}" if args.subjects else args.size)).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    params = write_params(work)
+    params = write_params(work, args.methods)
     log = work / "rehearsal.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "PYTHONHASHSEED": "0",
            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
     cli = [sys.executable, "-m", "clinfuse.pipeline", "--params", str(params)]
-    result = {"size": args.size, "machine": f"{platform.node()} ({os.cpu_count()} CPUs, "
+    result = {"size": label, "machine": f"{platform.node()} ({os.cpu_count()} CPUs, "
               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB)",
               "shared": args.shared, "load_start": load(), "stages": []}
     raw, processed, runs, reports = work / "raw", work / "processed", work / "runs", work / "reports"
@@ -182,18 +195,19 @@ def main() -> None:
             (work / "rehearsal.json").write_text(json.dumps({**result, "complete": False}, indent=1) + "\n")
 
     stages = result["stages"] = Stages()
-    if export_ready(raw, args.size, args.seed):
-        print(f"rehearsal: reusing the {args.size} export in {raw}", flush=True)
+    if export_ready(raw, args.size, args.seed, args.subjects):
+        print(f"rehearsal: reusing the {label} export in {raw}", flush=True)
     else:
-        stages.append(run_stage("synth", [*cli, "synth", "--size", args.size, "--only", "mimic", "--seed", str(args.seed),
-                                          "--workers", str(args.workers), "--out", str(raw)],
+        sized = ["--subjects", str(args.subjects)] if args.subjects else ["--size", args.size, "--workers", str(args.workers)]
+        stages.append(run_stage("synth", [*cli, "synth", *sized, "--only", "mimic", "--seed", str(args.seed),
+                                          "--out", str(raw)],
                                 [raw], env, log))
     for cohort in COHORTS:
         out = processed / f"mimic-{cohort}"
         stages.append(run_stage(f"etl {cohort}", [*cli, "etl", "mimic", "--task", cohort, "--out", str(out)],
                                 [out], env, log))
     for cohort in COHORTS:
-        for method in METHODS:
+        for method in args.methods:
             out = runs / f"mimic-{cohort}" / f"{method}-s42"
             stages.append(run_stage(f"train {cohort} {method}",
                                     [*cli, "train", "--cohort", str(processed / f"mimic-{cohort}"), "--method", method,

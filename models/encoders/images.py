@@ -13,17 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from monai.networks import nets
 from torch import nn
 
 from clinfuse.etl.errors import InputError
 
-_RESNETS = {
-    "resnet10": nets.resnet10,
-    "resnet18": nets.resnet18,
-    "resnet34": nets.resnet34,
-    "resnet50": nets.resnet50,
-}
+_RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50")
+
+
+def _monai_nets():
+    # Imported when a MONAI network is built, not with this module: `import monai` loads every MONAI
+    # subpackage (about a second), which each of the demo's ~30 processes paid for its small CNNs.
+    from monai.networks import nets
+
+    return nets
 
 
 def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
@@ -145,7 +147,9 @@ class MonaiResNet(nn.Module):
         super().__init__()
         self.out_dim = out_dim
         self.norm = _Standardise(0.5, 0.25)
-        self.net = _RESNETS[depth](
+        if depth not in _RESNETS:
+            raise ValueError(f"depth {depth!r}: expected one of {list(_RESNETS)}")
+        self.net = getattr(_monai_nets(), depth)(
             spatial_dims=spatial_dims, n_input_channels=1, num_classes=out_dim, conv1_t_stride=conv1_stride
         )
         load_local_weights(self.net, weights, classifier=("fc.",))
@@ -161,7 +165,7 @@ class MonaiDenseNet121(nn.Module):
         super().__init__()
         self.out_dim = out_dim
         self.norm = _Standardise(0.5, 0.25)
-        self.net = nets.DenseNet121(spatial_dims=spatial_dims, in_channels=1, out_channels=out_dim)
+        self.net = _monai_nets().DenseNet121(spatial_dims=spatial_dims, in_channels=1, out_channels=out_dim)
         load_local_weights(self.net, weights, classifier=("class_layers.out.",))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
