@@ -66,6 +66,7 @@ with open(prefix_path, "rb+") as fh:  # cut the prefix at its last full line
     fh.truncate(data.rfind(b"\n") + 1)
 con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
+con.execute("SET enable_progress_bar = false")  # a long parse prints a bar on stdout, where the JSON goes
 t, c = time.perf_counter(), cpu()
 con.execute(f"SELECT count(*), max(itemid), max(charttime), max(valuenum) FROM read_csv('{prefix_path}', header = true, "
             "types = {'charttime': 'TIMESTAMP', 'valuenum': 'DOUBLE', 'itemid': 'BIGINT', 'stay_id': 'BIGINT'})").fetchall()
