@@ -97,7 +97,10 @@ def measure(root: Path, reader: str, memory_limit: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(ROWS), default=["hundredth", "tenth"])
-    parser.add_argument("--memory-limit", default="2GB")
+    from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
+
+    parser.add_argument("--memory-limit", default=MimicEtlSettings().memory_limit,
+                        help="DuckDB memory limit (default: the ETL's etl_mimic.memory_limit)")
     parser.add_argument("--duckdb", action="store_true", help="also time DuckDB's own reader (the old path)")
     parser.add_argument("--limit-mb", type=int, default=2000, help="uncompressed prefix DuckDB parses for the limit")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "clinfuse-etl-bench"))
