@@ -1,7 +1,8 @@
 """Efficiency per method (paper Table 10): step time, inference time per sample, peak memory.
 
 Same model and batch for every method, one after another in this process (pipeline/efficiency.py):
-times are the median [interquartile range] of --repeats timed calls after --warmup untimed ones;
+times are the median [interquartile range] of --repeats timed calls after --warmup untimed ones
+(CPU time of the process on CPU, wall clock on CUDA; --clock to choose);
 memory is each method's peak tensor memory (CPU: torch profiler allocation events; CUDA:
 torch.cuda.max_memory_allocated), not the process's resident size. The cohort's shapes come
 from a processed cohort folder, the encoders from a model preset.
@@ -17,9 +18,10 @@ import argparse
 
 import torch
 
+from clinfuse.evaluation.efficiency import CLOCKS
 from clinfuse.pipeline.config import load_section
 from clinfuse.pipeline.data import load_cohort
-from clinfuse.pipeline.efficiency import measure_methods, memory_description
+from clinfuse.pipeline.efficiency import default_clock, measure_methods, memory_description
 from clinfuse.pipeline.settings.methods import MethodConfig, ModelPreset, method_path, preset_path
 
 
@@ -33,6 +35,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default=None,
+                        help="cpu: process CPU time (default on CPU), wall: wall clock (default on CUDA)")
     args = parser.parse_args()
     cohort = load_cohort(args.cohort)
     preset = load_section(ModelPreset, preset_path(args.preset))
@@ -41,10 +45,12 @@ def main() -> None:
         cfg = load_section(MethodConfig, method_path(name))
         methods[name] = (cfg.method, cfg.options)
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
+    clock = args.clock or default_clock(args.device)
     res = measure_methods(methods, {m: preset.encoders[m] for m in cohort.modalities}, shapes, cohort.num_outputs,
-                          cohort.task_type, args.batch, args.repeats, args.warmup, args.device, args.threads)
+                          cohort.task_type, args.batch, args.repeats, args.warmup, args.device, args.threads, args.clock)
     print(f"{cohort.name}, preset {args.preset}, batch {args.batch}, device {args.device}, "
-          f"median [IQR] of {args.repeats} after {args.warmup} warm-up; memory: {memory_description(args.device)}")
+          f"median [IQR] of {args.repeats} after {args.warmup} warm-up, {clock} clock; "
+          f"memory: {memory_description(args.device)}")
     for name, r in res.items():
         ratio = f"{r['ratio_to_late_fusion']:.2f}x" if r["ratio_to_late_fusion"] else "n/a"
         step, inf = r["step_ms"], r["inference_ms_per_sample"]

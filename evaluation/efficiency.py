@@ -32,6 +32,12 @@ MIB = 2**20
 CPU_MEMORY = ("CPU tensor memory (torch profiler allocation events: running sum of the CPU allocator's "
               "allocations and frees)")
 CUDA_MEMORY = "CUDA tensor memory (torch.cuda.max_memory_allocated after reset_peak_memory_stats)"
+# The clocks `time_calls` can read, by name, with what their figure means.
+CLOCKS: dict[str, tuple[Callable[[], float], str]] = {
+    "wall": (time.perf_counter, "wall-clock time"),
+    "cpu": (time.process_time, "CPU time of the measuring process (all its threads; on a machine shared with other "
+                               "work, unlike wall time, it leaves out the time spent waiting for a core)"),
+}
 _WINDOW = "clinfuse.efficiency:"  # prefix of the profiler ranges that delimit each callable
 
 
@@ -56,7 +62,8 @@ def spread(seconds: Sequence[float], scale: float = 1000.0) -> dict[str, float |
 
 
 def time_calls(work: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
-               sync: Callable[[], object] | None = None) -> dict[str, list[float]]:
+               sync: Callable[[], object] | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each callable: `warmup` untimed calls each, then `repeats` timed rounds.
 
     The rounds are interleaved (a, b, c, a, b, c, ...) rather than all of a's calls first: on a
@@ -69,8 +76,11 @@ def time_calls(work: Mapping[str, Callable[[], object]], repeats: int, warmup: i
         warmup: untimed calls per callable first (>= 0): lazy initialisation, allocator and kernel caches.
         sync: called after each call before the clock is read (`torch.cuda.synchronize` on CUDA,
             where kernels run asynchronously); None on CPU.
+        clock: seconds now: `time.perf_counter` (wall clock, the default) or `time.process_time`
+            (CPU time of this process: what CPU work costs, unaffected by time spent waiting while
+            other processes run; see `CLOCKS`).
     Returns:
-        name -> `[repeats]` wall-clock seconds, in call order.
+        name -> `[repeats]` seconds by `clock`, in call order.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"time_calls: repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
@@ -82,10 +92,10 @@ def time_calls(work: Mapping[str, Callable[[], object]], repeats: int, warmup: i
     out: dict[str, list[float]] = {name: [] for name in work}
     for _ in range(repeats):
         for name, fn in work.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
             sync()
-            out[name].append(time.perf_counter() - t)
+            out[name].append(clock() - t)
     return out
 
 

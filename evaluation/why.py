@@ -63,7 +63,7 @@ def why_section(analysis: dict, figures: dict[str, bytes], seed: int | None = No
     Returns:
         settings, flatness rows (one per method and encoder), skipped analyses, captions,
         figures (base64 PNG), efficiency rows (timings as `evaluation.efficiency.spread` dicts), the
-        device they were measured on and how (repeats, warm-up, threads, process, what the memory is).
+        device they were measured on and how (repeats, warm-up, threads, process, clock, what the memory is).
     """
     seeds = {r["seed"] for r in analysis["runs"].values()}
     if seed not in seeds:
@@ -84,4 +84,4 @@ def why_section(analysis: dict, figures: dict[str, bytes], seed: int | None = No
     return {"settings": analysis["settings"], "flatness": flat, "claims": claims, "skipped": analysis["skipped"], "captions": captions,
             "figures": {n: base64.b64encode(png).decode() for n, png in figures.items()},
             "efficiency": eff.get("methods"), "efficiency_device": f"{eff.get('device')}, batch {eff.get('batch')}",
-            "efficiency_setup": {k: eff.get(k) for k in ("repeats", "warmup", "threads", "process", "memory")}}
+            "efficiency_setup": {k: eff.get(k) for k in ("repeats", "warmup", "threads", "process", "memory", "clock")}}

@@ -13,7 +13,8 @@ Per method:
   copies; the input batch is excluded. On CPU from torch's profiler memory events, on CUDA
   from `torch.cuda.max_memory_allocated`;
 - step time: `repeats` timed training steps after `warmup` untimed ones, as median, quartiles
-  and range (CUDA synchronised), the methods' steps interleaved round by round;
+  and range, the methods' steps interleaved round by round; timed by the process's CPU time on
+  CPU (the machine's other work does not count) and by the wall clock on CUDA (synchronised);
 - inference: `repeats` timed forward passes (eval mode, no gradients) after `warmup`, per sample,
   interleaved likewise.
 
@@ -29,7 +30,15 @@ from typing import Any
 
 import torch
 
-from clinfuse.evaluation.efficiency import CPU_MEMORY, CUDA_MEMORY, MIB, peak_allocations, spread, time_calls
+from clinfuse.evaluation.efficiency import (
+    CLOCKS,
+    CPU_MEMORY,
+    CUDA_MEMORY,
+    MIB,
+    peak_allocations,
+    spread,
+    time_calls,
+)
 
 MEMORY_STEPS = 2  # training steps the memory figure covers (see the module docstring)
 
@@ -63,6 +72,11 @@ def memory_description(device: str) -> str:
             "not the process's resident size")
 
 
+def default_clock(device: str) -> str:
+    """"cpu" on a CPU device, "wall" on CUDA (see `measure_methods`)."""
+    return "wall" if torch.device(device).type == "cuda" else "cpu"
+
+
 @contextmanager
 def _isolated(threads: int, device: torch.device) -> Iterator[None]:
     """Run with `threads` torch CPU threads and gradients on (a step needs them, whatever the caller's mode);
@@ -91,7 +105,7 @@ def _build(name: str, options: dict, encoders: dict, shapes: dict[str, tuple[int
 
 def measure_methods(methods: dict[str, tuple[str, dict]], encoders: dict, shapes: dict[str, tuple[int, ...]],
                     num_outputs: int, task_type: str, batch: int = 8, repeats: int = 10, warmup: int = 2,
-                    device: str = "cpu", threads: int = 1) -> dict[str, dict[str, Any]]:
+                    device: str = "cpu", threads: int = 1, clock: str | None = None) -> dict[str, dict[str, Any]]:
     """{label: figures} for each method on one model and batch, all in this process.
 
     Args:
@@ -102,6 +116,9 @@ def measure_methods(methods: dict[str, tuple[str, dict]], encoders: dict, shapes
         batch: the measured batch size; repeats: timed steps and forward passes per method;
         warmup: untimed steps (and forward passes) before the timed ones.
         device: "cpu" or "cuda"; threads: torch CPU threads while measuring (restored after).
+        clock: "cpu" (process CPU time: steady on a shared machine; with one thread it is what a
+            step costs on an idle one) or "wall"; None: "cpu" on CPU, "wall" on CUDA (the GPU's
+            work shows in wall time only). See `evaluation.efficiency.CLOCKS`.
     Returns:
         label -> {"step_ms": spread, "inference_ms_per_sample": spread (see `evaluation.efficiency.spread`),
         "peak_memory_mib": float, "ratio_to_late_fusion": median step time over late fusion's (None
@@ -109,6 +126,10 @@ def measure_methods(methods: dict[str, tuple[str, dict]], encoders: dict, shapes
     """
     dev = torch.device(device)
     sync: Callable[[], object] | None = torch.cuda.synchronize if dev.type == "cuda" else None
+    clock = clock or default_clock(device)
+    if clock not in CLOCKS:
+        raise ValueError(f"efficiency clock {clock!r}: expected one of {sorted(CLOCKS)}")
+    now = CLOCKS[clock][0]
     out: dict[str, dict[str, Any]] = {}
     with _isolated(threads, dev):
         data = synthetic_batch(shapes, num_outputs, task_type, batch, dev)
@@ -127,12 +148,12 @@ def measure_methods(methods: dict[str, tuple[str, dict]], encoders: dict, shapes
         built = {label: _build(name, options, encoders, shapes, num_outputs, task_type, dev)
                  for label, (name, options) in methods.items()}
         steps = time_calls({label: partial(method.step, data) for label, (_, method) in built.items()},
-                           repeats, warmup, sync)
+                           repeats, warmup, sync, now)
         for model, _ in built.values():
             model.eval()
         with torch.no_grad():
             forward = time_calls({label: partial(model, data["inputs"], data["present"])
-                                  for label, (model, _) in built.items()}, repeats, warmup, sync)
+                                  for label, (model, _) in built.items()}, repeats, warmup, sync, now)
         del built
         for label in methods:
             out[label] = {"step_ms": spread(steps[label]),

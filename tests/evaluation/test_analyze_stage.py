@@ -135,4 +135,5 @@ def test_the_efficiency_table_gives_medians_with_their_spread_and_says_what_the_
     html = (reports / "mimic-phenotype" / "report.html").read_text()
     table = html[html.index('id="why-efficiency"'):]
     assert "step (ms): median [IQR]" in table and "2 timed training steps" in table
+    assert "Times (CPU time of the measuring process" in table
     assert "Peak tensor memory: peak CPU tensor memory (torch profiler allocation events" in table

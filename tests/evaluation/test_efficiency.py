@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clinfuse.evaluation.efficiency import peak_allocations, running_peak, spread, time_calls
+from clinfuse.evaluation.efficiency import CLOCKS, peak_allocations, running_peak, spread, time_calls
 from clinfuse.pipeline.efficiency import measure_methods, memory_description
 
 FLOAT = 4  # bytes per float32
@@ -48,6 +48,14 @@ def test_a_call_that_sleeps_20_ms_is_timed_at_least_20_ms():
 
     times = time_calls({"sleep": lambda: time.sleep(0.02)}, repeats=2, warmup=0)
     assert min(times["sleep"]) >= 0.02
+
+
+def test_sleeping_costs_wall_time_but_almost_no_cpu_time():
+    import time
+
+    sleep = {"sleep": lambda: time.sleep(0.05)}
+    assert min(time_calls(sleep, repeats=2, warmup=0, clock=CLOCKS["wall"][0])["sleep"]) >= 0.05
+    assert max(time_calls(sleep, repeats=2, warmup=0, clock=CLOCKS["cpu"][0])["sleep"]) < 0.01
 
 
 def test_time_calls_refuses_no_repeats():
@@ -134,6 +142,11 @@ def test_methods_are_measured_in_this_process_with_the_callers_threads_and_rando
     assert rows["late_fusion"]["peak_memory_mib"] * 2**20 >= 4 * weights
     # SAM keeps the ascent perturbation (one tensor per weight) on top of what late fusion holds.
     assert rows["sam"]["peak_memory_mib"] > rows["late_fusion"]["peak_memory_mib"]
+
+
+def test_an_unknown_clock_is_refused_by_name():
+    with pytest.raises(ValueError, match="efficiency clock 'gpu'"):
+        measure_methods({"late_fusion": ("late_fusion", {})}, ENCODERS, SHAPES, 3, "multilabel", clock="gpu")
 
 
 def test_the_memory_figure_says_what_it_is_on_each_device():
