@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import re
 import runpy
 import shlex
@@ -133,7 +134,7 @@ def block_commands(path: Path, lang: str, first: int, lines: list[str]) -> list[
         line, pending = pending + line, ""
         marked = whole_block or bool(re.search(r"#.*\b" + ILLUSTRATIVE, line))
         for words in split_commands(line):
-            out.append(Command(f"{path.relative_to(ROOT)}:{start}", tuple(words), marked))
+            out.append(Command(_where(path, start), tuple(words), marked))
     return out
 
 
@@ -148,13 +149,18 @@ def inline_commands(path: Path, text: str) -> list[Command]:
         if program not in CHECKED or PLACEHOLDER.search(span) or len(words) < 2:
             continue
         line = prose.count("\n", 0, m.start()) + 1
-        out.extend(Command(f"{path.relative_to(ROOT)}:{line}", tuple(w), inline=True) for w in split_commands(span))
+        out.extend(Command(_where(path, line), tuple(w), inline=True) for w in split_commands(span))
     return out
 
 
-def documented_commands() -> list[Command]:
+def _where(path: Path, line: int) -> str:
+    return f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{line}"
+
+
+def documented_commands(docs: list[Path] = DOCS) -> list[Command]:
+    """Every command of the shell blocks and the inline code of `docs`, in document order."""
     out = []
-    for path in DOCS:
+    for path in docs:
         text = path.read_text()
         for lang, first, lines in fenced_blocks(text):
             if lang in SHELL:
@@ -206,9 +212,17 @@ def _relaxed(parser: argparse.ArgumentParser, on: bool) -> Iterator[None]:
 
 
 def _argparse_accepts(parser: argparse.ArgumentParser, args: list[str], what: str,
-                      names_only: bool = False) -> argparse.Namespace | None:
-    """parser.parse_args(args), or AssertionError with the parser's own message. `--help` counts as accepted."""
+                      names_only: bool = False, logger: str | None = None) -> argparse.Namespace | None:
+    """parser.parse_args(args), or AssertionError with the parser's own message. `--help` counts as accepted.
+
+    logger: a logging logger the program reports parse errors to instead of stderr (dvc's).
+    """
     err = io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))  # "ERROR: unrecognized arguments: ..."
+    log = logging.getLogger(logger) if logger else None
+    if log:
+        log.addHandler(handler)
     try:
         with _relaxed(parser, names_only), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             return parser.parse_args(args)
@@ -218,9 +232,12 @@ def _argparse_accepts(parser: argparse.ArgumentParser, args: list[str], what: st
         failure: BaseException = exc
     except Exception as exc:  # dvc's parser raises DvcParserError instead of exiting
         failure = exc
+    finally:
+        if log:
+            log.removeHandler(handler)
     message = [line for line in err.getvalue().splitlines() if "error" in line.lower()][-1:]
     if names_only and message and "expected one argument" in message[0]:
-        return _argparse_accepts(parser, [*args, "VALUE"], what, names_only)  # an option named without its value
+        return _argparse_accepts(parser, [*args, "VALUE"], what, names_only, logger)  # an option named without its value
     raise AssertionError(f"{what} rejects {shlex.join(args)}: {message}") from failure
 
 
@@ -269,7 +286,7 @@ def _script_accepts(script: Path, args: list[str]) -> None:
 def check_dvc(args: list[str], names_only: bool = False) -> None:
     from dvc.cli.parser import get_main_parser  # what dvc.cli.parse_args parses with
 
-    _argparse_accepts(get_main_parser(), args, "dvc", names_only)
+    _argparse_accepts(get_main_parser(), args, "dvc", names_only, logger="dvc")
 
 
 def check_mlflow(args: list[str], names_only: bool = False) -> None:
@@ -387,9 +404,20 @@ def test_a_good_command_of_each_kind_passes():
         check(shlex.split(good))
 
 
-def test_an_unknown_program_fails_unless_marked_illustrative(tmp_path):
-    doc = tmp_path / "x.md"
-    doc.write_text("x\n")
+def test_a_document_with_a_rejected_flag_in_a_block_or_in_prose_fails(tmp_path):
+    doc = tmp_path / "guide.md"
+    doc.write_text("Run `clinfuse train --cohort c --methd masam` first.\n\n```bash\ndvc repro\n"
+                   "dvc exp show --only-changd   # a typo\n```\n")
+    commands = documented_commands([doc])
+    assert [(c.where, c.argv[:2]) for c in commands] == [
+        ("guide.md:4", ("dvc", "repro")), ("guide.md:5", ("dvc", "exp")), ("guide.md:1", ("clinfuse", "train"))]
+    check(commands[0].argv)
+    for bad in commands[1:]:
+        with pytest.raises(AssertionError, match="unrecognized arguments"):
+            check(bad.argv, names_only=bad.inline)
+
+
+def test_an_unknown_program_fails_unless_marked_illustrative():
     unmarked = block_commands(ROOT / "README.md", "bash", 1, ["frobnicate --all"])
     with pytest.raises(Unverifiable):
         check(unmarked[0].argv)
