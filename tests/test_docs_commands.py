@@ -49,8 +49,11 @@ EXTERNAL = {
     "pip": "installs packages; its arguments are pip's",
     "curl": "an HTTP client posting to the served model",
     "sbatch": "SLURM's job submission, on the user's cluster",
+    "export": "a shell builtin",
+    "cd": "a shell builtin",
 }
-SHELL_WORDS = {"export", "cd", "for", "do", "done", "then", "fi", "if", "else", "while"}
+PREFIX_WORDS = {"do", "then", "else", "if", "while", "until", "!", "{"}  # the command after them is checked
+SKIPPED_WORDS = {"for", "done", "fi", "}", "case", "esac"}  # shell syntax, not a command
 PLACEHOLDER = re.compile(r"…|\.\.\.|<[^>]*>|\||/--| / ")
 CHECKED = ("make", "clinfuse", "dvc", "mlflow", "torchrun", "python")
 
@@ -90,8 +93,9 @@ def fenced_blocks(text: str) -> Iterator[tuple[str, int, list[str]]]:
 
 
 def split_commands(line: str) -> list[list[str]]:
-    """The simple commands of one shell line: words of each, split at ; && || | &, comments and
-    leading VAR=value assignments and shell keywords dropped, redirections dropped."""
+    """The simple commands of one shell line: words of each, split at ; && || | &, with comments,
+    redirections, leading VAR=value assignments and keywords (do, then, if, ...) dropped; a `for ...`
+    header and closing words (done, fi) are no commands."""
     lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     out: list[list[str]] = [[]]
@@ -101,16 +105,18 @@ def split_commands(line: str) -> list[list[str]]:
         tok = tokens[i]
         if tok in {";", "&&", "||", "|", "&", "(", ")"}:
             out.append([])
-        elif tok in {">", ">>", "<", "2>"}:
+        elif tok in {">", ">>", "<", ">&"}:
+            if out[-1] and out[-1][-1].isdigit():
+                out[-1].pop()  # the file descriptor of 2> file
             i += 1  # the redirection's target
         else:
             out[-1].append(tok)
         i += 1
     commands = []
     for words in out:
-        while words and (re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]) or words[0] in {"do", "then", "else"}):
+        while words and (re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]) or words[0] in PREFIX_WORDS):
             words = words[1:]
-        if words and words[0] not in SHELL_WORDS:
+        if words and words[0] not in SKIPPED_WORDS:
             commands.append(words)
     return commands
 
@@ -429,6 +435,8 @@ def test_an_unknown_program_fails_unless_marked_illustrative():
 def test_shell_lines_split_into_commands_without_comments_assignments_or_keywords():
     line = ("for g in 1 2 3; do CUDA_VISIBLE_DEVICES=$g clinfuse tune --worker & done  # on GPUs 1-3\n")
     assert split_commands(line) == [["clinfuse", "tune", "--worker"]]
+    assert split_commands("if ! clinfuse tables 2> err.txt; then echo failed; fi") == [
+        ["clinfuse", "tables"], ["echo", "failed"]]
     assert split_commands("dvc queue start --jobs 4 && dvc queue status") == [
         ["dvc", "queue", "start", "--jobs", "4"], ["dvc", "queue", "status"]]
     joined = block_commands(ROOT / "README.md", "bash", 10, ["torchrun --standalone \\", "    -m clinfuse.pipeline train"])
