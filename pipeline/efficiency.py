@@ -2,9 +2,10 @@
 
 Every method is measured on the same model (the run's encoders, freshly initialised with
 the same seed) and the same synthetic batch, one method after another in the calling
-process (the analyze stage's, or `benchmarks/efficiency.py`'s): the memory figure no longer
-needs a process of its own, because it counts the method's own tensor allocations
-(`evaluation.efficiency.peak_allocations`) instead of the process's resident size.
+process (the analyze stage's, or `benchmarks/efficiency.py`'s). The memory figure needs no
+process of its own: it counts the method's own tensor allocations
+(`evaluation.efficiency.peak_allocations`), not the process's resident size, which other work
+in the same process would share.
 
 Per method:
 - memory: the peak tensor memory from building the model and optimizer through its first two
@@ -18,7 +19,7 @@ Per method:
 - inference: `repeats` timed forward passes (eval mode, no gradients) after `warmup`, per sample,
   interleaved likewise.
 
-The caller's torch thread count and random state are restored afterwards.
+The caller's torch thread count, grad mode and random state are restored afterwards.
 """
 
 from __future__ import annotations
