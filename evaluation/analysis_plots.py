@@ -216,15 +216,23 @@ def sensitivity_figure(panels: dict[str, list[tuple[float, float, float]]], metr
 
 @_styled
 def efficiency_figure(rows: dict[str, dict], device: str) -> bytes:
-    """Step time, inference time per sample and peak memory per method (same model and batch)."""
+    """Step time and inference time per sample (bar: median; whisker: quartiles) and peak memory per method.
+
+    rows: method -> pipeline.efficiency.measure_methods row ("step_ms" and "inference_ms_per_sample" are
+    `evaluation.efficiency.spread` dicts, "peak_memory_mib" a number).
+    """
     methods = list(rows)
     colors = _colors(methods)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), constrained_layout=True)
-    for ax, key, title, unit in zip(axes, ("step_ms", "inference_ms_per_sample", "peak_memory_mib"),
-                                    ("training step", "inference per sample", "peak memory"), ("ms", "ms", "MiB"),
-                                    strict=True):
-        ax.bar(methods, [rows[m][key] for m in methods], color=[colors[m] for m in methods])
-        ax.set(ylabel=unit, title=title)
+    for ax, key, title in zip(axes[:2], ("step_ms", "inference_ms_per_sample"),
+                              ("training step (median, IQR)", "inference per sample (median, IQR)"), strict=True):
+        med = np.array([rows[m][key]["median"] for m in methods])
+        err = np.array([[med[i] - rows[m][key]["q1"], rows[m][key]["q3"] - med[i]] for i, m in enumerate(methods)]).T
+        ax.bar(methods, med, yerr=err, capsize=3, color=[colors[m] for m in methods])
+        ax.set(ylabel="ms", title=title)
+    axes[2].bar(methods, [rows[m]["peak_memory_mib"] for m in methods], color=[colors[m] for m in methods])
+    axes[2].set(ylabel="MiB", title="peak tensor memory")
+    for ax in axes:
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"Efficiency on {device} (same model and batch)")
     return _png(fig)

@@ -46,8 +46,9 @@ CAPTIONS = {
     "label_noise": "Test metric against the fraction of training labels flipped (mean ± std over seeds).",
     "sensitivity": "{method}'s test metric against alpha, beta and rho (others at their configured values; mean ± std "
                    "over seeds).",
-    "efficiency": "Training step time, inference time per sample and peak memory per method on the same model "
-                  "and batch.",
+    "efficiency": "Training step time and inference time per sample per method on the same model and batch "
+                  "(bar: median of the timed repeats; whiskers: interquartile range), and peak tensor memory "
+                  "(defined under the efficiency table).",
 }
 
 
@@ -61,7 +62,8 @@ def why_section(analysis: dict, figures: dict[str, bytes], seed: int | None = No
             (the sweep's first seed); the smallest seed analysed when no run has it.
     Returns:
         settings, flatness rows (one per method and encoder), skipped analyses, captions,
-        figures (base64 PNG), efficiency rows and the device they were measured on.
+        figures (base64 PNG), efficiency rows (timings as `evaluation.efficiency.spread` dicts), the
+        device they were measured on and how (repeats, warm-up, threads, process, clock, what the memory is).
     """
     seeds = {r["seed"] for r in analysis["runs"].values()}
     if seed not in seeds:
@@ -81,4 +83,5 @@ def why_section(analysis: dict, figures: dict[str, bytes], seed: int | None = No
         captions[figure] += claim_sentence(claims[key], analysis.get("cohort"), seed)
     return {"settings": analysis["settings"], "flatness": flat, "claims": claims, "skipped": analysis["skipped"], "captions": captions,
             "figures": {n: base64.b64encode(png).decode() for n, png in figures.items()},
-            "efficiency": eff.get("methods"), "efficiency_device": f"{eff.get('device')}, batch {eff.get('batch')}"}
+            "efficiency": eff.get("methods"), "efficiency_device": f"{eff.get('device')}, batch {eff.get('batch')}",
+            "efficiency_setup": {k: eff.get(k) for k in ("repeats", "warmup", "threads", "process", "memory", "clock")}}

@@ -24,7 +24,7 @@ registry: {example_rows: 2}
 train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2, alignment_every: 2}
 tune: {}
 analyze: {hutchinson_vectors: 2, hutchinson_max_vectors: 2, power_iters: 2, batch_size: 8, landscape_points_1d: 3, landscape_points_2d: 3,
-          landscape_samples: 16, probe_max_train: 100, efficiency_batch: 2, efficiency_steps: 1}
+          landscape_samples: 16, probe_max_train: 100, efficiency_batch: 2, efficiency_repeats: 2, efficiency_warmup: 1}
 """
 
 

@@ -26,7 +26,7 @@ registry: {example_rows: 2}
 evaluate: {n_resamples: 50}
 train: {epochs: 1, batch_size: 16, num_threads: 1, device: cpu, log_every: 2}
 analyze: {hutchinson_vectors: 2, power_iters: 2, batch_size: 8, landscape_points_1d: 3, landscape_points_2d: 3,
-          landscape_samples: 16, probe_max_train: 100, efficiency_batch: 2, efficiency_steps: 1}
+          landscape_samples: 16, probe_max_train: 100, efficiency_batch: 2, efficiency_repeats: 2, efficiency_warmup: 1}
 tune: {budget: 2}
 """
 

@@ -37,9 +37,13 @@ class AnalyzeSettings(StrictModel):
     landscape_samples: int = Field(64, ge=8)  # training / test samples the landscape losses use
     probe_max_train: int = Field(1000, ge=10)  # training samples the linear probes are fitted on
     probe_c: float = Field(1.0, gt=0)
+    # Efficiency (paper Table 10; pipeline/efficiency.py), measured in the analyze process: per method,
+    # `efficiency_warmup` untimed then `efficiency_repeats` timed training steps and forward passes on one
+    # batch of `efficiency_batch`; the report gives the median with its quartiles and range.
     efficiency: bool = True
     efficiency_batch: int = Field(8, ge=1)
-    efficiency_steps: int = Field(3, ge=1)
+    efficiency_repeats: int = Field(10, ge=1)
+    efficiency_warmup: int = Field(2, ge=0)
     proposed: list[str] = Field(default_factory=lambda: ["masam"])  # not baselines in the tables' gains
     sensitivity_method: str = "masam"
     sensitivity_options: list[str] = Field(default_factory=lambda: ["alpha", "beta", "rho"])

@@ -366,8 +366,12 @@ def _unimodal_baselines(runs_dir: Path, cohort: Cohort, train, test, settings) -
 
 
 def _efficiency(methods: list[str], config: dict, cohort: Cohort, settings) -> dict:
+    """Table 10's figures for the cohort's fusion methods, measured here, in this process, on CPU with one
+    thread, timed by CPU time (the stage may share the machine); pipeline/efficiency.py restores the
+    stage's thread count and random state afterwards."""
+    from clinfuse.evaluation.efficiency import CLOCKS
     from clinfuse.pipeline.config import load_section
-    from clinfuse.pipeline.efficiency import measure_methods
+    from clinfuse.pipeline.efficiency import measure_methods, memory_description
     from clinfuse.pipeline.settings.methods import MethodConfig, method_path
 
     specs = {}
@@ -376,8 +380,12 @@ def _efficiency(methods: list[str], config: dict, cohort: Cohort, settings) -> d
         specs[name] = (cfg.method, cfg.options)
     shapes = {m: tuple(s) for m, s in config["input_shapes"].items()}
     rows = measure_methods(specs, config["encoders"], shapes, cohort.num_outputs, cohort.task_type,
-                           settings.efficiency_batch, settings.efficiency_steps, 1, "cpu", 1)
-    return {"device": "cpu", "batch": settings.efficiency_batch, "methods": rows}
+                           settings.efficiency_batch, settings.efficiency_repeats, settings.efficiency_warmup,
+                           "cpu", 1, "cpu")
+    return {"device": "cpu", "threads": 1, "batch": settings.efficiency_batch, "clock": CLOCKS["cpu"][1],
+            "repeats": settings.efficiency_repeats, "warmup": settings.efficiency_warmup,
+            "process": "the analyze process, one method after another", "memory": memory_description("cpu"),
+            "methods": rows}
 
 
 def _figures(result: dict, headline: str, seed: int, sensitivity_method: str) -> dict[str, bytes]:

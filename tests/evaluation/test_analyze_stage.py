@@ -23,7 +23,7 @@ def analysed(tmp_path_factory):
         "train:\n  epochs: 1\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n  alignment_every: 2\n"
         "evaluate:\n  n_resamples: 20\n  min_subgroup_patients: 3\n"
         "analyze:\n  hutchinson_vectors: 2\n  hutchinson_max_vectors: 2\n  power_iters: 2\n  batch_size: 8\n  landscape_points_1d: 3\n"
-        "  landscape_points_2d: 3\n  landscape_samples: 8\n  efficiency_batch: 2\n  efficiency_steps: 1\n"
+        "  landscape_points_2d: 3\n  landscape_samples: 8\n  efficiency_batch: 2\n  efficiency_repeats: 2\n  efficiency_warmup: 1\n"
     )
     cohort = write_cohort(root / "data" / "mimic-phenotype", "mimic", n=40)
     runs, reports = root / "runs" / "mimic-phenotype", root / "reports"
@@ -123,3 +123,17 @@ def test_the_reliance_table_is_an_artifact_of_each_training_run(analysed):
     run_id = json.loads((runs / "late_fusion-s1" / "train_summary.json").read_text())["mlflow_run_id"]
     names = {f.path for f in mlflow.MlflowClient().list_artifacts(run_id, "explanations")}
     assert names == {"explanations/late_fusion-s1.csv"}
+
+
+def test_the_efficiency_table_gives_medians_with_their_spread_and_says_what_the_memory_is(analysed):
+    _, _, reports, analysis = analysed
+    eff = json.loads((analysis / "analysis.json").read_text())["efficiency"]
+    assert eff["repeats"] == 2 and eff["warmup"] == 1 and "analyze process" in eff["process"]
+    for row in eff["methods"].values():
+        assert row["step_ms"]["n"] == 2 and row["step_ms"]["q1"] <= row["step_ms"]["median"] <= row["step_ms"]["q3"]
+        assert row["peak_memory_mib"] > 0
+    html = (reports / "mimic-phenotype" / "report.html").read_text()
+    table = html[html.index('id="why-efficiency"'):]
+    assert "step (ms): median [IQR]" in table and "2 timed training steps" in table
+    assert "Times (CPU time of the measuring process" in table
+    assert "Peak tensor memory: peak CPU tensor memory (torch profiler allocation events" in table
