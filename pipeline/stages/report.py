@@ -9,7 +9,8 @@ Output folder (reports/<cohort>/):
   comparison.csv     one row per (method, seed) with test metrics
   verdicts.json      each comparison's verdict line and interval, the synthetic marker and whether training
                      variance is measured, the champion's validation margin (read by `clinfuse tables`)
-  plots/pr/*.json, plots/roc/*.json   the champion's per-label curves (for `dvc plots`)
+  plots/pr/*.json, plots/roc/*.json   per label, every method's curve (its best-validation seed's test
+                     predictions, a `method` field per record) for `dvc plots`
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from types import SimpleNamespace
 
 from clinfuse.etl.atomic import write_json, write_text
 from clinfuse.evaluation.champion import champion_of
+from clinfuse.evaluation.curves import curves_by_label
 from clinfuse.evaluation.report import render_report
 from clinfuse.evaluation.report_data import (
     Predictions,
@@ -91,14 +93,17 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
     write_text(out / "comparison.csv", runs_table(results).to_csv(index=False))
     write_json(out / "verdicts.json", verdicts_record(data, cohort.name))
     champion = champion_of(results)
+    # one curve per method, from the run the report shows for it (its best validation seed)
+    best = {m: champion_of([r for r in results if r["method"] == m]) for m in data.methods}
     for kind in ("pr", "roc"):
-        records = read_curves(champion["_dir"], kind)
+        by_label = curves_by_label({m: read_curves(r["_dir"], kind) for m, r in best.items()},
+                                   {m: r["seed"] for m, r in best.items()})
         folder = out / "plots" / kind
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.json"):
             stale.unlink()
-        for label in dict.fromkeys(r["label"] for r in records):
-            write_json(folder / f"{slug(label)}.json", [r for r in records if r["label"] == label])
+        for label, records in by_label.items():
+            write_json(folder / f"{slug(label)}.json", records)
     headline = data.headline_metric
     value = champion["test"][headline]
     shown = f"{value:.3f}" if value is not None else f"undefined ({champion.get('headline_undefined', 'n/a')})"
