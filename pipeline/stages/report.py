@@ -2,10 +2,12 @@
 
 Output folder (reports/<cohort>/):
   report.html        self-contained page for a clinical reader
-  metrics.json       numbers only (for `dvc metrics` / `dvc exp show`): the champion's and each method's
-                     headline (mean/std over seeds), named `headline` in every cohort
+  metrics.json       the DVC metric (`dvc exp show` columns): the champion's test headline and each method's
+                     (mean over seeds), keys unique across cohorts: {"champion": {cohort: x}, cohort: {method: x}}
+  metrics_detail.json the other numbers (not a DVC metric, so no columns): the champion's validation headline
+                     and seed, per method std over seeds, AUROC, average rank, seeds; the paired difference
   metrics_about.json what those numbers are: which metric `headline` is (macro_auprc or macro_map), the
-                     champion's method, the paired comparison's methods (text stays out of metrics.json)
+                     champion's method, the paired comparison's methods (text stays out of the metrics)
   comparison.csv     one row per (method, seed) with test metrics
   verdicts.json      each comparison's verdict line and interval, the synthetic marker and whether training
                      variance is measured, the champion's validation margin (read by `clinfuse tables`)
@@ -63,7 +65,7 @@ def read_studies(folder: Path, methods: list[str]) -> list[dict]:
 def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: ReportSettings,
                  provenance: dict | None = None, analysis: Path | None = None, summary_link: str | None = None,
                  tuning: Path | None = None) -> str:
-    """Write report.html, metrics.json, comparison.csv and plots/ for one cohort.
+    """Write report.html, metrics*.json, comparison.csv, verdicts.json and plots/ for one cohort.
 
     Reads the cohort and the evaluated runs (and the analysis and `out/registry.json` when
     present), builds the report's data with `evaluation.report_data.build_report_data` and writes.
@@ -87,8 +89,9 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
         data.tuning = tuning_rows(read_studies(tuning, data.methods))
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
-    metrics, about = report_metrics(data, cohort.name)
+    metrics, detail, about = report_metrics(data, cohort.name)
     write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics_detail.json", detail)
     write_json(out / "metrics_about.json", about)
     write_text(out / "comparison.csv", runs_table(results).to_csv(index=False))
     write_json(out / "verdicts.json", verdicts_record(data, cohort.name))

@@ -78,13 +78,18 @@ def test_report_renders_tables_and_embedded_figures(pipeline_run):
     assert t["comparison"]["rows"] == 1 + 2
     assert parser.images >= 2 and parser.external == []
     metrics = json.loads((root / "report" / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"late_fusion", "masam"} and "paired_difference" in metrics
-    numbers = []
-    _leaves(metrics, numbers)
-    assert numbers and all(v is None or isinstance(v, (int, float)) for v in numbers)  # DVC compares numbers only
+    cohort = "mimic-phenotype"  # the fixture's cohort folder
+    assert set(metrics) == {"champion", cohort} and set(metrics[cohort]) == {"late_fusion", "masam"}
+    detail = json.loads((root / "report" / "metrics_detail.json").read_text())
+    assert set(detail["methods"]) == {"late_fusion", "masam"} and "paired_difference" in detail
+    for document in (metrics, detail):
+        numbers = []
+        _leaves(document, numbers)
+        assert numbers and all(v is None or isinstance(v, (int, float)) for v in numbers)  # DVC compares numbers
     about = json.loads((root / "report" / "metrics_about.json").read_text())
     champion = json.loads((root / "eval" / f"{about['champion_method']}-s1" / "metrics.json").read_text())
-    assert metrics["champion"]["test_headline"] == pytest.approx(champion["test"]["macro_auprc"])
+    assert metrics["champion"][cohort] == pytest.approx(champion["test"]["macro_auprc"])
+    assert detail["champion"]["test_headline"] == metrics["champion"][cohort]
     assert about["headline"] == "macro_auprc" and about["champion_method"] in {"late_fusion", "masam"}
     verdicts = json.loads((root / "report" / "verdicts.json").read_text())
     assert [(v["method"], v["reference"]) for v in verdicts["verdicts"]] == [("masam", "late_fusion")]
