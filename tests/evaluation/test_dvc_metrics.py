@@ -3,7 +3,6 @@ unique across cohorts (so DVC does not prefix them with the file's path); the re
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
