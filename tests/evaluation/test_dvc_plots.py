@@ -115,8 +115,9 @@ def _workspace(tmp_path: Path, cohorts: tuple[str, ...] = ("adni", "mimic-mortal
     ws = tmp_path / "ws"
     ws.mkdir()
     subprocess.run([str(DVC), "init", "--no-scm", "-q"], cwd=ws, check=True, capture_output=True, env=_env(ws))
-    # the project's config over the fresh one: analytics off, plots.html_template
-    (ws / ".dvc" / "config").write_text((ROOT / ".dvc" / "config").read_text())
+    # the project's plots section (html_template) added to the fresh config (which says `no_scm`)
+    with (ws / ".dvc" / "config").open("a") as config:
+        config.write("[plots]" + (ROOT / ".dvc" / "config").read_text().split("[plots]", 1)[1])
     shutil.copytree(ROOT / "evaluation" / "templates" / "dvc", ws / "evaluation" / "templates" / "dvc")
     entries = [e for e in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
                if next(iter(e)).split("/")[1] in cohorts]
