@@ -28,3 +28,22 @@ def curve_records(y_true: np.ndarray, y_score: np.ndarray, labels: list[str], ma
         for i in _decimate(len(fpr), max_points):
             roc.append({"label": name, "fpr": round(float(fpr[i]), 5), "tpr": round(float(tpr[i]), 5)})
     return pr, roc
+
+
+def curves_by_label(curves: dict[str, list[dict]], seeds: dict[str, int]) -> dict[str, list[dict]]:
+    """Every method's curve records, grouped by label: one `dvc plots` file per label, a curve per method.
+
+    Args:
+        curves: method -> that method's tidy records (`curve_records`: {label, recall, precision} or
+            {label, fpr, tpr}), in the order the methods are shown (the chart's legend keeps it).
+        seeds: method -> the seed of the run the records come from (shown in the chart's tooltip).
+
+    Returns:
+        label -> records with `method` and `seed` added, labels in first-seen order. A label a method
+        skipped (degenerate in its test split) has no curve of that method.
+    """
+    by_label: dict[str, list[dict]] = {}
+    for method, records in curves.items():
+        for r in records:
+            by_label.setdefault(r["label"], []).append({**r, "method": method, "seed": seeds[method]})
+    return by_label

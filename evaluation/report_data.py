@@ -254,17 +254,28 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
     )
 
 
-def report_metrics(data: ReportData, cohort_name: str) -> tuple[dict, dict]:
-    """The report's DVC metrics: (metrics.json, metrics_about.json).
+def report_metrics(data: ReportData, cohort_name: str) -> tuple[dict, dict, dict]:
+    """The report's numbers for DVC: (metrics.json, metrics_detail.json, metrics_about.json).
 
-    DVC compares metrics files key by key across commits and experiments, and `dvc exp show` makes
-    a column of every key, so metrics.json holds numbers only and names each quantity the same in
-    every cohort: the model-selection metric is `headline` whether it is macro AUPRC (the MIMIC tasks)
-    or macro mAP (ADNI's classes). metrics_about.json says which metric that is, and holds the text
-    (the champion's method, the paired comparison's methods).
+    `dvc exp show` makes a column of every key of every declared metrics file, and prefixes a key
+    with its file's path when two files share it. So metrics.json, the one file declared as a DVC
+    metric, holds the headline only, under keys unique across cohorts:
+    `{"champion": {<cohort>: champion's test headline}, <cohort>: {<method>: test headline, mean
+    over the method's seeds}}` (columns `champion.adni`, `adni.masam`, ...). The headline is the
+    model-selection metric, named the same way in every cohort whether it is macro AUPRC (the MIMIC
+    tasks) or macro mAP (ADNI's classes).
+
+    metrics_detail.json (a plain output, no table columns) holds the other numbers: the champion's
+    validation headline and seed; per method the std over seeds, the AUROC, the average rank, the
+    number of seeds; the paired difference. metrics_about.json holds the text: which metric the
+    headline is, the champion's method, the paired comparison's methods, the verdict lines.
     """
     champion = next(r for r in data.runs if r["champion"])
     metrics: dict[str, Any] = {
+        "champion": {cohort_name: data.champion["value"]},
+        cohort_name: {c["method"]: c["headline_mean"] for c in data.comparison},
+    }
+    detail: dict[str, Any] = {
         "champion": {"test_headline": data.champion["value"], "val_headline": champion["val"],
                      "seed": champion["seed"]},
         "methods": {c["method"]: {"test_headline_mean": c["headline_mean"], "test_headline_std": c["headline_std"],
@@ -276,9 +287,9 @@ def report_metrics(data: ReportData, cohort_name: str) -> tuple[dict, dict]:
                              "champion_method": champion["method"], "validation_metric": champion["val_metric"]}
     paired = data.paired_difference
     if paired:
-        # {difference, ci: [lo, hi], ...} -> flat numbers: DVC makes a column per key, not per list item
-        # `mde` (smallest detectable difference) and `n_seeds` come with the seed-aware comparison
-        metrics["paired_difference"] = {
+        # {difference, ci: [lo, hi], ...} -> flat numbers, one name per quantity (as `dvc metrics diff` would
+        # compare them if the file were declared); `mde` and `n_seeds` come with the seed-aware comparison
+        detail["paired_difference"] = {
             m: {"difference": paired[m]["difference"], "ci_low": paired[m]["ci"][0], "ci_high": paired[m]["ci"][1],
                 "p_le_zero": paired[m]["p_le_zero"],
                 **({"mde": paired[m]["mde"], "n_seeds": paired["n_seeds"]} if "mde" in paired[m] else {})}
@@ -294,7 +305,7 @@ def report_metrics(data: ReportData, cohort_name: str) -> tuple[dict, dict]:
     margin = getattr(data, "champion_margin", None)
     if margin:
         about["champion_validation_margin_within_noise"] = margin["within_noise"]
-    return metrics, about
+    return metrics, detail, about
 
 
 def verdicts_record(data: ReportData, cohort_name: str) -> dict:

@@ -32,8 +32,9 @@ def test_the_small_metrics_and_plot_files_are_kept_by_git_not_the_dvc_cache():
     report = _outs("report")
     body = STAGES["report"]["do"]
     metrics = {next(iter(m)): next(iter(m.values())) for m in body["metrics"]}
-    small = {**{k: v for k, v in report.items() if k.endswith(("plots", "metrics_about.json"))}, **metrics}
-    assert len(small) == 3 and all(flags == {"cache": False} for flags in small.values())
+    small = {**{k: v for k, v in report.items() if k.endswith(("plots", "metrics_about.json", "metrics_detail.json"))},
+             **metrics}
+    assert len(small) == 4 and all(flags == {"cache": False} for flags in small.values())
     paths = [p.replace("${paths.reports}", "reports").replace("${item}", "adni") for p in small]
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths, "reports/adni/plots/pr/CN.json"],
                              cwd=ROOT, capture_output=True, text=True).stdout.split()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.evaluation.test_dvc_plots import FETCHED_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = """\
@@ -42,6 +46,8 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "CLINFUSE_REPO_ROOT": str(work)}
     dvc = str(Path(bin_dir) / "dvc")
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=work, env=env, check=True)
+    with (work / ".dvc" / "config").open("a") as config:  # the project's plots section: the offline page
+        config.write("[plots]" + (ROOT / ".dvc" / "config").read_text().split("[plots]", 1)[1])
     first = subprocess.run([dvc, "repro"], cwd=work, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for cohort in ("mimic-phenotype", "mimic-mortality", "adni", "mimic-phenotype-partial"):
@@ -62,6 +68,32 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(tmp_path):
     assert '"name": "mimic-phenotype-partial"' in (work / "reports" / "mimic-phenotype-partial" / "registry.json").read_text()
     second = subprocess.run([dvc, "repro"], cwd=work, env=env, capture_output=True, text=True)
     assert second.returncode == 0 and "Running stage" not in second.stdout
+    _check_dvc_views(dvc, work, env)
     summary = subprocess.run([str(Path(bin_dir) / "clinfuse"), "summary"], cwd=work, env=env, capture_output=True,
                              text=True)
     assert "models:/mimic-phenotype@champion" in summary.stdout and "report.html" in summary.stdout
+
+
+def _check_dvc_views(dvc: str, work: Path, env: dict) -> None:
+    """What `dvc plots show` and `dvc exp show` get from a finished pipeline: a page that loads nothing from
+    the network with a line per method in every chart, and metric keys no two cohorts share."""
+    methods = {"late_fusion", "masam", "medfuse", "drfuse", "unimodal_image"}
+    shown = subprocess.run([dvc, "plots", "show", "-o", "dvc_plots"], cwd=work, env=env, capture_output=True,
+                           text=True)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    page = (work / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+    assert FETCHED_URL.search(page) is None
+    # a label without positives in a tiny test split has no curve file: DVC writes an empty spec for it
+    specs = [spec for s in re.findall(r"var spec = (\{.*?\});\n\s*vegaEmbed", page, re.DOTALL)
+             if (spec := json.loads(s))]
+    assert len(specs) >= 2 * (1 + 3)  # at least mortality's and ADNI's labels
+    for spec in specs:
+        assert {r["method"] for r in spec["data"]["values"]} == methods, spec["title"]
+    keys: list[str] = []
+    for path in sorted((work / "reports").glob("*/metrics.json")):
+        document = json.loads(path.read_text())
+        cohort = path.parent.name
+        assert document == {"champion": {cohort: document["champion"][cohort]},
+                            cohort: {m: document[cohort][m] for m in methods}}, path
+        keys += [f"{k}.{inner}" for k, v in document.items() for inner in v]
+    assert len(keys) == len(set(keys)) == 4 * (1 + len(methods))  # unique: `dvc exp show` prefixes no path

@@ -176,7 +176,8 @@ def log_report(report_dir: Path) -> int:
 
     report_dir = Path(report_dir)
     page = report_dir / "report.html"
-    for path in [page, *(report_dir / f for f in ("metrics.json", "comparison.csv", "verdicts.json"))]:
+    for path in [page, *(report_dir / f for f in ("metrics.json", "metrics_detail.json", "metrics_about.json",
+                                                   "comparison.csv", "verdicts.json"))]:
         if path.is_file():
             mlflow.log_artifact(str(path), artifact_path="report")
     if (report_dir / "plots").is_dir():

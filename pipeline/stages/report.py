@@ -2,14 +2,17 @@
 
 Output folder (reports/<cohort>/):
   report.html        self-contained page for a clinical reader
-  metrics.json       numbers only (for `dvc metrics` / `dvc exp show`): the champion's and each method's
-                     headline (mean/std over seeds), named `headline` in every cohort
+  metrics.json       the DVC metric (`dvc exp show` columns): the champion's test headline and each method's
+                     (mean over seeds), keys unique across cohorts: {"champion": {cohort: x}, cohort: {method: x}}
+  metrics_detail.json the other numbers (not a DVC metric, so no columns): the champion's validation headline
+                     and seed, per method std over seeds, AUROC, average rank, seeds; the paired difference
   metrics_about.json what those numbers are: which metric `headline` is (macro_auprc or macro_map), the
-                     champion's method, the paired comparison's methods (text stays out of metrics.json)
+                     champion's method, the paired comparison's methods (text stays out of the metrics)
   comparison.csv     one row per (method, seed) with test metrics
   verdicts.json      each comparison's verdict line and interval, the synthetic marker and whether training
                      variance is measured, the champion's validation margin (read by `clinfuse tables`)
-  plots/pr/*.json, plots/roc/*.json   the champion's per-label curves (for `dvc plots`)
+  plots/pr/*.json, plots/roc/*.json   per label, every method's curve (its best-validation seed's test
+                     predictions, a `method` field per record) for `dvc plots`
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from types import SimpleNamespace
 
 from clinfuse.etl.atomic import write_json, write_text
 from clinfuse.evaluation.champion import champion_of
+from clinfuse.evaluation.curves import curves_by_label
 from clinfuse.evaluation.report import render_report
 from clinfuse.evaluation.report_data import (
     Predictions,
@@ -61,7 +65,7 @@ def read_studies(folder: Path, methods: list[str]) -> list[dict]:
 def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: ReportSettings,
                  provenance: dict | None = None, analysis: Path | None = None, summary_link: str | None = None,
                  tuning: Path | None = None) -> str:
-    """Write report.html, metrics.json, comparison.csv and plots/ for one cohort.
+    """Write report.html, metrics*.json, comparison.csv, verdicts.json and plots/ for one cohort.
 
     Reads the cohort and the evaluated runs (and the analysis and `out/registry.json` when
     present), builds the report's data with `evaluation.report_data.build_report_data` and writes.
@@ -85,20 +89,24 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
         data.tuning = tuning_rows(read_studies(tuning, data.methods))
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "report.html", render_report(data))
-    metrics, about = report_metrics(data, cohort.name)
+    metrics, detail, about = report_metrics(data, cohort.name)
     write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics_detail.json", detail)
     write_json(out / "metrics_about.json", about)
     write_text(out / "comparison.csv", runs_table(results).to_csv(index=False))
     write_json(out / "verdicts.json", verdicts_record(data, cohort.name))
     champion = champion_of(results)
+    # one curve per method, from the run the report shows for it (its best validation seed)
+    best = {m: champion_of([r for r in results if r["method"] == m]) for m in data.methods}
     for kind in ("pr", "roc"):
-        records = read_curves(champion["_dir"], kind)
+        by_label = curves_by_label({m: read_curves(r["_dir"], kind) for m, r in best.items()},
+                                   {m: r["seed"] for m, r in best.items()})
         folder = out / "plots" / kind
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.json"):
             stale.unlink()
-        for label in dict.fromkeys(r["label"] for r in records):
-            write_json(folder / f"{slug(label)}.json", [r for r in records if r["label"] == label])
+        for label, records in by_label.items():
+            write_json(folder / f"{slug(label)}.json", records)
     headline = data.headline_metric
     value = champion["test"][headline]
     shown = f"{value:.3f}" if value is not None else f"undefined ({champion.get('headline_undefined', 'n/a')})"

@@ -190,7 +190,7 @@ def test_training_runs_log_their_data_commit_description_and_curves(champion):
     files = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert "training_curves.png" in files
     report = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
-    assert "report/report.html" in report
+    assert {"report/report.html", "report/metrics.json", "report/metrics_detail.json"} <= report
     figures = [f.path for f in client.list_artifacts(run.info.run_id, "report/figures")]
     assert len(figures) == record["report_figures_logged"]
     assert {p.rsplit(".", 1)[-1] for p in figures} == {"png", "svg"}  # matplotlib PNGs and the inline SVG curves

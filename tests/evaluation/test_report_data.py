@@ -95,12 +95,14 @@ def test_the_method_order_is_the_settings_order_then_the_rest_by_name(evaluated)
 def test_the_dvc_metrics_and_comparison_table_come_from_the_same_runs(evaluated):
     results = evaluated[0]
     data = _build(evaluated)
-    metrics, about = report_metrics(data, "tiny")
+    metrics, detail, about = report_metrics(data, "tiny")
     champion = next(r for r in data.runs if r["champion"])
-    assert metrics["champion"] == {"test_headline": champion["test"], "val_headline": champion["val"],
-                                   "seed": champion["seed"]}
+    assert metrics["champion"] == {"tiny": champion["test"]}
+    assert detail["champion"] == {"test_headline": champion["test"], "val_headline": champion["val"],
+                                  "seed": champion["seed"]}
     assert about["champion_method"] == champion["method"] and about["headline"] == data.headline_metric
-    assert sorted(metrics["methods"]) == ["late_fusion", "masam"]
+    assert sorted(metrics["tiny"]) == sorted(detail["methods"]) == ["late_fusion", "masam"]
+    assert metrics["tiny"] == {c["method"]: c["headline_mean"] for c in data.comparison}
     table = runs_table(results)
     assert list(table.columns) == ["method", "seed", "headline", "auroc"] and len(table) == len(results)
 

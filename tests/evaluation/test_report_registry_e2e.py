@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from clinfuse.pipeline.cli import main
+from clinfuse.pipeline.results import slug as _slug
 from tests.fixtures.cohorts import write_cohort
 
 
@@ -77,13 +78,18 @@ def test_report_renders_tables_and_embedded_figures(pipeline_run):
     assert t["comparison"]["rows"] == 1 + 2
     assert parser.images >= 2 and parser.external == []
     metrics = json.loads((root / "report" / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"late_fusion", "masam"} and "paired_difference" in metrics
-    numbers = []
-    _leaves(metrics, numbers)
-    assert numbers and all(v is None or isinstance(v, (int, float)) for v in numbers)  # DVC compares numbers only
+    cohort = "mimic-phenotype"  # the fixture's cohort folder
+    assert set(metrics) == {"champion", cohort} and set(metrics[cohort]) == {"late_fusion", "masam"}
+    detail = json.loads((root / "report" / "metrics_detail.json").read_text())
+    assert set(detail["methods"]) == {"late_fusion", "masam"} and "paired_difference" in detail
+    for document in (metrics, detail):
+        numbers = []
+        _leaves(document, numbers)
+        assert numbers and all(v is None or isinstance(v, (int, float)) for v in numbers)  # DVC compares numbers
     about = json.loads((root / "report" / "metrics_about.json").read_text())
     champion = json.loads((root / "eval" / f"{about['champion_method']}-s1" / "metrics.json").read_text())
-    assert metrics["champion"]["test_headline"] == pytest.approx(champion["test"]["macro_auprc"])
+    assert metrics["champion"][cohort] == pytest.approx(champion["test"]["macro_auprc"])
+    assert detail["champion"]["test_headline"] == metrics["champion"][cohort]
     assert about["headline"] == "macro_auprc" and about["champion_method"] in {"late_fusion", "masam"}
     verdicts = json.loads((root / "report" / "verdicts.json").read_text())
     assert [(v["method"], v["reference"]) for v in verdicts["verdicts"]] == [("masam", "late_fusion")]
@@ -229,6 +235,23 @@ def test_report_has_one_curve_figure_per_evaluable_label(pipeline_run):
 
     assert re.findall(r'<figure class="curve" data-label="([^"]*)"', html) == evaluable
 
+
+
+def test_the_dvc_plot_files_hold_a_curve_of_every_method_per_label(pipeline_run):
+    root, _, _ = pipeline_run
+    for kind, y in (("pr", "precision"), ("roc", "tpr")):
+        for method in ("late_fusion", "masam"):
+            curves = json.loads((root / "eval" / f"{method}-s1" / f"curves_{kind}.json").read_text())
+            for label in {r["label"] for r in curves}:
+                records = json.loads((root / "report" / "plots" / kind / f"{_slug(label)}.json").read_text())
+                # this method's records are its run's curve for the label, unchanged, tagged with the method
+                mine = [{k: v for k, v in r.items() if k not in ("method", "seed")} for r in records
+                        if r["method"] == method]
+                assert mine == [r for r in curves if r["label"] == label], (kind, label, method)
+                assert {r["seed"] for r in records} == {1} and all(y in r for r in records)
+        files = sorted((root / "report" / "plots" / kind).glob("*.json"))
+        assert files and all({r["method"] for r in json.loads(f.read_text())} == {"late_fusion", "masam"}
+                             for f in files)
 
 def test_prevalence_table_and_per_label_table_round_the_same_way(pipeline_run):
     root, _, _ = pipeline_run
