@@ -14,12 +14,14 @@ from clinfuse.evaluation.bootstrap import (
     bootstrap_class_rates,
     bootstrap_label_cis,
     paired_bootstrap_difference,
+    patient_weights,
+    percentile_ci,
 )
 from clinfuse.evaluation.calibration import reliability_curve
 from clinfuse.evaluation.comparison import mean_std_over_seeds
 from clinfuse.evaluation.method_notes import method_note
 from clinfuse.evaluation.metrics import confusion_matrix, multiclass_metrics, row_normalised
-from clinfuse.evaluation.operating import choose_threshold, net_benefit, operating_points
+from clinfuse.evaluation.operating import choose_threshold, net_benefit, operating_points, rates_at_threshold
 from clinfuse.evaluation.presence import presence_blocks
 from clinfuse.evaluation.report import fmt_ci, fmt_std, metric_name
 from clinfuse.evaluation.subgroups import subgroup_metrics
@@ -198,12 +200,67 @@ def test_operating_points_with_too_few_test_events_have_no_ci():
     assert r["too_few_events"] and r["sensitivity"]["ci"] is None and r["sensitivity"]["value"] == 1.0
 
 
+def test_a_probability_equal_to_the_threshold_is_called_positive():
+    # the rule is p >= threshold: at 0.6 the two 0.6 rows are called, so TP 1, FP 1, FN 1, TN 1
+    y, p = np.array([1, 0, 1, 0]), np.array([0.6, 0.6, 0.2, 0.1])
+    rates = rates_at_threshold(y, p, 0.6, np.ones((1, 4)))
+    assert {k: float(v[0]) for k, v in rates.items()} == {"sensitivity": 0.5, "specificity": 0.5, "ppv": 0.5,
+                                                         "npv": 0.5}
+    # validation: only 0.6 separates the classes when a score equal to it counts as positive
+    assert choose_threshold(np.array([0, 1]), np.array([0.1, 0.6])) == 0.6
+
+
+def test_the_target_sensitivity_rule_aims_at_0_8_by_default():
+    y = np.array([1, 1, 1, 1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.2, 0.1])
+    # four of the five positives (sensitivity 0.8) are reached at 0.6
+    assert choose_threshold(y, p, "target_sensitivity") == 0.6
+
+
+def test_an_unknown_operating_point_rule_is_named():
+    with pytest.raises(ValueError, match="operating-point rule 'best': expected one of youden, target_sensitivity"):
+        choose_threshold(np.array([0, 1]), np.array([0.1, 0.6]), "best")
+
+
+def test_operating_point_cis_are_percentiles_of_the_patient_bootstrap_rates():
+    y_val, p_val = np.array([0, 0, 1, 1]), np.array([0.1, 0.3, 0.5, 0.9])
+    y_test = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0])
+    p_test = np.array([0.9, 0.2, 0.4, 0.6, 0.8, 0.1, 0.3, 0.7, 0.95, 0.05, 0.55, 0.45])
+    patients = np.repeat(np.arange(6), 2)  # two rows per patient: the bootstrap draws patients
+    op = operating_points(y_val, p_val, y_test, p_test, patients, ["x"], "target_sensitivity", 0.75,
+                          n_resamples=40, seed=3, level=0.9, min_events=2)
+    r = op["per_label"]["x"]
+    assert r["threshold"] == 0.5 and r["n_pos"] == 6 and not r["too_few_events"]
+    assert op["target"] == 0.75 and op["n_resamples"] == 40 and op["min_events"] == 2
+    # at 0.5 on test: positives 0.9, 0.8, 0.95, 0.55 called (TP 4 of 6), negatives 0.6, 0.7 called (FP 2 of 6)
+    assert r["sensitivity"]["value"] == pytest.approx(4 / 6) and r["specificity"]["value"] == pytest.approx(4 / 6)
+    resampled = rates_at_threshold(y_test, p_test, 0.5, patient_weights(patients, 40, 3))
+    for metric in ("sensitivity", "specificity", "ppv", "npv"):
+        lo, hi, _ = percentile_ci(resampled[metric], 0.9)
+        assert r[metric]["ci"] == [pytest.approx(lo), pytest.approx(hi)], metric
+    youden = operating_points(y_val, p_val, y_test, p_test, patients, ["x"], "youden", 0.5, n_resamples=40, seed=3,
+                              level=0.9, min_events=2)
+    assert youden["target"] is None and youden["rule"] == "youden"
+
+
+def test_an_undefined_rate_is_none_without_a_warning():
+    # a threshold above every test score calls nobody: PPV is 0 / 0, reported as None, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = operating_points(np.array([0, 1]), np.array([0.1, 0.99]), np.array([0, 1, 0, 1]),
+                             np.array([0.1, 0.2, 0.3, 0.4]), np.arange(4), ["x"], "youden", 0.8, n_resamples=10,
+                             seed=0, level=0.95, min_events=1)["per_label"]["x"]
+    assert r["ppv"]["value"] is None and r["sensitivity"]["value"] == 0.0 and r["npv"]["value"] == 0.5
+
+
 def test_net_benefit_by_hand():
     y = np.array([1, 0, 0, 0])
     p = np.array([0.9, 0.6, 0.2, 0.1])
     nb = net_benefit(y, p, np.array([0.5]))
     # at pt 0.5: TP 1/4, FP 1/4, odds 1 -> 0; treat all: 1/4 - 3/4 = -0.5
     assert nb["model"] == [pytest.approx(0.0)] and nb["treat_all"] == [pytest.approx(-0.5)]
+    # at pt 0.6 the 0.6 score is treated (p >= pt): TP 1/4, FP 1/4, odds 1.5 -> 1/4 - 3/8
+    assert net_benefit(y, p, np.array([0.6]))["model"] == [pytest.approx(-0.125)]
 
 
 def test_paired_difference_reports_each_label():
