@@ -24,6 +24,8 @@ def test_paired_and_image_absent_stays_are_scored_separately():
     b = blocks()
     assert (b["paired"]["n"], b["image_absent"]["n"]) == (5, 3)
     assert b["paired"]["macro_auroc"] == 1.0  # positives 0.9, 0.8, 0.7 above negatives 0.1, 0.3
+    assert b["paired"]["macro_auprc"] == 1.0 and b["paired"]["excluded_labels"] == []
+    assert b["paired"]["too_small"] is False
     assert b["image_absent"]["macro_auroc"] == 0.5  # positive 0.4 between negatives 0.6 and 0.2
     assert b["paired"]["macro_auprc_ci"] is not None
 
@@ -52,7 +54,7 @@ def test_a_cohort_without_image_absent_stays_has_an_empty_block():
 
 
 def test_report_rows_carry_one_line_per_method_with_a_block():
-    rows = presence_rows({"late_fusion": blocks(), "unimodal": None})
+    rows = presence_rows({"unimodal": None, "late_fusion": blocks()})  # a method without a block is skipped
     assert [r["method"] for r in rows] == ["late_fusion"]
     assert rows[0]["absent_n"] == 3 and rows[0]["difference"] is not None
 
@@ -67,16 +69,21 @@ def test_a_group_of_exactly_the_minimum_patients_gets_its_ci_and_difference():
 def test_block_cis_are_the_patient_bootstraps_with_the_given_seed_and_level():
     from clinfuse.evaluation.bootstrap import bootstrap_label_cis, paired_bootstrap_difference
 
-    b = presence_blocks(Y, FULL, HELD, PATIENTS, PRESENT, ["x"], "ehr", "cxr", n_resamples=60, seed=7, level=0.8,
+    # 40 patients with noisy scores: the intervals depend on the resamples, so on the seed
+    rng = np.random.default_rng(5)
+    y = (rng.random((40, 1)) < 0.5).astype(int)
+    full, held = rng.random((40, 1)) + 0.5 * y, rng.random((40, 1)) + 0.2 * y
+    present, patients = np.arange(40) % 3 != 0, np.arange(40)
+    b = presence_blocks(y, full, held, patients, present, ["x"], "ehr", "cxr", n_resamples=60, seed=7, level=0.8,
                         min_patients=3, min_events=1)
-    rows = np.flatnonzero(PRESENT)
-    ci = bootstrap_label_cis(Y[rows], FULL[rows], PATIENTS[rows], ["x"], 60, 7, 0.8, min_events=1)
-    assert b["paired"]["macro_auprc_ci"] == ci["macro_auprc_ci"] and b["paired"]["macro_auroc_ci"] == ci["macro_auroc_ci"]
-    held_ci = bootstrap_label_cis(Y[rows], HELD[rows], PATIENTS[rows], ["x"], 60, 7, 0.8, min_events=1)
-    assert b["withheld"]["macro_auprc_ci"] == held_ci["macro_auprc_ci"]
-    assert b["withheld"]["difference"] == paired_bootstrap_difference(Y[rows], HELD[rows], FULL[rows], PATIENTS[rows],
-                                                                      60, 7, 0.8)
-    assert (b["paired"]["n_patients"], b["image_absent"]["n_patients"]) == (5, 3)
+    for block, rows, scores in (("paired", present, full), ("image_absent", ~present, full), ("withheld", present, held)):
+        ci = bootstrap_label_cis(y[rows], scores[rows], patients[rows], ["x"], 60, 7, 0.8, min_events=1)
+        other = bootstrap_label_cis(y[rows], scores[rows], patients[rows], ["x"], 60, 8, 0.8, min_events=1)
+        assert b[block]["macro_auprc_ci"] == ci["macro_auprc_ci"] != other["macro_auprc_ci"], block
+        assert b[block]["macro_auroc_ci"] == ci["macro_auroc_ci"], block
+    assert b["withheld"]["difference"] == paired_bootstrap_difference(y[present], held[present], full[present],
+                                                                      patients[present], 60, 7, 0.8)
+    assert (b["paired"]["n_patients"], b["image_absent"]["n_patients"]) == (26, 14)
 
 
 def test_two_labels_with_presence_as_0_1_integers_are_scored_per_block():
