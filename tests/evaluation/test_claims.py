@@ -175,3 +175,11 @@ def test_an_analysis_without_runs_or_a_proposed_method_gets_an_untestable_sectio
     assert {c["details"][0] for c in w["claims"].values()} == {"no proposed method set"}
     assert "Here (seed None," in w["captions"]["probes"]
     assert w["efficiency"] is None
+
+
+def test_a_recorded_eigenvalue_status_is_kept_rather_than_recomputed():
+    a = _analysis(1.0, 2.0)
+    a["runs"]["sam-s1"]["flatness"] = [{"encoder": "ehr", "trace_per_param": 2.0, "se_per_param": 0.01,
+                                        "eigenvalue_status": "negative"}]  # no eigenvalue fields to recompute from
+    rows = why_section(a, {}, seed=1)["flatness"]
+    assert next(r for r in rows if r["method"] == "sam")["eigenvalue_status"] == "negative"
