@@ -1,5 +1,7 @@
 import numpy as np
 import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
 
 from clinfuse.evaluation.subgroups import race_group, subgroup_metrics
 
@@ -100,6 +102,9 @@ def test_exactly_the_minimum_patients_and_events_is_enough_for_a_ci():
         "n": 10, "n_patients": 10, "n_pos": [5], "n_neg": [5], "labels_averaged": 1, "labels_total": 1,
         "too_small": False, "too_small_reason": None, "labels_left_out": []}
     assert sex["macro_auroc_ci"] is not None and sex["macro_auprc_ci"] is not None
+    # positives at ranks 2, 4, ..., 10 of 10 rising scores: 1 + 2 + 3 + 4 + 5 = 15 of 25 pairs ordered
+    assert sex["macro_auroc"] == pytest.approx(0.6)
+    assert all(isinstance(c, int) for c in sex["n_pos"] + sex["n_neg"])  # counts, not floats, in the JSON
 
 
 def test_a_group_below_the_patient_minimum_counts_only_its_non_degenerate_labels():
@@ -110,6 +115,19 @@ def test_a_group_below_the_patient_minimum_counts_only_its_non_degenerate_labels
     assert sex["too_small"] and sex["too_small_reason"] == "10 patients < 11"
     assert sex["labels_averaged"] == 1 and sex["labels_total"] == 2 and sex["labels_left_out"] == ["b"]
     assert (sex["n_pos"], sex["n_neg"]) == ([5, 0], [5, 10]) and sex["macro_auprc_ci"] is None
+    assert sex["macro_auprc"] == pytest.approx(average_precision_score(y[:, 0], s[:, 0]))
+    assert sex["macro_auroc"] == pytest.approx(0.6)
+
+
+def test_too_small_reasons_count_in_words_singular_and_plural():
+    frame, y, s = _ten_patients(np.array([[0], [1]] * 5))
+    one = subgroup_metrics(frame.iloc[:1], y[:1], s[:1], ["x"], "mimic", [], n_resamples=10, seed=0, level=0.95,
+                           min_patients=2, min_events=1)
+    assert one[0]["too_small_reason"] == "1 patient < 2"
+    # rows 1, 2, 3: positives at 1 and 3, one negative
+    few = subgroup_metrics(frame.iloc[1:4], y[1:4], s[1:4], ["x"], "mimic", [], n_resamples=10, seed=0, level=0.95,
+                           min_patients=3, min_events=5)
+    assert few[0]["too_small_reason"] == "2 positives, 1 negative (< 5)"
 
 
 def test_a_multilabel_group_without_enough_events_in_any_label_says_so():
