@@ -219,3 +219,50 @@ def test_a_present_dx_wins_over_dx_bl():
                           "DX_bl": ["LMCI", "AD", "CN"]})
     labels, _ = baseline_labels(table, smc="cn")
     assert labels["label_name"].tolist() == ["AD", "CN", "MCI"]
+
+
+def _visits():
+    # RID 1: bl and m06; RID 2: bl (spaces) with DX empty and DX_bl SMC; RID 3: no bl visit;
+    # RID 4: bl without any diagnosis; RID 5: two bl rows, the first one counts
+    return pd.DataFrame({"RID": [5, 1, 1, 2, 3, 4, 5], "VISCODE": ["bl", "bl", "m06", " bl ", "m12", "bl", "bl"],
+                         "DX": ["Dementia", "CN", "MCI", "", "CN", None, "CN"],
+                         "DX_bl": ["AD", "CN", "CN", "SMC", "CN", None, "AD"]})
+
+
+def test_baseline_labels_count_each_exclusion_step():
+    from clinfuse.etl.adni.labels import baseline_labels
+
+    labels, steps = baseline_labels(_visits(), smc="cn")
+    assert steps == [
+        {"step": "subjects in ADNIMERGE", "reason": "", "excluded": 0, "remaining": 5},
+        {"step": "baseline visit", "reason": "no VISCODE 'bl' row", "excluded": 1, "remaining": 4},
+        {"step": "diagnosis known", "reason": "DX and DX_bl both empty", "excluded": 1, "remaining": 3}]
+    assert labels[["RID", "label", "label_name", "smc"]].values.tolist() == [
+        [1, 0, "CN", False], [2, 0, "CN", True], [5, 2, "AD", False]]
+    assert list(labels.index) == [0, 1, 2] and "index" not in labels.columns
+
+
+def test_excluding_smc_adds_its_own_step():
+    from clinfuse.etl.adni.labels import baseline_labels
+
+    labels, steps = baseline_labels(_visits(), smc="exclude")
+    assert steps[-1] == {"step": "SMC", "reason": "DX_bl is SMC (excluded by setting)", "excluded": 1, "remaining": 2}
+    assert labels["RID"].tolist() == [1, 5] and not labels["smc"].any()
+
+
+def test_unknown_codes_and_sexes_name_the_first_bad_row_counting_the_header():
+    from clinfuse.etl.adni.labels import check_codes, check_sex
+
+    table = pd.DataFrame({"DX": ["CN", " ", "Alzheimer", "MCI", "Other"], "DX_bl": ["CN", "AD", "AD", "XYZ", "CN"],
+                          "PTGENDER": ["Male\n", "", " Unknown ", "Female", "X"]})
+    with pytest.raises(InputError, match=r"^ADNIMERGE\.csv: row 4, column DX: unknown diagnosis code 'Alzheimer'; "
+                                         r"expected one of \['CN', 'Dementia', 'MCI'\]$"):
+        check_codes(table, "ADNIMERGE.csv")
+    with pytest.raises(InputError, match=r"^ADNIMERGE\.csv: row 5, column DX_bl: unknown diagnosis code 'XYZ'; "
+                                         r"expected one of \['AD', 'CN', 'EMCI', 'LMCI', 'SMC'\]$"):
+        check_codes(table.assign(DX="CN"), "ADNIMERGE.csv")
+    with pytest.raises(InputError, match=r"^ADNIMERGE\.csv: row 4, column PTGENDER: unknown value ' Unknown '; "
+                                         r"expected one of \['Female', 'Male'\] or empty$"):
+        check_sex(table, "ADNIMERGE.csv")
+    check_codes(table.assign(DX="CN", DX_bl=""), "x")  # empty codes are allowed
+    check_sex(table.assign(PTGENDER=["Male", "", None, "Female\n", " Male"]), "x")

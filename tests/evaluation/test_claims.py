@@ -14,7 +14,7 @@ from clinfuse.evaluation.claims import (
     why_claims,
 )
 from clinfuse.evaluation.dominance import dominance_series
-from clinfuse.evaluation.why import why_section
+from clinfuse.evaluation.why import CAPTIONS, claim_sentence, why_section
 
 
 def row(method, encoder, trace, se, eigen=1.0, status="ok"):
@@ -131,3 +131,55 @@ def test_masams_dominant_modality_share_per_epoch_comes_from_the_mean_dominant_i
     assert series[0]["share"] == {"ehr": 0.75, "cxr": 0.25} and series[1]["share"] == {"ehr": 0.0, "cxr": 1.0}
     assert series[1]["aps"] == {"ehr": 0.2, "cxr": 0.8}
     assert dominance_series([{"epoch": 1, "train_loss_total": 0.5}], ["ehr", "cxr"]) is None  # not MASAM
+
+
+def test_a_claim_sentence_names_the_cohort_the_seed_the_verdict_and_the_details():
+    claim = {"claim": "SAM flattens", "verdict": "agrees", "details": ["ehr: lower", "cxr: lower"]}
+    assert claim_sentence(claim, "adni", 3) == (" The paper's claim: SAM flattens. On adni (seed 3, one run per method) "
+                                                "the measured numbers agree with it: ehr: lower; cxr: lower.")
+
+
+def test_a_claim_sentence_without_a_cohort_details_or_a_known_verdict():
+    claim = {"claim": "C", "verdict": "not testable", "details": []}
+    assert claim_sentence(claim, None, None) == (" The paper's claim: C. Here (seed None, one run per method) the "
+                                                 "measured numbers cannot test it.")
+
+
+def test_a_claim_sentence_shows_six_details_then_an_ellipsis():
+    def ending(n):
+        claim = {"claim": "C", "verdict": "mixed", "details": [str(i) for i in range(n)]}
+        return claim_sentence(claim, "x", 1).split("partly agree with it: ")[1]
+
+    assert ending(6) == "0; 1; 2; 3; 4; 5."
+    assert ending(7) == "0; 1; 2; 3; 4; 5 …."
+
+
+def test_each_claim_s_sentence_is_appended_to_its_figure_s_caption_and_the_rest_are_unchanged():
+    a = _analysis(1.0, 2.0)
+    a["settings"]["proposed"] = ["masam", "sam"]  # the first proposed method is the one whose claims are tested
+    a["efficiency"] = {"methods": [{"method": "masam", "step_ms": 3.0}], "device": "cpu", "batch": 8}
+    w = why_section(a, {}, seed=1)
+    claims = why_claims(a, 1, "masam")
+    assert w["claims"] == claims and claims["flatness"] != why_claims(a, 1, "sam")["flatness"]
+    for name in ("flatness", "probes", "alignment"):
+        assert w["captions"][name] == CAPTIONS[name] + claim_sentence(claims[name], "mimic-phenotype", 1)
+    assert w["captions"]["landscape_1d"] == CAPTIONS["landscape_1d"]
+    assert w["efficiency"] == [{"method": "masam", "step_ms": 3.0}] and w["efficiency_device"] == "cpu, batch 8"
+    assert w["settings"] == a["settings"] and w["skipped"] == []
+
+
+def test_an_analysis_without_runs_or_a_proposed_method_gets_an_untestable_section():
+    a = {"runs": {}, "settings": {"sensitivity_method": "sam"}, "skipped": ["flatness"], "efficiency": None}
+    w = why_section(a, {}, seed=1)
+    assert w["flatness"] == [] and w["skipped"] == ["flatness"]
+    assert {c["details"][0] for c in w["claims"].values()} == {"no proposed method set"}
+    assert "Here (seed None," in w["captions"]["probes"]
+    assert w["efficiency"] is None
+
+
+def test_a_recorded_eigenvalue_status_is_kept_rather_than_recomputed():
+    a = _analysis(1.0, 2.0)
+    a["runs"]["sam-s1"]["flatness"] = [{"encoder": "ehr", "trace_per_param": 2.0, "se_per_param": 0.01,
+                                        "eigenvalue_status": "negative"}]  # no eigenvalue fields to recompute from
+    rows = why_section(a, {}, seed=1)["flatness"]
+    assert next(r for r in rows if r["method"] == "sam")["eigenvalue_status"] == "negative"

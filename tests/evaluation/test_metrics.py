@@ -127,6 +127,31 @@ def test_mean_std_over_seeds():
     assert s.loc["b", "n_seeds"] == 1
 
 
+def test_mean_std_over_seeds_keeps_the_methods_in_the_order_of_their_runs():
+    import pandas as pd
+
+    t = pd.DataFrame({"method": ["sam", "late_fusion", "sam"], "seed": [1, 1, 2], "x": [0.5, 0.4, 0.7]})
+    assert mean_std_over_seeds(t, ["x"])["method"].tolist() == ["sam", "late_fusion"]
+
+
+def test_without_a_label_every_method_has_a_value_for_the_ranking_is_empty_and_numeric():
+    import pandas as pd
+
+    t = pd.DataFrame([("A", "l1", 0.9), ("B", "l1", None)], columns=["method", "label", "auprc"])
+    r = average_rank(t, "auprc")
+    assert r.empty and r.dtype == float
+
+
+def test_a_design_alternative_without_a_headline_has_no_difference():
+    from clinfuse.evaluation.comparison import design_alternatives
+
+    rows = [{"method": "masam", "headline_mean": 0.5}, {"method": "masam_score_ogm", "headline_mean": None},
+            {"method": "masam_gamma_only", "headline_mean": 0.4}]
+    assert [r["delta"] for r in design_alternatives(rows)] == [0.0, None, pytest.approx(-0.1)]
+    rows[0]["headline_mean"] = None  # no reference value: no difference for anyone
+    assert [r["delta"] for r in design_alternatives(rows)] == [None, None, None]
+
+
 def test_an_empty_split_has_no_metrics_rather_than_nan():
     m = multiclass_metrics(np.array([], dtype=int), np.zeros((0, 3)), ["CN", "MCI", "AD"])
     assert m["accuracy"] is None and m["macro_map"] is None and m["n"] == 0

@@ -290,3 +290,108 @@ def test_clinfuse_predict_explain_writes_contributions_next_to_the_probabilities
     assert main(["predict", "--model", f"models:/{record['name']}@champion", "--cohort", str(cohort),
                  "--out", str(plain), "--split", "test"]) == 0
     assert not any(c.startswith("contribution__") for c in pd.read_parquet(plain).columns)
+
+
+# The serving rules without a registry: model card, input checks, predict params (hand-made inputs).
+
+def test_a_model_card_refuses_absence_only_for_flags_marked_accepts_absent_false():
+    from clinfuse.pipeline.serving import absent_refused
+
+    card = {"network_data_format": {"inputs": {
+        "cxr": {"accepts_absent": False},  # not a presence flag
+        "has_ehr": {"accepts_absent": True}, "has_cxr": {"accepts_absent": False},
+        "has_mri": {}, "has_note": "accepts_absent false"}}}
+    assert absent_refused(card) == ("cxr",)
+    assert absent_refused({}) == () and absent_refused({"network_data_format": {}}) == ()
+
+
+def test_input_checks_name_the_input_and_the_row_counted_from_first_row():
+    from clinfuse.pipeline.serving import check_inputs
+
+    x = np.array([[0.0, 0.0], [np.nan, 0.0]])
+    with pytest.raises(ValueError, match=r"^input 'x': row 11 has NaN or infinite values; the model takes finite "
+                                         r"numbers only$"):
+        check_inputs({"x": x, "has_x": np.ones(2)}, first_row=10)
+    with pytest.raises(ValueError, match=r"^input 'x': stay 1 has NaN"):
+        check_inputs({"x": x}, describe_row=lambda i: f"stay {i}")
+    with pytest.raises(ValueError, match=r"^input 'has_x': row 1 is 0.5; a presence flag is 0 or 1$"):
+        check_inputs({"x": np.zeros((2, 2)), "has_x": np.array([1.0, 0.5])})
+    with pytest.raises(ValueError, match=r"^row 1: no modality present \(has_a = has_b = 0\); the model needs at "
+                                         r"least one input$"):
+        check_inputs({"has_a": np.array([1.0, 0.0]), "has_b": np.array([1.0, 0.0])})
+    with pytest.raises(ValueError, match=r"^input 'has_cxr': row 6 is 0, but this model never saw a sample without "
+                                         r"cxr in training \(model card: accepts_absent false\); it predicts only "
+                                         r"with cxr present$"):
+        check_inputs({"has_ehr": np.ones(3), "has_cxr": np.array([1.0, 0.0, 0.0])}, ("cxr",), first_row=5)
+
+
+def test_input_checks_pass_finite_inputs_integer_arrays_and_refusals_without_a_flag():
+    from clinfuse.pipeline.serving import check_inputs
+
+    check_inputs({"x": np.zeros((2, 3)), "has_x": np.array([1, 1]), "has_y": np.array([0, 1])}, ("mri",))
+    check_inputs({"codes": np.array([[1, 2], [3, 4]]), "has_x": np.array([1.0, 1.0])}, ("x",))
+
+
+def test_the_explain_param_reads_booleans_and_true_false_strings_only():
+    from clinfuse.pipeline.serving import explain_requested
+
+    assert explain_requested(None) is False and explain_requested({}) is False
+    assert explain_requested({"explain": "TRUE"}) is True and explain_requested({"explain": "False"}) is False
+    assert explain_requested({"explain": True}) is True and explain_requested({"explain": np.bool_(False)}) is False
+    for bad in ("yes", 1):
+        with pytest.raises(ValueError, match=f"predict param 'explain' must be true or false, got {bad!r}"):
+            explain_requested({"explain": bad})
+
+
+def test_an_invalid_input_is_a_value_error_that_mlflow_answers_with_400():
+    from mlflow.exceptions import MlflowException
+
+    from clinfuse.pipeline.serving import invalid_input
+
+    err = invalid_input("bad row")
+    assert isinstance(err, ValueError) and isinstance(err, MlflowException)
+    assert err.error_code == "INVALID_PARAMETER_VALUE" and err.get_http_status_code() == 400
+
+
+def _served(program=None, refused=()):
+    import torch
+
+    from clinfuse.pipeline.serving import ServedModel
+
+    program = program or (lambda x, has_x: torch.sigmoid(x.sum(-1).sum(-1, keepdim=True)) * has_x[:, None])
+    return ServedModel(program, ["x", "has_x"], {"x": (2, 2), "has_x": ()}, ["risk"], refused)
+
+
+def test_served_inputs_become_float32_and_a_dataframe_cell_is_reshaped_to_one_sample():
+    served = _served()
+    x, has_x = served.arrays({"x": np.ones((1, 2, 2)), "has_x": np.array([1])})
+    assert x.dtype == np.float32 and has_x.dtype == np.float32
+    (x,) = served.arrays(pd.DataFrame({"x": [[0.0, 1.0, 2.0, 3.0]], "has_x": [1.0]}))[:1]
+    np.testing.assert_array_equal(x, np.array([[[0.0, 1.0], [2.0, 3.0]]], np.float32))
+
+
+def test_served_inputs_of_another_type_or_disagreeing_sizes_are_refused_by_name():
+    served = _served()
+    with pytest.raises(TypeError, match=r"expected a dict of arrays or a DataFrame with columns \['x', 'has_x'\], "
+                                        r"got list"):
+        served.arrays([np.ones((1, 2, 2)), np.ones(1)])
+    with pytest.raises(ValueError, match=r"inputs disagree on the number of samples: \{'x': 2, 'has_x': 1\}"):
+        served.arrays({"x": np.ones((2, 2, 2)), "has_x": np.ones(1)})
+
+
+def test_predict_answers_bad_inputs_and_non_finite_probabilities_with_400_errors():
+    import torch
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="got list"):
+        _served().predict([np.ones((1, 2, 2))])
+    from clinfuse.pipeline.serving import ServedModel
+
+    two = ServedModel(lambda x, y, has_x, has_y: torch.sigmoid(x + y)[:, None], ["x", "y", "has_x", "has_y"],
+                      {"x": (), "y": (), "has_x": (), "has_y": ()}, ["risk"], ("x",))
+    with pytest.raises(MlflowException, match=r"input 'has_x': row 0 is 0, but this model never saw"):
+        two.predict({"x": np.ones(2), "y": np.ones(2), "has_x": np.array([0.0, 1.0]), "has_y": np.ones(2)})
+    blows_up = _served(lambda x, has_x: torch.log(x.sum((1, 2)) - 1.0)[:, None])  # row 1: log(0) = -inf
+    with pytest.raises(MlflowException, match=r"^row 1: the model's probabilities are not finite \(inputs far outside "
+                                              r"the training range\?\); nothing returned$"):
+        blows_up.predict({"x": np.stack([np.ones((2, 2)), np.full((2, 2), 0.25)]), "has_x": np.ones(2)})

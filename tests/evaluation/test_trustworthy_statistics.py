@@ -14,12 +14,14 @@ from clinfuse.evaluation.bootstrap import (
     bootstrap_class_rates,
     bootstrap_label_cis,
     paired_bootstrap_difference,
+    patient_weights,
+    percentile_ci,
 )
 from clinfuse.evaluation.calibration import reliability_curve
 from clinfuse.evaluation.comparison import mean_std_over_seeds
 from clinfuse.evaluation.method_notes import method_note
 from clinfuse.evaluation.metrics import confusion_matrix, multiclass_metrics, row_normalised
-from clinfuse.evaluation.operating import choose_threshold, net_benefit, operating_points
+from clinfuse.evaluation.operating import choose_threshold, net_benefit, operating_points, rates_at_threshold
 from clinfuse.evaluation.presence import presence_blocks
 from clinfuse.evaluation.report import fmt_ci, fmt_std, metric_name
 from clinfuse.evaluation.subgroups import subgroup_metrics
@@ -198,12 +200,111 @@ def test_operating_points_with_too_few_test_events_have_no_ci():
     assert r["too_few_events"] and r["sensitivity"]["ci"] is None and r["sensitivity"]["value"] == 1.0
 
 
+def test_a_probability_equal_to_the_threshold_is_called_positive():
+    # the rule is p >= threshold: at 0.6 the two 0.6 rows are called, so TP 1, FP 1, FN 1, TN 1
+    y, p = np.array([1, 0, 1, 0]), np.array([0.6, 0.6, 0.2, 0.1])
+    rates = rates_at_threshold(y, p, 0.6, np.ones((1, 4)))
+    assert {k: float(v[0]) for k, v in rates.items()} == {"sensitivity": 0.5, "specificity": 0.5, "ppv": 0.5,
+                                                         "npv": 0.5}
+    # validation: only 0.6 separates the classes when a score equal to it counts as positive
+    assert choose_threshold(np.array([0, 1]), np.array([0.1, 0.6])) == 0.6
+
+
+def test_the_target_sensitivity_rule_aims_at_0_8_by_default():
+    y = np.array([1, 1, 1, 1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.2, 0.1])
+    # four of the five positives (sensitivity 0.8) are reached at 0.6
+    assert choose_threshold(y, p, "target_sensitivity") == 0.6
+
+
+def test_an_unknown_operating_point_rule_is_named():
+    with pytest.raises(ValueError, match="operating-point rule 'best': expected one of youden, target_sensitivity"):
+        choose_threshold(np.array([0, 1]), np.array([0.1, 0.6]), "best")
+
+
+def test_operating_point_cis_are_percentiles_of_the_patient_bootstrap_rates():
+    y_val, p_val = np.array([0, 0, 1, 1]), np.array([0.1, 0.3, 0.5, 0.9])
+    y_test = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0])
+    p_test = np.array([0.9, 0.2, 0.4, 0.6, 0.8, 0.1, 0.3, 0.7, 0.95, 0.05, 0.55, 0.45])
+    patients = np.repeat(np.arange(6), 2)  # two rows per patient: the bootstrap draws patients
+    op = operating_points(y_val, p_val, y_test, p_test, patients, ["x"], "target_sensitivity", 0.75,
+                          n_resamples=40, seed=3, level=0.9, min_events=2)
+    r = op["per_label"]["x"]
+    assert r["threshold"] == 0.5 and r["n_pos"] == 6 and not r["too_few_events"]
+    assert op["target"] == 0.75 and op["n_resamples"] == 40 and op["min_events"] == 2
+    # at 0.5 on test: positives 0.9, 0.8, 0.95, 0.55 called (TP 4 of 6), negatives 0.6, 0.7 called (FP 2 of 6)
+    assert r["sensitivity"]["value"] == pytest.approx(4 / 6) and r["specificity"]["value"] == pytest.approx(4 / 6)
+    # the intervals: 60 patients with two stays each, so that resamples (and their quantiles) differ by seed
+    rng = np.random.default_rng(0)
+    y_big = (rng.random(120) < 0.4).astype(int)
+    p_big, patients_big = rng.random(120) * 0.6 + 0.4 * y_big, np.repeat(np.arange(60), 2)
+    big = operating_points(y_val, p_val, y_big, p_big, patients_big, ["x"], "target_sensitivity", 0.75,
+                           n_resamples=40, seed=3, level=0.9, min_events=2)["per_label"]["x"]
+    resampled = rates_at_threshold(y_big, p_big, 0.5, patient_weights(patients_big, 40, 3))
+    for metric in ("sensitivity", "specificity", "ppv", "npv"):
+        lo, hi, _ = percentile_ci(resampled[metric], 0.9)
+        assert big[metric]["ci"] == [pytest.approx(lo), pytest.approx(hi)], metric
+    other_seed = rates_at_threshold(y_big, p_big, 0.5, patient_weights(patients_big, 40, 4))["sensitivity"]
+    assert percentile_ci(other_seed, 0.9)[:2] != percentile_ci(resampled["sensitivity"], 0.9)[:2]
+    youden = operating_points(y_val, p_val, y_test, p_test, patients, ["x"], "youden", 0.5, n_resamples=40, seed=3,
+                              level=0.9, min_events=2)
+    assert youden["target"] is None and youden["rule"] == "youden"
+
+
+def test_youden_weighs_sensitivity_and_specificity_each_over_its_own_class():
+    # J at 0.9: 1/2 + 1 - 1 = 0.5; at 0.8: 1/2 + 0 - 1; at 0.1: 1 + 0 - 1 = 0 -> 0.9, not the full-sensitivity 0.1
+    assert choose_threshold(np.array([1, 0, 1]), np.array([0.9, 0.8, 0.1])) == 0.9
+    # 2 positives, 4 negatives: J at 0.8 = 1/2 + 3/4 - 1 = 0.25, at 0.4 = 1 + 2/4 - 1 = 0.5 -> 0.4
+    assert choose_threshold(np.array([1, 1, 0, 0, 0, 0]), np.array([0.8, 0.4, 0.9, 0.6, 0.3, 0.2])) == 0.4
+
+
+def test_operating_points_pick_a_threshold_per_label_with_the_given_target():
+    # label a: positives 0.9, 0.5 -> sensitivity 1/2 at 0.9 reaches the target 0.5; label b: every score a
+    y_val = np.array([[0, 0], [0, 1], [1, 1], [1, 0]])
+    p_val = np.array([[0.1, 0.1], [0.3, 0.3], [0.5, 0.5], [0.9, 0.9]])
+    op = operating_points(y_val, p_val, y_val, p_val, np.arange(4), ["a", "b"], "target_sensitivity", 0.5,
+                          n_resamples=10, seed=0, level=0.95, min_events=1)
+    assert op["per_label"]["a"]["threshold"] == 0.9  # 0.8 by default would need both positives: 0.5
+    assert op["per_label"]["b"]["threshold"] == 0.5  # positives 0.3 and 0.5: one of two at 0.5
+    assert op["per_label"]["b"]["n_pos"] == 2
+
+
+def test_a_rate_is_the_data_s_own_even_when_the_first_resample_calls_nobody_negative():
+    # at 0.5 rows 0 and 3 are called negative (NPV 1/2); seed 6's first resample draws only rows 1 and 2
+    assert patient_weights(np.arange(4), 5, 6)[0].tolist() == [0.0, 2.0, 2.0, 0.0]
+    r = operating_points(np.array([0, 1]), np.array([0.1, 0.5]), np.array([1, 0, 1, 0]),
+                         np.array([0.2, 0.9, 0.8, 0.1]), np.arange(4), ["x"], "youden", 0.8, n_resamples=5, seed=6,
+                         level=0.95, min_events=1)["per_label"]["x"]
+    assert r["threshold"] == 0.5 and r["npv"]["value"] == 0.5
+
+
+def test_an_undefined_rate_is_none_without_a_warning():
+    # a threshold above every test score calls nobody: PPV is 0 / 0, reported as None, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = operating_points(np.array([0, 1]), np.array([0.1, 0.99]), np.array([0, 1, 0, 1]),
+                             np.array([0.1, 0.2, 0.3, 0.4]), np.arange(4), ["x"], "youden", 0.8, n_resamples=10,
+                             seed=0, level=0.95, min_events=1)["per_label"]["x"]
+    assert r["ppv"]["value"] is None and r["sensitivity"]["value"] == 0.0 and r["npv"]["value"] == 0.5
+
+
 def test_net_benefit_by_hand():
     y = np.array([1, 0, 0, 0])
     p = np.array([0.9, 0.6, 0.2, 0.1])
     nb = net_benefit(y, p, np.array([0.5]))
     # at pt 0.5: TP 1/4, FP 1/4, odds 1 -> 0; treat all: 1/4 - 3/4 = -0.5
     assert nb["model"] == [pytest.approx(0.0)] and nb["treat_all"] == [pytest.approx(-0.5)]
+    # at pt 0.6 the 0.6 score is treated (p >= pt): TP 1/4, FP 1/4, odds 1.5 -> 1/4 - 3/8
+    assert net_benefit(y, p, np.array([0.6]))["model"] == [pytest.approx(-0.125)]
+    # two thresholds, 2 positives of 5: at 0.2 TP 2/5, FP 2/5, odds 1/4 -> 0.3; at 0.5 TP 2/5, FP 1/5, odds 1 -> 0.2;
+    # treat all: 0.4 - 0.6 * odds
+    nb = net_benefit(np.array([1, 1, 0, 0, 0]), np.array([0.9, 0.7, 0.6, 0.2, 0.1]), np.array([0.2, 0.5]))
+    assert nb == {"threshold": [0.2, 0.5], "model": [pytest.approx(0.3), pytest.approx(0.2)],
+                  "treat_all": [pytest.approx(0.25), pytest.approx(-0.2)]}
+    # at pt 0 everyone is treated: NB = prevalence; a threshold given as an integer comes back as a float
+    at_zero = net_benefit(np.array([1, 0, 0, 0]), np.array([0.9, 0.6, 0.2, 0.1]), np.array([0]))
+    assert at_zero == {"threshold": [0.0], "model": [0.25], "treat_all": [0.25]}
+    assert isinstance(at_zero["threshold"][0], float)
 
 
 def test_paired_difference_reports_each_label():

@@ -159,3 +159,28 @@ def test_shipped_resource_is_one_block_per_group_of_well_formed_codes_in_both_ve
     assert bad == []
     versions = codes.groupby("phenotype")["icd_version"].agg(set)
     assert all(versions[name] == {9, 10} for name in PHENOTYPE_NAMES)
+
+
+def test_versions_given_as_text_match_and_an_unreadable_version_matches_nothing():
+    # diagnoses_icd read as text: "9" and "10" are the numbers 9 and 10; "ICD9" is no version
+    dx = pd.DataFrame({"hadm_id": [1, 2, 3], "icd_code": ["0389", "N179", "0389"], "icd_version": ["9", "10", "ICD9"]})
+    out = assign_phenotypes(dx, load_phenotype_definitions()).set_index("hadm_id")
+    assert out.loc[1, SEPSIS] == 1 and out.loc[2, ARF] == 1
+    assert out.loc[3].sum() == 0  # still one row: its codes are there, none matched
+
+
+def test_two_codes_of_one_group_give_a_1_not_a_count():
+    # 0389 (unspecified septicemia) and 0380 (streptococcal septicemia) are both Septicemia
+    dx = pd.DataFrame({"hadm_id": [1, 1], "icd_code": ["0389", "0380"], "icd_version": [9, 9]})
+    assert assign_phenotypes(dx, load_phenotype_definitions()).set_index("hadm_id").loc[1, SEPSIS] == 1
+
+
+def test_a_resource_of_numeric_looking_codes_keeps_them_as_text(tmp_path):
+    path = tmp_path / "codes.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("# a comment line\nphenotype,icd_version,icd_code\nsepsis,9,0389\nsepsis,9,0380\nkidney,9,5849\n")
+    d = load_phenotype_definitions(path)
+    assert d.names == ["sepsis", "kidney"]
+    assert d.codes["icd_code"].tolist() == ["0389", "0380", "5849"] and d.codes["icd_version"].tolist() == [9, 9, 9]
+    dx = pd.DataFrame({"hadm_id": [7], "icd_code": ["038.9"], "icd_version": [9]})
+    assert assign_phenotypes(dx, d)[["sepsis", "kidney"]].values.tolist() == [[1, 0]]

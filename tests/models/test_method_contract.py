@@ -43,6 +43,46 @@ def test_a_sample_with_no_modality_present_gets_the_plain_mean():
     assert torch.allclose(torch.sigmoid(average_probabilities(logits, present, "binary")), torch.tensor([[0.625]]))
 
 
+def test_certain_probabilities_are_kept_one_eps_inside_0_and_1_for_sigmoid_tasks_only():
+    # sigmoid(+-200) is exactly 1 and 0 in float32: logit would be +-inf, so p is clamped to [eps, 1 - eps]
+    eps = torch.finfo(torch.float32).eps
+    certain = {"a": torch.tensor([[200.0, -200.0]])}
+    fused = average_probabilities(certain, {"a": torch.tensor([True])}, "multilabel")
+    assert torch.equal(fused, torch.logit(torch.tensor([[1 - eps, eps]])))
+    # softmax: only the floor (log 0 = -inf); a certain class keeps log 1 = 0 exactly
+    fused = average_probabilities(certain, {"a": torch.tensor([True])}, "multiclass")
+    assert torch.equal(fused, torch.log(torch.tensor([[1.0, eps]])))
+
+
+def test_a_single_modality_s_average_is_its_own_probability():
+    logits = {"a": torch.tensor([[math.log(3.0)], [0.0]], dtype=torch.float64)}
+    fused = average_probabilities(logits, {"a": torch.tensor([True, False])}, "binary")
+    assert torch.allclose(torch.sigmoid(fused), torch.tensor([[0.75], [0.5]], dtype=torch.float64))
+
+
+def test_weights_given_as_numbers_are_used_in_the_model_s_float64():
+    # 0.1 and 0.3 are not float32 numbers: rounded to float32 they would move the mean by ~1e-9
+    logits = {"a": torch.tensor([[0.0]], dtype=torch.float64), "b": torch.tensor([[math.log(3.0)]], dtype=torch.float64)}
+    present = {"a": torch.tensor([True]), "b": torch.tensor([True])}
+    fused = average_probabilities(logits, present, "binary", weights={"a": 0.1, "b": 0.3})
+    expected = (0.1 * 0.5 + 0.3 * 0.75) / (0.1 + 0.3)
+    assert fused.dtype == torch.float64 and abs(torch.sigmoid(fused).item() - expected) < 1e-15
+
+
+def test_the_concat_fusion_head_sees_zeros_for_an_absent_modality():
+    class Const(torch.nn.Module):
+        out_dim = 2
+
+    model = FusionModel({"a": Const(), "b": Const()}, 1)
+    features = {"a": torch.tensor([[1.0, 2.0]]), "b": torch.tensor([[3.0, 4.0]])}
+    fused = model.fuse(features, {"a": torch.tensor([True]), "b": torch.tensor([False])})
+    assert torch.equal(fused, model.fusion_head(torch.tensor([[1.0, 2.0, 0.0, 0.0]])))
+    assert model.num_outputs == 1 and model.modalities == ["a", "b"]
+    out = model.heads(features, {"a": torch.tensor([True]), "b": torch.tensor([False])})
+    assert out.features is features and torch.equal(out.fused, fused)
+    assert torch.equal(out.unimodal["b"], model.unimodal_heads["b"](features["b"]))  # a head sees its features
+
+
 def test_every_registered_method_builds_a_network_that_returns_prediction_logits():
     torch.manual_seed(0)
     inputs = {"ehr": torch.randn(3, 48, 24), "cxr": torch.rand(3, 1, 16, 16)}

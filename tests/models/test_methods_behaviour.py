@@ -109,3 +109,73 @@ def test_fusion_model_exports_for_the_registry(task_type):
     assert torch.allclose(probs, wrapped(*args), atol=1e-6)
     if task_type == "multiclass":
         assert torch.allclose(probs.sum(1), torch.ones(6), atol=1e-6)
+
+
+class _Echo(torch.nn.Module):
+    """A stand-in fusion model: fused logits = the sum of the present modalities' inputs `[B, 2]`,
+    unimodal logits = each input itself."""
+
+    def __init__(self, modalities=("a", "b")):
+        super().__init__()
+        self.modalities = list(modalities)
+
+    def forward(self, inputs, present):
+        from types import SimpleNamespace
+
+        fused = sum(inputs[m] * present[m][:, None] for m in self.modalities)
+        return SimpleNamespace(fused=fused, unimodal=dict(inputs))
+
+
+A, B = torch.tensor([[0.0, 1.0]]), torch.tensor([[2.0, -1.0]])
+
+
+def test_the_exportable_gives_the_sigmoid_of_the_fused_logits_for_multilabel_and_binary_tasks():
+    for task_type in ("multilabel", "binary"):
+        wrapped = ExportableFusion(_Echo(), task_type)
+        assert wrapped.input_names == ["a", "b", "has_a", "has_b"]
+        probs = wrapped(A, B, torch.ones(1), torch.ones(1))  # fused logits 0 + 2, 1 - 1
+        assert torch.allclose(probs, torch.sigmoid(torch.tensor([[2.0, 0.0]]))), task_type
+
+
+def test_the_exportable_gives_the_softmax_over_classes_for_a_multiclass_task():
+    probs = ExportableFusion(_Echo(), "multiclass")(A, B, torch.ones(1), torch.ones(1))
+    e = torch.exp(torch.tensor(2.0))
+    assert torch.allclose(probs, torch.tensor([[e / (e + 1), 1 / (e + 1)]]))
+
+
+def test_the_exportable_of_a_unimodal_run_returns_that_modality_s_head():
+    probs = ExportableFusion(_Echo(), "multilabel", head="unimodal:b")(A, B, torch.ones(1), torch.ones(1))
+    assert torch.allclose(probs, torch.sigmoid(B))
+
+
+def test_a_presence_flag_counts_as_present_only_above_one_half():
+    wrapped = ExportableFusion(_Echo(), "multilabel")
+    for flag, fused in ((1.0, [[2.0, 0.0]]), (0.0, [[0.0, 1.0]]), (0.5, [[0.0, 1.0]])):
+        probs = wrapped(A, B, torch.ones(1), torch.tensor([flag]))
+        assert torch.allclose(probs, torch.sigmoid(torch.tensor(fused))), flag
+
+
+def test_an_unknown_task_type_is_named():
+    with pytest.raises(ValueError, match="unknown task_type 'regression'"):
+        ExportableFusion(_Echo(), "regression")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_the_exportable_takes_each_modality_then_each_flag_in_order_for_one_to_three_modalities(n):
+    xs = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 10.0]]), torch.tensor([[100.0, 0.0]])][:n]
+    wrapped = ExportableFusion(_Echo([f"m{i}" for i in range(n)]), "multilabel")
+    for absent in range(n):  # each modality's own flag removes that modality's input, and only it
+        flags = [torch.tensor([0.0 if i == absent else 1.0]) for i in range(n)]
+        expected = sum(x for i, x in enumerate(xs) if i != absent) + torch.zeros(1, 2)
+        assert torch.allclose(wrapped(*xs, *flags), torch.sigmoid(expected)), (n, absent)
+
+
+def test_the_exportable_refuses_more_flags_than_modalities():
+    with pytest.raises(ValueError, match="zip"):
+        ExportableFusion(_Echo(), "multilabel").probabilities(A, B, torch.ones(1), torch.ones(1), torch.ones(1))
+
+
+def test_a_unimodal_head_names_everything_after_the_first_colon():
+    probs = ExportableFusion(_Echo(["a", "b:2"]), "multilabel", head="unimodal:b:2")(A, B, torch.ones(1),
+                                                                                    torch.ones(1))
+    assert torch.allclose(probs, torch.sigmoid(B))

@@ -16,6 +16,7 @@ from this process (directly, or through mutmut's fork server), so they inherit t
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import version
 
@@ -33,7 +34,26 @@ def get_mutant_name(relative_source_path, mutant_method_name: str) -> str:
     return f"clinfuse.{name}" if name.split(".")[0] in ROOTS else name
 
 
+_set_mutant_under_test = mutmut_main.set_mutant_under_test
+
+
+def set_mutant_under_test(name: str | None) -> None:
+    """mutmut's switch, except that the stats phase is not inherited by the processes tests start.
+
+    In the stats phase every trampoline records which test reached it, reading mutmut's config from
+    the working directory. A test that starts a process elsewhere on the mutated copy (`mlflow models
+    predict` on a registered model, whose code/ is the copied package) would record there too, find no
+    config and fail ("Could not figure out where the code to mutate is"), ending the stats run. Such a
+    process's hits are never collected anyway: "stats" stays in this process only (mutmut's
+    process-local copy), and its children see no mutant.
+    """
+    _set_mutant_under_test(name)
+    if name == "stats":
+        os.environ.pop("MUTANT_UNDER_TEST", None)
+
+
 def main() -> None:
+    mutmut_main.set_mutant_under_test = set_mutant_under_test
     for module in (format_utils, file_mutation, mutmut_main):
         if getattr(module, "get_mutant_name", None) is not _by_path:
             # a mutmut release that moved the function: fail loudly rather than run with wrong names
