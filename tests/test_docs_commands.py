@@ -256,6 +256,11 @@ def check_clinfuse(args: list[str], names_only: bool = False) -> None:
 def check_python(args: list[str], names_only: bool = False) -> None:
     if args[:2] == ["-m", "clinfuse.pipeline"]:
         return check_clinfuse(args[2:], names_only)
+    if args[:1] == ["-m"]:  # another module (e.g. the standard library's json.tool): it must be importable here
+        import importlib.util
+
+        assert len(args) > 1 and importlib.util.find_spec(args[1]) is not None, f"python -m: no module {args[1:2]}"
+        return None
     script = ROOT / args[0]
     assert script.suffix == ".py" and script.is_file(), f"python {args[0]}: no such script in the repository"
     _script_accepts(script, args[1:])
