@@ -147,7 +147,8 @@ SCALES_WITH = {  # what each stage's time grows with, for reading a smaller rehe
 def markdown(result: dict) -> str:
     lines = [f"Rehearsal at size **{result['size']}** on {result['machine']} "
              f"(load at start {result['load_start']}, at end {result['load_end']}; "
-             f"{'shared machine' if result['shared'] else 'idle machine'}).", "",
+             # the load averages say how busy the machine was; "idle" is not assumed (other work may run niced)
+             f"{'marked shared by --shared' if result['shared'] else 'not marked shared'}).", "",
              "| stage | wall s | CPU s (user+sys) | peak RSS MB | disk written MB | grows with |",
              "|---|---:|---:|---:|---:|---|"]
     for s in result["stages"]:
