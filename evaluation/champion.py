@@ -29,6 +29,14 @@ def champion_of(results: list[dict]) -> dict:
     return max(results, key=rank)
 
 
+def best_run_per_method(results: list[dict], methods: list[str]) -> dict[str, dict]:
+    """{method: its best-validation run} (`champion_of` over that method's runs), in `methods` order.
+
+    The run the report shows for each method (per-label table, curves for `dvc plots`).
+    """
+    return {m: champion_of([r for r in results if r["method"] == m]) for m in methods}
+
+
 def beats_champion(val_metric: float, previous: float | None) -> bool:
     """True when a new version should take the `champion` alias.
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 
-from clinfuse.evaluation.champion import champion_of
+from clinfuse.evaluation.champion import best_run_per_method, champion_of
 from clinfuse.evaluation.comparison import average_rank, design_alternatives, mean_std_over_seeds
 from clinfuse.evaluation.explain_section import explain_section
 from clinfuse.evaluation.method_notes import method_note
@@ -132,7 +132,7 @@ def build_report_data(evaluations: list[dict], predictions: list[Predictions], c
     labels = results[0]["labels"]
     per_label_key = "per_class" if cohort.task_type == "multiclass" else "per_label"
 
-    best_by_method = {m: champion_of([r for r in results if r["method"] == m]) for m in order}
+    best_by_method = best_run_per_method(results, order)
     champion = champion_of(results)
 
     # per-label table from each method's best-validation run

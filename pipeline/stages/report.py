@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from clinfuse.etl.atomic import write_json, write_text
-from clinfuse.evaluation.champion import champion_of
+from clinfuse.evaluation.champion import best_run_per_method, champion_of
 from clinfuse.evaluation.curves import curves_by_label
 from clinfuse.evaluation.report import render_report
 from clinfuse.evaluation.report_data import (
@@ -97,7 +97,7 @@ def build_report(cohort_dir: Path, evals_dirs: list[Path], out: Path, settings: 
     write_json(out / "verdicts.json", verdicts_record(data, cohort.name))
     champion = champion_of(results)
     # one curve per method, from the run the report shows for it (its best validation seed)
-    best = {m: champion_of([r for r in results if r["method"] == m]) for m in data.methods}
+    best = best_run_per_method(results, data.methods)
     for kind in ("pr", "roc"):
         by_label = curves_by_label({m: read_curves(r["_dir"], kind) for m, r in best.items()},
                                    {m: r["seed"] for m, r in best.items()})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clinfuse.evaluation.champion import beats_champion, champion_of
+from clinfuse.evaluation.champion import beats_champion, best_run_per_method, champion_of
 
 
 def run(method, seed, value):
@@ -31,3 +31,11 @@ def test_alias_moves_to_the_first_version_and_to_strictly_better_ones_only():
     assert beats_champion(0.71, 0.70)
     assert not beats_champion(0.70, 0.70)
     assert not beats_champion(0.69, 0.70)
+
+
+def test_each_method_shows_its_own_best_validation_seed_in_the_order_asked():
+    runs = [run("masam", 1, 0.70), run("late_fusion", 1, 0.60), run("masam", 2, 0.72), run("late_fusion", 2, 0.58)]
+    best = best_run_per_method(runs, ["late_fusion", "masam"])
+    assert list(best) == ["late_fusion", "masam"]
+    assert (best["late_fusion"]["seed"], best["masam"]["seed"]) == (1, 2)
+
