@@ -47,7 +47,7 @@ def main() -> None:
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
     clock = args.clock or default_clock(args.device)
     res = measure_methods(methods, {m: preset.encoders[m] for m in cohort.modalities}, shapes, cohort.num_outputs,
-                          cohort.task_type, args.batch, args.repeats, args.warmup, args.device, args.threads, args.clock)
+                          cohort.task_type, args.batch, args.repeats, args.warmup, args.device, args.threads, clock)
     print(f"{cohort.name}, preset {args.preset}, batch {args.batch}, device {args.device}, "
           f"median [IQR] of {args.repeats} after {args.warmup} warm-up, {clock} clock; "
           f"memory: {memory_description(args.device)}")
