@@ -18,13 +18,43 @@ from tests.tuning.conftest import write_params
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _start(folder: Path, cohort: Path, *extra: str) -> subprocess.Popen:
+# Runs `clinfuse tune` in a process that stops itself (SIGSTOP) right after its first `checkpoint_last.pt`
+# is written: the test then kills it at exactly that point, mid-trial, however fast or slow the machine is.
+# (Polling for the file raced with the trial's end, which deletes it: a fast machine finished first.)
+_STOP_AFTER_FIRST_CHECKPOINT = """
+import os, runpy, signal, sys
+import clinfuse.pipeline.trainer as trainer
+save = trainer.save_checkpoint
+def save_then_stop(obj, path):
+    save(obj, path)
+    if path.name == trainer.CHECKPOINT_LAST:
+        os.kill(os.getpid(), signal.SIGSTOP)
+trainer.save_checkpoint = save_then_stop
+sys.argv = ["clinfuse.pipeline", *sys.argv[1:]]
+runpy.run_module("clinfuse.pipeline", run_name="__main__")
+"""
+
+
+def _start(folder: Path, cohort: Path, *extra: str, stop_after_first_checkpoint: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    entry = ["-c", _STOP_AFTER_FIRST_CHECKPOINT] if stop_after_first_checkpoint else ["-m", "clinfuse.pipeline"]
     return subprocess.Popen(
-        [sys.executable, "-m", "clinfuse.pipeline", "--params", str(folder / "params.yaml"), "tune",
+        [sys.executable, *entry, "--params", str(folder / "params.yaml"), "tune",
          "--cohort", str(cohort), "--method", "sam", "--no-tracking", *extra],
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_until_stopped(process: subprocess.Popen, timeout: float) -> None:
+    """Block until `process` is stopped by a signal; fail with its output if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(process.pid, os.WUNTRACED | os.WNOHANG)
+        if pid and os.WIFSTOPPED(status):
+            return
+        assert not pid, f"the first trial ended without checkpointing (status {status})"
+        time.sleep(0.05)
+    raise AssertionError("the first trial never checkpointed")
 
 
 def _study(folder: Path) -> optuna.Study:
@@ -55,14 +85,11 @@ def test_two_workers_sharing_a_study_finish_the_budget_with_no_trial_run_twice_a
 def test_a_worker_killed_mid_trial_leaves_a_consistent_study_whose_trial_is_retried_and_which_resumes(
         tiny_cohort, tmp_path):
     write_params(tmp_path, budget=2, epochs=3)
-    first = _start(tmp_path, tiny_cohort)
+    first = _start(tmp_path, tiny_cohort, stop_after_first_checkpoint=True)
     trials_dir = tmp_path / "tuning" / "mimic-phenotype" / "sam" / "study" / "trials"
-    deadline = time.monotonic() + 300
     # kill it once its first trial has checkpointed an epoch (mid-trial: RUNNING in the storage)
-    while not list(trials_dir.glob("t*/checkpoint_last.pt")):
-        assert first.poll() is None, first.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, "the first trial never checkpointed"
-        time.sleep(0.2)
+    _wait_until_stopped(first, timeout=300)
+    assert len(list(trials_dir.glob("t*/checkpoint_last.pt"))) == 1
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     killed = [t for t in _study(tmp_path).get_trials() if t.state == optuna.trial.TrialState.RUNNING]
