@@ -23,6 +23,8 @@ from importlib.metadata import version
 import mutmut.__main__ as mutmut_main
 import mutmut.mutation.file_mutation as file_mutation
 import mutmut.utils.format_utils as format_utils
+from mutmut.state import state
+from mutmut.workers.isolation import ForkServerRunner
 
 ROOTS = ("pipeline", "etl", "models", "evaluation", "configs")  # the folders installed as clinfuse.<folder>
 _by_path = format_utils.get_mutant_name
@@ -52,8 +54,55 @@ def set_mutant_under_test(name: str | None) -> None:
         os.environ.pop("MUTANT_UNDER_TEST", None)
 
 
+def fastest_first(tests: list[str]) -> list[str]:
+    """A mutant's tests, quickest recorded first (ties in the suite's order).
+
+    mutmut's fork runner sorts them so; its fork server (`process_isolation = "forkserver"`) runs them
+    in set order, so a mutant a 0.01 s unit test kills could first build a minutes-long end-to-end
+    fixture. The first failure ends the run (-x): the verdict is the same, reached sooner."""
+    order = {name: i for i, name in enumerate(state().duration_by_test)}
+    return sorted(tests, key=lambda t: (state().duration_by_test.get(t, 0.0), order.get(t, len(order)), t))
+
+
+def in_suite_order(tests) -> list[str]:
+    """Tests in the order the stats run met them (the suite's collection order), unknown ones last."""
+    order = {name: i for i, name in enumerate(state().duration_by_test)}
+    return sorted(tests, key=lambda t: (order.get(t, len(order)), t))
+
+
+_full_stats_passed = False
+_run_stats_collection = mutmut_main.run_stats_collection
+
+
+def run_stats_collection(runner, tests=None) -> None:
+    """mutmut's stats run (it exits the process on a failing test); remembers a complete one passed."""
+    global _full_stats_passed
+    _run_stats_collection(runner, tests)
+    _full_stats_passed = _full_stats_passed or not tests
+
+
+_submit, _run_clean_tests = ForkServerRunner.submit, ForkServerRunner.run_clean_tests
+
+
+def submit(self, mutant_name: str, tests: list[str], cpu_time_limit: int, estimated_time: float) -> None:
+    _submit(self, mutant_name, fastest_first(list(tests)), cpu_time_limit, estimated_time)
+
+
+def run_clean_tests(self, tests) -> int:
+    """mutmut's clean run (every selected test on the unmutated code), in the suite's order, and not
+    twice: a complete stats run that just passed in this process ran every test on the unmutated code
+    (mutmut stops on its first failure). Otherwise (stats loaded from an earlier run) the suite's order:
+    mutmut's is set order, different in every process, and a failure there was not reproducible."""
+    if _full_stats_passed:
+        print("    clean tests: every test passed on the unmutated code in the stats run just now; not run twice")
+        return 0
+    return _run_clean_tests(self, in_suite_order(tests))
+
+
 def main() -> None:
     mutmut_main.set_mutant_under_test = set_mutant_under_test
+    mutmut_main.run_stats_collection = run_stats_collection
+    ForkServerRunner.submit, ForkServerRunner.run_clean_tests = submit, run_clean_tests
     for module in (format_utils, file_mutation, mutmut_main):
         if getattr(module, "get_mutant_name", None) is not _by_path:
             # a mutmut release that moved the function: fail loudly rather than run with wrong names
