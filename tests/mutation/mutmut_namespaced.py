@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import mutmut.__main__ as mutmut_main
 import mutmut.mutation.file_mutation as file_mutation
@@ -70,15 +71,17 @@ def in_suite_order(tests) -> list[str]:
     return sorted(tests, key=lambda t: (order.get(t, len(order)), t))
 
 
-_full_stats_passed = False
+# Written when a complete stats run passes; tests/mutation/run.py deletes it when an invocation starts, so
+# it speaks for the invocation that wrote it (a sampled run calls mutmut twice: stats, then the sample).
+FULL_STATS_PASSED = Path("mutants") / "full-stats-passed"
 _run_stats_collection = mutmut_main.run_stats_collection
 
 
 def run_stats_collection(runner, tests=None) -> None:
-    """mutmut's stats run (it exits the process on a failing test); remembers a complete one passed."""
-    global _full_stats_passed
+    """mutmut's stats run (it exits the process on a failing test); marks a complete one that passed."""
     _run_stats_collection(runner, tests)
-    _full_stats_passed = _full_stats_passed or not tests
+    if not tests:
+        FULL_STATS_PASSED.write_text("every selected test passed on the unmutated code in the stats run\n")
 
 
 _submit, _run_clean_tests = ForkServerRunner.submit, ForkServerRunner.run_clean_tests
@@ -90,10 +93,10 @@ def submit(self, mutant_name: str, tests: list[str], cpu_time_limit: int, estima
 
 def run_clean_tests(self, tests) -> int:
     """mutmut's clean run (every selected test on the unmutated code), in the suite's order, and not
-    twice: a complete stats run that just passed in this process ran every test on the unmutated code
+    twice: a complete stats run that passed in this invocation ran every test on the unmutated code
     (mutmut stops on its first failure). Otherwise (stats loaded from an earlier run) the suite's order:
     mutmut's is set order, different in every process, and a failure there was not reproducible."""
-    if _full_stats_passed:
+    if FULL_STATS_PASSED.is_file():
         print("    clean tests: every test passed on the unmutated code in the stats run just now; not run twice")
         return 0
     return _run_clean_tests(self, in_suite_order(tests))

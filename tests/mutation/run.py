@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only and not args.spawned_only and not args.recheck:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
+        # an earlier invocation's passing stats run says nothing of today's code (mutmut_namespaced.py)
+        (ROOT / "mutants" / "full-stats-passed").unlink(missing_ok=True)
         names = args.patterns
         sample_file.unlink(missing_ok=True)  # a new run: an earlier run's sample no longer applies
         if args.sample is not None:
