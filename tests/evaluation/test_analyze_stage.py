@@ -10,13 +10,12 @@ import pytest
 
 from clinfuse.pipeline.cli import main
 from tests.fixtures.cohorts import write_cohort
+from tests.fixtures.tracking import tracking_store
 
 
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory):
+def analysed_built(tmp_path_factory):
     root = tmp_path_factory.mktemp("analyze")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     params = root / "params.yaml"
     params.write_text(
         "sweep:\n  cohorts: [mimic-phenotype]\n  methods: [late_fusion, masam]\n  seeds: [1]\n"
@@ -28,22 +27,29 @@ def analysed(tmp_path_factory):
     cohort = write_cohort(root / "data" / "mimic-phenotype", "mimic", n=40)
     runs, reports = root / "runs" / "mimic-phenotype", root / "reports"
     base = ["--params", str(params)]
-    for method in ("late_fusion", "masam"):
-        assert main(base + ["train", "--cohort", str(cohort), "--method", method, "--seed", "1",
-                            "--out", str(runs / f"{method}-s1")]) == 0
-    noisy = root / "noisy.yaml"
-    noisy.write_text(params.read_text().replace("alignment_every: 2\n", "alignment_every: 0\n  label_noise: 0.25\n"))
-    assert main(["--params", str(noisy), "train", "--cohort", str(cohort), "--method", "late_fusion", "--seed", "1",
-                 "--out", str(runs / "late_fusion-noise25-s1")]) == 0
-    evals = reports / "mimic-phenotype" / "runs"
-    assert main(base + ["evaluate", "--runs-dir", str(runs), "--out", str(evals)]) == 0
-    analysis = reports / "mimic-phenotype" / "analysis"
-    assert main(base + ["analyze", "--runs-dir", str(runs), "--evaluations", str(evals), "--out", str(analysis)]) == 0
-    assert main(base + ["report", "--cohort", str(cohort), "--runs", str(evals), "--analysis", str(analysis),
-                        "--summary-link", "../summary.html", "--out", str(reports / "mimic-phenotype")]) == 0
-    assert main(base + ["tables", "--reports", str(reports)]) == 0
-    yield root, runs, reports, analysis
-    mp.undo()
+    with tracking_store(f"sqlite:///{root / 'mlflow.db'}"):
+        for method in ("late_fusion", "masam"):
+            assert main(base + ["train", "--cohort", str(cohort), "--method", method, "--seed", "1",
+                                "--out", str(runs / f"{method}-s1")]) == 0
+        noisy = root / "noisy.yaml"
+        noisy.write_text(params.read_text().replace("alignment_every: 2\n", "alignment_every: 0\n  label_noise: 0.25\n"))
+        assert main(["--params", str(noisy), "train", "--cohort", str(cohort), "--method", "late_fusion", "--seed", "1",
+                     "--out", str(runs / "late_fusion-noise25-s1")]) == 0
+        evals = reports / "mimic-phenotype" / "runs"
+        assert main(base + ["evaluate", "--runs-dir", str(runs), "--out", str(evals)]) == 0
+        analysis = reports / "mimic-phenotype" / "analysis"
+        assert main(base + ["analyze", "--runs-dir", str(runs), "--evaluations", str(evals), "--out", str(analysis)]) == 0
+        assert main(base + ["report", "--cohort", str(cohort), "--runs", str(evals), "--analysis", str(analysis),
+                            "--summary-link", "../summary.html", "--out", str(reports / "mimic-phenotype")]) == 0
+        assert main(base + ["tables", "--reports", str(reports)]) == 0
+    return root, runs, reports, analysis
+
+
+@pytest.fixture
+def analysed(analysed_built):
+    """The analysed sweep, with its MLflow store current for the test."""
+    with tracking_store(f"sqlite:///{analysed_built[0] / 'mlflow.db'}"):
+        yield analysed_built
 
 
 def test_every_sweep_run_gets_sharpness_per_encoder_landscapes_and_probes(analysed):

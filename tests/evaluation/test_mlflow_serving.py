@@ -17,23 +17,29 @@ import pandas as pd
 import pytest
 
 from clinfuse.pipeline.cli import main
+from tests.fixtures.tracking import tracking_store
 
 LABELS = ["Sepsis", "Shock", "CHF"]
 INPUTS = ["ehr", "cxr", "has_ehr", "has_cxr"]
 
 
 @pytest.fixture(scope="module")
-def champion(pipeline_run):
-    """(root, cohort, registry record, client, the champion's version)."""
+def champion_built(pipeline_built):
+    """(root, cohort, registry record, a client of its store, the champion's version)."""
     import mlflow
 
-    root, _, cohort = pipeline_run
+    root, _, cohort = pipeline_built
     record = json.loads((root / "registry.json").read_text())[0]
-    mlflow.set_tracking_uri(record["tracking_uri"])
-    mlflow.set_registry_uri(record["tracking_uri"])
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=record["tracking_uri"], registry_uri=record["tracking_uri"])
     version = client.get_model_version_by_alias(record["name"], "champion")
     return root, cohort, record, client, version
+
+
+@pytest.fixture
+def champion(champion_built):
+    """The champion, with its store current for the test (`models:/` URIs resolve there)."""
+    with tracking_store(champion_built[2]["tracking_uri"]):
+        yield champion_built
 
 
 def clinfuse_probabilities(root: Path, cohort: Path, record: dict, split: str) -> tuple[dict, np.ndarray]:

@@ -11,6 +11,7 @@ from clinfuse.pipeline.cli import main
 from clinfuse.pipeline.settings.etl_mimic import MimicEtlSettings
 from tests.evaluation.test_report_registry_e2e import Tables
 from tests.fixtures.cohorts import fixture_manifest, write_cohort
+from tests.fixtures.tracking import tracking_store
 
 METHODS = ["late_fusion", "sam", "masam", "unimodal", "medfuse", "drfuse"]
 
@@ -18,8 +19,6 @@ METHODS = ["late_fusion", "sam", "masam", "unimodal", "medfuse", "drfuse"]
 @pytest.fixture(scope="module")
 def partial_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("partial")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     params = root / "params.yaml"
     params.write_text(
         f"sweep:\n  methods: [{', '.join(METHODS)}]\n  seeds: [1]\n"
@@ -30,14 +29,14 @@ def partial_run(tmp_path_factory):
     medfuse.write_text("method: medfuse\noptions:\n  pretrain_epochs: 1\n")
     cohort = write_cohort(root / "data" / "mimic-phenotype-partial", "mimic", n=60, missing_image=0.5)
     base = ["--params", str(params)]
-    for method in METHODS:
-        extra = ["--config", str(medfuse)] if method == "medfuse" else []
-        assert main(base + ["train", "--cohort", str(cohort), "--method", method, "--seed", "1", "--no-tracking",
-                            "--out", str(root / "runs" / f"{method}-s1"), *extra]) == 0
-    assert main(base + ["evaluate", "--runs-dir", str(root / "runs"), "--out", str(root / "eval")]) == 0
-    assert main(base + ["report", "--cohort", str(cohort), "--runs", str(root / "eval"), "--out", str(root / "report")]) == 0
-    yield root, cohort
-    mp.undo()
+    with tracking_store(f"sqlite:///{root / 'mlflow.db'}"):
+        for method in METHODS:
+            extra = ["--config", str(medfuse)] if method == "medfuse" else []
+            assert main(base + ["train", "--cohort", str(cohort), "--method", method, "--seed", "1", "--no-tracking",
+                                "--out", str(root / "runs" / f"{method}-s1"), *extra]) == 0
+        assert main(base + ["evaluate", "--runs-dir", str(root / "runs"), "--out", str(root / "eval")]) == 0
+        assert main(base + ["report", "--cohort", str(cohort), "--runs", str(root / "eval"), "--out", str(root / "report")]) == 0
+    return root, cohort
 
 
 def test_half_of_the_stays_have_no_film_and_those_films_are_blank(partial_run):

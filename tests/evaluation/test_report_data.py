@@ -27,8 +27,8 @@ from clinfuse.pipeline.stages.report import cohort_info
 
 
 @pytest.fixture(scope="module")
-def evaluated(pipeline_run):
-    root, _, cohort_dir = pipeline_run
+def evaluated(pipeline_built):
+    root, _, cohort_dir = pipeline_built
     cohort = load_cohort(cohort_dir)
     results = load_evaluations([root / "eval"])
     predictions = [Predictions(*read_predictions(r["_dir"], cohort)) for r in results]

@@ -238,6 +238,13 @@ def module_scores(killed: list[str], scored: list[str]) -> dict[str, tuple[int, 
     return dict(sorted(out.items()))
 
 
+def _also_copy() -> list[str]:
+    """pyproject's [tool.mutmut] also_copy: what mutmut copies into mutants/ beside the package."""
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["also_copy"]
+
+
 NO_MUTANT = "clinfuse.no-such-mutant"  # matches nothing: mutmut generates and maps the mutants, then stops
 
 
@@ -283,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only and not args.spawned_only and not args.recheck:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
+        for path in _also_copy():  # mutmut copies a nested file (".dvc/config") only into an existing folder
+            (ROOT / "mutants" / path).parent.mkdir(parents=True, exist_ok=True)
         # an earlier invocation's passing stats run says nothing of today's code (mutmut_namespaced.py)
         (ROOT / "mutants" / "full-stats-passed").unlink(missing_ok=True)
         names = args.patterns

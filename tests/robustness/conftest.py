@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.fixtures.cohorts import write_cohort
+from tests.fixtures.tracking import tracking_store
 from tests.training.conftest import adni_cohort, mimic_cohort  # noqa: F401
 
 FAST_PARAMS = ("train:\n  epochs: 1\n  batch_size: 8\n  num_threads: 1\n  device: cpu\n"
@@ -51,7 +52,7 @@ def no_positive_test_cohort(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def registered_models(tmp_path_factory, fast_params):
+def registered_models_built(tmp_path_factory, fast_params):
     """One MLflow store holding two registered models of late_fusion, trained for one epoch:
     `paired` (every training stay has a film: has_cxr = 0 never seen) and `partial` (about 20 %
     without one). Returns (tracking URI, {"paired"|"partial": (cohort folder, model URI)})."""
@@ -59,18 +60,23 @@ def registered_models(tmp_path_factory, fast_params):
 
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
     models = {}
-    for kind, missing in (("paired", 0.0), ("partial", 0.2)):
-        cohort = write_cohort(root / kind / "mimic-phenotype", "mimic", missing_image=missing)
-        run, evaluation = _train_and_evaluate(cohort, root / kind, fast_params)
-        assert main(["--params", str(fast_params), "register", "--cohort", str(cohort), "--runs", str(run.parent),
-                     "--evaluations", str(evaluation), "--out", str(root / kind / "registry.json"),
-                     "--name", f"{kind}-model"]) == 0
-        models[kind] = (cohort, f"models:/{kind}-model@champion")
-    yield uri, models
-    mp.undo()
+    with tracking_store(uri):
+        for kind, missing in (("paired", 0.0), ("partial", 0.2)):
+            cohort = write_cohort(root / kind / "mimic-phenotype", "mimic", missing_image=missing)
+            run, evaluation = _train_and_evaluate(cohort, root / kind, fast_params)
+            assert main(["--params", str(fast_params), "register", "--cohort", str(cohort), "--runs",
+                         str(run.parent), "--evaluations", str(evaluation), "--out",
+                         str(root / kind / "registry.json"), "--name", f"{kind}-model"]) == 0
+            models[kind] = (cohort, f"models:/{kind}-model@champion")
+    return uri, models
+
+
+@pytest.fixture
+def registered_models(registered_models_built):
+    """The two registered models, with their store current for the test."""
+    with tracking_store(registered_models_built[0]):
+        yield registered_models_built
 
 
 MIMIC_GOLDEN = Path(__file__).resolve().parents[1] / "mimic" / "golden" / "input"

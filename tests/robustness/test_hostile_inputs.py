@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from clinfuse.pipeline.cli import main
+from tests.fixtures.tracking import tracking_store
 
 
 @pytest.fixture(scope="module")
-def pyfuncs(registered_models):
+def pyfuncs(registered_models_built):
     import mlflow
 
-    uri, models = registered_models
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return {kind: mlflow.pyfunc.load_model(model_uri) for kind, (_, model_uri) in models.items()}
+    uri, models = registered_models_built
+    with tracking_store(uri):
+        return {kind: mlflow.pyfunc.load_model(model_uri) for kind, (_, model_uri) in models.items()}
 
 
 def _inputs(n: int = 4, **changes) -> dict[str, np.ndarray]:
