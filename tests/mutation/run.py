@@ -24,7 +24,9 @@ A sampled run (`--sample F`) generates every mutant, then runs a fixed random fr
 each module's (seeded by `--sample-seed`, so the same code gives the same sample) and prints
 each module's score with its 95 % Wilson interval: the score of all its mutants lies there
 with 95 % confidence. The complete run is the reference; the sample is for when hours are not
-available.
+available. Naming modules after a sampled run (`make mutation MODULES="etl.split.*"`) runs every
+mutant of those modules and adds them: each module's line says whether it covers all its
+mutants or a sample.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,6 +231,17 @@ def wilson_interval(killed: int, total: int, z: float = 1.959964) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def coverage(run: int, generated: int, killed: int, scored: int, sampled: bool) -> str:
+    """What a module's score stands for: every mutant, a random sample (with the 95 % interval of the
+    score of all its mutants), or an unfinished run (no interval: what was left is not random)."""
+    if run == generated:
+        return f" (all {generated} mutants)"
+    if sampled:
+        lo, hi = wilson_interval(killed, scored)
+        return f" ({run} of {generated} mutants, sampled: 95 % CI {lo:.3f}-{hi:.3f})"
+    return f" ({run} of {generated} mutants run; not a sample, no interval)"
+
+
 def module_scores(killed: list[str], scored: list[str]) -> dict[str, tuple[int, int]]:
     """module -> (killed, scored) over `scored` (checked mutants less listed equivalents)."""
     dead = set(killed)
@@ -295,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         # an earlier invocation's passing stats run says nothing of today's code (mutmut_namespaced.py)
         (ROOT / "mutants" / "full-stats-passed").unlink(missing_ok=True)
         names = args.patterns
-        sample_file.unlink(missing_ok=True)  # a new run: an earlier run's sample no longer applies
+        # a run of named modules after a sampled run adds them to what is scored (whole modules: their
+        # scores are complete, the others stay sampled); any other run starts a new set
+        extends_sample = args.sample is None and bool(args.patterns) and not args.fresh and sample_file.is_file()
+        if not extends_sample:
+            sample_file.unlink(missing_ok=True)
         if args.sample is not None:
             # generate every mutant (and mutmut's test mapping) without running one, then draw the sample
             _mutmut_run([NO_MUTANT], args.max_children, log)
@@ -306,11 +324,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sampled {len(names)} mutants ({args.sample:.0%} of each module, seed {args.sample_seed})",
                   flush=True)
         _mutmut_run(names, args.max_children, log)
+        if extends_sample:
+            sample = json.loads(sample_file.read_text())
+            sample["mutants"] = sorted(set(sample["mutants"]) | {k for k in results() if selected(k, names)})
+            sample_file.write_text(json.dumps(sample, indent=1))
         for name in VERDICT_FILES if names else ():  # mutmut re-ran the selected mutants:
             if (ROOT / "mutants" / name).is_file():   # their extra verdicts are stale
                 Verdicts(name, names).save({})
 
-    found = {k: v for k, v in results().items() if selected(k, args.patterns)}
+    every = {k: v for k, v in results().items() if selected(k, args.patterns)}
+    found = every
     sample = json.loads(sample_file.read_text()) if sample_file.is_file() else None
     if sample is not None:  # a sampled run scores its sample only (the rest was never run)
         found = {k: v for k, v in found.items() if k in set(sample["mutants"])}
@@ -352,10 +375,11 @@ def main(argv: list[str] | None = None) -> int:
           + f"; {len(listed)} survivors listed as equivalent in {EQUIVALENT.relative_to(ROOT)}, "
           f"{len(unexplained)} unexplained")
     listed_names = {k for k, _ in listed}
+    generated = Counter(module_of(k) for k in every)
+    run_per_module = Counter(module_of(k) for k in checked)
     for module, (k, n) in module_scores(killed, [m for m in checked if m not in listed_names]).items():
-        lo, hi = wilson_interval(k, n)
-        interval = f" (95 % CI {lo:.3f}-{hi:.3f}, sampled)" if sample is not None else ""
-        print(f"  {module}: {k}/{n} = {k / n if n else 0.0:.3f}{interval}")
+        print(f"  {module}: {k}/{n} = {k / n if n else 0.0:.3f}"
+              f"{coverage(run_per_module[module], generated[module], k, n, sampled=sample is not None)}")
     total = len(checked) - len(listed)
     if sample is not None:
         lo, hi = wilson_interval(len(killed), total)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.mutation.run import module_of, module_scores, sample_mutants, wilson_interval
+from tests.mutation.run import coverage, module_of, module_scores, sample_mutants, wilson_interval
 
 NAMES = [f"clinfuse.etl.split.x_assign_patient_split__mutmut_{i}" for i in range(1, 21)] + [
     f"clinfuse.models.methods.masam.xǁMASAMǁstep__mutmut_{i}" for i in range(1, 11)]
@@ -45,3 +45,10 @@ def test_the_wilson_interval_by_hand():
 def test_module_scores_count_kills_per_module():
     scored = NAMES[:3] + NAMES[20:22]
     assert module_scores([NAMES[0], NAMES[20]], scored) == {"etl.split": (1, 3), "models.methods.masam": (1, 2)}
+
+
+def test_a_module_line_says_whether_it_covers_every_mutant_a_sample_or_an_unfinished_run():
+    assert coverage(69, 69, 65, 65, sampled=True) == " (all 69 mutants)"
+    lo, hi = wilson_interval(9, 10)
+    assert coverage(11, 110, 9, 10, sampled=True) == f" (11 of 110 mutants, sampled: 95 % CI {lo:.3f}-{hi:.3f})"
+    assert coverage(11, 110, 9, 10, sampled=False) == " (11 of 110 mutants run; not a sample, no interval)"
