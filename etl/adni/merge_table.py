@@ -17,10 +17,6 @@ from clinfuse.etl.ids import invalid_ids
 MAX_PLAUSIBLE_AGE = 120
 
 
-def _row(mask: pd.Series) -> int:
-    return int(np.flatnonzero(mask.to_numpy())[0])
-
-
 def validate_adnimerge(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, int]:
     """(the table without exact duplicate rows, how many were dropped); raises InputError on bad values.
 

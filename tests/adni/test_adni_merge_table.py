@@ -27,6 +27,11 @@ def test_blank_and_boundary_values_are_accepted_and_nothing_is_dropped():
     assert dropped == 0 and kept.equals(table)
 
 
+def test_dates_in_more_than_one_format_are_all_read():
+    table = _table(EXAMDATE=["2010-01-10", "02/01/2010", "2010-03-01 00:00:00"])
+    assert validate_adnimerge(table, "A.csv")[1] == 0
+
+
 @pytest.mark.parametrize(("column", "values", "message"), [
     ("AGE", [None, "70", "121"], "row 4, column AGE: '121' is not an age in years (0-120)"),
     ("AGE", [None, "-1", "70"], "row 3, column AGE: '-1' is not an age in years (0-120)"),
@@ -61,7 +66,7 @@ def test_two_different_baseline_rows_name_both_rows_and_the_first_four_differing
 
 def test_baseline_rows_that_differ_only_where_both_are_blank_are_not_a_clash_but_blanks_differ_from_values():
     table = _table(RID=["1", "1", "3"], VISCODE=["bl", "bl", "m06"], EXAMDATE=["2010-01-10"] * 3,
-                   AGE=["70", "70", "80"], IMAGEUID=[None, None, "3001"], DX=["CN", None, "MCI"])
+                   AGE=["70", "70", "80"], IMAGEUID=[None, None, "3001"], DX=[None, "CN", "MCI"])
     with pytest.raises(InputError) as err:
         validate_adnimerge(table, "A.csv")
     assert "rows 2 and 3: RID 1 has two different baseline rows (they differ in DX);" in str(err.value)

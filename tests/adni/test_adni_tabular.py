@@ -33,9 +33,9 @@ def _base() -> pd.DataFrame:
 
 
 def test_censored_assay_text_becomes_its_bound_and_a_flag():
-    number, flag = parse_censored(pd.Series([">1700", " <8 ", "812.5", "> 90", "abc", None, "1<2"]))
-    np.testing.assert_array_equal(number.to_numpy(), [1700.0, 8.0, 812.5, 90.0, np.nan, np.nan, np.nan])
-    np.testing.assert_array_equal(flag.to_numpy(), [1, 1, 0, 1, 0, 0, 0])
+    number, flag = parse_censored(pd.Series([">1700", " <8 ", "812.5", "> 90", "abc", None, "1<2", "X12"]))
+    np.testing.assert_array_equal(number.to_numpy(), [1700.0, 8.0, 812.5, 90.0, np.nan, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(flag.to_numpy(), [1, 1, 0, 1, 0, 0, 0, 0])
     assert number.dtype == np.float64 and flag.dtype == np.float32
 
 
@@ -88,3 +88,11 @@ def test_a_column_with_no_or_one_training_value_gets_mean_0_or_that_value_and_st
                                 "PIB": {"mean": 0.0, "std": 1.0, "missing_rate": 1.0}}
     assert names == ["AGE", "AGE_missing", "PIB", "PIB_missing"]
     np.testing.assert_array_equal(matrix, [[0, 0, 0, 1], [0, 1, 0, 1], [0, 1, 0, 1], [39, 0, 7, 0]])
+
+
+def test_a_standard_deviation_of_1e_8_counts_as_constant():
+    # 0 and 2e-8: mean 1e-8, population std exactly 1e-8, which is not above the 1e-8 floor -> std 1
+    base = pd.DataFrame({"FDG": ["0", "0.00000002", "1"]})
+    matrix, _, stats = fit_transform_tabular(base, np.array([True, True, False]), exclude=[], max_missing=0.5)
+    assert stats["numeric"]["FDG"] == {"mean": 1e-8, "std": 1.0, "missing_rate": 0.0}
+    np.testing.assert_allclose(matrix[:, 0], [-1e-8, 1e-8, 1 - 1e-8])
