@@ -18,10 +18,10 @@ import pandas as pd
 def choose_scans(visits: pd.DataFrame, base: pd.DataFrame, window_days: int = 183) -> pd.DataFrame:
     """Per RID in `base`: IMAGEUID, scan VISCODE and days from baseline (NaN IMAGEUID if none)."""
     v = visits[["RID", "VISCODE", "EXAMDATE", "IMAGEUID"]].copy()
-    v["EXAMDATE"] = pd.to_datetime(v["EXAMDATE"], errors="coerce")
+    v["EXAMDATE"] = pd.to_datetime(v["EXAMDATE"], errors="coerce", format="mixed")  # as validate_adnimerge reads it
     v["IMAGEUID"] = pd.to_numeric(v["IMAGEUID"], errors="coerce")
     v = v[v["IMAGEUID"].notna()]
-    bl_date = base.set_index("RID")["EXAMDATE"].pipe(pd.to_datetime, errors="coerce")
+    bl_date = base.set_index("RID")["EXAMDATE"].pipe(pd.to_datetime, errors="coerce", format="mixed")
     v = v[v["RID"].isin(bl_date.index)]
     v["days"] = (v["EXAMDATE"] - v["RID"].map(bl_date)).dt.days
     v["is_bl"] = v["VISCODE"].astype(str).str.strip() == "bl"

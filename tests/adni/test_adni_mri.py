@@ -3,7 +3,9 @@ are refused, and what preprocessing makes of a tiny volume whose every voxel can
 
 from __future__ import annotations
 
+import logging
 import struct
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -11,21 +13,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clinfuse.etl.adni.mri import check_geometry, choose_scans, preprocess_volume, scan_path
+from clinfuse.etl.adni.mri import check_geometry, choose_scans, preprocess_volume, quiet_monai, scan_path
 
-BASE = pd.DataFrame({"RID": [1, 2, 3, 4, 5], "EXAMDATE": ["2010-01-01"] * 5})
+BASE = pd.DataFrame({"RID": [1, 2, 3, 4, 5, 6], "EXAMDATE": ["2010-01-01"] * 5 + ["unknown"]})
 
 
 def _visits() -> pd.DataFrame:
-    # RID 1: its bl scan (dated 300 days late) wins over an m06 scan 10 days out; RID 2: no bl scan,
-    # scans at +183 and +200 days; RID 3: one scan at +184; RID 4: scans at -10 and +10 days and an
-    # IMAGEUID that is no number; RID 5: a scan without a readable date; RID 9 is not in the base table
+    # RID 1: its bl scan (dated 300 days late) wins over a screening scan on the baseline day; RID 2: no
+    # bl scan, scans at +183 (written MM/DD/YYYY, which validate_adnimerge accepts) and +200 days; RID 3: one
+    # scan at +184; RID 4: scans at -20, -10 and +10 days and an IMAGEUID that is no number; RID 5: a scan
+    # without a readable date; RID 6: no readable baseline date; RID 9 is not in the base table
     return pd.DataFrame([
-        (1, " bl ", "2010-10-28", "11"), (1, "m06", "2010-01-11", "12"),
-        (2, "bl", "2010-01-01", None), (2, "m06", "2010-07-03", "22"), (2, "m12", "2010-07-20", "23"),
+        (1, " bl ", "2010-10-28", "11"), (1, "sc", "2010-01-01", "10"),
+        (1, "m06", "2010-01-11", "12"),
+        (2, "bl", "2010-01-01", None), (2, "m06", "07/03/2010", "22"), (2, "m12", "2010-07-20", "23"),
         (3, "m06", "2010-07-04", "31"),
-        (4, "sc", "2009-12-22", "41"), (4, "m03", "2010-01-11", "42"), (4, "bl", "2010-01-01", "abc"),
-        (5, "m03", "not a date", "51"),
+        (4, "sc", "2009-12-12", "40"), (4, "sc", "2009-12-22", "41"), (4, "m03", "2010-01-11", "42"), (4, "bl", "2010-01-01", "abc"),
+        (5, "m03", "not a date", "51"), (6, "m03", "2010-01-05", "61"),
         (9, "bl", "2010-01-01", "91"),
     ], columns=["RID", "VISCODE", "EXAMDATE", "IMAGEUID"])
 
@@ -33,9 +37,9 @@ def _visits() -> pd.DataFrame:
 def test_the_baseline_scan_wins_else_the_nearest_within_183_days_earlier_first():
     got = choose_scans(_visits(), BASE)
     assert list(got.columns) == ["RID", "IMAGEUID", "scan_viscode", "scan_days_from_bl"]
-    assert got["RID"].tolist() == [1, 2, 3, 4, 5]
+    assert got["RID"].tolist() == [1, 2, 3, 4, 5, 6]
     assert got["IMAGEUID"].tolist()[:2] == [11, 22] and got["IMAGEUID"][3] == 41
-    assert got["IMAGEUID"][[2, 4]].isna().all()
+    assert got["IMAGEUID"][[2, 4, 5]].isna().all() and got["scan_viscode"][[2, 4, 5]].isna().all()
     assert got["scan_viscode"].tolist()[:2] == [" bl ", "m06"] and got["scan_viscode"][3] == "sc"
     assert got["scan_days_from_bl"].tolist()[:2] == [300, 183] and got["scan_days_from_bl"][3] == -10
 
@@ -43,7 +47,7 @@ def test_the_baseline_scan_wins_else_the_nearest_within_183_days_earlier_first()
 def test_a_narrower_window_leaves_subjects_without_a_scan():
     got = choose_scans(_visits(), BASE, window_days=182)
     assert got["IMAGEUID"][0] == 11 and got["IMAGEUID"][3] == 41
-    assert got["IMAGEUID"][[1, 2, 4]].isna().all()
+    assert got["IMAGEUID"][[1, 2, 4, 5]].isna().all()
 
 
 def test_a_scan_lies_at_mri_ptid_imageuid_nii_gz_or_nii_when_only_that_exists(tmp_path):
@@ -70,6 +74,7 @@ def _damaged_header(tmp_path: Path, offset: int, value: float) -> Path:
     (280, float("inf"), "the header's affine (voxel-to-world matrix) holds NaN or inf"),
     (320, 0.0, "the header's affine is singular (a zero voxel axis)"),                     # srow_z[2]
     (84, float("nan"), "the header's voxel sizes (pixdim) are not positive numbers: [1.0, nan, 1.0]"),  # pixdim[2]
+    (84, float("inf"), "the header's voxel sizes (pixdim) are not positive numbers: [1.0, inf, 1.0]"),
 ])
 def test_a_header_that_cannot_place_the_volume_is_refused_with_its_reason(tmp_path, offset, value, message):
     path = _damaged_header(tmp_path, offset, value)
@@ -85,6 +90,17 @@ def test_a_nearly_singular_but_valid_affine_is_accepted(tmp_path):
     path = tmp_path / "a.nii"
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([1.0, 1.0, 1e-5, 1.0])), path)
     check_geometry(path)  # det 1e-5 is a thin slab, not a zero axis
+
+
+def test_a_single_volume_with_a_time_step_of_0_is_read(tmp_path):
+    # converters write [X, Y, Z, 1] with pixdim[4] = 0: only the three spatial voxel sizes are checked
+    path = tmp_path / "a.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 1), np.int16), np.eye(4)), path)
+    raw = bytearray(path.read_bytes())
+    raw[92:96] = struct.pack("<f", 0.0)  # pixdim[4]
+    path.write_bytes(bytes(raw))
+    assert nib.load(path).header.get_zooms()[3] == 0
+    check_geometry(path)
 
 
 def test_an_absent_scan_a_folder_and_a_4d_series_are_reasons_not_crashes(tmp_path):
@@ -133,3 +149,14 @@ def test_preprocessing_resamples_to_the_requested_spacing(tmp_path):
     coarse, reason = preprocess_volume(str(tmp_path / "t1.nii"), 4, 2.0)
     assert reason is None
     np.testing.assert_array_equal(coarse, v // 100 * 255)
+
+
+def test_monais_gpu_codec_notices_are_silenced_and_other_warnings_kept():
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.NOTSET)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_monai()
+        warnings.warn("nvImageCodec is not available", UserWarning)
+        warnings.warn("something else", UserWarning)
+    assert [str(w.message) for w in seen] == ["something else"]
+    assert logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").level == logging.ERROR
