@@ -123,13 +123,14 @@ def test_a_reason_is_one_line_of_at_most_300_characters(tmp_path):
 
 
 def test_preprocessing_a_tiny_volume_by_hand(tmp_path):
-    # 8^3 voxels: border 2, interior 20 with five 0s, a 2^3 block of 100 and two outliers of 1000.
-    # Percentiles: 0.5th (rank 2.6 of 512) = 0, 99.5th (rank 508.4) = 100, so v/100 clipped to [0, 1].
+    # 8^3 voxels: border 2, interior 20 with four 0s and two -1000s, a 2^3 block of 100 and two outliers
+    # of 1000. Percentiles: 0.5th (rank 2.6 of 512) = 0, 99.5th (rank 508.4) = 100: v/100 clipped to [0, 1].
     # Foreground (> 0.05) is the interior, plus the margin of 1: the whole cube. Resize 8 -> 4 (trilinear)
     # averages each 2^3 block. The file is stored L->R flipped (x spacing -1): RAS flips axis 0 back.
     v = np.full((8, 8, 8), 2.0)
     v[1:7, 1:7, 1:7] = 20
     v[1, 1, 1:6] = 0
+    v[1, 1, 1] = v[6, 6, 6] = -1000  # below the 0.5th percentile: clipped to 0 before resizing
     v[4:6, 4:6, 4:6] = 100
     v[2, 2, 2] = v[3, 3, 3] = 1000
     nib.save(nib.Nifti1Image(v[::-1].astype(np.int16), np.diag([-1.0, 1.0, 1.0, 1.0])), tmp_path / "t1.nii")
@@ -142,13 +143,52 @@ def test_preprocessing_a_tiny_volume_by_hand(tmp_path):
 
 
 def test_preprocessing_resamples_to_the_requested_spacing(tmp_path):
-    # 2 mm voxels resampled to 1 mm: a volume of 4 x 4 x 4 voxels covers 7 x 7 x 7 after resampling
+    # only the ratio of voxel size to target spacing matters: 2 mm voxels at 2 mm = 1 mm voxels at 1 mm,
+    # and 2 mm voxels at 1 mm = 1 mm voxels at 0.5 mm; resampling 2 mm voxels to 1 mm changes the result
+    v = np.zeros((6, 6, 6), np.int16)
+    v[1:5, 1:5, 1:5] = np.random.default_rng(0).integers(20, 100, (4, 4, 4))
+    nib.save(nib.Nifti1Image(v, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "two.nii")
+    nib.save(nib.Nifti1Image(v, np.eye(4)), tmp_path / "one.nii")
+    same, finer, finer_too, coarse = (preprocess_volume(str(tmp_path / name), 4, mm)
+                                      for name, mm in (("two.nii", 2.0), ("two.nii", 1.0), ("one.nii", 0.5), ("one.nii", 1.0)))
+    assert {same[1], finer[1], finer_too[1], coarse[1]} == {None}
+    np.testing.assert_array_equal(same[0], coarse[0])
+    np.testing.assert_array_equal(finer[0], finer_too[0])
+    assert not np.array_equal(finer[0], same[0])
+
+
+def test_resizing_is_trilinear(tmp_path):
+    # 4^3 with a 2^3 block of 100 inside: the crop keeps all 4^3; trilinear 4 -> 8 (half-voxel centres)
+    # reads each axis at -0.25, 0.25, ..., 3.25: weights 0, .25, .75, 1, 1, .75, .25, 0 per axis
     v = np.zeros((4, 4, 4), np.int16)
     v[1:3, 1:3, 1:3] = 100
-    nib.save(nib.Nifti1Image(v, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "t1.nii")
-    coarse, reason = preprocess_volume(str(tmp_path / "t1.nii"), 4, 2.0)
+    nib.save(nib.Nifti1Image(v, np.eye(4)), tmp_path / "t1.nii")
+    out, reason = preprocess_volume(str(tmp_path / "t1.nii"), 8, 1.0)
+    p = np.array([0, 0.25, 0.75, 1, 1, 0.75, 0.25, 0])
     assert reason is None
-    np.testing.assert_array_equal(coarse, v // 100 * 255)
+    np.testing.assert_array_equal(out, np.round(np.einsum("i,j,k->ijk", p, p, p) * 255))
+
+
+def test_the_foreground_is_above_0_05_of_the_intensity_range(tmp_path):
+    # a 2^3 block of 100 and one corner voxel of 5 (scaled to exactly 0.05, not above it): the crop is the
+    # block plus a margin of 1 (4^3), so the 4^3 output is the block at [1:3] and the corner is gone
+    v = np.zeros((8, 8, 8), np.int16)
+    v[3:5, 3:5, 3:5] = 100
+    v[0, 0, 0] = 5
+    nib.save(nib.Nifti1Image(v, np.eye(4)), tmp_path / "t1.nii")
+    out, reason = preprocess_volume(str(tmp_path / "t1.nii"), 4, 1.0)
+    want = np.zeros((4, 4, 4))
+    want[1:3, 1:3, 1:3] = 255
+    assert reason is None
+    np.testing.assert_array_equal(out, want)
+
+
+def test_a_single_slice_volume_is_3d_not_squeezed(tmp_path):
+    v = np.zeros((8, 8, 1), np.int16)
+    v[2:6, 2:6] = 100
+    nib.save(nib.Nifti1Image(v, np.eye(4)), tmp_path / "slab.nii")
+    out, reason = preprocess_volume(str(tmp_path / "slab.nii"), 4, 1.0)
+    assert reason is None and out.shape == (4, 4, 4) and out.any()
 
 
 def test_monais_gpu_codec_notices_are_silenced_and_other_warnings_kept():
