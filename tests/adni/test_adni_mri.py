@@ -196,7 +196,7 @@ def test_monais_gpu_codec_notices_are_silenced_and_other_warnings_kept():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         quiet_monai()
-        warnings.warn("nvImageCodec is not available", UserWarning)
-        warnings.warn("something else", UserWarning)
+        warnings.warn("nvImageCodec is not available", UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else"]
     assert logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").level == logging.ERROR
