@@ -150,6 +150,13 @@ def test_only_a_constant_training_channel_takes_its_fallback_scale_a_small_sprea
     assert out[0, 0, 0] == 0.0 and out[0, 0, 1] == pytest.approx(-0.1 / np.std([0.1, 0.2, 0.3]), rel=1e-6)
 
 
+def test_a_training_spread_of_exactly_1e_8_counts_as_constant():
+    # 0 and 2e-8: mean 1e-8, std exactly 1e-8 in float64 -> not above the floor, so the fallback scale
+    values = np.array([[[0.0]], [[2e-8]]])
+    assert float(np.std([0.0, 2e-8])) == 1e-8
+    assert train_statistics(values, np.array([0, 1]), ["x"], {"x": (0.0, 4.0)})["x"]["std"] == 4.0
+
+
 def test_forward_fill_carries_the_latest_observation_of_its_own_sample_and_channel():
     nan = np.nan
     values = np.array([[[nan, 1.0], [5.0, nan], [nan, nan], [7.0, 2.0], [nan, nan]],
