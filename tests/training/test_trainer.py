@@ -157,3 +157,252 @@ def test_constant_schedule_logs_the_same_rate_every_epoch(mimic_cohort, tmp_path
     fit(run, track=False)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [r["lr"] for r in history] == [0.004, 0.004]
+
+
+# --- small runs and helpers checked by hand (each needs at most tmp_path) ----------------------------------
+
+
+class _Recorder:
+    """Stands in for the MLflow tracker: keeps what fit would log."""
+
+    def __init__(self, enabled, experiment, run_name, run_id, params):
+        self.enabled, self.experiment, self.run_name, self.run_id = enabled, experiment, run_name, run_id
+        self.logged, self.summaries, self.artifacts, self.tag_sets, self.ended = [], [], [], [], []
+
+    def metrics(self, values, step):
+        self.logged.append((step, dict(values)))
+
+    def summary(self, values):
+        self.summaries.append(dict(values))
+
+    def artifact(self, path, folder=None):
+        self.artifacts.append((path.name, folder))
+
+    def tags(self, tags):
+        self.tag_sets.append(dict(tags))
+
+    def lineage(self, cohort, splits, description):
+        self.lineage_splits = sorted(splits)
+
+    def curves(self, history, title):
+        self.curve_epochs = [r["epoch"] for r in history]
+
+    def end(self, status="FINISHED"):
+        self.ended.append(status)
+
+
+def _four_epoch_run(tmp_path):
+    """12 rows (8 train, batch 4: 2 steps per epoch), validation macro AUPRC 0.2, 0.5, 0.4, 0.3, patience 2,
+    a 6-epoch cosine schedule at lr 0.006, alignment every 3 steps: the run stops after epoch 4, best at 2."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    import clinfuse.pipeline.trainer as trainer
+    from tests.fixtures.cohorts import write_cohort
+
+    cohort = write_cohort(tmp_path / "cohort", "mimic", n=12)
+    scores = iter([(0.2, 0.6), (0.5, None), (0.4, 0.7), (0.3, 0.8), (0.9, 0.9), (0.9, 0.9)])
+    run = spec(cohort, "late_fusion", tmp_path / "run", epochs=6)
+    run.settings.batch_size, run.settings.patience, run.settings.lr = 4, 2, 0.006
+    run.settings.log_every, run.settings.alignment_every = 1, 3
+    printed = io.StringIO()
+    recorders = []
+    with mock.patch.object(trainer, "_Tracker", lambda *a: recorders.append(_Recorder(*a)) or recorders[-1]), \
+            mock.patch.object(trainer, "evaluate_split",
+                              lambda *a, **k: dict(zip(("macro_auprc", "macro_auroc"), next(scores), strict=True))), \
+            contextlib.redirect_stdout(printed):
+        summary = fit(run, track=True)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    return summary, history, recorders[0], printed.getvalue()
+
+
+def test_a_run_stops_after_patience_bad_epochs_and_reports_its_best_epoch(tmp_path):
+    summary, history, _, printed = _four_epoch_run(tmp_path)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert {k: summary[k] for k in ("best_epoch", "best_val_metric", "epochs_run", "steps", "metric",
+                                    "still_improving", "processes", "label_noise")} == {
+        "best_epoch": 2, "best_val_metric": 0.5, "epochs_run": 4, "steps": 8, "metric": "val_macro_auprc",
+        "still_improving": False, "processes": 1, "label_noise": {"rate": 0.0, "flipped_entries": 0}}
+    assert json.loads((tmp_path / "run" / "train_summary.json").read_text()) == summary
+    best = torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)
+    assert best["epoch"] == 2 and best["val_metric"] == 0.5
+    last = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)["state"]
+    assert (last["epoch"], last["bad_epochs"], last["best_epoch"], last["finished"]) == (4, 2, 2, True)
+    assert "best val macro_auprc 0.500 at epoch 2/4 in" in printed and "still improving" not in printed
+
+
+def test_each_epoch_records_its_validation_scores_and_the_rate_it_trained_with(tmp_path):
+    import math
+
+    _, history, _, _ = _four_epoch_run(tmp_path)
+    assert [r["val_macro_auprc"] for r in history] == [0.2, 0.5, 0.4, 0.3]
+    # the AUROC only where the metrics have one (epoch 2's is None)
+    assert [r.get("val_macro_auroc") for r in history] == [0.6, None, 0.7, 0.8]
+    assert "val_macro_auroc" not in history[1]
+    # cosine over 6 epochs, stepped once per epoch: lr * (1 + cos(pi * e / 6)) / 2 for e = 0..3
+    assert [r["lr"] for r in history] == pytest.approx([0.006 * (1 + math.cos(math.pi * e / 6)) / 2
+                                                        for e in range(4)], rel=1e-9)
+    assert all(r["train_loss_total"] > 0 for r in history)
+
+
+def test_the_tracker_gets_step_epoch_alignment_and_best_metrics_at_their_steps(tmp_path):
+    _, history, tracker, _ = _four_epoch_run(tmp_path)
+    assert tracker.enabled and tracker.run_name.startswith("late_fusion") and tracker.ended == ["FINISHED"]
+    steps = [step for step, values in tracker.logged if "step/loss_total" in values]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [step for step, values in tracker.logged if "align/gamma_ehr" in values] == [3, 6]
+    epochs = [(step, values) for step, values in tracker.logged if "val_macro_auprc" in values]
+    assert [step for step, _ in epochs] == [1, 2, 3, 4]
+    assert [values for _, values in epochs] == [{k: v for k, v in r.items() if k != "epoch"} for r in history]
+    assert tracker.logged[-1] == (4, {"best_val_macro_auprc": 0.5})
+    assert tracker.summaries[0]["best_epoch"] == 2.0 and tracker.summaries[0]["last_epoch"] == 4.0
+    assert tracker.summaries[0]["best_val_macro_auprc"] == 0.5
+    assert tracker.artifacts == [("checkpoint_best.pt", "checkpoint"), ("config.yaml", None), ("history.json", None),
+                                 ("alignment.json", None)]
+    assert tracker.tag_sets == [{"cohort": "cohort", "method": "late_fusion", "seed": "3"}]
+    assert tracker.lineage_splits == ["test", "train", "val"] and tracker.curve_epochs == [1, 2, 3, 4]
+    alignment = json.loads((tmp_path / "run" / "alignment.json").read_text())
+    assert [r["step"] for r in alignment] == [3, 6] and set(alignment[0]) == {"step", "ehr", "cxr"}
+
+
+def _fake_mlflow_tracker(logged_upto):
+    """A tracker whose MLflow only records the calls (as for a resumed run that logged up to `logged_upto`)."""
+    from types import SimpleNamespace
+
+    from clinfuse.pipeline.trainer import _Tracker
+
+    tracker, calls = _Tracker(False, "e", "r", None, {}), []
+    tracker.enabled, tracker.retry, tracker.logged_upto = True, lambda write: write(), dict(logged_upto)
+    tracker.mlflow = SimpleNamespace(log_metrics=lambda values, step=None: calls.append((step, values)))
+    return tracker, calls
+
+
+def test_a_resumed_run_logs_no_step_twice_per_metric_prefix_and_drops_missing_values():
+    tracker, calls = _fake_mlflow_tracker({"step/": 10, "": 2})
+    tracker.metrics({"step/loss_total": 0.5, "align/gamma_ehr": 0.25}, 10)  # step/ already has step 10
+    tracker.metrics({"val_macro_auprc": 0.4, "lr": 1, "val_macro_auroc": None}, 3)
+    tracker.metrics({"val_macro_auprc": 0.3}, 2)  # epoch 2 is in the store: nothing is written
+    tracker.metrics({"step/loss_total": 0.5}, 11)
+    assert calls == [(10, {"align/gamma_ehr": 0.25}), (3, {"val_macro_auprc": 0.4, "lr": 1.0}),
+                     (11, {"step/loss_total": 0.5})]
+    assert isinstance(calls[1][1]["lr"], float)
+
+
+def test_the_best_epoch_summary_is_logged_without_a_step_and_an_empty_one_not_at_all():
+    tracker, calls = _fake_mlflow_tracker({"": 9})
+    tracker.summary({})
+    tracker.summary({"best_epoch": 2, "best_val_macro_auprc": 0.5})
+    assert calls == [(None, {"best_epoch": 2.0, "best_val_macro_auprc": 0.5})]
+
+
+def test_step_and_alignment_metrics_are_deduplicated_apart_from_epoch_metrics():
+    from clinfuse.pipeline.trainer import _step_prefix
+
+    assert [_step_prefix(k) for k in ("step/loss_total", "align/gamma_cxr", "epoch/weight_ehr", "val_macro_auprc",
+                                      "lr", "align", "best/step/x")] == ["step/", "align/", "", "", "", "", ""]
+
+
+def test_a_method_hooks_tensors_become_floats_in_their_order():
+    from clinfuse.pipeline.trainer import _host
+
+    assert _host({"b": torch.tensor(1.5), "a": torch.tensor(2)}) == {"b": 1.5, "a": 2.0}
+    assert list(_host({"b": torch.tensor(1.5), "a": torch.tensor(2)})) == ["b", "a"]
+    assert _host({}) == {}
+
+
+def test_a_non_finite_loss_names_the_epoch_the_step_within_it_and_the_global_step():
+    from clinfuse.pipeline.trainer import TrainingDiverged, _check_finite
+
+    _check_finite(torch.tensor(-1), 0, 0)  # -1: every loss so far was finite
+    with pytest.raises(TrainingDiverged, match=r"^diverged at epoch 2, step 3 \(global step 7\): .*lower train.lr"):
+        _check_finite(torch.tensor(7), 1, 4)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, step 0 \(global step 0\)"):
+        _check_finite(torch.tensor(0), 0, 0)
+
+
+def test_resuming_names_up_to_three_changed_keys_and_counts_the_rest():
+    from clinfuse.etl.errors import ConfigError
+    from clinfuse.pipeline.trainer import check_resumable
+
+    train = TrainSettings(lr=0.001, epochs=3).model_dump()
+    saved = {"cohort": "a", "method": {"options": {"rho": 0.3, "k": 1}}, "train": train}
+    # the cohort path and the device may change between a kill and its resume
+    check_resumable(saved, {**saved, "cohort": "b", "train": {**train, "device": "cuda"}})
+    changed = {"cohort": "a", "method": {"options": {"rho": 0.5, "k": 2}}, "train": {**train, "lr": 0.002, "epochs": 4}}
+    with pytest.raises(ConfigError) as err:
+        check_resumable(saved, changed)
+    assert str(err.value).startswith("cannot resume: the run's configuration changed (method.options.k: 1 -> 2, "
+                                     "method.options.rho: 0.3 -> 0.5, train.epochs: 3 -> 4 (+1 more)); ")
+    with pytest.raises(ConfigError, match=r"changed \(train.lr: 0.001 -> 0.002\); resume with"):
+        check_resumable(saved, {**saved, "train": {**train, "lr": 0.002}})
+
+
+def test_a_setting_added_after_the_run_started_counts_as_its_default_on_resume():
+    from clinfuse.etl.errors import ConfigError
+    from clinfuse.pipeline.trainer import check_resumable
+
+    default = TrainSettings().model_dump()
+    check_resumable({"train": {"lr": default["lr"]}}, {"train": default})
+    with pytest.raises(ConfigError, match=r"train.label_noise: 0.0 -> 0.2\)"):
+        check_resumable({"train": {"lr": default["lr"]}}, {"train": {**default, "label_noise": 0.2}})
+
+
+def test_alignment_is_probed_on_the_first_training_rows_and_logged_at_the_global_step():
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import clinfuse.pipeline.trainer as trainer
+
+    probed = []
+    tracker, calls = _fake_mlflow_tracker({})
+    state = {"global_step": 5, "alignment": [{"step": 2, "ehr": 0.1}]}
+    gammas = {"ehr": torch.tensor(0.25), "cxr": torch.tensor(-0.5, dtype=torch.float64)}
+
+    class Rows(SimpleNamespace):
+        def __len__(self):
+            return 6
+
+    train = Rows(y=torch.zeros(6, 1), batch=lambda index: probed.append(index.tolist()) or "probe")
+    with mock.patch.object(trainer, "gradient_alignment", lambda model, probe, task: gammas if probe == "probe" else {}):
+        trainer._log_alignment(None, train, "binary", 4, state, tracker)
+        trainer._log_alignment(None, train, "binary", 10, state, tracker)
+    assert probed == [[0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]
+    assert state["alignment"] == [{"step": 2, "ehr": 0.1}, {"step": 5, "ehr": 0.25, "cxr": -0.5},
+                                  {"step": 5, "ehr": 0.25, "cxr": -0.5}]
+    assert calls == [(5, {"align/gamma_ehr": 0.25, "align/gamma_cxr": -0.5})] * 2
+
+
+def test_a_method_without_unimodal_heads_logs_no_alignment():
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import clinfuse.pipeline.trainer as trainer
+
+    class Rows(SimpleNamespace):
+        def __len__(self):
+            return 3
+
+    tracker, calls = _fake_mlflow_tracker({})
+    state = {"global_step": 5}
+    with mock.patch.object(trainer, "gradient_alignment", lambda *a: {}):
+        trainer._log_alignment(None, Rows(y=torch.zeros(3, 1), batch=lambda index: "probe"), "binary", 4, state,
+                               tracker)
+    assert state == {"global_step": 5} and calls == []
+
+
+def test_label_noise_flips_the_training_labels_in_place_and_says_how_many():
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from clinfuse.pipeline.trainer import _apply_label_noise
+
+    cohort = SimpleNamespace(task_type="binary", num_outputs=1)
+    train = SimpleNamespace(y=torch.zeros(4, 1))
+    assert _apply_label_noise(train, cohort, 0.0, 0) == 0 and torch.equal(train.y, torch.zeros(4, 1))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        flipped = _apply_label_noise(train, cohort, 0.5, 7)
+    assert flipped == 2 and int(train.y.sum()) == 2 and train.y.shape == (4, 1)
+    assert printed.getvalue() == "label noise: flipped 2 training label entries (rate 0.5, seed 7)\n"
