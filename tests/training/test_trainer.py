@@ -287,6 +287,9 @@ def test_a_resumed_run_logs_no_step_twice_per_metric_prefix_and_drops_missing_va
     assert calls == [(10, {"align/gamma_ehr": 0.25}), (3, {"val_macro_auprc": 0.4, "lr": 1.0}),
                      (11, {"step/loss_total": 0.5})]
     assert isinstance(calls[1][1]["lr"], float)
+    fresh, calls = _fake_mlflow_tracker({})
+    fresh.metrics({"step/loss_total": 0.5, "val_macro_auprc": 0.4}, 1)  # a new run logs from step 1 on
+    assert calls == [(1, {"step/loss_total": 0.5, "val_macro_auprc": 0.4})]
 
 
 def test_the_best_epoch_summary_is_logged_without_a_step_and_an_empty_one_not_at_all():
@@ -300,7 +303,7 @@ def test_step_and_alignment_metrics_are_deduplicated_apart_from_epoch_metrics():
     from clinfuse.pipeline.trainer import _step_prefix
 
     assert [_step_prefix(k) for k in ("step/loss_total", "align/gamma_cxr", "epoch/weight_ehr", "val_macro_auprc",
-                                      "lr", "align", "best/step/x")] == ["step/", "align/", "", "", "", "", ""]
+                                      "lr", "align", "best/step/x", "step/loss/ehr")] == ["step/", "align/", "", "", "", "", "", "step/"]
 
 
 def test_a_method_hooks_tensors_become_floats_in_their_order():
@@ -315,8 +318,10 @@ def test_a_non_finite_loss_names_the_epoch_the_step_within_it_and_the_global_ste
     from clinfuse.pipeline.trainer import TrainingDiverged, _check_finite
 
     _check_finite(torch.tensor(-1), 0, 0)  # -1: every loss so far was finite
-    with pytest.raises(TrainingDiverged, match=r"^diverged at epoch 2, step 3 \(global step 7\): .*lower train.lr"):
+    with pytest.raises(TrainingDiverged) as err:
         _check_finite(torch.tensor(7), 1, 4)
+    assert str(err.value) == ("diverged at epoch 2, step 3 (global step 7): the training loss is NaN or infinite; "
+                              "lower train.lr or check the inputs")
     with pytest.raises(TrainingDiverged, match=r"at epoch 1, step 0 \(global step 0\)"):
         _check_finite(torch.tensor(0), 0, 0)
 
@@ -336,6 +341,12 @@ def test_resuming_names_up_to_three_changed_keys_and_counts_the_rest():
                                      "method.options.rho: 0.3 -> 0.5, train.epochs: 3 -> 4 (+1 more)); ")
     with pytest.raises(ConfigError, match=r"changed \(train.lr: 0.001 -> 0.002\); resume with"):
         check_resumable(saved, {**saved, "train": {**train, "lr": 0.002}})
+    three = {**changed, "train": {**train, "epochs": 4}}  # exactly three: none left to count
+    with pytest.raises(ConfigError, match=r"train.epochs: 3 -> 4\); resume with"):
+        check_resumable(saved, three)
+    # an option the saved run did not have at all is a change too
+    with pytest.raises(ConfigError, match=r"changed \(method.options.alpha: None -> 0.5\)"):
+        check_resumable(saved, {**saved, "method": {"options": {"rho": 0.3, "k": 1, "alpha": 0.5}}})
 
 
 def test_a_setting_added_after_the_run_started_counts_as_its_default_on_resume():
@@ -356,21 +367,41 @@ def test_alignment_is_probed_on_the_first_training_rows_and_logged_at_the_global
 
     probed = []
     tracker, calls = _fake_mlflow_tracker({})
-    state = {"global_step": 5, "alignment": [{"step": 2, "ehr": 0.1}]}
+    state = {"global_step": 5}
     gammas = {"ehr": torch.tensor(0.25), "cxr": torch.tensor(-0.5, dtype=torch.float64)}
+    model = object()
 
     class Rows(SimpleNamespace):
         def __len__(self):
             return 6
 
     train = Rows(y=torch.zeros(6, 1), batch=lambda index: probed.append(index.tolist()) or "probe")
-    with mock.patch.object(trainer, "gradient_alignment", lambda model, probe, task: gammas if probe == "probe" else {}):
-        trainer._log_alignment(None, train, "binary", 4, state, tracker)
-        trainer._log_alignment(None, train, "binary", 10, state, tracker)
+    with mock.patch.object(trainer, "gradient_alignment",
+                           lambda m, probe, task: gammas if (m, probe, task) == (model, "probe", "binary") else {}):
+        trainer._log_alignment(model, train, "binary", 4, state, tracker)
+        state["global_step"] = 7
+        trainer._log_alignment(model, train, "binary", 10, state, tracker)
     assert probed == [[0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]
-    assert state["alignment"] == [{"step": 2, "ehr": 0.1}, {"step": 5, "ehr": 0.25, "cxr": -0.5},
-                                  {"step": 5, "ehr": 0.25, "cxr": -0.5}]
-    assert calls == [(5, {"align/gamma_ehr": 0.25, "align/gamma_cxr": -0.5})] * 2
+    assert state["alignment"] == [{"step": 5, "ehr": 0.25, "cxr": -0.5}, {"step": 7, "ehr": 0.25, "cxr": -0.5}]
+    assert calls == [(5, {"align/gamma_ehr": 0.25, "align/gamma_cxr": -0.5}),
+                     (7, {"align/gamma_ehr": 0.25, "align/gamma_cxr": -0.5})]
+
+
+def test_the_alignment_probe_rows_are_indexed_on_the_device_the_split_lives_on():
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import clinfuse.pipeline.trainer as trainer
+
+    class Rows(SimpleNamespace):
+        def __len__(self):
+            return 6
+
+    devices = []
+    train = Rows(y=torch.zeros(6, 1, device="meta"), batch=lambda index: devices.append(index.device) or "probe")
+    with mock.patch.object(trainer, "gradient_alignment", lambda *a: {}):
+        trainer._log_alignment(None, train, "binary", 4, {"global_step": 1}, None)
+    assert devices == [torch.device("meta")]
 
 
 def test_a_method_without_unimodal_heads_logs_no_alignment():
@@ -400,9 +431,41 @@ def test_label_noise_flips_the_training_labels_in_place_and_says_how_many():
 
     cohort = SimpleNamespace(task_type="binary", num_outputs=1)
     train = SimpleNamespace(y=torch.zeros(4, 1))
-    assert _apply_label_noise(train, cohort, 0.0, 0) == 0 and torch.equal(train.y, torch.zeros(4, 1))
     printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert _apply_label_noise(train, cohort, 0.0, 0) == 0 and torch.equal(train.y, torch.zeros(4, 1))
+    assert printed.getvalue() == ""  # no noise, no line
     with contextlib.redirect_stdout(printed):
         flipped = _apply_label_noise(train, cohort, 0.5, 7)
     assert flipped == 2 and int(train.y.sum()) == 2 and train.y.shape == (4, 1)
     assert printed.getvalue() == "label noise: flipped 2 training label entries (rate 0.5, seed 7)\n"
+
+
+def test_multiclass_label_noise_moves_labels_to_other_classes_as_the_run_seed_says():
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from clinfuse.pipeline.label_noise import flip_labels
+    from clinfuse.pipeline.trainer import _apply_label_noise
+
+    y = torch.full((20,), 2)
+    train = SimpleNamespace(y=y.clone())
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert _apply_label_noise(train, SimpleNamespace(task_type="multiclass", num_outputs=3), 0.5, 7) == 10
+    assert set(train.y.tolist()) == {0, 1, 2} and int((train.y != 2).sum()) == 10
+    assert torch.equal(train.y, torch.from_numpy(flip_labels(y.numpy(), 0.5, "multiclass", 3, 7)[0]))
+
+
+def test_noisy_labels_go_back_to_the_device_the_split_lives_on():
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from clinfuse.pipeline.trainer import _apply_label_noise
+
+    # labels on another device than the CPU (where flip_labels works): only their device is read back
+    train = SimpleNamespace(y=SimpleNamespace(cpu=lambda: torch.zeros(4, 1), device=torch.device("meta")))
+    with contextlib.redirect_stdout(io.StringIO()):
+        _apply_label_noise(train, SimpleNamespace(task_type="binary", num_outputs=1), 0.5, 7)
+    assert train.y.device == torch.device("meta") and train.y.shape == (4, 1)
