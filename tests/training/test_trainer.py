@@ -469,3 +469,82 @@ def test_noisy_labels_go_back_to_the_device_the_split_lives_on():
     with contextlib.redirect_stdout(io.StringIO()):
         _apply_label_noise(train, SimpleNamespace(task_type="binary", num_outputs=1), 0.5, 7)
     assert train.y.device == torch.device("meta") and train.y.shape == (4, 1)
+
+
+def test_the_validation_score_is_the_task_metric_of_the_prediction_head_on_cpu_in_full_precision():
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import numpy as np
+
+    import clinfuse.pipeline.trainer as trainer
+
+    # y = 1, 0, 0 scored 0.6, 0.2, 0.7: the positive ranks second -> AUPRC 1/2, AUROC 1/2
+    calls = []
+
+    def predicted(model, tensors, task_type, head, batch_size, bf16):
+        calls.append((model, task_type, head, batch_size, bf16))
+        return np.array([[0.6], [0.2], [0.7]])
+
+    def model_on(device):
+        return SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=torch.device(device))]))
+
+    tensors = SimpleNamespace(y=torch.tensor([[1.0], [0.0], [0.0]]))
+    cohort = SimpleNamespace(task_type="binary", label_names=["death"])
+    cpu, cuda = model_on("cpu"), model_on("cuda")
+    with mock.patch.object(trainer, "predict_split_parallel", predicted):
+        metrics = trainer.evaluate_split(cpu, tensors, cohort, "fused", TrainSettings(bf16=True, eval_batch_size=5))
+        trainer.evaluate_split(cuda, tensors, cohort, "fused", TrainSettings(bf16=True))
+        trainer.evaluate_split(cuda, tensors, cohort, "fused", TrainSettings(bf16=False))
+    assert metrics["macro_auprc"] == pytest.approx(0.5) and metrics["macro_auroc"] == pytest.approx(0.5)
+    assert calls[0] == (cpu, "binary", "fused", 5, False)  # bf16 autocast is for CUDA only
+    assert [c[4] for c in calls[1:]] == [True, False]
+
+
+def test_the_same_seed_seeds_python_numpy_and_torch_alike_and_numpy_with_its_low_32_bits():
+    import random
+
+    import numpy as np
+
+    from clinfuse.pipeline.trainer import seed_everything
+
+    def draws():
+        return random.random(), float(np.random.random()), float(torch.rand(()))
+
+    seed_everything(3)
+    first = draws()
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    assert draws() == first
+    seed_everything(2**32 + 5)  # numpy takes seeds below 2**32 only
+    big = draws()
+    random.seed(2**32 + 5), np.random.seed(5), torch.manual_seed(2**32 + 5)
+    assert draws() == big
+
+
+def test_a_role_in_the_method_options_becomes_the_cohorts_modality_and_a_bad_one_names_the_config():
+    from types import SimpleNamespace
+
+    from clinfuse.etl.errors import ConfigError
+    from clinfuse.pipeline.trainer import with_cohort_options
+
+    run = RunSpec("c", "unimodal_image", load_section(MethodConfig, method_path("unimodal_image")), "tiny", TINY,
+                  TrainSettings(), 3, "out")
+    resolved = with_cohort_options(run, SimpleNamespace(modalities=["ehr", "cxr"], name="mimic"))
+    assert resolved.method.options == {"modality": "cxr"} and resolved.method.method == "unimodal"
+    assert run.method.options == {"modality": "image"} and resolved.seed == 3 and resolved.out_dir == "out"
+    with pytest.raises(ConfigError) as err:
+        with_cohort_options(run, SimpleNamespace(modalities=["ehr"], name="ehr-only"))
+    assert str(err.value).startswith("method config 'unimodal_image' on cohort ehr-only: options: unimodal: "
+                                     "modality role 'image' needs a cohort with two modalities")
+
+
+def test_a_method_undefined_for_the_task_names_method_and_cohort():
+    from types import SimpleNamespace
+
+    from clinfuse.etl.errors import ConfigError
+    from clinfuse.pipeline.trainer import check_method_task
+
+    pmr = load_section(MethodConfig, method_path("pmr"))
+    check_method_task("pmr", pmr, SimpleNamespace(task_type="binary", name="mortality"))
+    with pytest.raises(ConfigError, match=r"^method 'pmr' on cohort phenotype: PMR needs single-label classes"):
+        check_method_task("pmr", pmr, SimpleNamespace(task_type="multilabel", name="phenotype"))
