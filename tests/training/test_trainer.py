@@ -548,3 +548,71 @@ def test_a_method_undefined_for_the_task_names_method_and_cohort():
     check_method_task("pmr", pmr, SimpleNamespace(task_type="binary", name="mortality"))
     with pytest.raises(ConfigError, match=r"^method 'pmr' on cohort phenotype: PMR needs single-label classes"):
         check_method_task("pmr", pmr, SimpleNamespace(task_type="multilabel", name="phenotype"))
+
+
+def test_the_run_folder_records_the_configuration_it_trained_with(tmp_path):
+    import yaml
+
+    _four_epoch_run(tmp_path)
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert list(config) == ["cohort", "cohort_name", "dataset", "task", "task_type", "modalities", "label_names",
+                            "input_shapes", "method_name", "method", "prediction_head", "preset", "encoders", "train",
+                            "seed"]
+    assert (config["cohort"], config["cohort_name"], config["dataset"], config["task"], config["task_type"]) == (
+        str(tmp_path / "cohort"), "cohort", "mimic", "phenotype", "multilabel")
+    assert config["modalities"] == ["ehr", "cxr"] and config["label_names"] == ["Sepsis", "Shock", "CHF"]
+    assert config["input_shapes"] == {"ehr": [48, 24], "cxr": [1, 16, 16]}
+    assert config["method_name"] == "late_fusion" and config["method"]["method"] == "late_fusion"
+    assert "options" in config["method"] and config["prediction_head"] == "fused" and config["preset"] == "tiny"
+    assert config["encoders"] == {"ehr": TINY["ehr"], "cxr": TINY["cxr"]} and config["seed"] == 3
+    assert config["train"]["lr"] == 0.006 and config["train"]["patience"] == 2
+
+
+def test_a_resumed_run_continues_the_python_numpy_torch_and_cuda_random_streams():
+    import random
+    from unittest import mock
+
+    import numpy as np
+
+    from clinfuse.pipeline.trainer import _rng_states, _set_rng_states
+
+    def draws():
+        return random.random(), float(np.random.standard_normal()), float(torch.rand(()))
+
+    np.random.seed(1)
+    np.random.standard_normal()  # leaves numpy's second gaussian cached: part of the state
+    saved = _rng_states(torch.device("cpu"))
+    expected = draws()
+    draws()
+    _set_rng_states(saved)
+    assert draws() == expected and saved["cuda"] is None
+    restored = []
+    with mock.patch.object(torch.cuda, "get_rng_state_all", lambda: ["gpu0"]), \
+            mock.patch.object(torch.cuda, "set_rng_state_all", restored.append), \
+            mock.patch.object(torch.cuda, "is_available", lambda: True):
+        on_gpu = _rng_states(torch.device("cuda", 0))
+        assert on_gpu["cuda"] == ["gpu0"] and _rng_states(torch.device("cpu"))["cuda"] is None
+        _set_rng_states(saved)  # a CPU run's checkpoint sets no CUDA stream
+        _set_rng_states(on_gpu)
+    assert restored == [["gpu0"]]
+
+
+def test_the_tracker_logs_artifacts_tags_and_the_end_status_only_when_enabled(tmp_path):
+    from types import SimpleNamespace
+
+    tracker, _ = _fake_mlflow_tracker({})
+    calls = []
+    tracker.mlflow = SimpleNamespace(log_artifact=lambda path, artifact_path=None: calls.append((path, artifact_path)),
+                                     set_tags=lambda tags: calls.append(tags),
+                                     end_run=lambda status=None: calls.append(status))
+    tracker.artifact(tmp_path / "checkpoint_best.pt", "checkpoint")
+    tracker.artifact(tmp_path / "config.yaml")
+    tracker.tags({"seed": "3"})
+    tracker.end()
+    tracker.end("KILLED")
+    tracker.enabled = False
+    tracker.artifact(tmp_path / "history.json")
+    tracker.tags({"seed": "4"})
+    tracker.end()
+    assert calls == [(str(tmp_path / "checkpoint_best.pt"), "checkpoint"), (str(tmp_path / "config.yaml"), None),
+                     {"seed": "3"}, "FINISHED", "KILLED"]
