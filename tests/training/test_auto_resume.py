@@ -167,6 +167,10 @@ def test_an_unfinished_run_of_the_same_configuration_resumes_and_without_a_check
                                                        "(same configuration)\n")
     assert (tmp_path / "run" / CHECKPOINT_LAST).is_file()
     assert _decide(tmp_path / "empty", cohort) == (False, "")
+    # a checkpoint older than recording its configuration: config.yaml in the run folder says it
+    old = _run_folder(tmp_path / "old" / "run", {})
+    (tmp_path / "old" / "run" / "config.yaml").write_text(yaml.safe_dump(SAVED))
+    assert _decide(tmp_path / "old" / "run", old)[0] is True
     # a cohort written in the same second as the checkpoint is not newer
     same = _run_folder(tmp_path / "same" / "run", {"config": SAVED}, cohort_age=0.0)
     assert _decide(tmp_path / "same" / "run", same)[0] is True

@@ -484,21 +484,26 @@ def test_the_validation_score_is_the_task_metric_of_the_prediction_head_on_cpu_i
 
     def predicted(model, tensors, task_type, head, batch_size, bf16):
         calls.append((model, task_type, head, batch_size, bf16))
-        return np.array([[0.6], [0.2], [0.7]])
+        return tensors.probs
 
     def model_on(device):
         return SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=torch.device(device))]))
 
-    tensors = SimpleNamespace(y=torch.tensor([[1.0], [0.0], [0.0]]))
+    tensors = SimpleNamespace(y=torch.tensor([[1.0], [0.0], [0.0]]), probs=np.array([[0.6], [0.2], [0.7]]))
     cohort = SimpleNamespace(task_type="binary", label_names=["death"])
     cpu, cuda = model_on("cpu"), model_on("cuda")
     with mock.patch.object(trainer, "predict_split_parallel", predicted):
         metrics = trainer.evaluate_split(cpu, tensors, cohort, "fused", TrainSettings(bf16=True, eval_batch_size=5))
         trainer.evaluate_split(cuda, tensors, cohort, "fused", TrainSettings(bf16=True))
         trainer.evaluate_split(cuda, tensors, cohort, "fused", TrainSettings(bf16=False))
+        # three classes, each row's true class scored highest: mean average precision 1
+        classes = SimpleNamespace(y=torch.tensor([0, 1, 2]), probs=np.array([[.8, .1, .1], [.2, .7, .1], [.1, .3, .6]]))
+        three = trainer.evaluate_split(cpu, classes, SimpleNamespace(task_type="multiclass", label_names=["a", "b", "c"]),
+                                       "fused", TrainSettings())
     assert metrics["macro_auprc"] == pytest.approx(0.5) and metrics["macro_auroc"] == pytest.approx(0.5)
     assert calls[0] == (cpu, "binary", "fused", 5, False)  # bf16 autocast is for CUDA only
-    assert [c[4] for c in calls[1:]] == [True, False]
+    assert [c[4] for c in calls[1:3]] == [True, False]
+    assert three["macro_map"] == pytest.approx(1.0) and three["headline"] == "macro_map"
 
 
 def test_the_same_seed_seeds_python_numpy_and_torch_alike_and_numpy_with_its_low_32_bits():
