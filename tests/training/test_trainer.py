@@ -621,3 +621,59 @@ def test_the_tracker_logs_artifacts_tags_and_the_end_status_only_when_enabled(tm
     tracker.end()
     assert calls == [(str(tmp_path / "checkpoint_best.pt"), "checkpoint"), (str(tmp_path / "config.yaml"), None),
                      {"seed": "3"}, "FINISHED", "KILLED"]
+
+
+def _tracker_with_a_fake_store(histories, run_id=None, params=None):
+    """A real _Tracker over a stand-in MLflow whose run already holds `histories` (metric -> steps logged)."""
+    import sys
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import clinfuse.pipeline.tracking as tracking
+    from clinfuse.pipeline.trainer import _Tracker
+
+    calls = []
+
+    def start_run(**kwargs):
+        calls.append(("start_run", kwargs))
+        return SimpleNamespace(info=SimpleNamespace(run_id=kwargs.get("run_id") or "new-run"),
+                               data=SimpleNamespace(metrics=dict.fromkeys(histories, 0.0)))
+
+    client = SimpleNamespace(get_metric_history=lambda rid, key: [SimpleNamespace(step=s) for s in histories[key]]
+                             if rid == run_id else [])
+    fake = SimpleNamespace(start_run=start_run, MlflowClient=lambda: client,
+                           log_params=lambda p: calls.append(("log_params", p)))
+    with mock.patch.dict(sys.modules, {"mlflow": fake}), \
+            mock.patch.object(tracking, "setup_mlflow", lambda name: calls.append(("experiment", name)) or "exp-1"), \
+            mock.patch.object(tracking, "with_retries", lambda write: write()):
+        tracker = _Tracker(True, "clinfuse/mimic", "masam-s3", run_id, params or {})
+    return tracker, calls
+
+
+def test_a_resumed_mlflow_run_knows_the_last_step_logged_per_metric_prefix():
+    tracker, calls = _tracker_with_a_fake_store(
+        {"step/loss_total": [1, 12], "step/aps_ehr": [5], "align/gamma_ehr": [3, 9], "val_macro_auprc": [1, 2, 3],
+         "lr": [1, 2], "epoch/weight": []}, run_id="old-run")
+    assert tracker.logged_upto == {"step/": 12, "align/": 9, "": 3}
+    assert tracker.run_id == "old-run" and tracker.enabled
+    assert calls == [("experiment", "clinfuse/mimic"), ("start_run", {"run_id": "old-run"})]  # no params again
+    tracker.retry, logged = (lambda write: write()), []
+    tracker.mlflow.log_metrics = lambda values, step=None: logged.append((step, values))
+    tracker.metrics({"step/loss_total": 0.1, "align/gamma_ehr": 0.2, "val_macro_auprc": 0.3}, 10)
+    assert logged == [(10, {"align/gamma_ehr": 0.2, "val_macro_auprc": 0.3})]
+
+
+def test_a_new_mlflow_run_is_named_in_its_experiment_and_records_the_flattened_configuration():
+    tracker, calls = _tracker_with_a_fake_store({}, params={"method": {"options": {"rho": 0.3}}, "seed": 3})
+    assert tracker.run_id == "new-run" and tracker.logged_upto == {}
+    assert calls == [("experiment", "clinfuse/mimic"), ("start_run", {"experiment_id": "exp-1", "run_name": "masam-s3"}),
+                     ("log_params", {"method.options.rho": "0.3", "seed": "3"})]
+
+
+def test_a_disabled_tracker_keeps_the_run_id_it_was_given_and_talks_to_no_store():
+    from clinfuse.pipeline.trainer import _Tracker
+
+    tracker = _Tracker(False, "clinfuse/mimic", "masam-s3", "old-run", {})
+    assert (tracker.enabled, tracker.run_id, tracker.logged_upto) == (False, "old-run", {})
+    assert not hasattr(tracker, "mlflow")
+    tracker.metrics({"val_macro_auprc": 0.3}, 1)  # a no-op, not an error
