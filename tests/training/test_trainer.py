@@ -573,7 +573,7 @@ def test_the_run_folder_records_the_configuration_it_trained_with(tmp_path):
     assert config["train"]["lr"] == 0.006 and config["train"]["patience"] == 2
 
 
-def test_a_resumed_run_continues_the_python_numpy_torch_and_cuda_random_streams():
+def test_a_resumed_run_continues_the_python_numpy_torch_and_cuda_random_streams(tmp_path):
     import random
     from unittest import mock
 
@@ -584,9 +584,12 @@ def test_a_resumed_run_continues_the_python_numpy_torch_and_cuda_random_streams(
     def draws():
         return random.random(), float(np.random.standard_normal()), float(torch.rand(()))
 
+    from clinfuse.pipeline.checkpoints import load_checkpoint, save_checkpoint
+
     np.random.seed(1)
     np.random.standard_normal()  # leaves numpy's second gaussian cached: part of the state
-    saved = _rng_states(torch.device("cpu"))
+    save_checkpoint({"rng": _rng_states(torch.device("cpu"))}, tmp_path / "checkpoint_last.pt")
+    saved = load_checkpoint(tmp_path / "checkpoint_last.pt")["rng"]  # as resume reads it
     expected = draws()
     draws()
     _set_rng_states(saved)
@@ -657,10 +660,12 @@ def test_a_resumed_mlflow_run_knows_the_last_step_logged_per_metric_prefix():
     assert tracker.logged_upto == {"step/": 12, "align/": 9, "": 3}
     assert tracker.run_id == "old-run" and tracker.enabled
     assert calls == [("experiment", "clinfuse/mimic"), ("start_run", {"run_id": "old-run"})]  # no params again
-    tracker.retry, logged = (lambda write: write()), []
+    logged = []
     tracker.mlflow.log_metrics = lambda values, step=None: logged.append((step, values))
     tracker.metrics({"step/loss_total": 0.1, "align/gamma_ehr": 0.2, "val_macro_auprc": 0.3}, 10)
     assert logged == [(10, {"align/gamma_ehr": 0.2, "val_macro_auprc": 0.3})]
+    at_zero, _ = _tracker_with_a_fake_store({"step/loss_total": [0]}, run_id="old-run")
+    assert at_zero.logged_upto == {"step/": 0}  # step 1 is still to be logged
 
 
 def test_a_new_mlflow_run_is_named_in_its_experiment_and_records_the_flattened_configuration():
