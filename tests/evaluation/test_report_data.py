@@ -10,15 +10,25 @@ import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clinfuse.evaluation.bootstrap import paired_bootstrap_difference
 from clinfuse.evaluation.report_data import (
     Predictions,
     ReportSettings,
+    _ceiling,
+    _features,
+    _multiclass,
+    _number_or_none,
+    _prevalence,
+    _registry_status,
+    _run_settings,
     build_report_data,
     report_metrics,
+    report_settings,
     runs_table,
+    verdicts_record,
 )
 from clinfuse.evaluation.why import why_section
 from clinfuse.pipeline.data import load_cohort
@@ -201,3 +211,213 @@ def test_runs_still_improving_at_their_last_epoch_are_flagged_in_the_report(eval
     html = render_report(build_report_data(results, predictions, cohort, "A cohort", settings, sources={},
                                            generated="now"))
     assert 'id="still-improving"' not in html
+
+
+# ---- the pure helpers, on hand-made inputs (no pipeline) ----
+
+def _params(rule="target_sensitivity"):
+    sweep = SimpleNamespace(methods=("late_fusion", "masam"), seeds=(1, 2))
+    analyze = SimpleNamespace(proposed=("masam",), reference="late_fusion")
+    evaluate = SimpleNamespace(n_resamples=200, ci_level=0.9, min_subgroup_patients=30, min_events=5,
+                               threshold_rule=rule, target_sensitivity=0.8, seed=7)
+    train = SimpleNamespace(preset="small", epochs=3, batch_size=16, optimizer="adamw", lr=0.001, weight_decay=0.01,
+                            schedule="cosine")
+    return sweep, analyze, evaluate, train
+
+
+def test_the_report_settings_carry_params_yaml_and_show_each_row_as_written():
+    s = report_settings(*_params())
+    assert (s.methods, s.proposed, s.reference, s.seeds) == (["late_fusion", "masam"], ["masam"], "late_fusion", [1, 2])
+    assert (s.n_resamples, s.seed, s.level) == (200, 7, 0.9)
+    assert s.shown == {"bootstrap resamples": 200, "CI level": 0.9, "min subgroup patients": 30,
+                       "min events (positives and negatives)": 5,
+                       "operating-point rule": "target_sensitivity (sensitivity >= 0.8)", "model preset": "small",
+                       "epochs": 3, "batch size": 16, "optimizer": "adamw lr 0.001 wd 0.01", "schedule": "cosine",
+                       "seeds": (1, 2)}
+
+
+def test_an_operating_point_rule_without_a_target_is_shown_without_one():
+    assert report_settings(*_params("youden")).shown["operating-point rule"] == "youden"
+
+
+def test_the_runs_table_has_one_row_per_run_with_its_headline_and_auroc():
+    runs = [{"method": "a", "seed": 1, "test": {"headline": "macro_map", "macro_map": 0.5, "macro_auroc": 0.7}},
+            {"method": "b", "seed": 2, "test": {"headline": "macro_map", "macro_map": 0.4, "macro_auroc": 0.6}}]
+    assert runs_table(runs).to_dict("records") == [{"method": "a", "seed": 1, "headline": 0.5, "auroc": 0.7},
+                                                   {"method": "b", "seed": 2, "headline": 0.4, "auroc": 0.6}]
+
+
+def _comparison(method="masam", reference="late_fusion", t_interval=True):
+    return {"method": method, "reference": reference, "verdict": "better", "line": f"{method} beats {reference}",
+            "n_seeds": 2, "seeds": [1, 2], "n_test": 40, "n_test_patients": 30,
+            "training_variance_measured": True,
+            "macro_auprc": {"difference": 0.05, "ci": [0.01, 0.09], "mde": 0.03,
+                            "t_interval": {"ci": [0.0, 0.1]} if t_interval else None}}
+
+
+def test_the_verdicts_record_keeps_each_comparisons_line_and_macro_auprc_numbers():
+    data = SimpleNamespace(synthetic=True, headline_metric="macro_auprc", seeds_measured=True,
+                           comparison=[{"method": "masam", "n_seeds": 2}, {"method": "late_fusion", "n_seeds": 3}],
+                           verdicts=[_comparison(), _comparison("sam", "masam", t_interval=False)],
+                           champion_margin={"within_noise": False})
+    first = {"method": "masam", "reference": "late_fusion", "verdict": "better", "line": "masam beats late_fusion",
+             "n_seeds": 2, "seeds": [1, 2], "n_test": 40, "n_test_patients": 30, "training_variance_measured": True,
+             "difference": 0.05, "ci": [0.01, 0.09], "mde": 0.03, "t_interval": [0.0, 0.1]}
+    assert verdicts_record(data, "adni") == {
+        "cohort": "adni", "synthetic": True, "headline": "macro_auprc", "seeds_measured": True,
+        "n_seeds": {"masam": 2, "late_fusion": 3},
+        "verdicts": [first, {**first, "method": "sam", "reference": "masam", "line": "sam beats masam",
+                             "t_interval": None}],
+        "champion_margin": {"within_noise": False}}
+
+
+def _report(paired=None, verdicts=None, margin=None):
+    """The fields of ReportData that report_metrics reads, champion masam seed 2."""
+    return SimpleNamespace(
+        headline_metric="macro_auprc", champion={"value": 0.4}, paired_difference=paired,
+        runs=[{"method": "late_fusion", "seed": 1, "val_metric": "val_macro_auprc", "val": 0.3, "champion": False},
+              {"method": "masam", "seed": 2, "val_metric": "val_macro_auprc", "val": 0.5, "champion": True}],
+        comparison=[], verdicts=verdicts, champion_margin=margin)
+
+
+def test_the_dvc_detail_of_a_seed_aware_paired_difference_has_its_mde_and_seed_count():
+    block = {"difference": 0.02, "ci": [-0.01, 0.05], "p_le_zero": 0.2, "mde": 0.04}
+    paired = {"a": "masam", "b": "late_fusion", "seeds": [1, 2], "n_seeds": 2, "macro_auprc": block,
+              "macro_auroc": {**block, "difference": 0.01}}
+    _, detail, about = report_metrics(_report(paired), "adni")
+    row = {"difference": 0.02, "ci_low": -0.01, "ci_high": 0.05, "p_le_zero": 0.2, "mde": 0.04, "n_seeds": 2}
+    assert detail["paired_difference"] == {"macro_auprc": row, "macro_auroc": {**row, "difference": 0.01}}
+    assert (about["paired_difference"]["a"], about["paired_difference"]["b"]) == ("masam", "late_fusion")
+    assert about["paired_difference"]["seeds"] == [1, 2]
+    assert about["paired_difference"]["meaning"].startswith("test macro AUPRC/AUROC of a minus b, mean over the seeds")
+
+
+def test_the_dvc_about_of_a_one_seed_paired_difference_names_its_seed():
+    block = {"difference": 0.02, "ci": [-0.01, 0.05], "p_le_zero": 0.2}
+    paired = {"a": "masam", "b": "late_fusion", "seed": 42, "macro_auprc": block, "macro_auroc": block}
+    _, detail, about = report_metrics(_report(paired), "adni")
+    assert about["paired_difference"]["seeds"] == [42]
+    assert "mde" not in detail["paired_difference"]["macro_auprc"]
+
+
+def test_the_dvc_about_holds_the_verdict_lines_and_whether_the_champions_margin_is_noise():
+    _, _, about = report_metrics(_report(verdicts=[_comparison(), _comparison("sam")],
+                                         margin={"within_noise": True}), "adni")
+    assert about["verdicts"] == ["masam beats late_fusion", "sam beats late_fusion"]
+    assert about["champion_validation_margin_within_noise"] is True
+    assert about["champion_method"] == "masam" and about["validation_metric"] == "val_macro_auprc"
+    _, detail, about = report_metrics(_report(), "adni")
+    assert "verdicts" not in about and "champion_validation_margin_within_noise" not in about
+    assert detail["champion"] == {"test_headline": 0.4, "val_headline": 0.5, "seed": 2}
+
+
+def test_the_champions_own_training_config_replaces_the_params_yaml_training_rows():
+    shown = {"CI level": 0.95, "model preset": "small", "epochs": 3, "batch size": 16, "optimizer": "adamw",
+             "schedule": "cosine"}
+    champion = {"training": {"lr": 0.1, "epochs": 5}, "method_options": {"rho": 0.05}}
+    assert _run_settings(shown, champion) == {"CI level": 0.95,
+                                              "champion training config": '{"epochs": 5, "lr": 0.1}',
+                                              "champion method options": '{"rho": 0.05}'}
+    assert _run_settings(shown, {}) == {**shown, "champion method options": "{}"}
+    assert shown["epochs"] == 3  # the caller's table is left as it was
+
+
+def test_the_prevalence_per_split_is_the_exact_share_and_an_empty_split_is_left_out():
+    samples = pd.DataFrame({"split": ["train", "train", "train", "test", "test"], "a": [1, 0, 0, 1, 1],
+                            "b": [0, 0, 1, 0, 1]})
+    cohort = SimpleNamespace(samples=samples, task_type="binary", label_names=["a", "b"], manifest={})
+    assert _prevalence(cohort) == {"train": {"a": 1 / 3, "b": 1 / 3}, "test": {"a": 1.0, "b": 0.5}}
+
+
+def test_a_multiclass_prevalence_is_each_class_codes_share():
+    samples = pd.DataFrame({"split": ["train", "train", "train", "train", "val"], "dx": [0, 2, 2, 1, 1]})
+    cohort = SimpleNamespace(samples=samples, task_type="multiclass", label_names=["CN", "MCI", "AD"],
+                             manifest={"label_columns": ["dx"]})
+    assert _prevalence(cohort) == {"train": {"CN": 0.25, "MCI": 0.25, "AD": 0.5},
+                                   "val": {"CN": 0.0, "MCI": 1.0, "AD": 0.0}}
+
+
+def test_the_multiclass_block_has_counts_rates_accuracy_and_per_class_rates():
+    champion = {"test": {"confusion_matrix": [[3, 1], [0, 2]], "accuracy": 5 / 6},
+                "class_rates": {"accuracy": {"value": 5 / 6, "ci": [0.5, 1.0]}, "per_class": {"CN": {"n_pos": 4}}}}
+    assert _multiclass(champion, ["CN", "AD"]) == {
+        "classes": ["CN", "AD"], "counts": [[3, 1], [0, 2]], "row_normalised": [[0.75, 0.25], [0.0, 1.0]],
+        "accuracy": {"value": 5 / 6, "ci": [0.5, 1.0]}, "per_class": {"CN": {"n_pos": 4}}}
+
+
+def test_a_multiclass_block_without_class_rates_shows_the_accuracy_without_a_ci():
+    block = _multiclass({"test": {"confusion_matrix": [[1, 0], [1, 2]], "accuracy": 0.75}}, ["CN", "AD"])
+    assert block["accuracy"] == {"value": 0.75, "ci": None} and block["per_class"] == {}
+    assert _multiclass({"test": {"accuracy": 0.75}}, ["CN", "AD"]) is None  # evaluated before the matrix existed
+
+
+def test_the_features_block_groups_encodings_by_source_column_and_gives_each_reason():
+    manifest = {"tabular_features": ["AGE", "TAU_missing", "TAU_censored", "TAU", "ADAS13", "PTGENDER=Male"],
+                "tabular": {"dropped_missing": {"PIB": 0.95}},
+                "config": {"exclude_features": ["MMSE"], "max_missing": 0.5, "smc": "cn"}, "smc_labelled_cn": 2}
+    assert _features(manifest) == {
+        "used": [{"column": "AGE", "encoded": ["AGE"]},
+                 {"column": "TAU", "encoded": ["TAU_missing", "TAU_censored", "TAU"]},
+                 {"column": "ADAS13", "encoded": ["ADAS13"]}, {"column": "PTGENDER", "encoded": ["PTGENDER=Male"]}],
+        "n_encoded": 6,
+        "excluded": [{"column": "MMSE", "reason": "excluded by setting (etl_adni.exclude_features): ADNI's CN / MCI "
+                                                  "/ AD diagnosis is partly derived from it, so it would leak the "
+                                                  "label"}],
+        "dropped": [{"column": "PIB", "reason": "95.0% missing in the training split (limit 50%)"}],
+        "kept_scores": ["ADAS13"], "smc": "cn", "smc_labelled_cn": 2}
+
+
+def test_a_features_block_without_a_config_assumes_the_default_missing_limit():
+    features = _features({"tabular_features": ["AGE"], "tabular": {"dropped_missing": {"PIB": 0.95}}})
+    assert features["dropped"] == [{"column": "PIB", "reason": "95.0% missing in the training split (limit 90%)"}]
+    assert (features["excluded"], features["smc"], features["smc_labelled_cn"]) == ([], None, None)
+    assert _features({"tabular_features": ["AGE"]})["dropped"] == []
+
+
+def test_an_unregistered_cohort_names_the_model_as_register_will():
+    status = _registry_status(None, {"run": "r1"}, "adni-model")
+    assert (status["name"], status["version"]) == ("adni-model", None)
+    assert status["note"].startswith("registered after this report by `clinfuse register`")
+
+
+def test_a_registry_record_of_the_champions_run_is_shown_without_a_note():
+    record = {"run": "/mlruns/x/r1", "name": "adni-model", "version": 3, "champion": True, "model_uri": "models:/a/3"}
+    assert _registry_status(record, {"run": "r1"}, "other") == {
+        "name": "adni-model", "version": 3, "champion_alias": True, "model_uri": "models:/a/3", "note": None}
+
+
+def test_a_registry_record_of_another_run_says_to_register_again():
+    status = _registry_status({"run": "/mlruns/x/r0"}, {"run": "r1"}, "adni-model")
+    assert (status["name"], status["version"], status["champion_alias"], status["model_uri"]) == (
+        "adni-model", None, None, None)
+    assert status["note"] == "registered from run r0, not this report's champion r1: run clinfuse register again"
+
+
+def _oracle():
+    return {"n": 10, "seen": {"all": ["h0"], "ehr": ["h0"]}, "all": {"macro_auprc": 0.9, "macro_auroc": 0.95},
+            "ehr": {"macro_auprc": 0.8, "macro_auroc": 0.85}, "film": {"macro_auprc": 0.6, "macro_auroc": 0.7}}
+
+
+def test_the_ceiling_lists_every_run_in_table_order_with_its_paired_and_withheld_scores():
+    presence = {"image": "film", "anchor": "ehr", "paired": {"macro_auprc": 0.7}, "withheld": {"macro_auprc": 0.6}}
+    results = [{"method": "b", "seed": 2, "test": {"macro_auprc": 0.5}, "oracle": _oracle(), "presence": presence},
+               {"method": "b", "seed": 1, "test": {"macro_auprc": 0.4}},
+               {"method": "a", "seed": 1, "test": {}, "oracle": None, "presence": {**presence, "paired": None}}]
+    c = _ceiling(results, ["a", "b"])
+    assert [(r["method"], r["seed"]) for r in c["rows"]] == [("a", 1), ("b", 1), ("b", 2)]
+    assert [r["score"] for r in c["rows"]] == [None, 0.4, 0.5]
+    assert c["rows"][2]["withheld_loss"] == pytest.approx(0.1)  # 0.7 paired - 0.6 withheld
+    assert [r["withheld_loss"] for r in c["rows"][:2]] == [None, None]
+    assert (c["image"], c["anchor"], c["oracle_image"], c["oracle_anchor"]) == ("film", "ehr", 0.6, 0.8)
+    assert c["auroc"] == {"all": 0.95, "ehr": 0.85} and c["seen"] == {"all": ["h0"], "ehr": ["h0"]}
+
+
+def test_the_ceiling_without_a_presence_block_withholds_the_cxr_from_the_ehr():
+    c = _ceiling([{"method": "a", "seed": 1, "test": {"macro_auprc": 0.5}, "oracle": _oracle()}], ["a"])
+    assert (c["image"], c["anchor"]) == ("cxr", "ehr")
+    assert _ceiling([{"method": "a", "seed": 1, "test": {}}], ["a"]) is None
+
+
+@pytest.mark.parametrize("value, shown", [(None, None), (float("nan"), None), (np.int64(2), 2.0), (0.5, 0.5)])
+def test_a_missing_or_nan_number_is_shown_as_none_and_any_other_as_a_float(value, shown):
+    assert _number_or_none(value) == shown and (shown is None or type(_number_or_none(value)) is float)
