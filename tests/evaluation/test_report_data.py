@@ -160,6 +160,17 @@ def test_the_why_section_embeds_figures_as_base64_and_names_the_sensitivity_meth
     assert why["captions"]["sensitivity"].startswith("MASAM's test metric")
 
 
+def test_the_why_section_shows_how_the_efficiency_timings_were_measured():
+    setup = {"repeats": 20, "warmup": 3, "threads": 4, "process": "one per method", "memory": "peak allocated",
+             "clock": "perf_counter"}
+    eff = {"methods": [{"method": "m", "step": {"median": 0.1}}], "device": "cpu", "batch": 8, **setup,
+           "extra": "not shown"}
+    why = why_section({**_analysis([1]), "efficiency": eff}, {}, seed=1)
+    assert why["efficiency_setup"] == setup
+    assert why["efficiency"] == [{"method": "m", "step": {"median": 0.1}}]
+    assert why["efficiency_device"] == "cpu, batch 8"
+
+
 def test_before_registration_the_report_names_the_model_as_clinfuse_register_will(evaluated):
     results, predictions, cohort, settings = evaluated
     partial = SimpleNamespace(**{**vars(cohort), "registered_model_name": "mimic-phenotype-partial"})
