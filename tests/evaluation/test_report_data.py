@@ -432,3 +432,139 @@ def test_the_ceiling_without_a_presence_block_withholds_the_cxr_from_the_ehr():
 @pytest.mark.parametrize("value, shown", [(None, None), (float("nan"), None), (np.int64(2), 2.0), (0.5, 0.5)])
 def test_a_missing_or_nan_number_is_shown_as_none_and_any_other_as_a_float(value, shown):
     assert _number_or_none(value) == shown and (shown is None or type(_number_or_none(value)) is float)
+
+
+# ---- the whole report on hand-made runs: six stays, two labels, perfect or perfectly inverted scores ----
+
+_Y = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 1]])
+_RIGHT = [[.9, .1], [.2, .8], [.7, .6], [.1, .2], [.6, .3], [.3, .9]]  # every positive above every negative
+_WRONG = [[.1, .7], [.6, .1], [.2, .2], [.7, .8], [.3, .9], [.8, .3]]  # every positive below every negative
+# AUPRC of _WRONG per label: positives at ranks 4, 5, 6 -> (1/4 + 2/5 + 3/6) / 3 = 0.38333; AUROC 0
+
+
+def _tiny_run(method, seed, val, p, **extra):
+    from clinfuse.evaluation.bootstrap import bootstrap_label_cis
+    from clinfuse.evaluation.calibration import calibration_summary
+    from clinfuse.evaluation.metrics import task_metrics
+
+    p = np.asarray(p, float)
+    doc = {"run": f"{method}-s{seed}", "method": method, "seed": seed, "labels": ["a", "b"],
+           "validation": {"metric": "val_macro_auprc", "value": val, "best_epoch": 2, "epochs_run": 3},
+           "test": task_metrics("multilabel", _Y, p, ["a", "b"]),
+           "ci": bootstrap_label_cis(_Y, p, np.arange(6), ["a", "b"], 5, 0, 0.95, min_events=1),
+           "calibration": calibration_summary(_Y, p, ["a", "b"], 2), "subgroups": {"sex": []}, **extra}
+    return doc, Predictions(_Y, p, np.arange(6))
+
+
+def _tiny_report(runs=None, manifest=None, task_type="multilabel", **kw):
+    runs = runs or [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG),
+                    _tiny_run("late_fusion", 2, 0.6, _RIGHT)]
+    cohort = SimpleNamespace(name="tiny", manifest={"dataset": "mimic-iv", "task": "phenotype", **(manifest or {})},
+                             task_type=task_type, label_names=["a", "b"], registered_model_name="tiny-model",
+                             samples=pd.DataFrame({"split": ["test"] * 6, "a": _Y[:, 0], "b": _Y[:, 1]}))
+    settings = ReportSettings(methods=["late_fusion", "masam"], proposed=["masam"], reference="late_fusion",
+                              seeds=[1], n_resamples=20, seed=0, level=0.95,
+                              shown={"CI level": 0.95, "operating-point rule": "youden"})
+    return build_report_data([r for r, _ in runs], [p for _, p in runs], cohort, "Tiny", settings,
+                             **{"sources": {}, "generated": "now", **kw})
+
+
+def test_the_runs_table_lists_every_run_in_table_order_and_flags_the_champion_and_each_methods_best():
+    data = _tiny_report()
+    assert [(r["method"], r["seed"], r["run"]) for r in data.runs] == [
+        ("late_fusion", 1, "late_fusion-s1"), ("late_fusion", 2, "late_fusion-s2"), ("masam", 1, "masam-s1")]
+    assert [(r["champion"], r["best_of_method"]) for r in data.runs] == [(False, False), (False, True), (True, True)]
+    assert [r["test"] for r in data.runs] == [pytest.approx(0.38333, abs=1e-5), 1.0, 1.0]
+    assert [r["val"] for r in data.runs] == [0.5, 0.6, 0.8]
+    assert data.runs[0] | {"test": None} == {
+        "method": "late_fusion", "seed": 1, "run": "late_fusion-s1", "val_metric": "val_macro_auprc", "val": 0.5,
+        "best_epoch": 2, "epochs_run": 3, "still_improving": False, "test": None, "mlflow_run_id": None,
+        "champion": False, "best_of_method": False}
+    assert data.champion == {"method": "masam", "seed": 1, "value": 1.0, "ci": data.champion["ci"], "undefined": None}
+    assert data.champion["ci"] is not None and data.headline_metric == "macro_auprc"
+
+
+def test_the_comparison_averages_each_methods_seeds_and_ranks_it_per_label():
+    late, masam = _tiny_report().comparison
+    assert (late["method"], late["n_seeds"], masam["method"], masam["n_seeds"]) == ("late_fusion", 2, "masam", 1)
+    assert late["headline_mean"] == pytest.approx((0.38333 + 1) / 2, abs=1e-5)
+    assert late["headline_std"] == pytest.approx((1 - 0.38333) / np.sqrt(2), abs=1e-5)  # sample std of two seeds
+    assert late["auroc_mean"] == 0.5 and late["auroc_std"] == pytest.approx(1 / np.sqrt(2))
+    assert (masam["headline_mean"], masam["auroc_mean"]) == (1.0, 1.0) and masam["headline_std"] is None
+    assert (late["rank_auprc"], late["rank_auroc"], masam["rank_auprc"], masam["rank_auroc"]) == (2.0, 2.0, 1.0, 1.0)
+
+
+def test_each_label_row_shows_every_methods_best_run_and_names_the_highest_auprc():
+    masam, late = _tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG)
+    for doc, _ in (masam, late):
+        doc["ci"]["per_label"]["b"] = {"auprc_ci": [0.1, 0.2], "auroc_ci": [0.3, 0.4]}
+    masam[0]["ci"]["min_events"] = 4  # 3 positives, 3 negatives: too few for a CI
+    a, b = _tiny_report([masam, late]).label_rows
+    assert [(r.label, r.prevalence, r.n_pos, r.best_method, r.few_events) for r in (a, b)] == [
+        ("a", 0.5, 3, "masam", True), ("b", 0.5, 3, "masam", True)]
+    assert b.by_method == {"masam": {"auprc": 1.0, "auroc": 1.0, "auprc_ci": [0.1, 0.2], "auroc_ci": [0.3, 0.4]},
+                           "late_fusion": {"auprc": pytest.approx(0.38333, abs=1e-5), "auroc": 0.0,
+                                           "auprc_ci": [0.1, 0.2], "auroc_ci": [0.3, 0.4]}}
+    assert not _tiny_report().label_rows[0].few_events  # min_events 1
+
+
+def test_the_paired_table_and_the_forest_plot_compare_the_proposed_method_with_the_reference():
+    data = _tiny_report()
+    verdict = data.verdicts[0]
+    assert (verdict["method"], verdict["reference"], verdict["unit"]) == ("masam", "late_fusion", "stays")
+    assert data.paired_difference == {"a": "masam", "b": "late_fusion", "seeds": [1], "n_seeds": 1,
+                                      "macro_auprc": verdict["macro_auprc"], "macro_auroc": verdict["macro_auroc"]}
+    # on seed 1 only, the one both have: 1 - 0.38333 and 1 - 0
+    assert verdict["macro_auprc"]["difference"] == pytest.approx(0.61667, abs=1e-5)
+    assert verdict["macro_auroc"]["difference"] == 1.0
+    assert [(f["method"], f["baseline"], [r["label"] for r in f["rows"]]) for f in data.forest] == [
+        ("masam", "late_fusion", ["a", "b"])]
+    assert sorted(data.figures) == ["forest:masam:late_fusion", "reliability"]
+    assert [label for label, _ in data.curves] == ["a", "b"]
+    assert data.seeds_measured is False and data.champion_margin is None
+
+
+def test_a_cohort_not_from_mimic_counts_samples_not_stays():
+    assert _tiny_report(manifest={"dataset": "adni"}).verdicts[0]["unit"] == "samples"
+
+
+def test_the_calibration_table_has_each_methods_best_run_pooled_numbers():
+    data = _tiny_report()
+    assert [c["method"] for c in data.calibration] == ["late_fusion", "masam"]
+    assert set(data.calibration[0]) == {"method", "brier", "slope", "intercept", "slope_note"}
+    # the best late_fusion run (seed 2) and masam score alike: the same pooled Brier
+    assert data.calibration[0]["brier"] == data.calibration[1]["brier"] == pytest.approx(
+        np.mean((np.asarray(_RIGHT) - _Y) ** 2))
+
+
+def test_the_report_header_shows_the_manifest_the_sources_and_a_synthetic_warning():
+    manifest = {"synthetic": True, "counts": {"stays": 6}, "exclusions": [{"reason": "x"}], "warnings": ["w"],
+                "created": "2026-01-01", "schema_version": 3}
+    sources = {"ehr": {"path": "ehr.csv", "bytes": 1234, "modified": "yesterday"}, "cxr": {"path": "cxr/"}}
+    data = _tiny_report(manifest=manifest, sources=sources, generated="today")
+    assert (data.title, data.synthetic, data.dataset, data.task, data.task_type) == (
+        "SYNTHETIC DATA: Tiny", True, "mimic-iv", "phenotype", "multilabel")
+    assert (data.cohort_counts, data.exclusions, data.cohort_warnings) == ({"stays": 6}, [{"reason": "x"}], ["w"])
+    assert data.data_versions == {"cohort": "tiny", "cohort created": "2026-01-01", "cohort schema version": 3,
+                                  "source: ehr": "ehr.csv (1,234 bytes, modified yesterday)", "source: cxr": "cxr/"}
+    assert (data.generated, data.methods, data.prevalence) == ("today", ["late_fusion", "masam"],
+                                                               {"test": {"a": 0.5, "b": 0.5}})
+    plain = _tiny_report()
+    assert (plain.title, plain.synthetic, plain.cohort_counts, plain.exclusions, plain.cohort_warnings) == (
+        "Tiny", None, {}, [], [])
+
+
+def test_the_report_carries_the_champions_blocks_and_the_settings_it_ran_with():
+    runs = [_tiny_run("masam", 1, 0.8, _RIGHT, operating_points={"a": 1}, mlflow_run_id="abc",
+                      method_options={"rho": 0.1}),
+            _tiny_run("late_fusion", 1, 0.5, _WRONG)]
+    data = _tiny_report(runs, provenance={"commit": "c0"}, summary_link="../summary.html")
+    assert data.operating_points == {"a": 1} and data.runs[1]["mlflow_run_id"] == "abc"
+    assert data.settings == {"CI level": 0.95, "operating-point rule": "youden",
+                             "champion method options": '{"rho": 0.1}'}
+    assert data.provenance["commit"] == "c0" and data.provenance["registry"]["name"] == "tiny-model"
+    assert data.summary_link == "../summary.html" and data.excluded_labels == runs[0][0]["test"]["excluded_labels"]
+    assert data.subgroups == {"sex": []} and data.min_events == 1 and data.n_resamples == 20
+    assert data.reliability_bins == runs[0][0]["calibration"]["pooled"]["reliability"]
+    assert (data.multiclass, data.features, data.ceiling, data.why, data.explain) == (None, None, None, None, None)
+    assert [n["method"] if isinstance(n, dict) else n for n in data.method_notes] is not None
