@@ -568,3 +568,70 @@ def test_the_report_carries_the_champions_blocks_and_the_settings_it_ran_with():
     assert data.reliability_bins == runs[0][0]["calibration"]["pooled"]["reliability"]
     assert (data.multiclass, data.features, data.ceiling, data.why, data.explain) == (None, None, None, None, None)
     assert [n["method"] if isinstance(n, dict) else n for n in data.method_notes] is not None
+
+
+def test_a_binary_cohort_gets_a_decision_curve():
+    runs = [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG)]
+    for doc, pred in runs:  # keep label a only
+        doc["labels"] = ["a"]
+    runs = [(doc, pred._replace(y=pred.y[:, :1], p=pred.p[:, :1])) for doc, pred in runs]
+    data = _tiny_report(runs, task_type="binary")
+    assert sorted(data.figures) == ["decision_curve", "forest:masam:late_fusion", "reliability"]
+    assert [r.label for r in data.label_rows] == ["a"]
+
+
+def test_a_multiclass_cohort_drops_the_operating_point_rule_and_shows_its_confusion_matrix():
+    from clinfuse.evaluation.metrics import task_metrics
+
+    codes = np.array([0, 1, 1, 0, 0, 1])
+    runs = []
+    for method, val, p in (("masam", 0.8, _RIGHT), ("late_fusion", 0.5, _WRONG)):
+        doc, pred = _tiny_run(method, 1, val, p)
+        doc["test"] = task_metrics("multiclass", codes, pred.p / pred.p.sum(1, keepdims=True), ["a", "b"])
+        doc["test"]["confusion_matrix"] = [[2, 1], [0, 3]]
+        runs.append((doc, pred))
+    data = _tiny_report(runs, task_type="multiclass", manifest={"label_columns": ["a"]})
+    assert "operating-point rule" not in data.settings and data.settings["CI level"] == 0.95
+    assert data.multiclass["counts"] == [[2, 1], [0, 3]] and data.multiclass["classes"] == ["a", "b"]
+    assert [r.label for r in data.label_rows] == ["a", "b"] and data.headline_metric == "macro_map"
+    assert "decision_curve" not in data.figures
+
+
+def test_masams_design_alternatives_are_each_compared_with_masam():
+    runs = [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("masam_gamma_only", 1, 0.5, _WRONG),
+            _tiny_run("late_fusion", 1, 0.4, _WRONG)]
+    data = _tiny_report(runs)
+    assert [d["method"] for d in data.design_alternatives] == ["masam", "masam_gamma_only"]
+    paired = data.design_alternatives[1]["paired"]
+    assert (paired["method"], paired["reference"]) == ("masam_gamma_only", "masam")
+    assert paired["macro_auprc"]["difference"] == pytest.approx(0.38333 - 1, abs=1e-5)
+    assert data.design_alternatives[0]["paired"] is None
+    assert [(c["method"], c["reference"]) for c in data.verdicts].count(("masam_gamma_only", "masam")) == 1
+
+
+def test_with_validation_predictions_the_report_says_whether_the_champions_margin_is_noise():
+    runs = [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG)]
+    margin = _tiny_report(runs, val_predictions=[p for _, p in runs]).champion_margin
+    assert (margin["champion"]["method"], margin["runner_up"]["method"]) == ("masam", "late_fusion")
+    assert margin["difference"] == pytest.approx(1 - 0.38333, abs=1e-5)
+
+
+def test_the_why_section_shows_the_settings_first_seed_and_the_registry_record_is_shown():
+    record = {"run": "runs/masam-s1", "name": "tiny-model", "version": 2}
+    data = _tiny_report(analysis=(_analysis([1, 3]), {}), registry_record=record)
+    assert [r["trace_per_param"] for r in data.why["flatness"]] == [1.0]
+    assert data.provenance["registry"]["version"] == 2 and data.provenance["registry"]["note"] is None
+    assert data.explain is None  # the analysis holds no explanations
+
+
+def test_a_cohort_with_tabular_inputs_lists_them():
+    data = _tiny_report(manifest={"tabular_features": ["AGE"]})
+    assert data.features["used"] == [{"column": "AGE", "encoded": ["AGE"]}]
+
+
+def test_the_still_improving_flag_and_the_headline_undefined_reason_reach_the_report():
+    masam = _tiny_run("masam", 1, 0.8, _RIGHT, headline_undefined="no positives")
+    masam[0]["validation"]["still_improving"] = 1
+    data = _tiny_report([masam, _tiny_run("late_fusion", 1, 0.5, _WRONG)])
+    assert data.champion["undefined"] == "no positives"
+    assert [r["still_improving"] for r in data.runs] == [False, True]
