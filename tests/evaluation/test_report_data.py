@@ -635,3 +635,10 @@ def test_the_still_improving_flag_and_the_headline_undefined_reason_reach_the_re
     data = _tiny_report([masam, _tiny_run("late_fusion", 1, 0.5, _WRONG)])
     assert data.champion["undefined"] == "no positives"
     assert [r["still_improving"] for r in data.runs] == [False, True]
+
+
+def test_predictions_that_do_not_match_the_runs_one_for_one_are_refused():
+    runs = [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG)]
+    with pytest.raises(ValueError):
+        build_report_data([r for r, _ in runs], [runs[0][1]], SimpleNamespace(), "Tiny", None, sources={},
+                          generated="now")
