@@ -456,14 +456,14 @@ def _tiny_run(method, seed, val, p, **extra):
     return doc, Predictions(_Y, p, np.arange(6))
 
 
-def _tiny_report(runs=None, manifest=None, task_type="multilabel", **kw):
+def _tiny_report(runs=None, manifest=None, task_type="multilabel", seeds=(1,), **kw):
     runs = runs or [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG),
                     _tiny_run("late_fusion", 2, 0.6, _RIGHT)]
     cohort = SimpleNamespace(name="tiny", manifest={"dataset": "mimic-iv", "task": "phenotype", **(manifest or {})},
                              task_type=task_type, label_names=["a", "b"], registered_model_name="tiny-model",
                              samples=pd.DataFrame({"split": ["test"] * 6, "a": _Y[:, 0], "b": _Y[:, 1]}))
     settings = ReportSettings(methods=["late_fusion", "masam"], proposed=["masam"], reference="late_fusion",
-                              seeds=[1], n_resamples=20, seed=0, level=0.95,
+                              seeds=list(seeds), n_resamples=20, seed=0, level=0.95,
                               shown={"CI level": 0.95, "operating-point rule": "youden"})
     return build_report_data([r for r, _ in runs], [p for _, p in runs], cohort, "Tiny", settings,
                              **{"sources": {}, "generated": "now", **kw})
@@ -614,6 +614,7 @@ def test_with_validation_predictions_the_report_says_whether_the_champions_margi
     margin = _tiny_report(runs, val_predictions=[p for _, p in runs]).champion_margin
     assert (margin["champion"]["method"], margin["runner_up"]["method"]) == ("masam", "late_fusion")
     assert margin["difference"] == pytest.approx(1 - 0.38333, abs=1e-5)
+    assert margin["level"] == 0.95 and margin["n_val"] == 6
 
 
 def test_the_why_section_shows_the_settings_first_seed_and_the_registry_record_is_shown():
@@ -622,6 +623,8 @@ def test_the_why_section_shows_the_settings_first_seed_and_the_registry_record_i
     assert [r["trace_per_param"] for r in data.why["flatness"]] == [1.0]
     assert data.provenance["registry"]["version"] == 2 and data.provenance["registry"]["note"] is None
     assert data.explain is None  # the analysis holds no explanations
+    later = _tiny_report(analysis=(_analysis([1, 3]), {}), seeds=(3, 1))
+    assert [r["trace_per_param"] for r in later.why["flatness"]] == [3.0]
 
 
 def test_a_cohort_with_tabular_inputs_lists_them():
@@ -642,3 +645,54 @@ def test_predictions_that_do_not_match_the_runs_one_for_one_are_refused():
     with pytest.raises(ValueError):
         build_report_data([r for r, _ in runs], [runs[0][1]], SimpleNamespace(), "Tiny", None, sources={},
                           generated="now")
+
+
+def test_the_champions_ci_is_that_of_the_headline_else_of_the_macro_auprc():
+    masam = _tiny_run("masam", 1, 0.8, _RIGHT)
+    masam[0]["ci"].update(macro_auprc_ci=[0.1, 0.2], macro_map_ci=[0.3, 0.4])
+    runs = [masam, _tiny_run("late_fusion", 1, 0.5, _WRONG)]
+    assert _tiny_report(runs).champion["ci"] == [0.1, 0.2]
+    for doc, _ in runs:  # a multiclass headline
+        doc["test"].update(headline="macro_map", macro_map=doc["test"]["macro_auprc"])
+    assert _tiny_report(runs).champion["ci"] == [0.3, 0.4]
+    del masam[0]["ci"]["macro_map_ci"]
+    assert _tiny_report(runs).champion["ci"] == [0.1, 0.2]
+
+
+def test_the_figures_are_drawn_with_their_titles_baselines_and_units():
+    from unittest import mock
+
+    import clinfuse.evaluation.report_data as rd
+
+    with mock.patch.object(rd, "reliability_figure", return_value="R") as reliability, \
+            mock.patch.object(rd, "forest_figure", return_value="F") as forest:
+        data = _tiny_report()
+    assert reliability.call_args.args[2] == "Reliability (all labels pooled, quantile bins)"
+    assert sorted(reliability.call_args.args[0]) == sorted(reliability.call_args.args[1]) == ["late_fusion", "masam"]
+    rows, baseline, method = forest.call_args.args
+    assert (baseline, method, forest.call_args.kwargs) == ("late_fusion", "masam", {"unit": "label", "n_seeds": 1})
+    assert [r["label"] for r in rows] == ["a", "b"] and data.figures["forest:masam:late_fusion"] == "F"
+    runs = [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG)]
+    for doc, _ in runs:
+        doc["labels"] = ["a"]
+    runs = [(doc, pred._replace(y=pred.y[:, :1], p=pred.p[:, :1])) for doc, pred in runs]
+    with mock.patch.object(rd, "reliability_figure", return_value="R") as reliability:
+        _tiny_report(runs, task_type="binary")
+    assert reliability.call_args.args[2] == "Reliability (quantile bins)"
+
+
+def test_a_multiclass_forest_plot_counts_classes():
+    from unittest import mock
+
+    import clinfuse.evaluation.report_data as rd
+    from clinfuse.evaluation.metrics import task_metrics
+
+    runs = []
+    for method, val, p in (("masam", 0.8, _RIGHT), ("late_fusion", 0.5, _WRONG)):
+        doc, pred = _tiny_run(method, 1, val, p)
+        doc["test"] = task_metrics("multiclass", np.array([0, 1, 1, 0, 0, 1]), pred.p / pred.p.sum(1, keepdims=True),
+                                   ["a", "b"])
+        runs.append((doc, pred))
+    with mock.patch.object(rd, "forest_figure", return_value="F") as forest:
+        _tiny_report(runs, task_type="multiclass", manifest={"label_columns": ["a"]})
+    assert forest.call_args.kwargs["unit"] == "class"
