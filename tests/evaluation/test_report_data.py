@@ -567,12 +567,14 @@ def test_the_report_carries_the_champions_blocks_and_the_settings_it_ran_with():
     assert data.subgroups == {"sex": []} and data.min_events == 1 and data.n_resamples == 20
     assert data.reliability_bins == runs[0][0]["calibration"]["pooled"]["reliability"]
     assert (data.multiclass, data.features, data.ceiling, data.why, data.explain) == (None, None, None, None, None)
-    assert [n["method"] if isinstance(n, dict) else n for n in data.method_notes] is not None
+    from clinfuse.evaluation.method_notes import method_note
+
+    assert data.method_notes == [method_note("late_fusion"), method_note("masam")]
 
 
 def test_a_binary_cohort_gets_a_decision_curve():
     runs = [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG)]
-    for doc, pred in runs:  # keep label a only
+    for doc, _ in runs:  # keep label a only
         doc["labels"] = ["a"]
     runs = [(doc, pred._replace(y=pred.y[:, :1], p=pred.p[:, :1])) for doc, pred in runs]
     data = _tiny_report(runs, task_type="binary")
