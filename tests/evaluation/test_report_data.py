@@ -698,3 +698,25 @@ def test_a_multiclass_forest_plot_counts_classes():
     with mock.patch.object(rd, "forest_figure", return_value="F") as forest:
         _tiny_report(runs, task_type="multiclass", manifest={"label_columns": ["a"]})
     assert forest.call_args.kwargs["unit"] == "class"
+
+
+def test_a_method_neither_proposed_nor_the_reference_is_compared_with_the_reference():
+    runs = [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG),
+            _tiny_run("sam", 1, 0.6, _RIGHT)]
+    pairs = [(c["method"], c["reference"]) for c in _tiny_report(runs).verdicts]
+    assert ("sam", "late_fusion") in pairs and ("late_fusion", "sam") not in pairs
+
+
+def test_a_calibration_slope_that_could_not_be_estimated_says_why():
+    masam = _tiny_run("masam", 1, 0.8, _RIGHT)
+    masam[0]["calibration"]["pooled"]["slope_note"] = "separated"
+    data = _tiny_report([masam, _tiny_run("late_fusion", 1, 0.5, _WRONG)])
+    assert {c["method"]: c["slope_note"] for c in data.calibration}["masam"] == "separated"
+
+
+def test_a_synthetic_cohorts_runs_are_measured_against_the_oracle_ceiling():
+    masam = _tiny_run("masam", 1, 0.8, _RIGHT, oracle=_oracle())
+    data = _tiny_report([masam, _tiny_run("late_fusion", 1, 0.5, _WRONG)])
+    assert data.ceiling["oracle_all"] == 0.9
+    assert [(r["method"], r["gap_to_ceiling"]) for r in data.ceiling["rows"]] == [
+        ("late_fusion", pytest.approx(0.9 - 0.38333, abs=1e-5)), ("masam", pytest.approx(-0.1))]
