@@ -459,7 +459,9 @@ def _tiny_run(method, seed, val, p, **extra):
 def _tiny_report(runs=None, manifest=None, task_type="multilabel", seeds=(1,), **kw):
     runs = runs or [_tiny_run("masam", 1, 0.8, _RIGHT), _tiny_run("late_fusion", 1, 0.5, _WRONG),
                     _tiny_run("late_fusion", 2, 0.6, _RIGHT)]
-    cohort = SimpleNamespace(name="tiny", manifest={"dataset": "mimic-iv", "task": "phenotype", **(manifest or {})},
+    manifest = {k: v for k, v in {"dataset": "mimic-iv", "task": "phenotype", **(manifest or {})}.items()
+                if v is not None}  # None removes a key
+    cohort = SimpleNamespace(name="tiny", manifest=manifest,
                              task_type=task_type, label_names=["a", "b"], registered_model_name="tiny-model",
                              samples=pd.DataFrame({"split": ["test"] * 6, "a": _Y[:, 0], "b": _Y[:, 1]}))
     settings = ReportSettings(methods=["late_fusion", "masam"], proposed=["masam"], reference="late_fusion",
@@ -552,6 +554,8 @@ def test_the_report_header_shows_the_manifest_the_sources_and_a_synthetic_warnin
     plain = _tiny_report()
     assert (plain.title, plain.synthetic, plain.cohort_counts, plain.exclusions, plain.cohort_warnings) == (
         "Tiny", None, {}, [], [])
+    bare = _tiny_report(manifest={"dataset": None, "task": None})
+    assert (bare.dataset, bare.task) == ("", "")
 
 
 def test_the_report_carries_the_champions_blocks_and_the_settings_it_ran_with():
