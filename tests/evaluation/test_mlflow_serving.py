@@ -436,14 +436,14 @@ def test_the_explain_param_adds_each_modality_s_contribution_per_label_after_the
 
 def test_the_staged_package_is_clinfuse_in_its_installed_layout(tmp_path):
     import clinfuse
+    from clinfuse.pipeline import serving
     from clinfuse.pipeline.serving import SUBPACKAGES, stage_package
 
     root = stage_package(tmp_path / "new" / "code")  # the folder is created
     assert root == tmp_path / "new" / "code" / "clinfuse"
     assert (root / "__init__.py").read_text() == Path(clinfuse.__file__).read_text()
     assert sorted(p.name for p in root.iterdir()) == sorted(["__init__.py", *SUBPACKAGES])
-    assert (root / "pipeline" / "serving.py").read_text() == Path(__file__).parents[2].joinpath(
-        "pipeline", "serving.py").read_text()
+    assert (root / "pipeline" / "serving.py").read_text() == Path(serving.__file__).read_text()
     assert (root / "models" / "export.py").is_file() and (root / "configs").is_dir()
 
 
