@@ -465,9 +465,9 @@ def test_the_staged_package_leaves_out_caches_and_compiled_files(tmp_path):
     assert sorted(p.name for p in (root / "stray").iterdir()) == ["__init__.py", "a.py"]
 
 
-def _save_pair(path: Path, mlflow_model=None) -> None:
+def _save_pair(path: Path, mlflow_model=None, card: bool = True) -> None:
     """Save a two-modality toy model, sigmoid(has_x (x_1 + x_2) + has_y y), through the flavor, with a model
-    card saying it never saw a sample without y."""
+    card saying it never saw a sample without y (unless `card` is False)."""
     import torch
 
     from clinfuse.pipeline.registry import model_signature
@@ -479,12 +479,13 @@ def _save_pair(path: Path, mlflow_model=None) -> None:
 
     example = {"x": np.array([[0.5, 0.5], [1.0, -3.0]], np.float32), "y": np.array([0.0, 0.0], np.float32),
                "has_x": np.array([1.0, 1.0], np.float32), "has_y": np.array([1.0, 1.0], np.float32)}
-    card = path.parent / "metadata.json"
-    card.write_text(json.dumps({"network_data_format": {"inputs": {"has_x": {"accepts_absent": True},
-                                                                   "has_y": {"accepts_absent": False}}}}))
+    card_file = path.parent / "metadata.json"
+    card_file.write_text(json.dumps({"network_data_format": {"inputs": {"has_x": {"accepts_absent": True},
+                                                                        "has_y": {"accepts_absent": False}}}}))
     save_model(str(path), mlflow_model, exportable=Pair(), example=example, labels=["risk"],
                signature=model_signature(list(example), tuple(example.values()), ["risk"]),
-               pip_requirements=["torch", "mlflow"], extra_files=[str(card)], metadata={"model_card": "metadata.json"})
+               pip_requirements=["torch", "mlflow"], extra_files=[str(card_file)] if card else None,
+               metadata={"model_card": "metadata.json"})
 
 
 def test_a_saved_model_serves_named_inputs_and_its_card_s_refusals_from_its_own_folder(tmp_path):
@@ -527,3 +528,21 @@ def test_a_saved_model_folder_holds_both_flavors_its_code_card_named_example_and
     assert json.loads((path / "input_example.json").read_text()) == {
         "x": [[0.5, 0.5], [1.0, -3.0]], "y": [0.0, 0.0], "has_x": [1.0, 1.0], "has_y": [1.0, 1.0]}
     assert json.loads((path / "serving_input_example.json").read_text())["inputs"]["x"] == [[0.5, 0.5], [1.0, -3.0]]
+
+
+def test_a_model_saved_without_a_card_refuses_no_modality_and_its_program_stays_pickle_free(tmp_path):
+    import mlflow
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "input_example.json").write_text("mine")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)  # saving leaves the working directory alone
+        mp.setenv("MLFLOW_TRACKING_URI", "databricks")  # where MLflow's own default format would be a pickle
+        _save_pair(tmp_path / "model", card=False)
+    assert (work / "input_example.json").read_text() == "mine"
+    assert (tmp_path / "model" / "data" / "model.pt2").is_file()
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    out = model.predict({"x": np.array([[0.5, 0.5]], np.float32), "y": np.array([3.0], np.float32),
+                         "has_x": np.ones(1, np.float32), "has_y": np.zeros(1, np.float32)})
+    np.testing.assert_allclose(out["risk"].to_numpy(), [1 / (1 + np.exp(-1.0))], rtol=1e-6)  # y absent: sigmoid(1)
