@@ -401,3 +401,148 @@ def test_predict_answers_bad_inputs_and_non_finite_probabilities_with_400_errors
     with pytest.raises(MlflowException, match=r"^row 1: the model's probabilities are not finite \(inputs far outside "
                                               r"the training range\?\); nothing returned$"):
         blows_up.predict({"x": np.stack([np.ones((2, 2)), np.full((2, 2), 0.25)]), "has_x": np.ones(2)})
+
+
+def test_a_dataframe_cell_left_empty_is_refused_as_a_missing_value_naming_the_input_and_row():
+    served = _served()
+    cells = pd.DataFrame({"x": [[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], "has_x": [1.0, None]})
+    with pytest.raises(ValueError, match=r"^input 'has_x': row 1 has NaN or infinite values"):
+        served.predict(cells)
+
+
+def test_the_explain_param_adds_each_modality_s_contribution_per_label_after_the_probabilities():
+    import torch
+
+    from clinfuse.pipeline.serving import ServedModel
+
+    # Additive in the modalities: a modality's Shapley contribution is its own term, zero when absent.
+    # risk = a + b, gap = a - b (a = 0.25 a_in has_a, b = 0.5 b_in has_b): sample 0 has both, sample 1 only a.
+    def program(a, b, has_a, has_b):
+        ta, tb = 0.25 * a * has_a, 0.5 * b * has_b
+        return torch.stack([ta + tb, ta - tb], dim=1)
+
+    served = ServedModel(program, ["a", "b", "has_a", "has_b"], {"a": (), "b": (), "has_a": (), "has_b": ()},
+                         ["risk", "gap"])
+    inputs = {"a": np.array([1.0, 2.0]), "b": np.array([1.0, 0.0]), "has_a": np.ones(2), "has_b": np.array([1.0, 0.0])}
+    out = served.predict(inputs, params={"explain": True})
+    assert list(out.columns) == ["risk", "gap", "contribution__a__risk", "contribution__a__gap",
+                                 "contribution__b__risk", "contribution__b__gap"]
+    np.testing.assert_allclose(out.to_numpy(), [[0.75, -0.25, 0.25, 0.25, 0.5, -0.5],
+                                                [0.5, 0.5, 0.5, 0.5, 0.0, 0.0]], atol=1e-7)
+    assert list(served.predict(inputs, params={"explain": "false"}).columns) == ["risk", "gap"]
+    with pytest.raises(ValueError, match="predict param 'explain' must be true or false, got 'yes'"):
+        served.predict(inputs, params={"explain": "yes"})
+
+
+def test_the_staged_package_is_clinfuse_in_its_installed_layout(tmp_path):
+    import clinfuse
+    from clinfuse.pipeline import serving
+    from clinfuse.pipeline.serving import SUBPACKAGES, stage_package
+
+    root = stage_package(tmp_path / "new" / "code")  # the folder is created
+    assert root == tmp_path / "new" / "code" / "clinfuse"
+    assert (root / "__init__.py").read_text() == Path(clinfuse.__file__).read_text()
+    assert sorted(p.name for p in root.iterdir()) == sorted(["__init__.py", *SUBPACKAGES])
+    assert (root / "pipeline" / "serving.py").read_text() == Path(serving.__file__).read_text()
+    assert (root / "models" / "export.py").is_file() and (root / "configs").is_dir()
+
+
+def test_the_staged_package_leaves_out_caches_and_compiled_files(tmp_path):
+    import types
+
+    from clinfuse.pipeline import serving
+
+    source = tmp_path / "src" / "stray"  # a subpackage living outside the checkout, with compiled leftovers
+    (source / "__pycache__").mkdir(parents=True)
+    for name in ("__init__.py", "a.py", "a.pyc", "b.pyo", "__pycache__/a.cpython-311.pyc"):
+        (source / name).write_text("")
+    module = types.ModuleType("clinfuse.stray")
+    module.__file__ = str(source / "__init__.py")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "clinfuse.stray", module)
+        mp.setattr(serving, "SUBPACKAGES", ("stray",))
+        root = serving.stage_package(tmp_path / "out")
+    assert sorted(p.name for p in (root / "stray").iterdir()) == ["__init__.py", "a.py"]
+
+
+def _save_pair(path: Path, mlflow_model=None, card: bool = True) -> None:
+    """Save a two-modality toy model, sigmoid(has_x (x_1 + x_2) + has_y y), through the flavor, with a model
+    card saying it never saw a sample without y (unless `card` is False)."""
+    import torch
+
+    from clinfuse.pipeline.registry import model_signature
+    from clinfuse.pipeline.serving import save_model
+
+    class Pair(torch.nn.Module):
+        def forward(self, x, y, has_x, has_y):
+            return torch.sigmoid(x.sum(-1) * has_x + y * has_y)[:, None]
+
+    example = {"x": np.array([[0.5, 0.5], [1.0, -3.0]], np.float32), "y": np.array([0.0, 0.0], np.float32),
+               "has_x": np.array([1.0, 1.0], np.float32), "has_y": np.array([1.0, 1.0], np.float32)}
+    card_file = path.parent / "metadata.json"
+    card_file.write_text(json.dumps({"network_data_format": {"inputs": {"has_x": {"accepts_absent": True},
+                                                                        "has_y": {"accepts_absent": False}}}}))
+    save_model(str(path), mlflow_model, exportable=Pair(), example=example, labels=["risk"],
+               signature=model_signature(list(example), tuple(example.values()), ["risk"]),
+               pip_requirements=["torch", "mlflow"], extra_files=[str(card_file)] if card else None,
+               metadata={"model_card": "metadata.json"})
+
+
+def test_a_saved_model_serves_named_inputs_and_its_card_s_refusals_from_its_own_folder(tmp_path):
+    import mlflow
+
+    path = tmp_path / "model"
+    _save_pair(path)
+    assert json.loads((path / "data" / "serving.json").read_text()) == {
+        "inputs": ["x", "y", "has_x", "has_y"], "shapes": {"x": [2], "y": [], "has_x": [], "has_y": []},
+        "labels": ["risk"]}
+    model = mlflow.pyfunc.load_model(str(path))
+    # sigmoid(0.5 + 0.5 + 0) = 0.731059; x absent: sigmoid(-2) = 0.119203
+    out = model.predict({"has_y": np.ones(2, np.float32), "y": np.array([0.0, -2.0], np.float32),
+                         "has_x": np.array([1.0, 0.0], np.float32), "x": np.array([[0.5, 0.5], [1.0, 1.0]], np.float32)})
+    assert list(out.columns) == ["risk"]
+    np.testing.assert_allclose(out["risk"].to_numpy(), 1 / (1 + np.exp([-1.0, 2.0])), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^input 'has_y': row 0 is 0, but this model never saw a sample without y"):
+        model.predict({"x": np.zeros((1, 2), np.float32), "y": np.zeros(1, np.float32),
+                       "has_x": np.ones(1, np.float32), "has_y": np.zeros(1, np.float32)})
+
+
+def test_a_saved_model_folder_holds_both_flavors_its_code_card_named_example_and_requirements(tmp_path):
+    import mlflow
+
+    path = tmp_path / "model"
+    logged = mlflow.models.Model()  # what `Model.log` passes: the flavors must be recorded on it
+    _save_pair(path, logged)
+    for meta in (logged, mlflow.models.Model.load(str(path))):
+        pyfunc = meta.flavors["python_function"]
+        assert pyfunc["loader_module"] == "clinfuse.pipeline.serving"
+        assert (pyfunc["data"], pyfunc["code"], pyfunc["env"]) == ("data", "code", {"conda": "conda.yaml",
+                                                                                  "virtualenv": "python_env.yaml"})
+        assert meta.flavors["pytorch"]["model_data"] == "data"
+        assert meta.metadata == {"model_card": "metadata.json"}
+        assert meta.signature.inputs.input_names() == ["x", "y", "has_x", "has_y"]
+    assert (path / "data" / "model.pt2").is_file() and (path / "code" / "clinfuse" / "pipeline" / "serving.py").is_file()
+    assert (path / "extra_files" / "metadata.json").read_text() == (tmp_path / "metadata.json").read_text()
+    assert (path / "requirements.txt").read_text().split() == ["torch", "mlflow"]
+    # the stored example is the named one, as a user passes it
+    assert json.loads((path / "input_example.json").read_text()) == {
+        "x": [[0.5, 0.5], [1.0, -3.0]], "y": [0.0, 0.0], "has_x": [1.0, 1.0], "has_y": [1.0, 1.0]}
+    assert json.loads((path / "serving_input_example.json").read_text())["inputs"]["x"] == [[0.5, 0.5], [1.0, -3.0]]
+
+
+def test_a_model_saved_without_a_card_refuses_no_modality_and_its_program_stays_pickle_free(tmp_path):
+    import mlflow
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "input_example.json").write_text("mine")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)  # saving leaves the working directory alone
+        mp.setenv("MLFLOW_TRACKING_URI", "databricks")  # where MLflow's own default format would be a pickle
+        _save_pair(tmp_path / "model", card=False)
+    assert (work / "input_example.json").read_text() == "mine"
+    assert (tmp_path / "model" / "data" / "model.pt2").is_file()
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    out = model.predict({"x": np.array([[0.5, 0.5]], np.float32), "y": np.array([3.0], np.float32),
+                         "has_x": np.ones(1, np.float32), "has_y": np.zeros(1, np.float32)})
+    np.testing.assert_allclose(out["risk"].to_numpy(), [1 / (1 + np.exp(-1.0))], rtol=1e-6)  # y absent: sigmoid(1)

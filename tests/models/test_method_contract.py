@@ -43,6 +43,16 @@ def test_a_sample_with_no_modality_present_gets_the_plain_mean():
     assert torch.allclose(torch.sigmoid(average_probabilities(logits, present, "binary")), torch.tensor([[0.625]]))
 
 
+
+def test_the_fused_prediction_is_built_on_the_logits_device():
+    # The meta device stands in for a GPU on a CPU machine: like CUDA, it refuses to mix with CPU tensors,
+    # so a weight or mask created on the default (CPU) device would fail here.
+    logits = {m: torch.zeros(2, 3, device="meta") for m in ("a", "b")}
+    present = {m: torch.ones(2, dtype=torch.bool, device="meta") for m in ("a", "b")}
+    for task_type in ("multilabel", "multiclass"):
+        fused = average_probabilities(logits, present, task_type)
+        assert fused.device.type == "meta" and fused.shape == (2, 3)
+
 def test_certain_probabilities_are_kept_one_eps_inside_0_and_1_for_sigmoid_tasks_only():
     # sigmoid(+-200) is exactly 1 and 0 in float32: logit would be +-inf, so p is clamped to [eps, 1 - eps]
     eps = torch.finfo(torch.float32).eps
