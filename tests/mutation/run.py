@@ -231,15 +231,17 @@ def wilson_interval(killed: int, total: int, z: float = 1.959964) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def coverage(run: int, generated: int, killed: int, scored: int, sampled: bool) -> str:
-    """What a module's score stands for: every mutant, a random sample (with the 95 % interval of the
-    score of all its mutants), or an unfinished run (no interval: what was left is not random)."""
+def coverage(run: int, generated: int, killed: int, scored: int, drawn: int | None) -> str:
+    """What a module's score stands for: every mutant; a random sample of `drawn` mutants, all run (with
+    the 95 % interval of the score of all its mutants); or an unfinished run (no interval: mutmut runs
+    the quickest mutants first, so the ones run are not a random subset)."""
     if run == generated:
         return f" (all {generated} mutants)"
-    if sampled:
+    if drawn is not None and run == drawn:
         lo, hi = wilson_interval(killed, scored)
         return f" ({run} of {generated} mutants, sampled: 95 % CI {lo:.3f}-{hi:.3f})"
-    return f" ({run} of {generated} mutants run; not a sample, no interval)"
+    of = f"{run} of the {drawn} sampled" if drawn is not None else f"{run} of {generated}"
+    return f" ({of} mutants run, unfinished: the quickest first, not a random subset; no interval)"
 
 
 def module_scores(killed: list[str], scored: list[str]) -> dict[str, tuple[int, int]]:
@@ -376,10 +378,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(unexplained)} unexplained")
     listed_names = {k for k, _ in listed}
     generated = Counter(module_of(k) for k in every)
+    drawn = Counter(module_of(k) for k in found) if sample is not None else None
     run_per_module = Counter(module_of(k) for k in checked)
     for module, (k, n) in module_scores(killed, [m for m in checked if m not in listed_names]).items():
         print(f"  {module}: {k}/{n} = {k / n if n else 0.0:.3f}"
-              f"{coverage(run_per_module[module], generated[module], k, n, sampled=sample is not None)}")
+              f"{coverage(run_per_module[module], generated[module], k, n, None if drawn is None else drawn[module])}")
     total = len(checked) - len(listed)
     if sample is not None:
         lo, hi = wilson_interval(len(killed), total)

@@ -48,7 +48,10 @@ def test_module_scores_count_kills_per_module():
 
 
 def test_a_module_line_says_whether_it_covers_every_mutant_a_sample_or_an_unfinished_run():
-    assert coverage(69, 69, 65, 65, sampled=True) == " (all 69 mutants)"
+    assert coverage(69, 69, 65, 65, drawn=7) == " (all 69 mutants)"
     lo, hi = wilson_interval(9, 10)
-    assert coverage(11, 110, 9, 10, sampled=True) == f" (11 of 110 mutants, sampled: 95 % CI {lo:.3f}-{hi:.3f})"
-    assert coverage(11, 110, 9, 10, sampled=False) == " (11 of 110 mutants run; not a sample, no interval)"
+    assert coverage(11, 110, 9, 10, drawn=11) == f" (11 of 110 mutants, sampled: 95 % CI {lo:.3f}-{hi:.3f})"
+    assert coverage(6, 110, 5, 5, drawn=11) == (
+        " (6 of the 11 sampled mutants run, unfinished: the quickest first, not a random subset; no interval)")
+    assert coverage(11, 110, 9, 10, drawn=None) == (
+        " (11 of 110 mutants run, unfinished: the quickest first, not a random subset; no interval)")
