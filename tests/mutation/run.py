@@ -384,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {module}: {k}/{n} = {k / n if n else 0.0:.3f}"
               f"{coverage(run_per_module[module], generated[module], k, n, None if drawn is None else drawn[module])}")
     total = len(checked) - len(listed)
-    if sample is not None:
+    if sample is not None and len(checked) < len(found):
+        print(f"sample: {sample['fraction']:.0%} of each module's mutants, seed {sample['seed']}; unfinished "
+              f"({len(checked)} of the {len(found)} sampled run): no interval for the whole")
+    elif sample is not None:
         lo, hi = wilson_interval(len(killed), total)
         print(f"sample: {sample['fraction']:.0%} of each module's mutants, seed {sample['seed']}; "
               f"95 % CI of the score {lo:.3f}-{hi:.3f}")
