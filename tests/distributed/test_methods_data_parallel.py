@@ -65,9 +65,11 @@ TOLERANCE = 1e-9
 
 @pytest.fixture(scope="module")
 def two_ranks(request, tmp_path_factory):
-    # only the cases this session runs (`-k masam` starts two ranks for the MASAM cases alone)
+    # only the cases this session runs (`-k masam` starts two ranks for the MASAM cases alone); only this
+    # module's items: another module may name a parameter "case" too
     chosen = {item.callspec.params["case"].id for item in request.session.items
-              if hasattr(item, "callspec") and "case" in item.callspec.params}
+              if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
+              and "case" in item.callspec.params}
     return run_distributed([c for c in CASES if c.id in chosen], tmp_path_factory.mktemp("ddp"), world=2)
 
 
