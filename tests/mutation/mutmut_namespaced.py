@@ -61,8 +61,8 @@ def fastest_first(tests: list[str]) -> list[str]:
     mutmut's fork runner sorts them so; its fork server (`process_isolation = "forkserver"`) runs them
     in set order, so a mutant a 0.01 s unit test kills could first build a minutes-long end-to-end
     fixture. The first failure ends the run (-x): the verdict is the same, reached sooner."""
-    order = {name: i for i, name in enumerate(state().duration_by_test)}
-    return sorted(tests, key=lambda t: (state().duration_by_test.get(t, 0.0), order.get(t, len(order)), t))
+    # sorted() is stable: ties keep the suite's order
+    return sorted(in_suite_order(tests), key=lambda t: state().duration_by_test.get(t, 0.0))
 
 
 def in_suite_order(tests) -> list[str]:

@@ -254,13 +254,6 @@ def module_scores(killed: list[str], scored: list[str]) -> dict[str, tuple[int, 
     return dict(sorted(out.items()))
 
 
-def _also_copy() -> list[str]:
-    """pyproject's [tool.mutmut] also_copy: what mutmut copies into mutants/ beside the package."""
-    import tomllib
-
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["also_copy"]
-
-
 NO_MUTANT = "clinfuse.no-such-mutant"  # matches nothing: mutmut generates and maps the mutants, then stops
 
 
@@ -306,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only and not args.spawned_only and not args.recheck:
         log = ROOT / "mutants" / "run.log"
         log.parent.mkdir(exist_ok=True)
-        for path in _also_copy():  # mutmut copies a nested file (".dvc/config") only into an existing folder
+        from mutmut.configuration import config
+
+        # what mutmut copies beside the package (pyproject's also_copy and its own defaults); it copies a
+        # nested file (".dvc/config") only into an existing folder
+        for path in config().also_copy:
             (ROOT / "mutants" / path).parent.mkdir(parents=True, exist_ok=True)
         # an earlier invocation's passing stats run says nothing of today's code (mutmut_namespaced.py)
         (ROOT / "mutants" / "full-stats-passed").unlink(missing_ok=True)
