@@ -67,11 +67,12 @@ rehearsal: $(STAMP)  ## every stage at 1/10 of MIMIC-IV's size (SIZE=full for th
 	$(BIN)/python benchmarks/full_scale.py --size $(SIZE) $(if $(REHEARSAL_DIR),--work $(REHEARSAL_DIR))
 
 # `make mutation MODULES="etl.normalize.* evaluation.champion.*"` re-runs those mutants only, keeping the rest;
-# `make mutation SAMPLE=0.2` runs a seeded 20 % of each module's mutants and prints each score with its 95 % CI.
+# `make mutation SAMPLE=0.2` runs a seeded 20 % of each module's mutants and prints each score with its 95 % CI;
+# `SAMPLE_MIN=40` draws at least 40 of each module (a small module's 10 % is too few for an informative interval).
 # One mutant per CPU core at a time (MUTATION_JOBS=N to change): a full run is CPU-bound, hours on 2 cores.
 MUTATION_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 mutation: $(STAMP)  ## mutation testing of the core modules (mutmut; long, not part of `make test`); prints the score last
-	$(BIN)/python tests/mutation/run.py --max-children $(MUTATION_JOBS) $(if $(MODULES),$(foreach m,$(MODULES),'$(m)'),--fresh) $(if $(SAMPLE),--sample $(SAMPLE))
+	$(BIN)/python tests/mutation/run.py --max-children $(MUTATION_JOBS) $(if $(MODULES),$(foreach m,$(MODULES),'$(m)'),--fresh) $(if $(SAMPLE),--sample $(SAMPLE)) $(if $(SAMPLE_MIN),--sample-min $(SAMPLE_MIN))
 
 # A moved or copied project: its store still names the old folder until rebased (idempotent, fast).
 mlflow-ui: $(STAMP)

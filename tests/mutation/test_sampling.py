@@ -32,6 +32,23 @@ def test_every_module_keeps_at_least_one_mutant():
     assert len(sample_mutants(NAMES, 0.01, seed=0)) == 2
 
 
+def test_a_minimum_tops_up_each_module_and_keeps_every_mutant_the_fraction_drew():
+    smaller = sample_mutants(NAMES, 0.2, seed=0)
+    larger = sample_mutants(NAMES, 0.2, seed=0, minimum=6)
+    assert sum(n.startswith("clinfuse.etl.split.") for n in larger) == 6  # 20 % of 20 = 4, topped up to 6
+    assert sum(n.startswith("clinfuse.models.methods.masam.") for n in larger) == 6  # 2, topped up to 6
+    assert set(smaller) <= set(larger)  # the results already run for the smaller sample still count
+    assert len(set(larger)) == len(larger)
+    assert larger == sample_mutants(list(reversed(NAMES)), 0.2, seed=0, minimum=6)
+
+
+def test_a_minimum_above_a_module_s_size_takes_all_of_it_and_below_the_fraction_changes_nothing():
+    everything = sample_mutants(NAMES, 0.2, seed=0, minimum=15)
+    assert sum(n.startswith("clinfuse.models.methods.masam.") for n in everything) == 10  # all 10
+    assert sum(n.startswith("clinfuse.etl.split.") for n in everything) == 15
+    assert sample_mutants(NAMES, 0.2, seed=0, minimum=2) == sample_mutants(NAMES, 0.2, seed=0)
+
+
 def test_the_wilson_interval_by_hand():
     # 9 of 10: p = 0.9, z = 1.96, z^2 = 3.8416: centre (0.9 + 3.8416 / 20) / (1 + 3.8416 / 10) = 0.78898,
     # half-width 1.96 * sqrt(0.9 * 0.1 / 10 + 3.8416 / 400) / 1.38416 = 0.19314 -> (0.5958, 0.9821)
@@ -40,6 +57,8 @@ def test_the_wilson_interval_by_hand():
     assert wilson_interval(0, 0) == (0.0, 1.0)
     lo, hi = wilson_interval(10, 10)
     assert hi == pytest.approx(1.0) and lo == pytest.approx(0.7225, abs=1e-4)
+    # n of n killed: lower bound n / (n + z^2); 40 / 43.8416 = 0.9124 (why SAMPLE_MIN=40)
+    assert wilson_interval(40, 40)[0] == pytest.approx(40 / (40 + 1.959964 ** 2), abs=1e-9)
 
 
 def test_module_scores_count_kills_per_module():
