@@ -334,14 +334,20 @@ def main(argv: list[str] | None = None) -> int:
                                                "minimum": args.sample_min, "mutants": names}, indent=1))
             print(f"sampled {len(names)} mutants ({args.sample:.0%} of each module, at least {args.sample_min}, "
                   f"seed {args.sample_seed})", flush=True)
+        elif names:  # generate (and map) first, so that what is already decided can be told from what runs
+            _mutmut_run([NO_MUTANT], args.max_children, log)
+        decided = {k for k, (s, _) in results().items() if s not in NOT_RUN}
         _mutmut_run(names, args.max_children, log)
         if extends_sample:
             sample = json.loads(sample_file.read_text())
             sample["mutants"] = sorted(set(sample["mutants"]) | {k for k in results() if selected(k, names)})
             sample_file.write_text(json.dumps(sample, indent=1))
-        for name in VERDICT_FILES if names else ():  # mutmut re-ran the selected mutants:
-            if (ROOT / "mutants" / name).is_file():   # their extra verdicts are stale
-                Verdicts(name, names).save({})
+        # the mutants mutmut ran now (new, or their function changed): their extra verdicts are stale; a
+        # mutant it had decided before keeps its re-check (same code, and tests are only ever added)
+        ran = [k for k in results() if selected(k, names) and k not in decided]
+        for name in VERDICT_FILES if ran else ():
+            if (ROOT / "mutants" / name).is_file():
+                Verdicts(name, ran).save({})
 
     every = {k: v for k, v in results().items() if selected(k, args.patterns)}
     found = every
