@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 
-def still_improving(best_epoch: int | None, epochs_run: int | None) -> bool:
-    """True when the selected epoch is the last one run (training stopped while still improving)."""
-    return best_epoch is not None and epochs_run is not None and epochs_run > 0 and best_epoch == epochs_run
+def still_improving(best_epoch: int | None, epochs_run: int | None, best_score: float | None) -> bool:
+    """True when the epoch selected on its validation score is the last one run (training stopped while
+    still improving). False without a score (`best_score` None: no validation rows, or a metric they
+    leave undefined): the trainer then keeps the last epoch by rule, which says nothing of improvement."""
+    return (best_score is not None and best_epoch is not None and epochs_run is not None and epochs_run > 0
+            and best_epoch == epochs_run)
 
 
 def best_epoch_metrics(history: list[dict[str, Any]], best_epoch: int | None) -> dict[str, float]:
@@ -32,6 +35,8 @@ def best_epoch_metrics(history: list[dict[str, Any]], best_epoch: int | None) ->
     last = int(history[-1]["epoch"])
     out = {f"best_{k}": float(v) for k, v in record.items()
            if k.startswith(("train_", "val_")) and v is not None}
+    # the headline validation metric is the record's first val_ entry (the trainer writes it first)
+    score = next((v for k, v in record.items() if k.startswith("val_")), None)
     out.update(best_epoch=float(best_epoch), last_epoch=float(last),
-               still_improving=float(still_improving(best_epoch, last)))
+               still_improving=float(still_improving(best_epoch, last, score)))
     return out

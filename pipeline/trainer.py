@@ -486,6 +486,9 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
     if len(train) == 0:
         raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")
+    if len(val) == 0 and is_main():
+        print(f"WARNING: cohort {cohort.name}: no rows with split == 'val': nothing to select an epoch on or "
+              "stop early with, so every epoch runs and the last one is kept", flush=True)
     noise = _apply_label_noise(train, cohort, s.label_noise, spec.seed)
     model, optimizer, scheduler, method = build_for_cohort(spec, cohort, device)
     config = resolved_config(spec, cohort)
@@ -593,7 +596,7 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                 epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained with, logged as `lr`
                 scheduler.step()
                 names = list(sums)
-                means = torch.stack([sums[k] / counts[k] for k in names]).tolist() if names else []
+                means = torch.stack([sums[k] / counts[k] for k in names]).tolist()  # every epoch has a step
                 train_means = dict(zip(names, means, strict=True))
                 if world > 1:  # every rank's equal-sized shards: the mean of the ranks' means
                     train_means = mean_over_ranks({k: v * counts[k] for k, v in train_means.items()}, counts)
@@ -608,9 +611,13 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
                     record["val_macro_auroc"] = val_metrics["macro_auroc"]
                 state["history"].append(record)
                 tracker.metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
+                # A tie is no improvement (the earlier epoch stays). Without a score (no validation rows, or
+                # a metric they leave undefined) there is nothing to select on: the latest epoch is kept and
+                # the run never stops early. A NaN score is never an improvement; epoch 1 is then kept.
                 improved = score is not None and score > state["best_metric"]
-                if improved or state["best_epoch"] is None:
-                    state["best_metric"] = score if score is not None else state["best_metric"]
+                if improved:
+                    state["best_metric"] = score
+                if improved or score is None or state["best_epoch"] is None:
                     state["best_epoch"] = epoch + 1
                     state["bad_epochs"] = 0
                     if is_main():
@@ -649,14 +656,15 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
         write_json(out / "history.json", state["history"])
         if state.get("alignment"):
             write_json(out / "alignment.json", state["alignment"])
+    best_val_metric = None if state["best_metric"] == -np.inf else state["best_metric"]
     summary = {
         "cohort": cohort.name, "method": spec.method_name, "seed": spec.seed,
-        "metric": f"val_{headline}", "best_val_metric": None if state["best_metric"] == -np.inf else state["best_metric"],
+        "metric": f"val_{headline}", "best_val_metric": best_val_metric,
         "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "steps": state["global_step"],
         "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - started, 2), "device": str(device),
         "label_noise": {"rate": s.label_noise, "flipped_entries": noise}, "processes": world,
         "cohort_digest": digest,  # evaluate refuses a cohort whose content differs
-        "still_improving": still_improving(state["best_epoch"], state["epoch"]),
+        "still_improving": still_improving(state["best_epoch"], state["epoch"], best_val_metric),
     }
     if main_rank:
         write_json(out / "train_summary.json", summary)
@@ -672,7 +680,8 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
     barrier()  # the run folder is complete when any rank returns
     if not main_rank:
         return summary
-    best_txt = "n/a" if summary["best_val_metric"] is None else f"{summary['best_val_metric']:.3f}"
+    best_txt = ("n/a (no validation score: the last epoch is kept)" if summary["best_val_metric"] is None
+                else f"{summary['best_val_metric']:.3f}")
     print(f"trained {spec.method_name} on {cohort.name} (seed {spec.seed}): best val {headline} {best_txt} "
           f"at epoch {summary['best_epoch']}/{state['epoch']}"
           f"{' (still improving at its last epoch: raise train.epochs)' if summary['still_improving'] else ''}"

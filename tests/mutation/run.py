@@ -100,16 +100,22 @@ def equivalents() -> dict[tuple[str, str], str]:
 # starts two gloo ranks): mutmut traces only its own process, so it never maps these tests to
 # the functions they exercise. Survivors in these modules are re-run against them directly,
 # with the mutant switched on through MUTANT_UNDER_TEST (the spawned ranks inherit it).
-SPAWNED_TESTS = {"clinfuse.models.methods.": ["tests/distributed/test_methods_data_parallel.py", "-k", "two_processes"]}
+# The trainer's multi-process branches (the mean of the ranks' training losses, rank 0's validation metric,
+# the BatchNorm broadcast) run only in the two-rank trainer tests.
+METHODS = "clinfuse.models.methods."
+SPAWNED_TESTS = {METHODS: ["tests/distributed/test_methods_data_parallel.py", "-k", "two_processes"],
+                 "clinfuse.pipeline.trainer.": ["tests/distributed/test_trainer_data_parallel.py",
+                                                "-k", "two_processes or sync_batchnorm"]}
 
 
 def spawned_tests_for(mutant: str, tests: list[str]) -> list[str]:
     """A method module's mutant is run against that method's cases only (`masam` -> the MASAM cases;
     `-k sam` also picks MASAM's, which call SAM's code); the shared base module against the late fusion,
-    SAM and MASAM cases, which between them reach every base helper the core methods use."""
-    module = mutant.removeprefix("clinfuse.models.methods.").split(".")[0]
-    if tests[-2:] != ["-k", "two_processes"] or module == mutant:
+    SAM and MASAM cases, which between them reach every base helper the core methods use. Any other
+    module's mutant runs its tests as they are."""
+    if not mutant.startswith(METHODS):
         return tests
+    module = mutant.removeprefix(METHODS).split(".")[0]
     chosen = "late_fusion or sam" if module == "base" else module
     return [*tests[:-1], f"two_processes and ({chosen})"]
 

@@ -1,4 +1,5 @@
-"""`make mutation SAMPLE=F`: the sample it draws and the interval it prints (tests/mutation/run.py)."""
+"""`make mutation SAMPLE=F`: the sample it draws, the interval it prints, and which spawned-process tests
+re-check a survivor (tests/mutation/run.py)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,17 @@ def test_a_module_line_says_whether_it_covers_every_mutant_a_sample_or_an_unfini
         " (6 of the 11 sampled mutants run, unfinished: the quickest first, not a random subset; no interval)")
     assert coverage(11, 110, 9, 10, drawn=None) == (
         " (11 of 110 mutants run, unfinished: the quickest first, not a random subset; no interval)")
+
+
+def test_a_method_s_survivor_reruns_its_own_two_process_cases_and_a_trainer_s_the_trainer_s():
+    from tests.mutation.run import SPAWNED_TESTS, spawned_tests_for
+
+    masam = "clinfuse.models.methods.masam.xǁMASAMǁstep__mutmut_7"
+    assert spawned_tests_for(masam, SPAWNED_TESTS["clinfuse.models.methods."]) == [
+        "tests/distributed/test_methods_data_parallel.py", "-k", "two_processes and (masam)"]
+    base = "clinfuse.models.methods.base.x_check_range__mutmut_1"
+    assert spawned_tests_for(base, SPAWNED_TESTS["clinfuse.models.methods."])[-1] == \
+        "two_processes and (late_fusion or sam)"
+    trainer = "clinfuse.pipeline.trainer.x_fit__mutmut_560"
+    assert spawned_tests_for(trainer, SPAWNED_TESTS["clinfuse.pipeline.trainer."]) == [
+        "tests/distributed/test_trainer_data_parallel.py", "-k", "two_processes or sync_batchnorm"]

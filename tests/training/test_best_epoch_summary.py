@@ -21,7 +21,17 @@ def test_best_metrics_are_the_selected_epochs_not_the_last_ones():
 
 def test_a_run_whose_best_epoch_is_its_last_is_still_improving():
     assert best_epoch_metrics(HISTORY[:2], 2)["still_improving"] == 1.0
-    assert still_improving(12, 12) and not still_improving(9, 12) and not still_improving(None, 3)
+    assert still_improving(12, 12, 0.6) and not still_improving(9, 12, 0.6) and not still_improving(None, 3, 0.6)
+    assert not still_improving(0, 0, 0.6)  # no epoch run
+
+
+def test_without_a_validation_score_the_kept_last_epoch_is_not_still_improving():
+    # no validation rows: the trainer keeps the last epoch by rule, not because it scored best
+    assert not still_improving(12, 12, None)
+    no_score = [{"epoch": 1, "train_loss_total": 0.9, "val_macro_auprc": None, "lr": 1e-3},
+                {"epoch": 2, "train_loss_total": 0.7, "val_macro_auprc": None, "lr": 1e-3}]
+    assert best_epoch_metrics(no_score, 2) == {"best_train_loss_total": 0.7, "best_epoch": 2.0, "last_epoch": 2.0,
+                                               "still_improving": 0.0}
 
 
 def test_a_best_epoch_missing_from_the_history_is_an_error_and_no_epoch_no_summary():

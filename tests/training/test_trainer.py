@@ -573,6 +573,117 @@ def test_the_run_folder_records_the_configuration_it_trained_with(tmp_path):
     assert config["train"]["lr"] == 0.006 and config["train"]["patience"] == 2
 
 
+def _scripted_run(tmp_path, scores, epochs, patience, drop_validation=False, **fit_args):
+    """A 12-row cohort (8 train rows, batch 4: 2 steps per epoch; every step logged) whose validation macro
+    AUPRC per epoch is `scores` (`drop_validation`: its validation rows moved to test, so none is scored);
+    returns (summary, history, recorder, printed) or the exception fit raised in place of the summary."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    import pandas as pd
+
+    import clinfuse.pipeline.trainer as trainer
+    from tests.fixtures.cohorts import write_cohort
+
+    cohort = write_cohort(tmp_path / "cohort", "mimic", n=12)
+    if drop_validation:
+        samples = pd.read_parquet(cohort / "samples.parquet")
+        samples["split"] = samples["split"].replace("val", "test")
+        samples.to_parquet(cohort / "samples.parquet")
+    run = spec(cohort, "late_fusion", tmp_path / "run", epochs=epochs)
+    run.settings.batch_size, run.settings.patience, run.settings.log_every = 4, patience, 1
+    scripted = iter(scores)
+    recorders, printed = [], io.StringIO()
+    with mock.patch.object(trainer, "_Tracker", lambda *a: recorders.append(_Recorder(*a)) or recorders[-1]), \
+            mock.patch.object(trainer, "evaluate_split", lambda *a, **k: {"macro_auprc": next(scripted)}), \
+            contextlib.redirect_stdout(printed):
+        try:
+            summary = fit(run, track=True, **fit_args)
+        except StopTraining as stopped:
+            summary = stopped
+    history_file = tmp_path / "run" / "history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else None
+    return summary, history, recorders[0], printed.getvalue()
+
+
+def _last_state(tmp_path):
+    return torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)["state"]
+
+
+def test_without_validation_rows_every_epoch_runs_and_the_last_is_kept(tmp_path):
+    # Nothing to select on: no early stopping however small the patience, the last epoch's weights kept,
+    # no best score, and the kept last epoch is not "still improving" (it was kept by rule).
+    summary, history, _, printed = _scripted_run(tmp_path, [], epochs=3, patience=1, drop_validation=True)
+    assert "no rows with split == 'val'" in printed
+    assert [r["epoch"] for r in history] == [1, 2, 3] and [r["val_macro_auprc"] for r in history] == [None] * 3
+    assert (summary["epochs_run"], summary["best_epoch"], summary["best_val_metric"], summary["steps"],
+            summary["still_improving"]) == (3, 3, None, 6, False)
+    best = torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)
+    assert best["epoch"] == 3 and best["val_metric"] is None
+    last = _last_state(tmp_path)
+    assert (last["epoch"], last["best_epoch"], last["bad_epochs"], last["finished"]) == (3, 3, 0, True)
+    assert last["best_metric"] == -float("inf")
+    assert "best val macro_auprc n/a (no validation score: the last epoch is kept) at epoch 3/3 in" in printed
+    assert "still improving" not in printed
+
+
+def test_a_checkpoint_holds_exactly_the_training_state_resume_needs(tmp_path):
+    _scripted_run(tmp_path, [0.3, 0.4], epochs=2, patience=5)
+    assert set(_last_state(tmp_path)) == {"epoch", "global_step", "best_metric", "best_epoch", "bad_epochs",
+                                          "history", "mlflow_run_id", "finished"}
+
+
+def test_a_tie_is_no_improvement_so_the_earlier_epoch_stays_and_patience_runs_out(tmp_path):
+    # 0.5, 0.5, 0.5 with patience 2: epoch 1 is best; epochs 2 and 3 tie it, count as bad and stop the run
+    summary, _, _, printed = _scripted_run(tmp_path, [0.5, 0.5, 0.5, 0.9], epochs=4, patience=2)
+    assert (summary["best_epoch"], summary["epochs_run"], summary["best_val_metric"]) == (1, 3, 0.5)
+    assert torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)["epoch"] == 1
+    assert "best val macro_auprc 0.500 at epoch 1/3 in" in printed
+
+
+def test_a_run_whose_last_epoch_scores_best_is_still_improving_and_says_so(tmp_path):
+    summary, _, _, printed = _scripted_run(tmp_path, [0.3, 0.4], epochs=2, patience=5)
+    assert (summary["best_epoch"], summary["epochs_run"], summary["still_improving"]) == (2, 2, True)
+    assert "best val macro_auprc 0.400 at epoch 2/2 (still improving at its last epoch: raise train.epochs) in" \
+        in printed
+    assert _last_state(tmp_path)["finished"] is True  # at its last epoch: finished, whatever its patience
+
+
+def test_stop_after_epoch_stops_right_after_that_epoch_s_checkpoint(tmp_path):
+    stopped, history, recorder, _ = _scripted_run(tmp_path, [0.3, 0.4, 0.5, 0.6], epochs=4, patience=5,
+                                                  stop_after_epoch=2)
+    assert isinstance(stopped, StopTraining) and str(stopped) == "stopped after epoch 2"
+    assert history is None and not (tmp_path / "run" / "train_summary.json").exists()
+    last = _last_state(tmp_path)
+    assert (last["epoch"], last["global_step"], last["finished"]) == (2, 4, False)
+    assert recorder.ended == ["KILLED"]
+
+
+def test_resuming_a_run_that_stopped_early_trains_no_further_epoch(tmp_path):
+    # patience 1: 0.5 then 0.4 stops after epoch 2 of 6; --resume must not train epochs 3..6
+    summary, _, _, _ = _scripted_run(tmp_path, [0.5, 0.4], epochs=6, patience=1)
+    assert summary["epochs_run"] == 2 and _last_state(tmp_path)["finished"] is True
+    from unittest import mock
+
+    import clinfuse.pipeline.trainer as trainer
+
+    run = spec(tmp_path / "cohort", "late_fusion", tmp_path / "run", epochs=6)
+    run.settings.batch_size, run.settings.patience, run.settings.log_every = 4, 1, 1
+    with mock.patch.object(trainer, "evaluate_split", lambda *a, **k: pytest.fail("a finished run trained again")):
+        again = fit(run, resume=True, track=False)
+    assert (again["epochs_run"], again["steps"], again["best_epoch"]) == (2, 4, 1)
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+
+
+def test_an_epoch_s_training_loss_is_the_mean_of_its_steps(tmp_path):
+    _, history, recorder, _ = _scripted_run(tmp_path, [0.3, 0.4], epochs=2, patience=5)
+    steps = [values["step/loss_total"] for _, values in recorder.logged if "step/loss_total" in values]
+    assert len(steps) == 4  # 2 steps per epoch, each logged
+    assert [r["train_loss_total"] for r in history] == pytest.approx([sum(steps[:2]) / 2, sum(steps[2:]) / 2],
+                                                                     rel=1e-6)
+
+
 def test_a_resumed_run_continues_the_python_numpy_torch_and_cuda_random_streams(tmp_path):
     import random
     from unittest import mock
