@@ -84,8 +84,7 @@ def time_method(spec, size, batch, device, name, options, warmup, steps, active=
     outputs = 1 if task_type == "binary" else 25
     model = build_model(spec, ["ehr", "cxr"], {"ehr": (48, 24), "cxr": (1, size, size)}, outputs, method=name,
                         task_type=task_type, options=options).to(device)
-    if device.type == "cuda":
-        channels_last_(model)  # as the trainer does on CUDA
+    model = channels_last_(model, device)  # as the trainer does (NHWC on CUDA only)
     if name == "aug":
         model.active.fill_(1)  # one extra classifier per modality: the cost once boosting has started
     method = METHODS[name](model, torch.optim.AdamW(model.parameters(), lr=1e-4), task_type, **options)

@@ -63,8 +63,7 @@ def run_one(args, device: torch.device) -> dict:
     shapes = {"ehr": (48, 24), "cxr": (1, args.size, args.size)}
     model = build_model(encoders, MODALITIES, shapes, 25, method=config.method, task_type="multilabel",
                         options=config.options).to(device)
-    if device.type == "cuda":
-        channels_last_(model)
+    model = channels_last_(model, device)  # as the trainer does (NHWC on CUDA only)
     method = METHODS[config.method](model, torch.optim.AdamW(model.parameters(), lr=1e-4), "multilabel",
                                     **config.options)
     split = synthetic_split(args.batch_size * (args.warmup + args.steps), args.size, device)

@@ -84,11 +84,9 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu") 
     model = build_model(config["encoders"], config["modalities"], shapes, len(config["label_names"]),
                         method=config["method"]["method"], task_type=config["task_type"],
                         options=config["method"]["options"])
-    model.load_state_dict(load_checkpoint(best, device)["model"])
-    model = model.to(device).eval()
-    if torch.device(device).type == "cuda":
-        channels_last_(model)
-    return model, config
+    # loaded on the host, then moved: a checkpoint saved on any device (a GPU's) loads on any machine
+    model.load_state_dict(load_checkpoint(best, "cpu")["model"])
+    return channels_last_(model.to(device).eval(), device), config
 
 
 def predict_split(run_dir: str | Path, cohort: Cohort, split: str, device: str = "cpu", batch_size: int = 256,

@@ -251,8 +251,7 @@ def build_for_cohort(spec: RunSpec, cohort: Cohort, device: torch.device):
     shapes = {m: cohort.input_shape(m) for m in cohort.modalities}
     model = build_model(spec.encoders, cohort.modalities, shapes, cohort.num_outputs, method=spec.method.method,
                         task_type=cohort.task_type, options=spec.method.options).to(device)
-    if device.type == "cuda":
-        channels_last_(model)  # NHWC 2D convolutions (cuDNN tensor cores); values unchanged
+    model = channels_last_(model, device)  # on CUDA: NHWC 2D convolutions (cuDNN tensor cores); values unchanged
     s = spec.settings
     if s.sync_batchnorm and world_size() > 1:
         model = convert_sync_batchnorm(model, device)  # before the optimizer takes the parameters

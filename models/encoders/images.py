@@ -93,15 +93,18 @@ def load_local_weights(module: nn.Module, weights: str | None, classifier: tuple
     return report
 
 
-def channels_last_(model: nn.Module) -> nn.Module:
-    """Store every 2D convolution's weight channels-last (NHWC), in place; returns `model`.
+def channels_last_(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """On CUDA, store every 2D convolution's weight channels-last (NHWC), in place; returns `model`.
 
-    On CUDA, cuDNN's tensor-core convolutions run natively on NHWC: with the weights and the
-    input (see `channels_last`) in that layout no transposes are inserted around each conv.
-    3D convolutions and all other parameters are left as they are.
+    cuDNN's tensor-core convolutions run natively on NHWC: with the weights and the input (see
+    `channels_last`) in that layout no transposes are inserted around each conv. On any other device
+    the layout is left as it is (CPU kernels gain nothing). 3D convolutions and all other parameters
+    are never changed, nor is any value. The device is the one the model runs on (the rule lives here
+    once, for training and inference alike).
     """
+    on_cuda = torch.device(device).type == "cuda"
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if on_cuda and isinstance(m, nn.Conv2d):
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
     return model
 

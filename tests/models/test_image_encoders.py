@@ -86,11 +86,19 @@ def test_channels_last_changes_the_layout_of_2d_convolutions_only_never_the_outp
     cnn = SmallCNN(spatial_dims=2, channels=(4, 8), out_dim=5).double().eval()
     x = torch.rand(3, 1, 16, 16, dtype=torch.float64)
     before = cnn(x)
-    channels_last_(cnn)
+    assert channels_last_(cnn, "cuda:0") is cnn  # the layout alone changes: no GPU is needed to check it
     convs = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     assert cnn.head.weight.is_contiguous()
     torch.testing.assert_close(cnn(x.contiguous(memory_format=torch.channels_last)), before, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu"), "meta"])
+def test_channels_last_leaves_a_model_for_any_other_device_as_it_is(device):
+    cnn = SmallCNN(spatial_dims=2, channels=(4, 8), out_dim=5)
+    assert channels_last_(cnn, device) is cnn
+    second = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)][1].weight  # [8, 4, 3, 3]
+    assert second.is_contiguous() and not second.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_the_torchvision_encoder_without_torchvision_is_a_one_line_config_error(monkeypatch):

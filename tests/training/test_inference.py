@@ -160,6 +160,60 @@ def test_a_run_folder_without_its_best_checkpoint_is_named(tmp_path):
         load_trained_model(tmp_path)
 
 
+def _saved_as_on_a_gpu(path):
+    """Rewrite a checkpoint as a GPU saves it: every tensor tagged with the location cuda:0, which torch.load
+    restores there unless told where to map it (a CPU-only machine then refuses it)."""
+    import torch.serialization as serialization
+
+    checkpoint = torch.load(path, weights_only=True)
+    registry = list(serialization._package_registry)
+    serialization.register_package(0, lambda storage: "cuda:0", lambda storage, location: None)
+    try:
+        torch.save(checkpoint, path)
+    finally:
+        serialization._package_registry[:] = registry
+
+
+def test_a_checkpoint_saved_on_a_gpu_loads_on_a_machine_without_one(tmp_path):
+    run, cohort, model = _untrained_run(tmp_path)
+    _saved_as_on_a_gpu(run / "checkpoint_best.pt")
+    if not torch.cuda.is_available():  # the file really is a GPU's: read as saved, it needs CUDA
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(run / "checkpoint_best.pt", weights_only=True)
+    loaded, _ = load_trained_model(run)
+    for name, weight in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], weight), name
+
+
+def test_a_run_s_model_is_placed_on_the_device_it_is_asked_for(tmp_path):
+    # the meta device, like a GPU, holds parameters apart from the host's: every one must move there
+    run, _, _ = _untrained_run(tmp_path)
+    loaded, _ = load_trained_model(run, "meta")
+    assert {p.device.type for p in loaded.parameters()} == {"meta"} and not loaded.training
+
+
+def test_predicting_a_split_puts_the_model_and_the_split_on_the_device_it_is_given(tmp_path, monkeypatch):
+    import clinfuse.pipeline.inference as inference
+
+    run, cohort, model = _untrained_run(tmp_path)
+    asked = []
+    real_load, real_split = inference.load_trained_model, inference.split_tensors
+
+    def load(run_dir, device="cpu"):
+        asked.append(("model", device))
+        return real_load(run_dir, "cpu")
+
+    def split(cohort, split, device="cpu"):
+        asked.append(("split", device))
+        return real_split(cohort, split, "cpu")
+
+    monkeypatch.setattr(inference, "load_trained_model", load)
+    monkeypatch.setattr(inference, "split_tensors", split)
+    _, probs = predict_split(run, cohort, "test", device="cuda:1")
+    assert asked == [("model", "cuda:1"), ("split", "cuda:1")]
+    np.testing.assert_allclose(probs, _probabilities_of(model, cohort, "test"), rtol=0, atol=1e-6)
+
+
 def test_a_run_folder_rebuilds_its_method_with_the_task_type_and_options_it_was_trained_with(tmp_path):
     # MLA with fixed weights predicts the weighted mean of its unimodal softmax probabilities: a model rebuilt
     # for another task type (sigmoid) or with its default rule (entropy gating) would predict other values.
