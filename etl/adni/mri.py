@@ -1,7 +1,7 @@
 """T1 MRI: pick each subject's scan, then preprocess it once with MONAI transforms.
 
 Scan choice: the baseline visit's IMAGEUID; otherwise the scan whose EXAMDATE is
-nearest the baseline EXAMDATE within `window_days` (default 183, six months).
+nearest the baseline EXAMDATE within `window_days` (the ETL setting `mri_window_days`: six months).
 Preprocessing: orientation RAS, resampling to isotropic `spacing_mm`, intensity
 scaled to [0, 1] between the 0.5th and 99.5th percentiles, foreground crop,
 resize to a cube of side `size`, stored as uint8.
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 
-def choose_scans(visits: pd.DataFrame, base: pd.DataFrame, window_days: int = 183) -> pd.DataFrame:
+def choose_scans(visits: pd.DataFrame, base: pd.DataFrame, window_days: int) -> pd.DataFrame:
     """Per RID in `base`: IMAGEUID, scan VISCODE and days from baseline (NaN IMAGEUID if none)."""
     v = visits[["RID", "VISCODE", "EXAMDATE", "IMAGEUID"]].copy()
     v["EXAMDATE"] = pd.to_datetime(v["EXAMDATE"], errors="coerce", format="mixed")  # as validate_adnimerge reads it

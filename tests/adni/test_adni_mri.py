@@ -35,7 +35,7 @@ def _visits() -> pd.DataFrame:
 
 
 def test_the_baseline_scan_wins_else_the_nearest_within_183_days_earlier_first():
-    got = choose_scans(_visits(), BASE)
+    got = choose_scans(_visits(), BASE, window_days=183)
     assert list(got.columns) == ["RID", "IMAGEUID", "scan_viscode", "scan_days_from_bl"]
     assert got["RID"].tolist() == [1, 2, 3, 4, 5, 6]
     assert got["IMAGEUID"].tolist()[:2] == [11, 22] and got["IMAGEUID"][3] == 41
