@@ -270,6 +270,33 @@ def module_scores(killed: list[str], scored: list[str]) -> dict[str, tuple[int, 
     return dict(sorted(out.items()))
 
 
+def drop_truncated_copies(root: Path) -> list[Path]:
+    """Delete the mutated copies under `root`/mutants that an interrupted run left half-written; return them.
+
+    mutmut writes a file's mutants straight into mutants/<file> and later trusts any copy newer than its
+    source, so a run stopped (Ctrl-C, a kill) while it wrote one would leave that module empty or cut
+    short for every later run. A copy that no longer parses is removed and so generated again."""
+    import ast
+
+    from mutmut.utils.file_utils import walk_mutatable_files
+
+    dropped = []
+    for source in walk_mutatable_files():
+        copy = root / "mutants" / source
+        if not copy.is_file():
+            continue
+        text = copy.read_text(encoding="utf-8", errors="replace")
+        try:
+            ast.parse(text)
+            broken = not text.strip() and bool(source.read_text(encoding="utf-8").strip())
+        except SyntaxError:
+            broken = True
+        if broken:
+            copy.unlink()
+            dropped.append(copy)
+    return dropped
+
+
 NO_MUTANT = "clinfuse.no-such-mutant"  # matches nothing: mutmut generates and maps the mutants, then stops
 
 
@@ -323,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         # nested file (".dvc/config") only into an existing folder
         for path in config().also_copy:
             (ROOT / "mutants" / path).parent.mkdir(parents=True, exist_ok=True)
+        for copy in drop_truncated_copies(ROOT):
+            print(f"{copy.relative_to(ROOT)}: left half-written by an interrupted run; generated again", flush=True)
         # an earlier invocation's passing stats run says nothing of today's code (mutmut_namespaced.py)
         (ROOT / "mutants" / "full-stats-passed").unlink(missing_ok=True)
         names = args.patterns

@@ -3,6 +3,8 @@ re-check a survivor (tests/mutation/run.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.mutation.run import coverage, module_of, module_scores, sample_mutants, wilson_interval
@@ -89,3 +91,23 @@ def test_a_method_s_survivor_reruns_its_own_two_process_cases_and_a_trainer_s_th
     trainer = "clinfuse.pipeline.trainer.x_fit__mutmut_560"
     assert spawned_tests_for(trainer, SPAWNED_TESTS["clinfuse.pipeline.trainer."]) == [
         "tests/distributed/test_trainer_data_parallel.py", "-k", "two_processes or sync_batchnorm"]
+
+
+def test_a_mutated_copy_an_interrupted_run_left_empty_or_cut_short_is_generated_again(tmp_path, monkeypatch):
+    from tests.mutation import run
+
+    (tmp_path / "pkg").mkdir()
+    sources = {"whole.py": "def f():\n    return 1\n", "empty.py": "def g():\n    return 2\n",
+               "cut.py": "def h():\n    return 3\n", "blank.py": "\n"}
+    copies = {"whole.py": "def f():\n    return 1\n", "empty.py": "", "cut.py": "def h():\n    return (",
+              "blank.py": ""}
+    for name, text in sources.items():
+        (tmp_path / "pkg" / name).write_text(text)
+        (tmp_path / "mutants" / "pkg").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mutants" / "pkg" / name).write_text(copies[name])
+    monkeypatch.chdir(tmp_path)  # mutmut's walk yields paths relative to the working directory
+    monkeypatch.setattr("mutmut.utils.file_utils.walk_mutatable_files",
+                        lambda: iter(sorted(Path("pkg").glob("*.py"))))
+    dropped = run.drop_truncated_copies(tmp_path)
+    assert sorted(p.name for p in dropped) == ["cut.py", "empty.py"]  # an empty copy of an empty source is whole
+    assert sorted(p.name for p in (tmp_path / "mutants" / "pkg").iterdir()) == ["blank.py", "whole.py"]
