@@ -64,9 +64,10 @@ def test_two_different_baseline_rows_name_both_rows_and_the_first_four_differing
                               "(they differ in VISCODE, EXAMDATE, AGE, IMAGEUID); remove the wrong one")
 
 
-def test_baseline_rows_that_differ_only_where_both_are_blank_are_not_a_clash_but_blanks_differ_from_values():
+@pytest.mark.parametrize("dx", [[None, "CN", "MCI"], ["CN", None, "MCI"]], ids=["blank-first", "value-first"])
+def test_baseline_rows_that_differ_only_where_both_are_blank_are_not_a_clash_but_blanks_differ_from_values(dx):
     table = _table(RID=["1", "1", "3"], VISCODE=["bl", "bl", "m06"], EXAMDATE=["2010-01-10"] * 3,
-                   AGE=["70", "70", "80"], IMAGEUID=[None, None, "3001"], DX=[None, "CN", "MCI"])
+                   AGE=["70", "70", "80"], IMAGEUID=[None, None, "3001"], DX=dx)
     with pytest.raises(InputError) as err:
         validate_adnimerge(table, "A.csv")
     assert "rows 2 and 3: RID 1 has two different baseline rows (they differ in DX);" in str(err.value)

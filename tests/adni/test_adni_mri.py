@@ -15,7 +15,9 @@ import pytest
 
 from clinfuse.etl.adni.mri import check_geometry, choose_scans, preprocess_volume, quiet_monai, scan_path
 
-BASE = pd.DataFrame({"RID": [1, 2, 3, 4, 5, 6], "EXAMDATE": ["2010-01-01"] * 5 + ["unknown"]})
+# RID 2's baseline date is written MM/DD/YYYY after an ISO date, as ADNIMERGE exports may mix them
+BASE = pd.DataFrame({"RID": [1, 2, 3, 4, 5, 6], "EXAMDATE": ["2010-01-01", "01/01/2010"] + ["2010-01-01"] * 3
+                     + ["unknown"]})
 
 
 def _visits() -> pd.DataFrame:
