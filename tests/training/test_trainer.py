@@ -684,6 +684,46 @@ def test_an_epoch_s_training_loss_is_the_mean_of_its_steps(tmp_path):
                                                                      rel=1e-6)
 
 
+@pytest.mark.parametrize(("optimizer", "expected"), [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
+def test_a_run_s_model_has_its_method_s_options_the_optimizer_it_names_and_plain_batchnorm_on_one_process(
+        tmp_path, optimizer, expected):
+    from clinfuse.models.sync_batchnorm import SumSyncBatchNorm
+    from clinfuse.pipeline.trainer import build_for_cohort
+    from tests.fixtures.cohorts import write_cohort
+
+    cohort = load_cohort(write_cohort(tmp_path / "cohort", "mimic", n=12))
+    run = spec(cohort.path, "igm", tmp_path / "run")
+    run.method.options["feature_dim"] = 12  # a build option: each 8-wide encoder gets a projection to 12
+    run.settings.optimizer, run.settings.lr, run.settings.weight_decay = optimizer, 0.003, 0.02  # not a default
+    run.settings.sync_batchnorm = True  # asks for synchronised BatchNorm, which one process does not need
+    model, opt, _, _ = build_for_cohort(run, cohort, torch.device("cpu"))
+    assert {m: e.out_dim for m, e in model.encoders.items()} == {"ehr": 12, "cxr": 12}
+    assert type(opt) is expected and opt.param_groups[0]["lr"] == 0.003 and opt.param_groups[0]["weight_decay"] == 0.02
+    assert optimizer == "adamw" or opt.param_groups[0]["momentum"] == run.settings.momentum
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(isinstance(m, SumSyncBatchNorm) for m in norms)
+
+
+def test_the_tracker_logs_the_run_s_lineage_with_the_project_root_whose_dvc_lock_names_the_cohort(
+        tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import clinfuse.pipeline.lineage as lineage
+    from clinfuse.pipeline.tracking import NOTE_TAG
+
+    tracker, _ = _fake_mlflow_tracker({})
+    tags, logged = [], []
+    tracker.mlflow = SimpleNamespace(set_tags=tags.append)
+    monkeypatch.setenv("CLINFUSE_REPO_ROOT", str(tmp_path))
+    monkeypatch.setattr(lineage, "log_split_inputs", lambda cohort, splits, root: logged.append((cohort, splits, root)))
+    tracker.lineage("the cohort", {"train": [0, 1]}, "late_fusion on c, seed 3")
+    assert logged == [("the cohort", {"train": [0, 1]}, tmp_path.resolve())]
+    assert tags[0][NOTE_TAG] == "late_fusion on c, seed 3"
+    tracker.enabled = False
+    tracker.lineage("the cohort", {"train": [0, 1]}, "again")
+    assert len(logged) == 1 and len(tags) == 1
+
+
 def test_a_resumed_run_continues_the_python_numpy_torch_and_cuda_random_streams(tmp_path):
     import random
     from unittest import mock
