@@ -153,8 +153,8 @@ def cohort_warnings(samples: pd.DataFrame, manifest) -> list[str]:
     """What is legal in a cohort but leaves a result weak or undefined, one sentence each.
 
     One class in the whole cohort; a split without a positive (binary, multilabel) or without a
-    class (multiclass); no validation split (the best epoch and early stopping have nothing to
-    be chosen on); no test split; a modality absent from every sample.
+    class (multiclass); no validation split (no epoch can be chosen on a score: the trainer keeps
+    the last one); no test split; a modality absent from every sample.
     """
     out = []
     split = samples["split"].to_numpy()
@@ -187,8 +187,8 @@ def cohort_warnings(samples: pd.DataFrame, manifest) -> list[str]:
                 out.append(f"the {name} split has no positive for {len(none)} of {len(manifest.label_columns)} "
                            f"label(s) ({_names(none)}): {why}")
     if not (split == "val").any():
-        out.append("no validation split: the best epoch and early stopping are chosen on nothing "
-                   "(no validation metric exists)")
+        out.append("no validation split: no epoch can be chosen on a validation score, so training runs "
+                   "every epoch (no early stopping) and keeps the last one")
     if not (split == "test").any():
         out.append("no test split: evaluate has no sample to score")
     for modality in manifest.modalities:

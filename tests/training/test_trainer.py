@@ -615,7 +615,9 @@ def test_without_validation_rows_every_epoch_runs_and_the_last_is_kept(tmp_path)
     # Nothing to select on: no early stopping however small the patience, the last epoch's weights kept,
     # no best score, and the kept last epoch is not "still improving" (it was kept by rule).
     summary, history, _, printed = _scripted_run(tmp_path, [], epochs=3, patience=1, drop_validation=True)
-    assert "no rows with split == 'val'" in printed
+    warning = ("WARNING: cohort cohort: no validation split: no epoch can be chosen on a validation score, so "
+               "training runs every epoch (no early stopping) and keeps the last one\n")
+    assert warning in printed
     assert [r["epoch"] for r in history] == [1, 2, 3] and [r["val_macro_auprc"] for r in history] == [None] * 3
     assert (summary["epochs_run"], summary["best_epoch"], summary["best_val_metric"], summary["steps"],
             summary["still_improving"]) == (3, 3, None, 6, False)
@@ -626,6 +628,41 @@ def test_without_validation_rows_every_epoch_runs_and_the_last_is_kept(tmp_path)
     assert last["best_metric"] == -float("inf")
     assert "best val macro_auprc n/a (no validation score: the last epoch is kept) at epoch 3/3 in" in printed
     assert "still improving" not in printed
+
+
+def test_a_cohort_warning_is_flushed_before_the_first_training_step(tmp_path):
+    # a piped log (a DVC stage's, a batch job's) shows the warning at once, not hours later or never
+    import contextlib
+    import io
+    from unittest import mock
+
+    import pandas as pd
+
+    import clinfuse.pipeline.trainer as trainer
+    from tests.fixtures.cohorts import write_cohort
+
+    cohort = write_cohort(tmp_path / "cohort", "mimic", n=12)
+    samples = pd.read_parquet(cohort / "samples.parquet")
+    samples["split"] = samples["split"].replace("val", "test")  # warned: no validation split
+    samples.to_parquet(cohort / "samples.parquet")
+    run = spec(cohort, "late_fusion", tmp_path / "run", epochs=1)
+    run.settings.batch_size = 4
+
+    class Stdout(io.StringIO):
+        def flush(self):
+            flushed.append(self.getvalue())
+
+    flushed, at_first_step, stdout = [], [], Stdout()
+    autocast = trainer.autocast
+
+    def first_step_sees(*args, **kwargs):
+        if not at_first_step:
+            at_first_step.append(list(flushed))
+        return autocast(*args, **kwargs)
+
+    with mock.patch.object(trainer, "autocast", first_step_sees), contextlib.redirect_stdout(stdout):
+        fit(run, track=False)
+    assert at_first_step[0] and "WARNING: cohort cohort: no validation split" in at_first_step[0][-1]
 
 
 def test_a_checkpoint_holds_exactly_the_training_state_resume_needs(tmp_path):
