@@ -573,7 +573,7 @@ def test_the_run_folder_records_the_configuration_it_trained_with(tmp_path):
     assert config["train"]["lr"] == 0.006 and config["train"]["patience"] == 2
 
 
-def _scripted_run(tmp_path, scores, epochs, patience, drop_validation=False, **fit_args):
+def _scripted_run(tmp_path, scores, epochs, patience, drop_validation=False, batch_size=4, **fit_args):
     """A 12-row cohort (8 train rows, batch 4: 2 steps per epoch; every step logged) whose validation macro
     AUPRC per epoch is `scores` (`drop_validation`: its validation rows moved to test, so none is scored);
     returns (summary, history, recorder, printed) or the exception fit raised in place of the summary."""
@@ -592,7 +592,7 @@ def _scripted_run(tmp_path, scores, epochs, patience, drop_validation=False, **f
         samples["split"] = samples["split"].replace("val", "test")
         samples.to_parquet(cohort / "samples.parquet")
     run = spec(cohort, "late_fusion", tmp_path / "run", epochs=epochs)
-    run.settings.batch_size, run.settings.patience, run.settings.log_every = 4, patience, 1
+    run.settings.batch_size, run.settings.patience, run.settings.log_every = batch_size, patience, 1
     scripted = iter(scores)
     recorders, printed = [], io.StringIO()
     with mock.patch.object(trainer, "_Tracker", lambda *a: recorders.append(_Recorder(*a)) or recorders[-1]), \
@@ -663,6 +663,46 @@ def test_a_cohort_warning_is_flushed_before_the_first_training_step(tmp_path):
     with mock.patch.object(trainer, "autocast", first_step_sees), contextlib.redirect_stdout(stdout):
         fit(run, track=False)
     assert at_first_step[0] and "WARNING: cohort cohort: no validation split" in at_first_step[0][-1]
+    assert at_first_step[0][-1].rstrip().endswith("so every epoch runs and the last one is kept")  # the trainer's
+
+
+def test_starting_afresh_removes_an_old_train_summary_so_an_unfinished_run_never_looks_finished(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_summary.json").write_text('{"best_epoch": 9}')  # an earlier, finished run's
+    stopped, _, _, _ = _scripted_run(tmp_path, [0.3, 0.4], epochs=2, patience=5, stop_after_epoch=1)
+    assert isinstance(stopped, StopTraining)
+    assert not (tmp_path / "run" / "train_summary.json").exists()
+
+
+def test_the_progress_bar_counts_the_steps_of_an_epoch_a_short_last_batch_included(tmp_path, monkeypatch):
+    from rich.progress import Progress
+
+    totals = []
+    add_task = Progress.add_task
+    monkeypatch.setattr(Progress, "add_task", lambda self, *a, **k: totals.append(k["total"]) or add_task(self, *a, **k))
+    # 8 training rows in batches of 3: 3 steps per epoch, the last one of 2 rows
+    summary, _, _, _ = _scripted_run(tmp_path, [0.3, 0.4], epochs=2, patience=5, batch_size=3)
+    assert summary["steps"] == 2 * 3 and totals == [3, 3]
+
+
+def test_a_non_finite_loss_seen_at_a_logging_step_stops_the_run_naming_its_epoch_and_step(tmp_path, monkeypatch):
+    # 2 steps per epoch, every step logged: the NaN of global step 3 is caught at once, as epoch 2's step 1
+    from clinfuse.models.methods.late_fusion import LateFusion
+    from clinfuse.pipeline.trainer import TrainingDiverged
+
+    real_step, calls = LateFusion.step, []
+
+    def step(self, batch):
+        calls.append(1)
+        metrics = real_step(self, batch)
+        if len(calls) == 3:
+            metrics["loss_total"] = torch.tensor(float("nan"))
+        return metrics
+
+    monkeypatch.setattr(LateFusion, "step", step)
+    with pytest.raises(TrainingDiverged, match=r"^diverged at epoch 2, step 1 \(global step 3\)"):
+        _scripted_run(tmp_path, [0.3, 0.4, 0.5], epochs=3, patience=5)
+    assert len(calls) == 3  # stopped right there, not at the end of the epoch
 
 
 def test_a_checkpoint_holds_exactly_the_training_state_resume_needs(tmp_path):
