@@ -630,8 +630,23 @@ def test_without_validation_rows_every_epoch_runs_and_the_last_is_kept(tmp_path)
     assert "still improving" not in printed
 
 
-def test_a_cohort_warning_is_flushed_before_the_first_training_step(tmp_path):
-    # a piped log (a DVC stage's, a batch job's) shows the warning at once, not hours later or never
+def _no_validation_split(samples):
+    samples["split"] = samples["split"].replace("val", "test")
+
+
+def _no_positive_in_validation(samples):
+    samples.loc[samples["split"] == "val", "CHF"] = 0
+
+
+@pytest.mark.parametrize(("edit", "last_line"), [
+    # the cohort's warning, then the trainer's own line on what it does about it
+    (_no_validation_split, "no rows with split == 'val': nothing to select an epoch on or stop early with, so "
+                           "every epoch runs and the last one is kept"),
+    (_no_positive_in_validation, "WARNING: cohort cohort: the val split has no positive for 1 of 3 label(s) (CHF): "
+                                 "AUROC and AUPRC are undefined for them there"),
+], ids=["no-validation-split", "no-positive-in-validation"])
+def test_warnings_are_flushed_before_the_first_training_step(tmp_path, edit, last_line):
+    # a piped log (a DVC stage's, a batch job's) shows a warning at once, not hours later or never
     import contextlib
     import io
     from unittest import mock
@@ -643,7 +658,7 @@ def test_a_cohort_warning_is_flushed_before_the_first_training_step(tmp_path):
 
     cohort = write_cohort(tmp_path / "cohort", "mimic", n=12)
     samples = pd.read_parquet(cohort / "samples.parquet")
-    samples["split"] = samples["split"].replace("val", "test")  # warned: no validation split
+    edit(samples)
     samples.to_parquet(cohort / "samples.parquet")
     run = spec(cohort, "late_fusion", tmp_path / "run", epochs=1)
     run.settings.batch_size = 4
@@ -662,8 +677,7 @@ def test_a_cohort_warning_is_flushed_before_the_first_training_step(tmp_path):
 
     with mock.patch.object(trainer, "autocast", first_step_sees), contextlib.redirect_stdout(stdout):
         fit(run, track=False)
-    assert at_first_step[0] and "WARNING: cohort cohort: no validation split" in at_first_step[0][-1]
-    assert at_first_step[0][-1].rstrip().endswith("so every epoch runs and the last one is kept")  # the trainer's
+    assert at_first_step[0] and at_first_step[0][-1].rstrip().endswith(last_line)
 
 
 def test_starting_afresh_removes_an_old_train_summary_so_an_unfinished_run_never_looks_finished(tmp_path):
