@@ -92,7 +92,13 @@ from torch import nn
 
 from clinfuse.etl.errors import ConfigError
 
-from ..distributed import all_reduce_mean_, all_reduce_sum_, check_same_on_every_rank, min_max_over_ranks
+from ..distributed import (
+    all_reduce_mean_,
+    all_reduce_sum_,
+    check_same_on_every_rank,
+    min_max_over_ranks,
+    world_size,
+)
 from ..fusion import FusionOutput, average_probabilities
 from ..losses import task_loss
 from .base import Method, autocast_off, frozen_batchnorm_stats, grads_or_zeros, norm, rng_state, set_rng_state
@@ -321,7 +327,9 @@ class IGM(Method):
 
         self.phase_steps += 1
         self.epoch_seen += len(batch["y"])
-        self.pass_batch_size = max(self.pass_batch_size, len(batch["y"]))
+        # the pass for Y cuts GLOBAL batches (a rank's part of each: RankSplit.batches); a rank steps on
+        # its share of a global batch, batch_size / world (the trainer requires it to divide evenly)
+        self.pass_batch_size = max(self.pass_batch_size, len(batch["y"]) * world_size())
         if self._phase_over():
             self._end_phase()
         return {"loss_total": loss.detach(), f"loss_{j}": loss.detach()}

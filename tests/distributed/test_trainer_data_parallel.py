@@ -170,13 +170,15 @@ def test_a_method_whose_epoch_hook_passes_over_the_split_trains_on_two_processes
             assert a[key] == pytest.approx(b[key], abs=METRIC_TOLERANCE), (b["epoch"], key)
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: IGM's epoch diagnostics (lambda_max, effective rank, mean "
-                                       "sigma) on two processes differ from one process's (training does not)")
-def test_igm_s_epoch_diagnostics_on_two_processes_are_one_process_s(two_processes, mimic_cohort, tmp_path):
+def test_igm_s_feature_spectrum_on_two_processes_is_one_process_s(two_processes, mimic_cohort, tmp_path):
+    # Y (Eq. 2) sums over the GLOBAL training batches: with each rank's half batch as the pass's batch size,
+    # two processes summed twice as many, smaller batches (lambda_max 12.5 against 7.2 at epoch 1)
     two, one = _igm_histories(two_processes, tmp_path, mimic_cohort)
     for a, b in zip(two, one, strict=True):
-        for key in [k for k in b if k.startswith("epoch/igm_") and "lambda_min" not in k]:
-            assert a[key] == pytest.approx(b[key], rel=1e-4), (b["epoch"], key)
+        keys = [k for k in b if k.startswith("epoch/igm_")]
+        assert any("lambda_max" in k for k in keys)
+        for key in keys:  # lambda_min is float noise around 0 (a rank-deficient Y): compared absolutely
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), (b["epoch"], key)
 
 
 def test_without_sync_batchnorm_every_rank_takes_rank_0s_batchnorm_statistics(two_processes):
