@@ -187,8 +187,8 @@ def cohort_warnings(samples: pd.DataFrame, manifest) -> list[str]:
                 out.append(f"the {name} split has no positive for {len(none)} of {len(manifest.label_columns)} "
                            f"label(s) ({_names(none)}): {why}")
     if not (split == "val").any():
-        out.append("no validation split: no validation score exists to choose the best epoch on or to stop "
-                   "early with")
+        out.append("no validation split: no epoch can be chosen on a validation score, so training runs "
+                   "every epoch (no early stopping) and keeps the last one")
     if not (split == "test").any():
         out.append("no test split: evaluate has no sample to score")
     for modality in manifest.modalities:

@@ -485,9 +485,6 @@ def fit(spec: RunSpec, resume: bool | str = False, track: bool = True, stop_afte
     train, val = split_tensors(cohort, "train", device), split_tensors(cohort, "val", device)
     if len(train) == 0:
         raise InputError(f"{spec.cohort_dir}/samples.parquet: no rows with split == 'train'")
-    if len(val) == 0 and is_main():
-        print(f"WARNING: cohort {cohort.name}: no rows with split == 'val': nothing to select an epoch on or "
-              "stop early with, so every epoch runs and the last one is kept", flush=True)
     noise = _apply_label_noise(train, cohort, s.label_noise, spec.seed)
     model, optimizer, scheduler, method = build_for_cohort(spec, cohort, device)
     config = resolved_config(spec, cohort)
