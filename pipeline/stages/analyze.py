@@ -24,6 +24,8 @@ definition for every method.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,69 @@ def _scopes(model) -> tuple[dict[str, list[torch.Tensor]], str | None]:
     return {"all": params, **{m: [p for p in e.parameters() if p.requires_grad] for m, e in encoders.items()}}, None
 
 
+class _EncodedOnce(torch.nn.Module):
+    """An encoder that answers a repeated call on the very same input objects with the features it gave.
+
+    Only for an encoder whose weights stay put while another scope's weights move: in eval mode
+    the same weights on the same tensors give the same features, so reusing them changes no loss
+    by a bit (the features are constants for the moving scope's derivatives too). Other inputs are
+    encoded afresh, and an encoder in training mode (batch statistics) is always called.
+    """
+
+    KEEP = 4  # a landscape repeats one batch, a Hessian `analyze.hessian_batches` (1 by default)
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self._seen: list[tuple[tuple, Any]] = []  # ((grad mode, *inputs), features); held inputs keep `is` sound
+
+    def forward(self, *inputs):
+        if self.encoder.training:
+            return self.encoder(*inputs)
+        key = (torch.is_grad_enabled(), *inputs)  # the grad mode can pick the kernel (see below)
+        for seen, features in self._seen:
+            if len(seen) == len(key) and seen[0] == key[0] and all(a is b for a, b in zip(seen[1:], key[1:], strict=True)):
+                return features
+        # Encoded in the caller's grad mode, as without reuse: some modules take another kernel under
+        # no_grad (nn.TransformerEncoder's fast path) and would change the last bits. Detached, since a
+        # scope that holds this encoder still takes no derivative through it.
+        features = _detached(self.encoder(*inputs))
+        # A model that rebuilds its inputs on every call never repeats them: keep a few, not all.
+        self._seen = [*self._seen[-(self.KEEP - 1):], (key, features)]
+        return features
+
+
+def _detached(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detached(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _detached(v) for k, v in value.items()}
+    return value
+
+
+@contextmanager
+def others_encoded_once(model, scope: str) -> Iterator[None]:
+    """While only encoder `scope`'s weights move, every other encoder encodes a fixed batch once.
+
+    A landscape or Hessian per encoder evaluates the fused loss dozens of times on the same batch;
+    on ADNI nearly all of a forward pass is the MRI encoder, whose features do not change while the
+    tabular encoder's weights move. Scope "all" (every weight moves) reuses nothing. The model's
+    `encoders` are restored on exit, also after an error.
+    """
+    encoders = getattr(model, "encoders", None)
+    fixed = [m for m in (encoders or {}) if scope != "all" and m != scope]
+    originals = {m: encoders[m] for m in fixed}
+    try:
+        for m in fixed:
+            encoders[m] = _EncodedOnce(originals[m])
+        yield
+    finally:
+        for m, encoder in originals.items():
+            encoders[m] = encoder
+
+
 def flatness_of_run(model, train: SplitTensors, task_type: str, settings) -> list[dict]:
     """Per-encoder Hutchinson trace (+ SE) per parameter and top eigenvalue of the fused loss."""
     batches = [train.batch(torch.arange(i * settings.batch_size, min((i + 1) * settings.batch_size, len(train))))
@@ -84,10 +149,13 @@ def flatness_of_run(model, train: SplitTensors, task_type: str, settings) -> lis
     for name, params in scopes.items():
         if name == "all" and len(scopes) > 1:
             continue  # per encoder when encoders are named; whole network otherwise
-        trace = hutchinson_trace(terms, params, settings.hutchinson_vectors, torch.Generator().manual_seed(settings.seed),
-                                 target_rel_se=settings.trace_target_rel_se, max_vectors=settings.hutchinson_max_vectors)
-        eig = top_eigenvalue(terms, params, settings.power_iters, tol=settings.power_tol,
-                             generator=torch.Generator().manual_seed(settings.seed + 1))
+        with others_encoded_once(model, name):
+            trace = hutchinson_trace(terms, params, settings.hutchinson_vectors,
+                                     torch.Generator().manual_seed(settings.seed),
+                                     target_rel_se=settings.trace_target_rel_se,
+                                     max_vectors=settings.hutchinson_max_vectors)
+            eig = top_eigenvalue(terms, params, settings.power_iters, tol=settings.power_tol,
+                                 generator=torch.Generator().manual_seed(settings.seed + 1))
         n = trace["n_params"]
         rows.append({"encoder": name, "n_params": n, "trace": trace["trace"], "trace_se": trace["se"],
                      "trace_per_param": trace["trace"] / n, "se_per_param": (trace["se"] or 0.0) / n,
@@ -116,8 +184,9 @@ def landscapes_of_run(model, train: SplitTensors, test: SplitTensors, task_type:
             def loss(batch=batch):
                 return _fused_loss(model, batch, task_type)
 
-            res[f"{split}_1d"] = landscape_1d(loss, params, d1, a1).tolist()
-            res[f"{split}_2d"] = landscape_2d(loss, params, d1, d2, a2, a2).tolist()
+            with others_encoded_once(model, name):
+                res[f"{split}_1d"] = landscape_1d(loss, params, d1, a1).tolist()
+                res[f"{split}_2d"] = landscape_2d(loss, params, d1, d2, a2, a2).tolist()
         out["scopes"][name] = res
     return out
 
