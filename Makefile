@@ -39,7 +39,7 @@ demo-full: $(STAMP)  ## the larger comparison (53 min measured on 2 cores), then
 	  -S '++analyze.seeds=first' -S '++analyze.efficiency=false' && \
 	$(BIN)/python -m clinfuse.pipeline summary --elapsed $$(( $$(date +%s) - start ))
 
-test: $(STAMP)  ## the test suite CI runs: unit tests + the dvc repro end-to-end tests (about 14 min on 2 cores)
+test: $(STAMP)  ## the test suite CI runs: unit tests + the dvc repro end-to-end tests (about 15 min on 2 cores)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-all: $(STAMP)  ## every test, slow ones included
