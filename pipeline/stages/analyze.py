@@ -121,11 +121,17 @@ def others_encoded_once(model, scope: str) -> Iterator[None]:
 
     A landscape or Hessian per encoder evaluates the fused loss dozens of times on the same batch;
     on ADNI nearly all of a forward pass is the MRI encoder, whose features do not change while the
-    tabular encoder's weights move. Scope "all" (every weight moves) reuses nothing. The model's
-    `encoders` are restored on exit, also after an error.
+    tabular encoder's weights move. Scope "all" (every weight moves) reuses nothing, nor does an
+    encoder that shares a weight with the scope. The model's `encoders` are restored on exit, also
+    after an error.
     """
     encoders = getattr(model, "encoders", None)
-    fixed = [m for m in (encoders or {}) if scope != "all" and m != scope]
+    if not isinstance(encoders, torch.nn.ModuleDict) or scope not in encoders:
+        yield  # scope "all" (every weight moves) or a model without named encoders: nothing is fixed
+        return
+    moving = {id(p) for p in encoders[scope].parameters()}
+    # An encoder sharing a weight with the scope (one module under two names) moves with it.
+    fixed = [m for m in encoders if m != scope and not any(id(p) in moving for p in encoders[m].parameters())]
     originals = {m: encoders[m] for m in fixed}
     try:
         for m in fixed:

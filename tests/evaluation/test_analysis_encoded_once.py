@@ -84,6 +84,17 @@ def test_scope_all_moves_every_weight_so_nothing_is_reused():
     assert (model.encoders["a"].calls, model.encoders["b"].calls) == (2, 2)
 
 
+def test_an_encoder_that_shares_the_scope_s_weights_moves_with_it_and_is_always_called():
+    model, x = TwoEncoders().eval(), torch.tensor([1.0])
+    model.encoders["b"] = model.encoders["a"]  # one module under two names
+    with others_encoded_once(model, "a"), torch.no_grad():
+        first = model(x).item()
+        model.encoders["a"].w.add_(1.0)
+        second = model(x).item()
+    assert (first, second) == (4.0, 6.0)
+    assert model.encoders["a"].calls == 4
+
+
 def test_an_encoder_in_training_mode_is_always_called():
     model, x = TwoEncoders().train(), torch.tensor([1.0])
     with others_encoded_once(model, "a"):
