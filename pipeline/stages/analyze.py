@@ -94,7 +94,7 @@ class _EncodedOnce(torch.nn.Module):
             return self.encoder(*inputs)
         key = (torch.is_grad_enabled(), *inputs)  # the grad mode can pick the kernel (see below)
         for seen, features in self._seen:
-            if len(seen) == len(key) and seen[0] == key[0] and all(a is b for a, b in zip(seen[1:], key[1:], strict=True)):
+            if len(seen) == len(key) and all(a is b for a, b in zip(seen, key, strict=True)):  # True is True
                 return features
         # Encoded in the caller's grad mode, as without reuse: some modules take another kernel under
         # no_grad (nn.TransformerEncoder's fast path) and would change the last bits. Detached, since a
@@ -125,21 +125,21 @@ def others_encoded_once(model, scope: str) -> Iterator[None]:
     encoder that shares a weight with the scope. The model's `encoders` are restored on exit, also
     after an error.
     """
-    encoders = getattr(model, "encoders", None)
-    if not isinstance(encoders, torch.nn.ModuleDict) or scope not in encoders:
+    named = model_encoders(model)
+    if not named or scope not in named:
         yield  # scope "all" (every weight moves) or a model without named encoders: nothing is fixed
         return
-    moving = {id(p) for p in encoders[scope].parameters()}
+    moving = {id(p) for p in named[scope].parameters()}
     # An encoder sharing a weight with the scope (one module under two names) moves with it.
-    fixed = [m for m in encoders if m != scope and not any(id(p) in moving for p in encoders[m].parameters())]
-    originals = {m: encoders[m] for m in fixed}
+    fixed = {m: e for m, e in named.items()
+             if m != scope and not any(id(p) in moving for p in e.parameters())}
     try:
-        for m in fixed:
-            encoders[m] = _EncodedOnce(originals[m])
+        for m, encoder in fixed.items():
+            model.encoders[m] = _EncodedOnce(encoder)
         yield
     finally:
-        for m, encoder in originals.items():
-            encoders[m] = encoder
+        for m, encoder in fixed.items():
+            model.encoders[m] = encoder
 
 
 def flatness_of_run(model, train: SplitTensors, task_type: str, settings) -> list[dict]:
